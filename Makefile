@@ -1,0 +1,42 @@
+# resnet-edge: `make demo` and `make test` are the whole quick start.
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.locked
+FMNIST := /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz
+# The venv's bin must be on PATH: onnx2tf runs the `onnxsim` program.
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: setup test demo lock clean
+
+setup: $(STAMP) $(FMNIST)
+
+$(STAMP): requirements.lock pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade "pip>=24"
+	$(BIN)/pip install --quiet -r requirements.lock
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/pip check
+	touch $@
+
+# Fashion-MNIST comes from Debian (no downloads at run time).
+$(FMNIST):
+	@command -v apt-get >/dev/null || { echo "error: $(FMNIST) missing and no apt-get: install the Debian package dataset-fashion-mnist"; exit 1; }
+	$(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y dataset-fashion-mnist || \
+	  { $(if $(filter 0,$(shell id -u)),,sudo) apt-get update && $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y dataset-fashion-mnist; }
+
+test: setup
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+demo: setup
+	$(BIN)/resnet-edge summary resnet18
+
+# Re-resolve the lock from pyproject.toml's ranges (needs the registry).
+lock:
+	rm -rf /tmp/resnet-edge-lock && $(PYTHON) -m venv /tmp/resnet-edge-lock
+	/tmp/resnet-edge-lock/bin/pip install --quiet --upgrade "pip>=24" && /tmp/resnet-edge-lock/bin/pip install --quiet -e ".[test]"
+	{ echo "# resnet-edge locked environment: Python 3.11, CPU (x86_64). Regenerate with 'make lock'."; \
+	  /tmp/resnet-edge-lock/bin/pip freeze --all --exclude-editable | grep -v '^pip==' | sed 's/+cpu$$//'; } > requirements.lock
+
+clean:
+	rm -rf $(VENV) .pytest_cache
