@@ -1,0 +1,281 @@
+"""Real image data, offline: Fashion-MNIST (Debian's IDX files), an ImageFolder directory, CIFAR-10 (python format).
+
+Images travel as uint8 NHWC; `preprocess` is the one place that turns them into the float32 NCHW batches every stage
+(and the device bundle) feeds to a model, with the normalisation constants recorded beside the data set.
+Only numpy here (Pillow is imported for ImageFolder alone), so training imports nothing heavier.
+"""
+
+from __future__ import annotations
+
+import gzip
+import pickle
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import EdgeError
+
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+FASHION_MNIST_CLASSES = [
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+]
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """Per-channel mean and std on the 0..1 scale: x = (pixel / 255 - mean) / std."""
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+
+# Constants that live with each data set (Fashion-MNIST and CIFAR-10: their training splits; ImageFolder: ImageNet's).
+NORMALIZATION = {
+    "fashion_mnist": Normalization((0.2860,), (0.3530,)),
+    "cifar10": Normalization((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "imagefolder": Normalization((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+}
+
+
+class ImageFiles:
+    """Lazily decoded image files, each resized (short side) and centre-cropped to `size`, as uint8 HWC RGB."""
+
+    def __init__(self, paths: list[Path], size: int) -> None:
+        self.paths, self.size = paths, size
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index):
+        if isinstance(index, (int, np.integer)):
+            return self._load(self.paths[index])
+        if isinstance(index, slice):
+            index = range(*index.indices(len(self)))
+        return np.stack([self._load(self.paths[i]) for i in index])
+
+    def _load(self, path: Path) -> np.ndarray:
+        from PIL import Image
+
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+            scale = self.size / min(im.size)
+            im = im.resize((max(self.size, round(im.width * scale)), max(self.size, round(im.height * scale))))
+            left, top = (im.width - self.size) // 2, (im.height - self.size) // 2
+            return np.asarray(im.crop((left, top, left + self.size, top + self.size)), dtype=np.uint8)
+
+    def take(self, indices: np.ndarray) -> ImageFiles:
+        return ImageFiles([self.paths[i] for i in indices], self.size)
+
+
+@dataclass
+class ImageSet:
+    """One split: images (uint8 N,H,W,C array, or ImageFiles) and int64 labels."""
+
+    images: np.ndarray | ImageFiles
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, indices: np.ndarray) -> ImageSet:
+        if isinstance(self.images, ImageFiles):
+            return ImageSet(self.images.take(indices), self.labels[indices])
+        return ImageSet(self.images[indices], self.labels[indices])
+
+
+@dataclass
+class DataSplits:
+    name: str
+    classes: list[str]
+    norm: Normalization
+    in_channels: int
+    train: ImageSet  # training split less the validation carve-out
+    val: ImageSet  # deterministic carve-out of the training split
+    test: ImageSet
+    calibration: ImageSet  # subset of `train` for int8 calibration
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def describe(self) -> dict:
+        """What later stages and the manifest need to preprocess identically."""
+        return {
+            "name": self.name, "classes": self.classes, "in_channels": self.in_channels,
+            "normalization": asdict(self.norm),
+            "sizes": {s: len(getattr(self, s)) for s in ("train", "val", "test", "calibration")},
+        }
+
+
+def preprocess(images: np.ndarray, norm: Normalization, image_size: int | None = None) -> np.ndarray:
+    """uint8 N,H,W,C -> normalised float32 N,C,H,W, resized (bilinear) to image_size when it differs."""
+    x = images.astype(np.float32).transpose(0, 3, 1, 2) / 255.0
+    if image_size is not None and x.shape[-1] != image_size:
+        import torch
+        import torch.nn.functional as F
+
+        x = F.interpolate(torch.from_numpy(x), size=(image_size, image_size), mode="bilinear",
+                          align_corners=False, antialias=True).numpy()
+    mean = np.asarray(norm.mean, np.float32).reshape(1, -1, 1, 1)
+    std = np.asarray(norm.std, np.float32).reshape(1, -1, 1, 1)
+    return np.ascontiguousarray((x - mean) / std, dtype=np.float32)
+
+
+# --- readers -------------------------------------------------------------------------------------------------------
+
+def _read_idx(path: Path) -> np.ndarray:
+    """An IDX file (gzipped or not), as published with MNIST and Fashion-MNIST."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise EdgeError(f"{path}: unreadable IDX file ({e})") from e
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise EdgeError(f"{path}: not an unsigned-byte IDX file (bad magic number)")
+    ndim = raw[3]
+    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+    if data.size != int(np.prod(shape)):
+        raise EdgeError(f"{path}: IDX header says {shape} but holds {data.size} bytes (truncated file?)")
+    return data.reshape(shape)
+
+
+def _find(root: Path, stem: str) -> Path:
+    for name in (f"{stem}.gz", stem):
+        if (root / name).is_file():
+            return root / name
+    raise EdgeError(f"{root}: missing {stem}(.gz); install the Debian package dataset-fashion-mnist "
+                    f"(apt-get install dataset-fashion-mnist) or point data_root at the Fashion-MNIST IDX files")
+
+
+def _check_labels(labels: np.ndarray, num_classes: int, where: Path) -> np.ndarray:
+    bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
+    if bad.size:
+        raise EdgeError(f"{where}: label {int(labels[bad[0]])} at index {int(bad[0])} is out of range "
+                        f"0..{num_classes - 1}; fix or remove that entry")
+    return labels.astype(np.int64)
+
+
+def read_fashion_mnist(root: Path) -> tuple[ImageSet, ImageSet, list[str]]:
+    if not root.is_dir():
+        raise EdgeError(f"{root}: Fashion-MNIST directory not found; install it with "
+                        f"'apt-get install dataset-fashion-mnist' (or make setup), or set data_root")
+    sets = []
+    for split in ("train", "t10k"):
+        images = _read_idx(_find(root, f"{split}-images-idx3-ubyte"))
+        label_path = _find(root, f"{split}-labels-idx1-ubyte")
+        labels = _check_labels(_read_idx(label_path), 10, label_path)
+        if len(images) != len(labels):
+            raise EdgeError(f"{root}: {split} has {len(images)} images but {len(labels)} labels")
+        sets.append(ImageSet(images[..., None], labels))
+    return sets[0], sets[1], FASHION_MNIST_CLASSES
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """CIFAR-10's python format is pickled dicts of numpy arrays: allow only what those need, run nothing else."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+        return super().find_class(module, name)
+
+
+def _read_cifar_batch(path: Path) -> ImageSet:
+    if not path.is_file():
+        raise EdgeError(f"{path}: missing CIFAR-10 batch; point data_root at the extracted cifar-10-batches-py folder")
+    try:
+        with open(path, "rb") as f:
+            batch = _CifarUnpickler(f, encoding="bytes").load()
+        data = np.asarray(batch[b"data"], dtype=np.uint8)
+        labels = np.asarray(batch[b"labels"])
+    except Exception as e:  # a corrupt or foreign file: say which one
+        raise EdgeError(f"{path}: not a CIFAR-10 python-format batch ({e})") from e
+    if data.ndim != 2 or data.shape[1] != 3072 or len(data) != len(labels):
+        raise EdgeError(f"{path}: expected N x 3072 pixels and N labels, got {data.shape} and {len(labels)}")
+    return ImageSet(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1).copy(), _check_labels(labels, 10, path))
+
+
+def read_cifar10(root: Path) -> tuple[ImageSet, ImageSet, list[str]]:
+    if not root.is_dir():
+        raise EdgeError(f"{root}: CIFAR-10 directory not found; set data_root to the extracted cifar-10-batches-py")
+    parts = [_read_cifar_batch(root / f"data_batch_{i}") for i in range(1, 6)]
+    train = ImageSet(np.concatenate([p.images for p in parts]), np.concatenate([p.labels for p in parts]))
+    return train, _read_cifar_batch(root / "test_batch"), CIFAR10_CLASSES
+
+
+def _scan_folder(root: Path, size: int, classes: list[str] | None = None) -> tuple[ImageSet, list[str]]:
+    from PIL import Image, UnidentifiedImageError
+
+    if not root.is_dir():
+        raise EdgeError(f"{root}: image folder not found; expected one sub-folder per class")
+    found = sorted(d.name for d in root.iterdir() if d.is_dir())
+    classes = classes or found
+    if not classes:
+        raise EdgeError(f"{root}: no class sub-folders; expected {root}/<class>/<image>.png")
+    if found != classes:
+        raise EdgeError(f"{root}: class folders {found} differ from the training split's {classes}")
+    paths, labels = [], []
+    for label, name in enumerate(classes):
+        files = sorted(p for p in (root / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise EdgeError(f"{root / name}: empty class folder; add images ({', '.join(sorted(IMAGE_SUFFIXES))}) "
+                            f"or remove the folder")
+        for p in files:
+            try:
+                with Image.open(p) as im:
+                    im.verify()
+            except (UnidentifiedImageError, OSError, SyntaxError) as e:
+                raise EdgeError(f"{p}: unreadable image ({e.__class__.__name__}); delete or replace it") from e
+        paths += files
+        labels += [label] * len(files)
+    return ImageSet(ImageFiles(paths, size), np.asarray(labels, np.int64)), classes
+
+
+def read_imagefolder(root: Path, size: int) -> tuple[ImageSet, ImageSet, list[str]]:
+    """root/train/<class>/* and root/test/<class>/* (a `val` folder is accepted for test, as ImageNet ships)."""
+    train, classes = _scan_folder(root / "train", size)
+    test_dir = root / "test" if (root / "test").is_dir() else root / "val"
+    test, _ = _scan_folder(test_dir, size, classes)
+    return train, test, classes
+
+
+# --- the one entry point -------------------------------------------------------------------------------------------
+
+def load_data(source: str = "fashion_mnist", root: str | Path | None = None, image_size: int = 224,
+              val_size: int = 5000, calib_size: int = 300, seed: int = 0) -> DataSplits:
+    """Load a data set and carve a deterministic validation split and calibration subset from its training split.
+
+    `image_size` only sizes ImageFolder decoding; resizing for the model happens in `preprocess`.
+    """
+    if source == "fashion_mnist":
+        train, test, classes = read_fashion_mnist(Path(root) if root else FASHION_MNIST_DIR)
+    elif source == "cifar10":
+        if root is None:
+            raise EdgeError("data_source=cifar10 needs data_root=<folder with data_batch_1..5 and test_batch>")
+        train, test, classes = read_cifar10(Path(root))
+    elif source == "imagefolder":
+        if root is None:
+            raise EdgeError("data_source=imagefolder needs data_root=<folder with train/<class>/ and test/<class>/>")
+        train, test, classes = read_imagefolder(Path(root), image_size)
+    else:
+        raise EdgeError(f"unknown data_source {source!r}; choose fashion_mnist, cifar10 or imagefolder")
+
+    if not 0 <= val_size < len(train):
+        raise EdgeError(f"val_size={val_size} must be in 0..{len(train) - 1} (training split has {len(train)} images)")
+    order = np.random.default_rng(seed).permutation(len(train))
+    val_idx, train_idx = np.sort(order[:val_size]), np.sort(order[val_size:])
+    if calib_size > len(train_idx):
+        raise EdgeError(f"calib_size={calib_size} exceeds the {len(train_idx)} training images available")
+    calib_idx = np.sort(order[val_size:val_size + calib_size])
+    sample = train.images[0]
+    return DataSplits(
+        name=source, classes=list(classes), norm=NORMALIZATION[source], in_channels=int(sample.shape[-1]),
+        train=train.subset(train_idx), val=train.subset(val_idx), test=test, calibration=train.subset(calib_idx),
+    )

@@ -1,0 +1,1 @@
+"""int8 quantization and pruning (NNCF, torch-pruning). The only package that imports nncf."""
