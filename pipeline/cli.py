@@ -39,6 +39,28 @@ def cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def _config(args: argparse.Namespace):
+    from .config import load_config, parse_overrides
+
+    words = list(args.overrides)
+    path = words.pop(0) if words and "=" not in words[0] else None
+    return load_config(path, parse_overrides(words))
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train import train
+
+    cfg = _config(args)
+    try:
+        train(cfg)
+    except KeyboardInterrupt:
+        last = cfg.run_dir / "train" / "last.pt"
+        print(f"error: interrupted; {last} holds the last completed epoch: continue with resume=true",
+              file=sys.stderr)
+        return 130
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="resnet-edge", description=__doc__)
     verbs = parser.add_subparsers(dest="verb", required=True)
@@ -47,6 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="image_size=224 num_classes=1000 in_channels=3 width=1 stem= shortcut=")
     p.add_argument("--format", choices=["md", "json"], default="md")
     p.set_defaults(func=cmd_summary)
+    p = verbs.add_parser("train", help="train a model (GPU: AMP, channels_last; torchrun for DDP); resumable")
+    p.add_argument("overrides", nargs="*", metavar="[config.yaml] key=value",
+                   help="e.g. model=resnet18 epochs=6 preset=cpu|gpu resume=true weights=PATH")
+    p.set_defaults(func=cmd_train)
     return parser
 
 

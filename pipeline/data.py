@@ -2,7 +2,7 @@
 
 Images travel as uint8 NHWC; `preprocess` is the one place that turns them into the float32 NCHW batches every stage
 (and the device bundle) feeds to a model, with the normalisation constants recorded beside the data set.
-Only numpy here (Pillow is imported for ImageFolder alone), so training imports nothing heavier.
+Only numpy and torch here (Pillow is imported for ImageFolder alone): training on a stock PyTorch machine needs no more.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 from .errors import EdgeError
 
@@ -110,18 +112,23 @@ class DataSplits:
         }
 
 
-def preprocess(images: np.ndarray, norm: Normalization, image_size: int | None = None) -> np.ndarray:
-    """uint8 N,H,W,C -> normalised float32 N,C,H,W, resized (bilinear) to image_size when it differs."""
-    x = images.astype(np.float32).transpose(0, 3, 1, 2) / 255.0
+def normalize(x: torch.Tensor, norm: Normalization, image_size: int | None = None) -> torch.Tensor:
+    """float N,C,H,W in 0..1 -> model input: resized (bilinear, antialiased) when sizes differ, then (x - mean) / std."""
     if image_size is not None and x.shape[-1] != image_size:
-        import torch
-        import torch.nn.functional as F
+        x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", align_corners=False, antialias=True)
+    mean = torch.tensor(norm.mean, device=x.device).view(1, -1, 1, 1)
+    std = torch.tensor(norm.std, device=x.device).view(1, -1, 1, 1)
+    return ((x - mean) / std).contiguous()
 
-        x = F.interpolate(torch.from_numpy(x), size=(image_size, image_size), mode="bilinear",
-                          align_corners=False, antialias=True).numpy()
-    mean = np.asarray(norm.mean, np.float32).reshape(1, -1, 1, 1)
-    std = np.asarray(norm.std, np.float32).reshape(1, -1, 1, 1)
-    return np.ascontiguousarray((x - mean) / std, dtype=np.float32)
+
+def to_input(images: torch.Tensor, norm: Normalization, image_size: int | None = None) -> torch.Tensor:
+    """uint8 N,H,W,C (any device) -> normalised float32 N,C,H,W model input."""
+    return normalize(images.permute(0, 3, 1, 2).float().div_(255), norm, image_size)
+
+
+def preprocess(images: np.ndarray, norm: Normalization, image_size: int | None = None) -> np.ndarray:
+    """The numpy face of `to_input`: what evaluation, calibration and the device bundle feed to every model."""
+    return to_input(torch.from_numpy(np.ascontiguousarray(images)), norm, image_size).numpy()
 
 
 # --- readers -------------------------------------------------------------------------------------------------------

@@ -1,0 +1,90 @@
+"""Checkpoints and weight files: written atomically, read with torch.load(weights_only=True) only."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .errors import EdgeError
+
+CHECKPOINT_FORMAT = "resnet-edge-checkpoint-v1"
+CLASSIFIER_PREFIXES = ("fc.", "classifier.")
+
+
+def atomic_write(path: Path, write) -> Path:
+    """Call write(tmp_path) then rename onto `path`: readers never see a partial file, a crash leaves the old one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; artifacts are meant to be shared
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_json(path: Path, data) -> Path:
+    return atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2)))
+
+
+def save_checkpoint(ckpt: dict, path: Path) -> Path:
+    return atomic_write(path, lambda tmp: torch.save(ckpt, tmp))
+
+
+def _load(path: Path):
+    if not Path(path).is_file():
+        raise EdgeError(f"{path}: file not found")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated, not a torch file, or holds objects weights_only refuses
+        reason = str(e).strip().splitlines()[0][:160]
+        raise EdgeError(f"{path}: not a readable torch weights file ({e.__class__.__name__}: {reason})") from None
+
+
+def load_checkpoint(path: Path) -> dict:
+    ckpt = _load(path)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise EdgeError(f"{path}: not a resnet-edge training checkpoint (no format={CHECKPOINT_FORMAT!r}); "
+                        f"pass a plain state_dict as weights= instead")
+    return ckpt
+
+
+def load_weights(model: nn.Module, path: Path) -> list[str]:
+    """Fine-tuning start: a torchvision-format state_dict (or a resnet-edge checkpoint). Loads strictly, except that a
+    classifier whose class count differs is left freshly initialised; returns lines saying what was done."""
+    sd = _load(path)
+    if isinstance(sd, dict) and sd.get("format") == CHECKPOINT_FORMAT:
+        sd = sd["model"]
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise EdgeError(f"{path}: expected a state_dict (parameter name -> tensor)")
+    own = model.state_dict()
+    notes = []
+    missing, unexpected = sorted(set(own) - set(sd)), sorted(set(sd) - set(own))
+    if missing or unexpected:
+        raise EdgeError(f"{path}: keys do not match {type(model).__name__}: missing {missing[:5]}"
+                        f"{'...' if len(missing) > 5 else ''}, unexpected {unexpected[:5]}"
+                        f"{'...' if len(unexpected) > 5 else ''}")
+    for k in list(sd):
+        if sd[k].shape == own[k].shape:
+            continue
+        if k.startswith(CLASSIFIER_PREFIXES):
+            notes.append(f"weights: {k} {tuple(sd[k].shape)} -> {tuple(own[k].shape)}: class count differs, "
+                         f"classifier replaced (trained from scratch)")
+            sd[k] = own[k]
+        elif k in ("conv1.weight", "features.0.0.weight") and sd[k].shape[1] == 3 and own[k].shape[1] == 1:
+            notes.append(f"weights: {k} RGB -> grayscale by summing the input-channel filters")
+            sd[k] = sd[k].sum(1, keepdim=True)
+        else:
+            raise EdgeError(f"{path}: {k} has shape {tuple(sd[k].shape)}, the model wants {tuple(own[k].shape)} "
+                            f"(width, stem or block options differ?)")
+    model.load_state_dict(sd, strict=True)
+    return notes + [f"weights: loaded {len(sd)} tensors from {path}"]

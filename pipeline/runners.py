@@ -1,0 +1,157 @@
+"""One Runner interface: runner(batch NCHW float32, normalised) -> logits float32. The only code that opens a model
+file. evaluate and benchmark both go through it, whatever the format: torch checkpoint, ONNX, TFLite."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from .errors import EdgeError
+
+
+class Runner(Protocol):
+    path: Path
+    format: str  # torch | onnx | tflite
+    precision: str  # fp32 | fp16 | dynamic_range | int8 | ...
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray: ...
+
+
+class TorchRunner:
+    """A resnet-edge checkpoint (best.pt / last.pt), rebuilt from the model name and options it carries."""
+
+    format, precision = "torch", "fp32"
+
+    def __init__(self, path: Path, threads: int | None = None) -> None:
+        import torch
+
+        from models import build_model
+
+        from .checkpoint import load_checkpoint
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.path = Path(path)
+        ckpt = load_checkpoint(self.path)
+        self.model = build_model(ckpt["model_name"], **ckpt["model_options"]).eval()
+        self.model.load_state_dict(ckpt["model"])
+
+    @classmethod
+    def from_model(cls, model) -> TorchRunner:
+        runner = cls.__new__(cls)
+        runner.model, runner.path = model.eval(), Path("<in memory>")
+        return runner
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            return self.model(torch.from_numpy(np.ascontiguousarray(batch, np.float32))).numpy()
+
+
+class OnnxRunner:
+    """onnxruntime on the CPU; a QDQ (NNCF int8) model runs with int8 kernels."""
+
+    format = "onnx"
+
+    def __init__(self, path: Path, threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise EdgeError(f"{self.path}: ONNX file not found")
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = threads
+            opts.inter_op_num_threads = 1
+        try:
+            self.session = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
+        except Exception as e:
+            raise EdgeError(f"{self.path}: onnxruntime cannot load it ({str(e).splitlines()[0][:200]})") from None
+        self.input = self.session.get_inputs()[0]
+        ops = {n.op_type for n in _onnx_nodes(self.path)}
+        self.precision = "int8" if "QuantizeLinear" in ops else "fp32"
+        self.fixed_batch = self.input.shape[0] if isinstance(self.input.shape[0], int) else None
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        batch = np.ascontiguousarray(batch, np.float32)
+        if self.fixed_batch and len(batch) != self.fixed_batch:
+            return np.concatenate([self(batch[i: i + self.fixed_batch]) for i in range(0, len(batch),
+                                                                                        self.fixed_batch)])
+        return self.session.run(None, {self.input.name: batch})[0]
+
+
+def _onnx_nodes(path: Path):
+    import onnx
+
+    return onnx.load(str(path), load_external_data=False).graph.node
+
+
+class TFLiteRunner:
+    """The LiteRT interpreter (XNNPACK on CPU). Owns NCHW -> NHWC and int8 quantize / dequantize of input and output
+    with each tensor's own scale and zero point. Tensors are picked by index: names differ between converters."""
+
+    format = "tflite"
+
+    def __init__(self, path: Path, threads: int | None = None) -> None:
+        from ai_edge_litert.interpreter import Interpreter
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise EdgeError(f"{self.path}: TFLite file not found")
+        try:
+            self.interpreter = Interpreter(model_path=str(self.path), num_threads=threads or os.cpu_count())
+            self.interpreter.allocate_tensors()
+        except Exception as e:
+            raise EdgeError(f"{self.path}: LiteRT cannot load it ({str(e).splitlines()[0][:200]})") from None
+        self.input = self.interpreter.get_input_details()[0]
+        self.output = self.interpreter.get_output_details()[0]
+        self.precision = precision_of(self.path.name, self.input["dtype"])
+
+    def _quantize(self, x: np.ndarray) -> np.ndarray:
+        dtype = self.input["dtype"]
+        if dtype == np.float32:
+            return x.astype(np.float32)
+        scale, zero = self.input["quantization"]
+        info = np.iinfo(dtype)
+        return np.clip(np.round(x / scale + zero), info.min, info.max).astype(dtype)
+
+    def _dequantize(self, y: np.ndarray) -> np.ndarray:
+        if self.output["dtype"] == np.float32:
+            return y.astype(np.float32)
+        scale, zero = self.output["quantization"]
+        return (y.astype(np.float32) - zero) * scale
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        x = np.asarray(batch, np.float32)
+        if x.ndim == 4 and self.input["shape"][-1] == x.shape[1] and self.input["shape"][1] != x.shape[1]:
+            x = x.transpose(0, 2, 3, 1)  # NCHW -> NHWC, as onnx2tf lays images out
+        n = int(self.input["shape"][0]) or 1
+        outputs = []
+        for i in range(0, len(x), n):  # onnx2tf bakes the batch size into the graph
+            self.interpreter.set_tensor(self.input["index"], self._quantize(x[i: i + n]))
+            self.interpreter.invoke()
+            outputs.append(self._dequantize(self.interpreter.get_tensor(self.output["index"])))
+        return np.concatenate(outputs)
+
+
+def precision_of(name: str, input_dtype) -> str:
+    for key, precision in (("full_integer_quant", "int8"), ("int8", "int8"), ("float16", "fp16"),
+                           ("fp16", "fp16"), ("dynamic_range", "dynamic_range"), ("float32", "fp32"),
+                           ("fp32", "fp32")):
+        if key in name:
+            return precision
+    return "int8" if input_dtype in (np.int8, np.uint8) else "fp32"
+
+
+def open_runner(path: str | Path, threads: int | None = None) -> Runner:
+    path = Path(path)
+    if not path.exists():
+        raise EdgeError(f"{path}: artifact not found")
+    kinds = {".pt": TorchRunner, ".pth": TorchRunner, ".onnx": OnnxRunner, ".tflite": TFLiteRunner}
+    if path.suffix not in kinds:
+        raise EdgeError(f"{path}: unknown artifact type {path.suffix!r}; expected .pt, .onnx or .tflite")
+    return kinds[path.suffix](path, threads)

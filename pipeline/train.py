@@ -1,0 +1,371 @@
+"""Train any model in models/ on any data source of pipeline.data: GPU-first (AMP, channels_last, optional
+torch.compile, DDP under torchrun), correct on a CPU, resumable.
+
+Imports only torch, numpy and the project's data and model code, so it runs on a machine with stock PyTorch alone.
+Every epoch reseeds from (seed, epoch), so a resumed run replays exactly what the interrupted one would have done.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, SequentialSampler
+
+from models import build_model
+
+from .checkpoint import CHECKPOINT_FORMAT, atomic_write_json, load_checkpoint, load_weights, save_checkpoint
+from .config import Config
+from .data import ImageFiles, ImageSet, Normalization, load_data, normalize, to_input
+from .errors import EdgeError
+
+try:
+    from tqdm import tqdm
+except ImportError:  # stock-PyTorch machines: plain per-epoch lines instead of a bar
+    tqdm = None
+
+
+# --- data on the device --------------------------------------------------------------------------------------------
+
+class Split(Dataset):
+    """uint8 NHWC batches of one split; in-memory arrays are sliced a batch at a time (no per-image Python)."""
+
+    def __init__(self, split: ImageSet) -> None:
+        self.split = split
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, i: int):
+        return self.__getitems__([i])
+
+    def __getitems__(self, indices: list[int]):
+        images = self.split.images[indices]
+        return torch.from_numpy(images.copy()), torch.from_numpy(self.split.labels[indices])
+
+
+def _keep(batch):
+    return batch
+
+
+def make_loader(split: ImageSet, batch_size: int, shuffle: bool, seed: int, world: int, rank: int, workers: int,
+                pin: bool) -> DataLoader:
+    dataset = Split(split)
+    if world > 1:
+        sampler = DistributedSampler(dataset, world, rank, shuffle=shuffle, seed=seed, drop_last=shuffle)
+    elif shuffle:
+        sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(seed))
+    else:
+        sampler = SequentialSampler(dataset)
+    files = isinstance(split.images, ImageFiles)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=shuffle, collate_fn=_keep,
+                      num_workers=workers if files else 0, pin_memory=pin, persistent_workers=files and workers > 0)
+
+
+def augment(x: torch.Tensor, small_images: bool, generator: torch.Generator) -> torch.Tensor:
+    """One affine resample per image on the device. Small images: pad 4 px with zeros, random crop, horizontal flip.
+    Others: random resized crop (scale 0.25-1, aspect 3/4-4/3) and flip. x is float N,C,H,W in 0..1."""
+    n, _, h, w = x.shape
+    rand = torch.rand(n, 4, generator=generator).to(x.device)
+    flip = torch.where(rand[:, 0] < 0.5, -1.0, 1.0).to(x.device)
+    if small_images:
+        shifts = (torch.randint(-4, 5, (n, 2), generator=generator).to(x.device).float()
+                  * 2 / torch.tensor([w, h], device=x.device))
+        sx = sy = torch.ones(n, device=x.device)
+        mode = "nearest"  # whole-pixel shifts: exactly pad-and-crop
+    else:
+        area = 0.25 + 0.75 * rand[:, 1]
+        aspect = torch.exp(math.log(3 / 4) + rand[:, 2] * math.log(16 / 9))
+        sx, sy = torch.sqrt(area * aspect).clamp(max=1), torch.sqrt(area / aspect).clamp(max=1)
+        shifts = torch.stack([(1 - sx), (1 - sy)], 1) * (rand[:, 2:4] * 2 - 1)
+        mode = "bilinear"
+    theta = torch.zeros(n, 2, 3, device=x.device)
+    theta[:, 0, 0], theta[:, 1, 1] = sx * flip, sy
+    theta[:, :, 2] = shifts
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode=mode, padding_mode="zeros", align_corners=False)
+
+
+def to_device_input(images: torch.Tensor, norm: Normalization, image_size: int, device: torch.device,
+                    channels_last: bool, augment_with: torch.Generator | None = None,
+                    small_images: bool = True) -> torch.Tensor:
+    images = images.to(device, non_blocking=True)
+    if augment_with is None:
+        x = to_input(images, norm, image_size)
+    else:
+        x = normalize(augment(images.permute(0, 3, 1, 2).float().div_(255), small_images, augment_with), norm,
+                      image_size)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+# --- the run -------------------------------------------------------------------------------------------------------
+
+@dataclass
+class Runtime:
+    device: torch.device
+    rank: int
+    world: int
+    amp_dtype: torch.dtype | None  # None: fp32
+    channels_last: bool
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_runtime(cfg: Config) -> Runtime:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    want_cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
+    if want_cuda and not torch.cuda.is_available():
+        raise EdgeError("device=cuda but torch sees no CUDA device; use device=cpu or device=auto")
+    if want_cuda:
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        device = torch.device("cuda", local)
+    else:
+        device = torch.device("cpu")
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if want_cuda else "gloo")
+    amp = None
+    if want_cuda and cfg.amp:
+        amp = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if want_cuda:
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    return Runtime(device, rank, world, amp, want_cuda and cfg.channels_last)
+
+
+def make_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]  # BN and biases
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr)
+    raise EdgeError(f"optimizer={cfg.optimizer}: choose sgd or adamw")
+
+
+def make_scheduler(opt: torch.optim.Optimizer, cfg: Config, steps_per_epoch: int):
+    total = cfg.epochs * steps_per_epoch
+    if cfg.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total, pct_start=0.25)
+    if cfg.schedule == "cosine":
+        warm = max(1, round(cfg.warmup_epochs * steps_per_epoch))
+
+        def factor(step: int) -> float:
+            if step < warm:
+                return (step + 1) / warm
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
+
+        return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+    raise EdgeError(f"schedule={cfg.schedule}: choose onecycle or cosine")
+
+
+def _autocast(rt: Runtime):
+    if rt.amp_dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast("cuda", dtype=rt.amp_dtype)
+
+
+def train_epoch(model, loader, opt, sched, scaler, rt: Runtime, cfg: Config, norm: Normalization, epoch: int,
+                small_images: bool, last_good: str) -> dict:
+    model.train()
+    if isinstance(loader.sampler, DistributedSampler):
+        loader.sampler.set_epoch(epoch)
+    elif isinstance(loader.sampler, RandomSampler):
+        loader.sampler.generator.manual_seed(cfg.seed * 1000 + epoch)
+    aug = torch.Generator().manual_seed(cfg.seed * 1000 + 500 + epoch) if cfg.augment else None
+    show = rt.main and sys.stderr.isatty()  # logs get one line per epoch instead
+    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not show, file=sys.stderr,
+               dynamic_ncols=True) if tqdm else loader
+    seen, correct, loss_sum, start = 0, 0, 0.0, time.perf_counter()
+    for step, (images, labels) in enumerate(bar):
+        x = to_device_input(images, norm, cfg.image_size, rt.device, rt.channels_last, aug, small_images)
+        y = labels.to(rt.device, non_blocking=True)
+        with _autocast(rt):
+            logits = model(x)
+            loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+        if not torch.isfinite(loss):
+            raise EdgeError(f"epoch {epoch + 1} step {step + 1}: loss is {loss.item()}; training stopped "
+                            f"(lower lr={cfg.lr}?); last good checkpoint: {last_good}")
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        sched.step()
+        n = len(y)
+        seen += n
+        loss_sum += loss.item() * n
+        correct += (logits.argmax(1) == y).sum().item()
+        if tqdm and show:
+            rate = seen * rt.world / (time.perf_counter() - start)
+            bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}", img_s=f"{rate:.0f}")
+    wall = time.perf_counter() - start
+    return {"train_loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1),
+            "images_per_s": seen * rt.world / wall, "train_wall_s": wall}
+
+
+@torch.no_grad()
+def evaluate_model(model: nn.Module, loader: DataLoader, rt: Runtime, cfg: Config, norm: Normalization) -> dict:
+    model.eval()
+    seen, correct, loss_sum = 0, 0, 0.0
+    for images, labels in loader:
+        x = to_device_input(images, norm, cfg.image_size, rt.device, rt.channels_last)
+        y = labels.to(rt.device, non_blocking=True)
+        with _autocast(rt):
+            logits = model(x)
+        loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").item()
+        correct += (logits.argmax(1) == y).sum().item()
+        seen += len(y)
+    return {"loss": loss_sum / max(seen, 1), "acc": correct / max(seen, 1)}
+
+
+def _subset(split: ImageSet, n: int) -> ImageSet:
+    import numpy as np
+
+    return split.subset(np.arange(min(n, len(split)))) if n > 0 else split
+
+
+def train(cfg: Config) -> Path:
+    """Train cfg.model; returns runs/<name>/train/ holding best.pt, last.pt and metrics.json."""
+    rt = setup_runtime(cfg)
+    out = cfg.run_dir / "train"
+    data = load_data(cfg.data_source, cfg.data_root, cfg.image_size, cfg.val_size, cfg.calib_size, cfg.seed)
+    train_split = _subset(data.train, cfg.train_subset)
+    val_split, test_split = _subset(data.val, cfg.eval_subset), _subset(data.test, cfg.eval_subset)
+    per_rank_batch = cfg.batch_size // rt.world
+    if per_rank_batch < 1 or len(train_split) < cfg.batch_size:
+        raise EdgeError(f"{rt.world} processes x batch {max(per_rank_batch, 1)} need at least {max(cfg.batch_size, rt.world)} "
+                        f"training images; have {len(train_split)}: lower --nproc_per_node or batch_size")
+    pin = rt.device.type == "cuda"
+    train_loader = make_loader(train_split, per_rank_batch, True, cfg.seed, rt.world, rt.rank, cfg.workers, pin)
+    val_loader = make_loader(val_split, 512, False, cfg.seed, 1, 0, cfg.workers, pin)
+    small_images = data.name != "imagefolder"
+
+    torch.manual_seed(cfg.seed)  # the same initial weights on every rank and every re-run
+    model = build_model(cfg.model, **cfg.model_options(data.num_classes, data.in_channels))
+    if cfg.weights and not cfg.resume:
+        notes = load_weights(model, Path(cfg.weights))
+        if rt.main:
+            print("\n".join(notes), file=sys.stderr)
+    model.to(rt.device)
+    if rt.channels_last:
+        model.to(memory_format=torch.channels_last)
+    opt = make_optimizer(model, cfg)
+    sched = make_scheduler(opt, cfg, len(train_loader))
+    scaler = torch.amp.GradScaler("cuda", enabled=rt.amp_dtype == torch.float16)
+    state = {"epoch": 0, "best_acc": -1.0, "history": []}
+    if cfg.resume:
+        state = resume_from(out / "last.pt", cfg, model, opt, sched, scaler)
+    if rt.main:
+        out.mkdir(parents=True, exist_ok=True)
+    net: nn.Module = model
+    if rt.world > 1:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[rt.device.index] if pin else None)
+    if cfg.compile:
+        net = torch.compile(net)
+
+    run_start = time.perf_counter()
+    for epoch in range(state["epoch"], cfg.epochs):
+        torch.manual_seed(cfg.seed * 1000 + epoch)  # dropout etc.: the same stream on resume
+        last_good = str(out / "last.pt") if state["epoch"] else "none (first epoch)"
+        stats = train_epoch(net, train_loader, opt, sched, scaler, rt, cfg, data.norm, epoch, small_images,
+                            last_good)
+        if rt.main:
+            val = evaluate_model(model, val_loader, rt, cfg, data.norm)
+            row = {"epoch": epoch + 1, **stats, "val_loss": val["loss"], "val_acc": val["acc"],
+                   "lr": opt.param_groups[0]["lr"], "wall_s": time.perf_counter() - run_start}
+            state["history"].append(row)
+            state["epoch"] = epoch + 1
+            improved = val["acc"] > state["best_acc"]
+            state["best_acc"] = max(state["best_acc"], val["acc"])
+            ckpt = _checkpoint(model, opt, sched, scaler, state, cfg, data)
+            save_checkpoint(ckpt, out / "last.pt")
+            if improved:
+                save_checkpoint(ckpt, out / "best.pt")
+            atomic_write_json(out / "metrics.json", {"epochs": state["history"], "best_val_acc": state["best_acc"]})
+            print(f"epoch {epoch + 1}/{cfg.epochs}  loss {stats['train_loss']:.4f}  acc {stats['train_acc']:.4f}  "
+                  f"val_acc {val['acc']:.4f}  {stats['images_per_s']:.0f} img/s  {row['wall_s']:.0f} s",
+                  file=sys.stderr)
+        if rt.world > 1:
+            dist.barrier()
+
+    if rt.main:
+        finish(out, cfg, rt, data, test_split, time.perf_counter() - run_start)
+    if rt.world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return out
+
+
+def _checkpoint(model, opt, sched, scaler, state: dict, cfg: Config, data) -> dict:
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "model_name": cfg.model,
+        "model_options": cfg.model_options(data.num_classes, data.in_channels),
+        "optimizer": opt.state_dict(),
+        "scheduler": sched.state_dict(),
+        "scaler": scaler.state_dict(),
+        "epoch": state["epoch"],
+        "best_acc": state["best_acc"],
+        "history": state["history"],
+        "rng": {"torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+        "config": cfg.to_dict(),
+        "data": data.describe(),
+    }
+
+
+# Keys whose change makes a checkpoint a different experiment.
+_SAME_RUN_KEYS = ("model", "width", "stem", "shortcut", "num_classes", "in_channels", "data_source", "image_size",
+                  "epochs", "batch_size", "optimizer", "lr", "schedule", "seed", "train_subset")
+
+
+def resume_from(path: Path, cfg: Config, model, opt, sched, scaler) -> dict:
+    if not path.is_file():
+        raise EdgeError(f"{path}: no checkpoint to resume; run train without resume=true first")
+    ckpt = load_checkpoint(path)
+    saved = ckpt["config"]
+    changed = [k for k in _SAME_RUN_KEYS if saved.get(k) != getattr(cfg, k)]
+    if changed:
+        was = ", ".join(f"{k}={saved.get(k)}" for k in changed)
+        raise EdgeError(f"{path}: resume with a different {', '.join(changed)} ({was} in the checkpoint); "
+                        f"use the same values or a new name=")
+    model.load_state_dict(ckpt["model"])
+    opt.load_state_dict(ckpt["optimizer"])
+    sched.load_state_dict(ckpt["scheduler"])
+    scaler.load_state_dict(ckpt["scaler"])
+    torch.set_rng_state(ckpt["rng"]["torch"])
+    print(f"resuming {path} after epoch {ckpt['epoch']}", file=sys.stderr)
+    return {"epoch": ckpt["epoch"], "best_acc": ckpt["best_acc"], "history": ckpt["history"]}
+
+
+def finish(out: Path, cfg: Config, rt: Runtime, data, test_split: ImageSet, wall: float) -> None:
+    """Score best.pt on the test split and close metrics.json."""
+    best = load_checkpoint(out / "best.pt")
+    model = build_model(best["model_name"], **best["model_options"]).to(rt.device)
+    model.load_state_dict(best["model"])
+    test_loader = make_loader(test_split, 512, False, cfg.seed, 1, 0, cfg.workers, rt.device.type == "cuda")
+    test = evaluate_model(model, test_loader, rt, cfg, data.norm)
+    metrics = json.loads((out / "metrics.json").read_text())
+    metrics |= {"best_epoch": best["epoch"], "test_loss": test["loss"], "test_acc": test["acc"],
+                "test_images": len(test_split), "device": str(rt.device), "world_size": rt.world,
+                "amp": str(rt.amp_dtype).replace("torch.", "") if rt.amp_dtype else "fp32",
+                "channels_last": rt.channels_last, "compile": cfg.compile, "train_wall_s": wall,
+                "preset": cfg.preset}
+    atomic_write_json(out / "metrics.json", metrics)
+    print(f"train ok: best epoch {best['epoch']}, val {best['best_acc']:.4f}, test {test['acc']:.4f} "
+          f"({len(test_split)} images), {wall:.0f} s -> {out}", file=sys.stderr)

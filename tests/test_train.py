@@ -1,0 +1,164 @@
+"""Training on real Fashion-MNIST subsets with a quarter-width ResNet-18 (ImageNet stem: 28 px -> 7 px fast)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import pipeline.train as train_module
+from models import build_model
+from pipeline.checkpoint import load_checkpoint
+from pipeline.cli import main
+from pipeline.config import load_config
+from pipeline.errors import EdgeError
+
+TINY = {"model": "resnet18", "width": "0.25", "stem": "imagenet", "image_size": "28", "preset": "cpu",
+        "batch_size": "64", "train_subset": "1024", "eval_subset": "500", "epochs": "2", "lr": "0.1"}
+
+
+def tiny(tmp_path, **overrides):
+    return load_config(None, {**TINY, "runs_dir": str(tmp_path), **{k: str(v) for k, v in overrides.items()}})
+
+
+def test_loss_falls_and_accuracy_beats_chance(tmp_path):
+    out = train_module.train(tiny(tmp_path, name="learn", epochs=4, train_subset=3000))
+    metrics = json.loads((out / "metrics.json").read_text())
+    losses = [e["train_loss"] for e in metrics["epochs"]]
+    assert losses[-1] < 0.75 * losses[0]
+    assert metrics["test_acc"] > 0.5  # chance is 0.1
+    assert metrics["device"] == "cpu" and metrics["amp"] == "fp32" and metrics["test_images"] == 500
+    assert all(e["images_per_s"] > 0 and 0 <= e["val_acc"] <= 1 for e in metrics["epochs"])
+    ckpt = load_checkpoint(out / "best.pt")
+    assert ckpt["epoch"] == metrics["best_epoch"] and ckpt["config"]["width"] == 0.25
+    assert {"model", "optimizer", "scheduler", "scaler", "rng", "config", "data"} <= set(ckpt)
+    model = build_model(ckpt["model_name"], **ckpt["model_options"])
+    model.load_state_dict(ckpt["model"])  # the checkpoint carries what it takes to rebuild the model
+    assert not list(out.glob(".*.tmp"))
+
+
+def test_resume_after_interruption_reaches_the_same_weights(tmp_path, monkeypatch):
+    straight = train_module.train(tiny(tmp_path, name="straight", epochs=3))
+    real_epoch = train_module.train_epoch
+
+    def interrupted(*args, **kwargs):
+        if args[8] == 2:  # the epoch argument: Ctrl-C during the third epoch
+            raise KeyboardInterrupt
+        return real_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "train_epoch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train_module.train(tiny(tmp_path, name="resumed", epochs=3))
+    assert load_checkpoint(tmp_path / "resumed" / "train" / "last.pt")["epoch"] == 2  # still valid
+    monkeypatch.setattr(train_module, "train_epoch", real_epoch)
+    resumed = train_module.train(tiny(tmp_path, name="resumed", epochs=3, resume="true"))
+    a, b = load_checkpoint(straight / "last.pt"), load_checkpoint(resumed / "last.pt")
+    assert a["epoch"] == b["epoch"] == 3
+    for key, tensor in a["model"].items():
+        assert torch.equal(tensor, b["model"][key]), key
+    assert [e["val_acc"] for e in a["history"]] == [e["val_acc"] for e in b["history"]]
+
+
+def test_nan_loss_stops_with_epoch_and_step_and_keeps_last_good(tmp_path, monkeypatch, capsys):
+    real_input = train_module.to_device_input
+    calls = {"n": 0}
+    steps_per_epoch = 1024 // 64
+
+    def poisoned(images, *args, **kwargs):
+        x = real_input(images, *args, **kwargs)
+        if kwargs.get("augment_with") is not None or len(args) > 4:  # training batches only
+            calls["n"] += 1
+            if calls["n"] == steps_per_epoch + 3:
+                x[0, 0, 0, 0] = float("nan")
+        return x
+
+    monkeypatch.setattr(train_module, "to_device_input", poisoned)
+    code = main(["train", *[f"{k}={v}" for k, v in TINY.items()], f"runs_dir={tmp_path}", "name=nan"])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 2
+    assert err.startswith("error: epoch 2 step 3: loss is nan") and "last.pt" in err
+    assert load_checkpoint(tmp_path / "nan" / "train" / "last.pt")["epoch"] == 1
+
+
+def test_fine_tune_from_state_dict_with_other_class_count(tmp_path, capsys):
+    source = build_model("resnet18", width=0.25, num_classes=5, in_channels=1)
+    torch.save(source.state_dict(), tmp_path / "five.pth")
+    out = train_module.train(tiny(tmp_path, name="ft", epochs=1, weights=tmp_path / "five.pth"))
+    err = capsys.readouterr().err
+    assert "fc.weight (5, 128) -> (10, 128): class count differs, classifier replaced" in err
+    assert load_checkpoint(out / "best.pt")["model"]["fc.weight"].shape == (10, 128)
+
+    torch.save(build_model("resnet34", width=0.25).state_dict(), tmp_path / "r34.pth")
+    with pytest.raises(EdgeError, match=r"r34.pth: keys do not match ResNet: missing \[\], unexpected \['layer1.2"):
+        train_module.train(tiny(tmp_path, name="ft2", epochs=1, weights=tmp_path / "r34.pth"))
+
+
+def test_bad_checkpoints_give_one_line_errors(tmp_path, capsys):
+    args = ["train", *[f"{k}={v}" for k, v in TINY.items()], f"runs_dir={tmp_path}", "name=bad", "resume=true"]
+    assert main(args) == 2
+    assert "no checkpoint to resume" in capsys.readouterr().err
+    last = tmp_path / "bad" / "train" / "last.pt"
+    last.parent.mkdir(parents=True)
+    last.write_bytes(b"\x00garbage")
+    assert main(args) == 2
+    assert "not a readable torch weights file" in capsys.readouterr().err
+    torch.save({"state": torch.zeros(2)}, last)
+    assert main(args) == 2
+    assert "not a resnet-edge training checkpoint" in capsys.readouterr().err
+    torch.save({"format": "resnet-edge-checkpoint-v1", "evil": EdgeError("x")}, last)  # a pickled object
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "not a readable torch weights file" in err and err.count("\n") == 1
+
+
+def test_resume_refuses_a_changed_experiment(tmp_path):
+    train_module.train(tiny(tmp_path, name="r", epochs=1))
+    with pytest.raises(EdgeError, match=r"resume with a different lr \(lr=0.1 in the checkpoint\)"):
+        train_module.train(tiny(tmp_path, name="r", epochs=1, lr=0.5, resume="true"))
+
+
+def _torchrun(tmp_path, *extra):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "pipeline.cli", "train", *[f"{k}={v}" for k, v in TINY.items()], f"runs_dir={tmp_path}", *extra]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_ddp_two_processes_gloo(tmp_path):
+    proc = _torchrun(tmp_path, "name=ddp", "epochs=1", "train_subset=512")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = tmp_path / "ddp" / "train"
+    assert sorted(p.name for p in out.iterdir()) == ["best.pt", "last.pt", "metrics.json"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["world_size"] == 2 and len(metrics["epochs"]) == 1
+    assert proc.stderr.count("train ok") == 1  # only rank 0 logs
+
+
+def test_ddp_more_processes_than_data(tmp_path):
+    proc = _torchrun(tmp_path, "name=ddp2", "train_subset=1", "batch_size=2")
+    assert proc.returncode != 0
+    assert "error: 2 processes x batch 1 need at least 2 training images; have 1" in proc.stderr
+
+
+def test_presets_and_overrides(tmp_path):
+    cfg = load_config(None, {"preset": "gpu", "epochs": "3"})
+    assert (cfg.preset, cfg.stem, cfg.image_size, cfg.epochs) == ("gpu", "small", 28, 3)
+    auto = load_config(None, {})
+    assert auto.preset == ("gpu" if torch.cuda.is_available() else "cpu")
+    (tmp_path / "c.yaml").write_text("model: resnet34\nepochs: 9\n")
+    cfg = load_config(tmp_path / "c.yaml", {"epochs": "2"})
+    assert (cfg.model, cfg.epochs) == ("resnet34", 2)
+    with pytest.raises(EdgeError, match="epochs=two: expected int"):
+        load_config(None, {"epochs": "two"})
+    with pytest.raises(EdgeError, match="preset=tpu"):
+        load_config(None, {"preset": "tpu"})
+
+
+def test_training_path_imports_no_conversion_tools():
+    code = ("import sys, pipeline.cli, pipeline.train; "
+            "bad = [m for m in ('tensorflow', 'onnx', 'onnx2tf', 'nncf', 'onnxruntime') if m in sys.modules]; "
+            "print(bad); sys.exit(1 if bad else 0)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout
