@@ -39,18 +39,28 @@ def cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
-def _config(args: argparse.Namespace):
+def _config(args: argparse.Namespace, fresh: bool = False):
+    """[config.yaml] key=value. Without a YAML file, a verb after train starts from the run's saved config
+    (runs/<name>/config.yaml), so `resnet-edge export name=x` needs no repeat of the training keys."""
+    from pathlib import Path
+
     from .config import load_config, parse_overrides
 
     words = list(args.overrides)
     path = words.pop(0) if words and "=" not in words[0] else None
-    return load_config(path, parse_overrides(words))
+    overrides = parse_overrides(words)
+    if path is None and not fresh:
+        saved = Path(overrides.get("runs_dir", "runs")) / overrides.get("name", "default") / "config.yaml"
+        path = saved if saved.is_file() else None
+    return load_config(path, overrides)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from .config import parse_overrides
     from .train import train
 
-    cfg = _config(args)
+    words = parse_overrides([w for w in args.overrides if "=" in w])
+    cfg = _config(args, fresh=words.get("resume", "false").lower() not in ("1", "true", "yes", "on"))
     try:
         train(cfg)
     except KeyboardInterrupt:
@@ -58,6 +68,44 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"error: interrupted; {last} holds the last completed epoch: continue with resume=true",
               file=sys.stderr)
         return 130
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_stage
+
+    export_stage(_config(args))
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from .convert import convert_stage
+
+    convert_stage(_config(args))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .config import load_config, parse_overrides
+    from .data import load_data_for, test_arrays
+    from .evaluate import evaluate
+
+    artifacts = [Path(a) for a in args.artifacts if "=" not in a]
+    overrides = parse_overrides([a for a in args.artifacts if "=" in a])
+    reference = overrides.pop("reference", None)
+    if not artifacts:
+        raise EdgeError("evaluate: name at least one artifact (.pt, .onnx or .tflite)")
+    # an artifact inside a run directory brings that run's config (data set, image size, normalisation)
+    saved = next((p / "config.yaml" for p in artifacts[0].resolve().parents if (p / "config.yaml").is_file()), None)
+    cfg = load_config(saved, overrides)
+    run_dir = saved.parent if saved else cfg.run_dir
+    reference = Path(reference) if reference else run_dir / "onnx" / "model.onnx"
+    data = load_data_for(cfg)
+    x, labels = test_arrays(data, cfg.image_size, cfg.eval_subset)
+    evaluate(artifacts, x, labels, run_dir / "eval", reference if reference.is_file() else None, data.classes,
+             cfg.threads or None)
     return 0
 
 
@@ -73,6 +121,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="[config.yaml] key=value",
                    help="e.g. model=resnet18 epochs=6 preset=cpu|gpu resume=true weights=PATH")
     p.set_defaults(func=cmd_train)
+    for verb, func, text in (("export", cmd_export, "torch checkpoint -> ONNX, with onnxruntime parity gate"),
+                             ("convert", cmd_convert, "ONNX -> TFLite fp32/fp16/dynamic-range/int8, gated")):
+        p = verbs.add_parser(verb, help=text)
+        p.add_argument("overrides", nargs="*", metavar="[config.yaml] key=value", help="e.g. name=default")
+        p.set_defaults(func=func)
+    p = verbs.add_parser("evaluate", help="top-1/top-5, agreement with fp32, per-class accuracy of any artifact")
+    p.add_argument("artifacts", nargs="+", metavar="ARTIFACT|key=value",
+                   help=".pt/.onnx/.tflite files; key=value e.g. eval_subset=1000 reference=PATH")
+    p.set_defaults(func=cmd_evaluate)
     return parser
 
 

@@ -51,6 +51,10 @@ class Config:
     weights: str | None = None  # fine-tune from a torchvision-format state_dict (or a resnet-edge checkpoint)
     resume: bool = False  # continue runs/<name>/train/last.pt to the same end state
     runs_dir: str = "runs"  # parent of runs/<name>/
+    # export / convert / evaluate
+    dynamic_batch: bool = False  # ONNX with a dynamic batch axis (TFLite files always have batch 1)
+    max_int8_drop: float = 1.0  # gate: top-1 drop of any int8 / dynamic-range artifact vs fp32, in points
+    threads: int = 0  # inference threads for evaluation (0: all cores)
     extra: dict = field(default_factory=dict)  # free-form notes carried into the manifest
 
     def model_options(self, num_classes: int, in_channels: int) -> dict:
@@ -77,6 +81,21 @@ PRESETS: dict[str, dict] = {
     "gpu": {"stem": "small", "image_size": 28, "epochs": 24, "batch_size": 512, "lr": 0.4, "amp": True,
             "channels_last": True},
 }
+
+
+def save_config(cfg: Config, path: Path) -> Path:
+    """The resolved config, as YAML (JSON, itself valid YAML, where PyYAML is absent: stock-PyTorch machines)."""
+    from .checkpoint import atomic_write
+
+    try:
+        import yaml
+
+        text = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+    except ImportError:
+        import json
+
+        text = json.dumps(cfg.to_dict(), indent=2)
+    return atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
 def resolve_preset(name: str) -> str:

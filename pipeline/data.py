@@ -145,7 +145,7 @@ def _read_idx(path: Path) -> np.ndarray:
         raise EdgeError(f"{path}: not an unsigned-byte IDX file (bad magic number)")
     ndim = raw[3]
     shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+    data = np.frombuffer(bytearray(raw), dtype=np.uint8, offset=4 + 4 * ndim)  # writable
     if data.size != int(np.prod(shape)):
         raise EdgeError(f"{path}: IDX header says {shape} but holds {data.size} bytes (truncated file?)")
     return data.reshape(shape)
@@ -286,3 +286,14 @@ def load_data(source: str = "fashion_mnist", root: str | Path | None = None, ima
         name=source, classes=list(classes), norm=NORMALIZATION[source], in_channels=int(sample.shape[-1]),
         train=train.subset(train_idx), val=train.subset(val_idx), test=test, calibration=train.subset(calib_idx),
     )
+
+
+def load_data_for(cfg) -> DataSplits:
+    """load_data with a Config's data keys."""
+    return load_data(cfg.data_source, cfg.data_root, cfg.image_size, cfg.val_size, cfg.calib_size, cfg.seed)
+
+
+def test_arrays(data: DataSplits, image_size: int, limit: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The test split (or its first `limit` images) as model input and labels: what every gate and evaluation uses."""
+    n = min(limit, len(data.test)) if limit > 0 else len(data.test)
+    return preprocess(np.asarray(data.test.images[:n]), data.norm, image_size), data.test.labels[:n]

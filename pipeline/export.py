@@ -51,3 +51,16 @@ def export_onnx(checkpoint: Path, out: Path, batch: np.ndarray, dynamic_batch: b
     print(f"export ok: {out} (max |dlogit| {parity['max_abs_diff']:.2e} on {len(batch)} images, "
           f"{bn_left} BatchNorm left)", file=sys.stderr)
     return parity | {"batchnorm_nodes": bn_left}
+
+
+def export_stage(cfg) -> Path:
+    """runs/<name>/train/best.pt -> runs/<name>/onnx/model.onnx, gated on 64 real test images."""
+    from .data import load_data_for, test_arrays
+
+    ckpt = cfg.run_dir / "train" / "best.pt"
+    if not ckpt.is_file():
+        raise EdgeError(f"{ckpt}: no trained checkpoint; run `resnet-edge train name={cfg.name}` first")
+    x, _ = test_arrays(load_data_for(cfg), cfg.image_size, 64)
+    out = cfg.run_dir / "onnx" / "model.onnx"
+    export_onnx(ckpt, out, x, cfg.dynamic_batch)
+    return out

@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSamp
 from models import build_model
 
 from .checkpoint import CHECKPOINT_FORMAT, atomic_write_json, load_checkpoint, load_weights, save_checkpoint
-from .config import Config
+from .config import Config, save_config
 from .data import ImageFiles, ImageSet, Normalization, load_data, normalize, to_input
 from .errors import EdgeError
 
@@ -271,6 +271,7 @@ def train(cfg: Config) -> Path:
         state = resume_from(out / "last.pt", cfg, model, opt, sched, scaler)
     if rt.main:
         out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, cfg.run_dir / "config.yaml")
     net: nn.Module = model
     if rt.world > 1:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[rt.device.index] if pin else None)
