@@ -25,17 +25,23 @@ def conv1x1(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
 
 
 class ZeroPadShortcut(nn.Module):
-    """Option A of the paper: parameter-free, stride-s subsampling and zero-padded extra channels."""
+    """Option A of the paper: parameter-free, stride-s subsampling and zero-padded extra channels.
+
+    Computed as a 1x1 convolution, stride s, with a fixed 0/1 selection matrix (a non-persistent buffer, so no
+    parameters and no state_dict keys): exactly x[:, :, ::s, ::s] followed by zero channels, in the one op every
+    converter handles. (F.pad exports a Pad that onnx2tf applies to the wrong axis after NCHW -> NHWC; x * 0 gets
+    constant-folded by onnx2tf into a bare 0.0 it cannot build.)
+    """
 
     def __init__(self, in_planes: int, out_planes: int, stride: int) -> None:
         super().__init__()
-        self.extra = out_planes - in_planes
         self.stride = stride
+        select = torch.zeros(out_planes, in_planes, 1, 1)
+        select[torch.arange(in_planes), torch.arange(in_planes)] = 1.0
+        self.register_buffer("select", select, persistent=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.stride > 1:
-            x = x[:, :, :: self.stride, :: self.stride]
-        return F.pad(x, (0, 0, 0, 0, 0, self.extra))
+        return F.conv2d(x, self.select, stride=self.stride)
 
 
 class BasicBlock(nn.Module):

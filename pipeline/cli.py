@@ -89,7 +89,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .config import load_config, parse_overrides
-    from .data import load_data_for, test_arrays
+    from .data import load_data_for, eval_arrays
     from .evaluate import evaluate
 
     artifacts = [Path(a) for a in args.artifacts if "=" not in a]
@@ -103,7 +103,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     run_dir = saved.parent if saved else cfg.run_dir
     reference = Path(reference) if reference else run_dir / "onnx" / "model.onnx"
     data = load_data_for(cfg)
-    x, labels = test_arrays(data, cfg.image_size, cfg.eval_subset)
+    x, labels = eval_arrays(data, cfg.image_size, cfg.eval_subset)
     evaluate(artifacts, x, labels, run_dir / "eval", reference if reference.is_file() else None, data.classes,
              cfg.threads or None)
     return 0

@@ -86,7 +86,11 @@ def run_onnx2tf(onnx_path: Path, workdir: Path, calib: np.ndarray, norm: Normali
                 non_verbose=False,
             )
     except (SystemExit, Exception) as e:
-        raise EdgeError(f"{onnx_path}: onnx2tf failed: {_onnx2tf_reason(log.getvalue()) or e}") from None
+        os.chdir(cwd)
+        saved = workdir.parent / "onnx2tf.log"  # outlives the temporary directory, for the full story
+        saved.write_text(log.getvalue() + f"\n{e.__class__.__name__}: {e}\n")
+        raise EdgeError(f"{onnx_path}: onnx2tf failed: {_onnx2tf_reason(log.getvalue()) or e} "
+                        f"(full log: {saved})") from None
     finally:
         os.chdir(cwd)
     (workdir / "onnx2tf.log").write_text(log.getvalue())
@@ -140,7 +144,7 @@ def convert_stage(cfg) -> dict[str, Path]:
     """runs/<name>/onnx/model.onnx -> runs/<name>/tflite/{fp32,fp16,dynamic_range,int8}.tflite, each evaluated on the
     test split against the ONNX model and gated; eval/<variant>.json and tflite/gates.json record the figures."""
     from .checkpoint import atomic_write_json
-    from .data import load_data_for, test_arrays
+    from .data import load_data_for, eval_arrays
     from .evaluate import evaluate
 
     onnx_path = cfg.run_dir / "onnx" / "model.onnx"
@@ -149,7 +153,7 @@ def convert_stage(cfg) -> dict[str, Path]:
     data = load_data_for(cfg)
     calib = np.asarray(data.calibration.images[: len(data.calibration)])
     paths = convert_tflite(onnx_path, cfg.run_dir / "tflite", calib, data.norm, cfg.image_size)
-    x, labels = test_arrays(data, cfg.image_size, cfg.eval_subset)
+    x, labels = eval_arrays(data, cfg.image_size, cfg.eval_subset)
     rows = evaluate([onnx_path, *paths.values()], x, labels, cfg.run_dir / "eval", reference=onnx_path,
                     classes=data.classes, threads=cfg.threads or None)
     gates = gate_tflite(dict(zip(paths, rows[1:])), rows[0], cfg.max_int8_drop)

@@ -293,7 +293,7 @@ def load_data_for(cfg) -> DataSplits:
     return load_data(cfg.data_source, cfg.data_root, cfg.image_size, cfg.val_size, cfg.calib_size, cfg.seed)
 
 
-def test_arrays(data: DataSplits, image_size: int, limit: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def eval_arrays(data: DataSplits, image_size: int, limit: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """The test split (or its first `limit` images) as model input and labels: what every gate and evaluation uses."""
     n = min(limit, len(data.test)) if limit > 0 else len(data.test)
     return preprocess(np.asarray(data.test.images[:n]), data.norm, image_size), data.test.labels[:n]

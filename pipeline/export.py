@@ -55,12 +55,12 @@ def export_onnx(checkpoint: Path, out: Path, batch: np.ndarray, dynamic_batch: b
 
 def export_stage(cfg) -> Path:
     """runs/<name>/train/best.pt -> runs/<name>/onnx/model.onnx, gated on 64 real test images."""
-    from .data import load_data_for, test_arrays
+    from .data import load_data_for, eval_arrays
 
     ckpt = cfg.run_dir / "train" / "best.pt"
     if not ckpt.is_file():
         raise EdgeError(f"{ckpt}: no trained checkpoint; run `resnet-edge train name={cfg.name}` first")
-    x, _ = test_arrays(load_data_for(cfg), cfg.image_size, 64)
+    x, _ = eval_arrays(load_data_for(cfg), cfg.image_size, 64)
     out = cfg.run_dir / "onnx" / "model.onnx"
     export_onnx(ckpt, out, x, cfg.dynamic_batch)
     return out
