@@ -88,3 +88,43 @@ def load_weights(model: nn.Module, path: Path) -> list[str]:
                             f"(width, stem or block options differ?)")
     model.load_state_dict(sd, strict=True)
     return notes + [f"weights: loaded {len(sd)} tensors from {path}"]
+
+
+def fit_shapes(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> nn.Module:
+    """Give conv, linear and BN layers the shapes of `state_dict` (a structurally pruned model has fewer channels),
+    so a checkpoint rebuilds from its model name and options plus its tensors, with no pickled module."""
+    for name, module in model.named_modules():
+        weight = state_dict.get(f"{name}.weight")
+        if weight is None or not isinstance(module, (nn.Conv2d, nn.Linear, nn.BatchNorm2d)):
+            continue
+        if isinstance(module, nn.BatchNorm2d):
+            module.num_features = weight.shape[0]
+        elif isinstance(module, nn.Linear):
+            module.out_features, module.in_features = weight.shape
+        else:
+            depthwise = module.groups > 1 and module.groups == module.in_channels
+            module.out_channels = weight.shape[0]
+            module.in_channels = weight.shape[1] * (weight.shape[0] if depthwise else module.groups)
+            module.groups = module.in_channels if depthwise else module.groups
+        for key, tensor in module.named_parameters(recurse=False):
+            setattr(module, key, nn.Parameter(torch.empty_like(state_dict[f"{name}.{key}"])))
+        for key, tensor in module.named_buffers(recurse=False):
+            if f"{name}.{key}" in state_dict:
+                setattr(module, key, torch.empty_like(state_dict[f"{name}.{key}"]))
+    return model
+
+
+def model_from_checkpoint(ckpt: dict) -> nn.Module:
+    """The eval-mode model a resnet-edge checkpoint describes (dense, sparse or structurally pruned)."""
+    from models import build_model
+
+    model = build_model(ckpt["model_name"], **ckpt["model_options"])
+    fit_shapes(model, ckpt["model"]).load_state_dict(ckpt["model"], strict=True)
+    return model.eval()
+
+
+def derived_checkpoint(parent: dict, model: nn.Module, **notes) -> dict:
+    """A checkpoint for a model derived from `parent` (pruned, quantization-aware): same format, new weights."""
+    return {**{k: parent[k] for k in ("format", "model_name", "model_options", "config", "data")},
+            "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+            "epoch": parent.get("epoch", 0), "best_acc": parent.get("best_acc", -1.0), "history": [], **notes}

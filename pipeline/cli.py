@@ -85,6 +85,35 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _verb_config(args: argparse.Namespace, aliases: dict[str, str]):
+    """Verb-local names (`ratio`, `epochs`) for the config keys they mean in this verb, said in the help."""
+    words = []
+    for word in args.overrides:
+        key, sep, value = word.partition("=")
+        words.append(f"{aliases[key]}={value}" if sep and key in aliases else word)
+    args.overrides = words
+    return _config(args)
+
+
+def cmd_quantize(args: argparse.Namespace) -> int:
+    from quantization.stages import quantize_stage
+
+    quantize_stage(_verb_config(args, {"epochs": "qat_epochs", "lr": "qat_lr", "preset": "quant_preset"}))
+    return 0
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    from quantization.stages import prune_stage
+
+    method = next((w.partition("=")[2] for w in args.overrides if w.startswith("method=")), "magnitude")
+    args.overrides = [w for w in args.overrides if not w.startswith("method=")]
+    prefix = "prune" if method == "magnitude" else "structured"
+    cfg = _verb_config(args, {"ratio": f"{prefix}_ratio", "epochs": f"{prefix}_epochs", "lr": f"{prefix}_lr",
+                              "importance": "structured_importance"})
+    prune_stage(cfg, method)
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -126,6 +155,15 @@ def build_parser() -> argparse.ArgumentParser:
         p = verbs.add_parser(verb, help=text)
         p.add_argument("overrides", nargs="*", metavar="[config.yaml] key=value", help="e.g. name=default")
         p.set_defaults(func=func)
+    p = verbs.add_parser("quantize", help="NNCF int8 PTQ of the fp32 ONNX; qat=true adds quantization-aware training")
+    p.add_argument("overrides", nargs="*", metavar="[config.yaml] key=value",
+                   help="qat=true epochs=N (QAT epochs) lr= preset=performance|mixed ignored_scope=a,b calib_size=300")
+    p.set_defaults(func=cmd_quantize)
+    p = verbs.add_parser("prune", help="NNCF magnitude pruning (method=magnitude) or channel pruning "
+                                       "(method=structured), fine-tuned, to fp32 and int8 TFLite")
+    p.add_argument("overrides", nargs="*", metavar="[config.yaml] key=value",
+                   help="ratio=0.5 epochs=N (0: BN adaptation) lr= method=magnitude|structured importance=l1|l2")
+    p.set_defaults(func=cmd_prune)
     p = verbs.add_parser("evaluate", help="top-1/top-5, agreement with fp32, per-class accuracy of any artifact")
     p.add_argument("artifacts", nargs="+", metavar="ARTIFACT|key=value",
                    help=".pt/.onnx/.tflite files; key=value e.g. eval_subset=1000 reference=PATH")

@@ -55,6 +55,20 @@ class Config:
     dynamic_batch: bool = False  # ONNX with a dynamic batch axis (TFLite files always have batch 1)
     max_int8_drop: float = 1.0  # gate: top-1 drop of any int8 / dynamic-range artifact vs fp32, in points
     threads: int = 0  # inference threads for evaluation (0: all cores)
+    # quantization/ (NNCF PTQ and QAT, NNCF magnitude pruning, torch-pruning structured pruning)
+    quant_preset: str = "performance"  # NNCF preset: performance (symmetric) | mixed (asymmetric activations)
+    ignored_scope: str = ""  # comma-separated node names NNCF leaves in float
+    qat: bool = False  # quantize: also run quantization-aware fine-tuning
+    qat_epochs: int = 1
+    qat_lr: float = 0.001
+    prune_ratio: float = 0.5  # NNCF global magnitude pruning: share of weights set to zero
+    prune_epochs: int = 1  # fine-tuning epochs under the pruning schedule; 0: batch-norm adaptation only
+    prune_lr: float = 0.01
+    structured_ratio: float = 0.5  # torch-pruning: share of channels removed per prunable layer
+    structured_importance: str = "l1"  # l1 | l2 filter magnitude
+    structured_epochs: int = 2
+    structured_lr: float = 0.02
+    finetune_subset: int = 0  # > 0: fine-tuning epochs see that many training images (0: the whole split)
     extra: dict = field(default_factory=dict)  # free-form notes carried into the manifest
 
     def model_options(self, num_classes: int, in_channels: int) -> dict:

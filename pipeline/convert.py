@@ -98,8 +98,8 @@ def run_onnx2tf(onnx_path: Path, workdir: Path, calib: np.ndarray, norm: Normali
 
 
 def convert_tflite(onnx_path: Path, out_dir: Path, calib_u8: np.ndarray, norm: Normalization, image_size: int,
-                   variants: tuple[str, ...] = tuple(VARIANTS)) -> dict[str, Path]:
-    """Write out_dir/<variant>.tflite for each variant; returns their paths. Gates are separate (gate_tflite)."""
+                   variants: tuple[str, ...] = tuple(VARIANTS), prefix: str = "") -> dict[str, Path]:
+    """Write out_dir/<prefix><variant>.tflite for each variant; returns their paths. Gates: gate_tflite."""
     if not Path(onnx_path).is_file():
         raise EdgeError(f"{onnx_path}: ONNX file missing; run `resnet-edge export` first")
     unknown = set(variants) - set(VARIANTS)
@@ -116,10 +116,10 @@ def convert_tflite(onnx_path: Path, out_dir: Path, calib_u8: np.ndarray, norm: N
             if not produced.is_file() or produced.stat().st_size == 0:
                 reason = _onnx2tf_reason((Path(tmp) / "onnx2tf.log").read_text())
                 raise EdgeError(f"{onnx_path}: onnx2tf produced no {variant} file ({reason})")
-            paths[variant] = atomic_write(out_dir / f"{variant}.tflite",
+            paths[variant] = atomic_write(out_dir / f"{prefix}{variant}.tflite",
                                           lambda t, src=produced: shutil.copyfile(src, t))
     print(f"convert ok {time.perf_counter() - start:.1f} s -> "
-          + ", ".join(f"{v}.tflite ({p.stat().st_size / 2**20:.2f} MiB)" for v, p in paths.items()), file=sys.stderr)
+          + ", ".join(f"{prefix}{v}.tflite ({p.stat().st_size / 2**20:.2f} MiB)" for v, p in paths.items()), file=sys.stderr)
     return paths
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import atomic_write, load_checkpoint
+from .checkpoint import atomic_write, load_checkpoint, model_from_checkpoint
 from .errors import EdgeError
 
 ONNX_PARITY = 1e-4  # max |logit difference|, onnxruntime vs torch, on a real test batch
@@ -19,13 +19,9 @@ def export_onnx(checkpoint: Path, out: Path, batch: np.ndarray, dynamic_batch: b
     import onnx
     import torch
 
-    from models import build_model
-
     from .runners import OnnxRunner, TorchRunner
 
-    ckpt = load_checkpoint(checkpoint)
-    model = build_model(ckpt["model_name"], **ckpt["model_options"]).eval()
-    model.load_state_dict(ckpt["model"])
+    model = model_from_checkpoint(load_checkpoint(checkpoint))
     example = torch.from_numpy(batch[:1])
     axes = {"input": {0: "batch"}, "logits": {0: "batch"}} if dynamic_batch else None
 

@@ -28,16 +28,12 @@ class TorchRunner:
     def __init__(self, path: Path, threads: int | None = None) -> None:
         import torch
 
-        from models import build_model
-
-        from .checkpoint import load_checkpoint
+        from .checkpoint import load_checkpoint, model_from_checkpoint
 
         if threads:
             torch.set_num_threads(threads)
         self.path = Path(path)
-        ckpt = load_checkpoint(self.path)
-        self.model = build_model(ckpt["model_name"], **ckpt["model_options"]).eval()
-        self.model.load_state_dict(ckpt["model"])
+        self.model = model_from_checkpoint(load_checkpoint(self.path))
 
     @classmethod
     def from_model(cls, model) -> TorchRunner:
@@ -136,6 +132,18 @@ class TFLiteRunner:
             self.interpreter.invoke()
             outputs.append(self._dequantize(self.interpreter.get_tensor(self.output["index"])))
         return np.concatenate(outputs)
+
+
+def tflite_weight_sparsity(path: Path) -> dict:
+    """Share of exact zeros in a TFLite file's int8 weight tensors (told from activations by their per-channel
+    scales: onnx2tf quantizes conv and fully-connected weights per channel, activations per tensor)."""
+    runner = TFLiteRunner(path, threads=1)
+    total = zeros = 0
+    for d in runner.interpreter.get_tensor_details():
+        if d["dtype"] == np.int8 and len(d["quantization_parameters"]["scales"]) > 1:
+            w = runner.interpreter.get_tensor(d["index"])
+            total, zeros = total + w.size, zeros + int((w == 0).sum())
+    return {"int8_weights": total, "zero_share": zeros / total if total else 0.0}
 
 
 def precision_of(name: str, input_dtype) -> str:

@@ -58,6 +58,13 @@ class Summary:
         return asdict(self)
 
 
+def count_macs(model: nn.Module, x: torch.Tensor) -> int:
+    """MACs of one forward pass of x (conv and linear layers), by torch's FlopCounterMode."""
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model.eval()(x)
+    return counter.get_total_flops() // 2
+
+
 def _shape_text(t: torch.Tensor) -> str:
     if t.dim() == 4:
         return f"{t.shape[2]}x{t.shape[3]}x{t.shape[1]}"

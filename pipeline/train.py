@@ -8,6 +8,7 @@ Every epoch reseeds from (seed, epoch), so a resumed run replays exactly what th
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -24,7 +25,8 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSamp
 
 from models import build_model
 
-from .checkpoint import CHECKPOINT_FORMAT, atomic_write_json, load_checkpoint, load_weights, save_checkpoint
+from .checkpoint import (CHECKPOINT_FORMAT, atomic_write_json, load_checkpoint, load_weights, model_from_checkpoint,
+                         save_checkpoint)
 from .config import Config, save_config
 from .data import ImageFiles, ImageSet, Normalization, load_data, normalize, to_input
 from .errors import EdgeError
@@ -357,8 +359,7 @@ def resume_from(path: Path, cfg: Config, model, opt, sched, scaler) -> dict:
 def finish(out: Path, cfg: Config, rt: Runtime, data, test_split: ImageSet, wall: float) -> None:
     """Score best.pt on the test split and close metrics.json."""
     best = load_checkpoint(out / "best.pt")
-    model = build_model(best["model_name"], **best["model_options"]).to(rt.device)
-    model.load_state_dict(best["model"])
+    model = model_from_checkpoint(best).to(rt.device)
     test_loader = make_loader(test_split, 512, False, cfg.seed, 1, 0, cfg.workers, rt.device.type == "cuda")
     test = evaluate_model(model, test_loader, rt, cfg, data.norm)
     metrics = json.loads((out / "metrics.json").read_text())
@@ -370,3 +371,31 @@ def finish(out: Path, cfg: Config, rt: Runtime, data, test_split: ImageSet, wall
     atomic_write_json(out / "metrics.json", metrics)
     print(f"train ok: best epoch {best['epoch']}, val {best['best_acc']:.4f}, test {test['acc']:.4f} "
           f"({len(test_split)} images), {wall:.0f} s -> {out}", file=sys.stderr)
+
+
+def fine_tune(model: nn.Module, cfg: Config, data, epochs: int, lr: float, before_epoch=None) -> list[dict]:
+    """A short run of the same loop on an already trained model (pruned, quantization-aware): cosine from `lr`,
+    on `cfg.finetune_subset` training images per epoch (0: all); no checkpoints (the calling stage saves the
+    result). `before_epoch(epoch)` runs first each epoch, e.g. a pruning-ratio scheduler."""
+    run = dataclasses.replace(cfg, epochs=epochs, lr=lr, schedule="cosine", warmup_epochs=0.0, device="cpu"
+                              if not torch.cuda.is_available() else cfg.device)
+    rt = setup_runtime(run)
+    rt.channels_last = False  # NNCF-wrapped models trace their own layout
+    model.to(rt.device)
+    split = _subset(data.train, cfg.finetune_subset or cfg.train_subset)
+    loader = make_loader(split, min(cfg.batch_size, len(split)), True, cfg.seed, 1, 0, cfg.workers, False)
+    val_loader = make_loader(_subset(data.val, cfg.eval_subset), 512, False, cfg.seed, 1, 0, cfg.workers, False)
+    opt = make_optimizer(model, run)
+    sched = make_scheduler(opt, run, len(loader))
+    scaler = torch.amp.GradScaler("cuda", enabled=False)
+    history = []
+    for epoch in range(epochs):
+        if before_epoch is not None:
+            before_epoch(epoch)
+        stats = train_epoch(model, loader, opt, sched, scaler, rt, run, data.norm, epoch,
+                            data.name != "imagefolder", "none (fine-tuning)")
+        val = evaluate_model(model, val_loader, rt, run, data.norm)
+        history.append({"epoch": epoch + 1, **stats, "val_loss": val["loss"], "val_acc": val["acc"]})
+        print(f"  fine-tune {epoch + 1}/{epochs}  loss {stats['train_loss']:.4f}  val_acc {val['acc']:.4f}",
+              file=sys.stderr)
+    return history

@@ -9,27 +9,18 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
-import pipeline.train as train_module
 from models import build_model
 from pipeline.cli import main
-from pipeline.config import load_config
-from pipeline.convert import FP16_AGREEMENT, FP32_PARITY, convert_stage, convert_tflite, gate_tflite
+from pipeline.convert import FP16_AGREEMENT, FP32_PARITY, convert_tflite, gate_tflite
 from pipeline.data import Normalization, load_data, preprocess, eval_arrays
 from pipeline.errors import EdgeError
-from pipeline.export import ONNX_PARITY, export_stage
+from pipeline.export import ONNX_PARITY
 from pipeline.runners import OnnxRunner, TFLiteRunner, TorchRunner, open_runner
-
-TINY = {"model": "resnet18", "width": "0.25", "stem": "imagenet", "image_size": "28", "preset": "cpu",
-        "batch_size": "128", "train_subset": "6000", "eval_subset": "1000", "epochs": "3", "lr": "0.1"}
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    cfg = load_config(None, {**TINY, "runs_dir": str(tmp_path_factory.mktemp("runs")), "name": "tiny"})
-    train_module.train(cfg)
-    export_stage(cfg)
-    convert_stage(cfg)
-    return cfg
+def run(tiny_run):
+    return tiny_run
 
 
 def test_export_is_gated_onnx(run):

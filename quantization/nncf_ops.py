@@ -1,0 +1,174 @@
+"""Everything this project does with NNCF: ONNX post-training quantization, torch quantization-aware training, and
+magnitude (unstructured) pruning. NNCF 3.x has no filter pruning: structured pruning lives in structured.py."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from pipeline.checkpoint import atomic_write
+from pipeline.errors import EdgeError
+
+PRESETS = ("performance", "mixed")
+
+
+def _preset(name: str):
+    import nncf
+
+    if name not in PRESETS:
+        raise EdgeError(f"quant_preset={name}: choose performance (symmetric) or mixed (asymmetric activations)")
+    return nncf.QuantizationPreset.PERFORMANCE if name == "performance" else nncf.QuantizationPreset.MIXED
+
+
+def _ignored_scope(model, names: list[str]):
+    """nncf.IgnoredScope for `names`, after checking each exists in NNCF's graph of `model`."""
+    import nncf
+
+    if not names:
+        return None
+    valid = sorted(node.node_name for node in nncf.build_graph(model).get_all_nodes())
+    unknown = [n for n in names if n not in valid]
+    if unknown:
+        weighted = [n for n in valid if any(k in n for k in ("Conv", "Gemm", "MatMul", "conv", "fc", "linear"))]
+        raise EdgeError(f"ignored_scope names {unknown} match no node; valid names include: "
+                        f"{', '.join(weighted or valid)}")
+    return nncf.IgnoredScope(names=names)
+
+
+def _batches(x: np.ndarray, batch: int) -> list[np.ndarray]:
+    return [x[i: i + batch] for i in range(0, len(x), batch)]
+
+
+def ptq_onnx(onnx_path: Path, out: Path, calib: np.ndarray, preset: str = "performance",
+             ignored: list[str] | None = None) -> Path:
+    """NNCF PTQ of a float ONNX model -> int8 QDQ ONNX. `calib`: preprocessed real training images (NCHW)."""
+    import nncf
+    import onnx
+
+    model = onnx.load(str(onnx_path))
+    dim0 = model.graph.input[0].type.tensor_type.shape.dim[0]
+    batch = dim0.dim_value if dim0.HasField("dim_value") else 32  # a static batch takes its own size
+    name = model.graph.input[0].name
+    dataset = nncf.Dataset(_batches(calib, batch), lambda a: {name: a})
+    quantized = nncf.quantize(model, dataset, preset=_preset(preset), subset_size=len(calib),
+                              ignored_scope=_ignored_scope(model, ignored or []))
+    return atomic_write(out, lambda tmp: onnx.save(quantized, str(tmp)))
+
+
+# --- quantization-aware training (torch) ---------------------------------------------------------------------------
+
+def qat_model(model: nn.Module, calib: np.ndarray, preset: str = "performance",
+              ignored: list[str] | None = None) -> nn.Module:
+    """NNCF-quantize a torch model for QAT: fake quantizers initialised on `calib`, then train as usual."""
+    import nncf
+
+    example = torch.from_numpy(calib[:1])
+    dataset = nncf.Dataset([torch.from_numpy(b) for b in _batches(calib, 32)])
+    return nncf.quantize(model.eval(), dataset, preset=_preset(preset), subset_size=len(calib),
+                         ignored_scope=_ignored_scope(model, ignored or []) if ignored else None)
+
+
+def _plain(obj, decode: bool = False):
+    """NNCF's config holds QuantizationScheme enums, which torch.load(weights_only=True) refuses: store them as
+    tagged strings and turn them back on load."""
+    from nncf.common.quantization.structs import QuantizationScheme
+
+    if isinstance(obj, QuantizationScheme):
+        return {"__enum__": "QuantizationScheme", "value": obj.value}
+    if isinstance(obj, dict):
+        if decode and obj.get("__enum__") == "QuantizationScheme":
+            return QuantizationScheme(obj["value"])
+        return {k: _plain(v, decode) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_plain(v, decode) for v in obj)
+    return obj
+
+
+def qat_state(qmodel: nn.Module) -> dict:
+    """What a QAT checkpoint stores: NNCF's description of the inserted quantizers and all tensors."""
+    import nncf.torch
+
+    return {"nncf_config": _plain(nncf.torch.get_config(qmodel)),
+            "model": {k: v.detach().cpu().clone() for k, v in qmodel.state_dict().items()}}
+
+
+def restore_qat(model: nn.Module, state: dict) -> nn.Module:
+    import nncf.torch
+
+    qmodel = nncf.torch.load_from_config(model.eval(), _plain(state["nncf_config"], decode=True))
+    qmodel.load_state_dict(state["model"])
+    return qmodel.eval()
+
+
+def float_weights(qmodel: nn.Module, fresh: nn.Module) -> nn.Module:
+    """The QAT-adapted float weights in a plain model (quantizers dropped): what onnx2tf calibrates itself."""
+    own = fresh.state_dict()
+    fresh.load_state_dict({k: v for k, v in qmodel.state_dict().items() if k in own}, strict=True)
+    return fresh.eval()
+
+
+def export_qdq(qmodel: nn.Module, out: Path, example: torch.Tensor) -> Path:
+    """The QAT model as int8 QDQ ONNX (QuantizeLinear/DequantizeLinear pairs onnxruntime runs with int8 kernels),
+    not NNCF's default FakeQuantize export, which is an OpenVINO op."""
+    from nncf.torch.quantization.layers import BaseQuantizer, QuantizerExportMode
+
+    quantizers = [m for m in qmodel.modules() if isinstance(m, BaseQuantizer)]
+    if not quantizers:
+        raise EdgeError("QAT model has no NNCF quantizers to export")
+    for q in quantizers:
+        q.set_export_mode(QuantizerExportMode.ONNX_QUANTIZE_DEQUANTIZE_PAIRS)
+
+    def write(tmp: Path) -> None:
+        torch.onnx.export(qmodel.eval(), example, str(tmp), input_names=["input"], output_names=["logits"],
+                          opset_version=17, dynamo=False)  # NNCF-wrapped models do not export under dynamo
+
+    return atomic_write(out, write)
+
+
+# --- magnitude (unstructured) pruning --------------------------------------------------------------------------------
+
+def magnitude_prune(model: nn.Module, ratio: float, example: torch.Tensor) -> nn.Module:
+    import nncf
+
+    if not 0 < ratio < 1:
+        raise EdgeError(f"prune ratio={ratio}: must be strictly between 0 and 1")
+    return nncf.prune(model, nncf.PruneMode.UNSTRUCTURED_MAGNITUDE_GLOBAL, ratio=ratio, examples_inputs=example)
+
+
+def pruning_schedule(pruned: nn.Module, ratio: float, epochs: int):
+    """A multi-step schedule: half the target sparsity for the first epoch, the full target after (one epoch: the
+    target at once). Called as before_epoch(epoch) by the fine-tuning loop."""
+    import nncf
+    from nncf.torch.function_hook.pruning.magnitude.schedulers import MultiStepMagnitudePruningScheduler
+
+    steps = {0: ratio / 2, 1: ratio} if epochs > 1 else {0: ratio}
+    scheduler = MultiStepMagnitudePruningScheduler(pruned, mode=nncf.PruneMode.UNSTRUCTURED_MAGNITUDE_GLOBAL,
+                                                   steps=steps)
+    return scheduler.step
+
+
+def adapt_batch_norm(pruned: nn.Module, calib: np.ndarray) -> None:
+    """Re-estimate BN statistics after pruning when there is no fine-tuning (epochs=0)."""
+    import nncf
+
+    nncf.batch_norm_adaptation(pruned, calibration_dataset=nncf.Dataset([torch.from_numpy(b)
+                                                                         for b in _batches(calib, 32)]))
+
+
+def strip_pruning(pruned: nn.Module, fresh: nn.Module) -> tuple[nn.Module, dict]:
+    """Bake the masks into the weights (nncf.strip IN_PLACE) and return a plain model plus NNCF's statistics."""
+    import nncf
+
+    stat = nncf.pruning_statistic(pruned)
+    stripped = nncf.strip(pruned, do_copy=False, strip_format=nncf.StripFormat.IN_PLACE)
+    plain = float_weights(stripped, fresh)
+    for p in plain.parameters():
+        p.requires_grad_(True)  # strip freezes them; later fine-tuning needs them back
+    stats = {"nncf_sparsity_prunable": float(stat.pruning_ratio), "nncf_sparsity_all": float(stat.global_pruning_ratio)}
+    print(f"  NNCF magnitude pruning: {stats['nncf_sparsity_prunable']:.3f} of prunable weights zero "
+          f"({stats['nncf_sparsity_all']:.3f} of all parameters)", file=sys.stderr)
+    return plain, stats
