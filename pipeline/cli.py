@@ -114,11 +114,39 @@ def cmd_prune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _artifact_config(artifacts: list, overrides: dict):
+    """An artifact inside a run directory brings that run's config (data set, image size, normalisation)."""
+    from .config import load_config
+
+    saved = next((p / "config.yaml" for p in artifacts[0].resolve().parents if (p / "config.yaml").is_file()), None)
+    cfg = load_config(saved, overrides)
+    return cfg, (saved.parent if saved else cfg.run_dir)
+
+
+def cmd_benchmark(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .benchmark import benchmark
+    from .config import parse_overrides
+
+    artifacts = [Path(a) for a in args.artifacts if "=" not in a]
+    overrides = parse_overrides([a for a in args.artifacts if "=" in a])
+    threads = [int(t) for t in overrides.pop("bench_threads", "").split(",") if t]
+    runs, warmup = int(overrides.pop("runs", 50)), int(overrides.pop("warmup", 10))
+    if not artifacts:
+        raise EdgeError("benchmark: name at least one artifact (.pt, .onnx or .tflite)")
+    cfg, run_dir = _artifact_config(artifacts, overrides)
+    channels = cfg.in_channels or (1 if cfg.data_source == "fashion_mnist" else 3)
+    benchmark(artifacts, [1, channels, cfg.image_size, cfg.image_size], run_dir / "bench", threads or None,
+              warmup, runs)
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .config import load_config, parse_overrides
-    from .data import load_data_for, eval_arrays
+    from .config import parse_overrides
+    from .data import eval_arrays, load_data_for
     from .evaluate import evaluate
 
     artifacts = [Path(a) for a in args.artifacts if "=" not in a]
@@ -126,10 +154,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     reference = overrides.pop("reference", None)
     if not artifacts:
         raise EdgeError("evaluate: name at least one artifact (.pt, .onnx or .tflite)")
-    # an artifact inside a run directory brings that run's config (data set, image size, normalisation)
-    saved = next((p / "config.yaml" for p in artifacts[0].resolve().parents if (p / "config.yaml").is_file()), None)
-    cfg = load_config(saved, overrides)
-    run_dir = saved.parent if saved else cfg.run_dir
+    cfg, run_dir = _artifact_config(artifacts, overrides)
     reference = Path(reference) if reference else run_dir / "onnx" / "model.onnx"
     data = load_data_for(cfg)
     x, labels = eval_arrays(data, cfg.image_size, cfg.eval_subset)
@@ -168,6 +193,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("artifacts", nargs="+", metavar="ARTIFACT|key=value",
                    help=".pt/.onnx/.tflite files; key=value e.g. eval_subset=1000 reference=PATH")
     p.set_defaults(func=cmd_evaluate)
+    p = verbs.add_parser("benchmark", help="host latency (median/p90, 1 thread and all cores), peak RSS, size")
+    p.add_argument("artifacts", nargs="+", metavar="ARTIFACT|key=value",
+                   help=".pt/.onnx/.tflite files; runs=50 warmup=10 bench_threads=1,2 image_size=224")
+    p.set_defaults(func=cmd_benchmark)
     return parser
 
 
