@@ -12,7 +12,6 @@ import gzip
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import atomic_write_json
+from .artifacts import atomic_write_json
 from .errors import EdgeError
 
 MIB = 2**20
@@ -37,9 +36,17 @@ def host() -> dict:
             "python": platform.python_version()}
 
 
+def _status_mib(field: str) -> float:
+    """VmRSS (now) or VmHWM (peak) of this process. Not getrusage's ru_maxrss: a child inherits its parent's peak
+    across fork and exec, which would charge pytest's or the pipeline's memory to the model."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024  # kB
+    raise EdgeError(f"/proc/self/status has no {field}")
+
+
 def _rss_mib() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / MIB
+    return _status_mib("VmRSS")
 
 
 def measure(path: str, threads: int, warmup: int, runs: int, shape: list[int]) -> dict:
@@ -59,7 +66,7 @@ def measure(path: str, threads: int, warmup: int, runs: int, shape: list[int]) -
         t = time.perf_counter()
         runner(x)
         times.append((time.perf_counter() - t) * 1e3)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    peak = _status_mib("VmHWM")
     return {"threads": threads, "runs": runs, "warmup": warmup, "latency_ms_median": float(np.median(times)),
             "latency_ms_p90": float(np.percentile(times, 90)), "latency_ms_min": float(np.min(times)),
             "init_ms": init_ms, "peak_rss_mib": peak, "model_rss_mib": _rss_mib() - base_rss}

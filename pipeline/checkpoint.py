@@ -2,38 +2,16 @@
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from .artifacts import atomic_write, atomic_write_json  # noqa: F401  (re-exported: one import for stages)
 from .errors import EdgeError
 
 CHECKPOINT_FORMAT = "resnet-edge-checkpoint-v1"
 CLASSIFIER_PREFIXES = ("fc.", "classifier.")
-
-
-def atomic_write(path: Path, write) -> Path:
-    """Call write(tmp_path) then rename onto `path`: readers never see a partial file, a crash leaves the old one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; artifacts are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def atomic_write_json(path: Path, data) -> Path:
-    return atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2)))
 
 
 def save_checkpoint(ckpt: dict, path: Path) -> Path:

@@ -66,9 +66,8 @@ def qat_model(model: nn.Module, calib: np.ndarray, preset: str = "performance",
     """NNCF-quantize a torch model for QAT: fake quantizers initialised on `calib`, then train as usual."""
     import nncf
 
-    example = torch.from_numpy(calib[:1])
-    dataset = nncf.Dataset([torch.from_numpy(b) for b in _batches(calib, 32)])
-    return nncf.quantize(model.eval(), dataset, preset=_preset(preset), subset_size=len(calib),
+    batches = [torch.from_numpy(b) for b in _batches(calib, 32)]
+    return nncf.quantize(model.eval(), nncf.Dataset(batches), preset=_preset(preset), subset_size=len(batches),
                          ignored_scope=_ignored_scope(model, ignored or []) if ignored else None)
 
 
