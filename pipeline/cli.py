@@ -142,6 +142,24 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from .run import run
+
+    force = any(w.lower() in ("force=true", "force=1", "force=yes") for w in args.overrides)
+    args.overrides = [w for w in args.overrides if not w.startswith("force=")]
+    run(_config(args, fresh=True), force=force)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .report import report
+
+    report(Path(args.run_dir))
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -189,6 +207,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="[config.yaml] key=value",
                    help="ratio=0.5 epochs=N (0: BN adaptation) lr= method=magnitude|structured importance=l1|l2")
     p.set_defaults(func=cmd_prune)
+    p = verbs.add_parser("run", help="the whole chain into runs/<name>/: train, export, convert, quantize, prune, "
+                                     "benchmark, report (cached per stage; force=true redoes)")
+    p.add_argument("overrides", nargs="*", metavar="[config.yaml] key=value", help="e.g. name=default force=true")
+    p.set_defaults(func=cmd_run)
+    p = verbs.add_parser("report", help="report.json/.md/.html and pareto.png of a run directory")
+    p.add_argument("run_dir")
+    p.set_defaults(func=cmd_report)
     p = verbs.add_parser("evaluate", help="top-1/top-5, agreement with fp32, per-class accuracy of any artifact")
     p.add_argument("artifacts", nargs="+", metavar="ARTIFACT|key=value",
                    help=".pt/.onnx/.tflite files; key=value e.g. eval_subset=1000 reference=PATH")

@@ -69,6 +69,10 @@ class Config:
     structured_epochs: int = 2
     structured_lr: float = 0.02
     finetune_subset: int = 0  # > 0: fine-tuning epochs see that many training images (0: the whole split)
+    # run (pipeline.run): which optional stages the chain includes
+    run_structured: bool = True  # channel pruning at structured_ratio -> int8 TFLite (the fast phone variant)
+    run_magnitude: bool = True  # NNCF magnitude pruning at prune_ratio -> int8 TFLite (the small download)
+    bench_runs: int = 50  # timed runs per artifact and thread count, after 10 warm-up runs
     extra: dict = field(default_factory=dict)  # free-form notes carried into the manifest
 
     def model_options(self, num_classes: int, in_channels: int) -> dict:

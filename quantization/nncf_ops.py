@@ -53,8 +53,9 @@ def ptq_onnx(onnx_path: Path, out: Path, calib: np.ndarray, preset: str = "perfo
     dim0 = model.graph.input[0].type.tensor_type.shape.dim[0]
     batch = dim0.dim_value if dim0.HasField("dim_value") else 32  # a static batch takes its own size
     name = model.graph.input[0].name
-    dataset = nncf.Dataset(_batches(calib, batch), lambda a: {name: a})
-    quantized = nncf.quantize(model, dataset, preset=_preset(preset), subset_size=len(calib),
+    items = _batches(calib, batch)
+    quantized = nncf.quantize(model, nncf.Dataset(items, lambda a: {name: a}), preset=_preset(preset),
+                              subset_size=len(items),
                               ignored_scope=_ignored_scope(model, ignored or []))
     return atomic_write(out, lambda tmp: onnx.save(quantized, str(tmp)))
 

@@ -1,0 +1,183 @@
+"""The accuracy-vs-size report of a run: one row per artifact (like Ultralytics' benchmark table, plus memory),
+the architecture table, the host and versions, device results merged as extra rows; report.json, report.md, a
+self-contained report.html (plot embedded) and pareto.png (top-1 against size, marker size = latency)."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import sys
+from pathlib import Path
+
+from .artifacts import atomic_write, atomic_write_json
+from .benchmark import host
+
+COLUMNS = ["artifact", "format", "precision", "sparsity", "status", "size MiB", "gzip MiB", "top-1", "Δ vs fp32",
+           "agreement", "ms @1 thread", "ms @N", "peak RSS MiB"]
+LEGEND = "status: pass = passed every gate; gate = built but failed a gate; failed = not built (reason given)"
+
+
+def _load(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def _latency(bench: dict, key: str):
+    cell = bench.get(key) or {}
+    return cell.get("latency_ms_median"), cell.get("peak_rss_mib")
+
+
+def collect_rows(run: Path) -> list[dict]:
+    """Join eval/, bench/, tflite/gates.json and quant/summary.json per artifact; device results come as extra rows."""
+    gates = {g["artifact"]: g for g in (_load(run / "tflite" / "gates.json") or [])} if \
+        (run / "tflite" / "gates.json").is_file() else {}
+    quant = _load(run / "quant" / "summary.json")
+    reference = _load(run / "eval" / "model.json")
+    ref_top1 = reference.get("top1")
+    rows = []
+    for eval_path in sorted((run / "eval").glob("*.json")):
+        ev = _load(eval_path)
+        if not ev.get("artifact"):
+            continue
+        name = Path(ev["artifact"]).name
+        bench = _load(run / "bench" / f"{Path(name).stem}.json")
+        q = quant.get(name, {})
+        threads = sorted(int(k[1:]) for k in bench if k.startswith("t") and k[1:].isdigit())
+        ms1, rss1 = _latency(bench, "t1")
+        msn, rssn = _latency(bench, f"t{threads[-1]}") if threads else (None, None)
+        gate = gates.get(name, {})
+        failed_gate = gate.get("passed") is False or q.get("gate") == "fail"
+        rows.append({
+            "artifact": name, "format": ev.get("format"), "precision": ev.get("precision"),
+            "sparsity": q.get("sparsity_tflite_int8", q.get("nncf_sparsity_prunable")),
+            "status": "gate" if failed_gate else "pass",
+            "size_mib": bench.get("size_mib", Path(ev["artifact"]).stat().st_size / 2**20
+                                  if Path(ev["artifact"]).is_file() else None),
+            "gzip_mib": bench.get("gzip_mib", q.get("gzip_mib")),
+            "top1": ev.get("top1"), "delta_top1": None if ref_top1 is None else 100 * (ev["top1"] - ref_top1),
+            "agreement": ev.get("agreement"), "ms_1": ms1, "ms_n": msn, "threads_n": threads[-1] if threads else None,
+            "peak_rss_mib": max(v for v in (rss1, rssn, 0) if v is not None) or None,
+            "macs": q.get("macs"), "method": q.get("method"), "source": "host",
+        })
+    for path in sorted(run.rglob("device_results*.json")):
+        for row in _load(path).get("rows", []):
+            rows.append({**{c: None for c in ("sparsity", "gzip_mib", "delta_top1", "agreement", "macs")}, **row,
+                         "source": row.get("source", path.name)})
+    return rows
+
+
+def _fmt(v, digits=2):
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def to_markdown(rows: list[dict], meta: dict) -> str:
+    out = [f"# resnet-edge report: {meta['run']}", "",
+           f"Host: {meta['host']['cpu']}, {meta['host']['cores']} cores ({meta['host']['machine']}); "
+           f"MiB = 2^20 bytes; latency = median ms per image, batch 1, after warm-up.", "",
+           "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    for r in rows:
+        cells = [r["artifact"], r.get("format"), r.get("precision"), _fmt(r.get("sparsity"), 3), r.get("status"),
+                 _fmt(r.get("size_mib")), _fmt(r.get("gzip_mib")), _fmt(r.get("top1"), 4),
+                 _fmt(r.get("delta_top1")), _fmt(r.get("agreement"), 4), _fmt(r.get("ms_1")), _fmt(r.get("ms_n")),
+                 _fmt(r.get("peak_rss_mib"), 0)]
+        out.append("| " + " | ".join(_fmt(c) for c in cells) + " |")
+    out += ["", LEGEND, "", "## Architecture", "", meta.get("architecture", "(summary not available)"), "",
+            "## Versions", "", ", ".join(f"{k} {v}" for k, v in meta.get("versions", {}).items())]
+    return "\n".join(out) + "\n"
+
+
+def pareto_png(rows: list[dict], path: Path) -> Path:
+    import matplotlib
+    import matplotlib.ticker
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pts = [r for r in rows if r.get("size_mib") and r.get("top1") is not None]
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
+    for r in pts:
+        size = 30 + 20 * (r.get("ms_1") or 1)
+        ax.scatter(r["size_mib"], 100 * r["top1"], s=size, alpha=0.6,
+                   color="tab:red" if r.get("status") != "pass" else "tab:blue")
+        ax.annotate(r["artifact"], (r["size_mib"], 100 * r["top1"]), fontsize=7, xytext=(4, 3),
+                    textcoords="offset points")
+    front, best = [], -1.0
+    for r in sorted(pts, key=lambda r: r["size_mib"]):  # smallest file that beats every smaller one
+        if r["top1"] > best:
+            front.append(r)
+            best = r["top1"]
+    ax.plot([r["size_mib"] for r in front], [100 * r["top1"] for r in front], "k--", lw=1, label="Pareto front")
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_xlabel("file size (MiB, log scale)")
+    ax.set_ylabel("top-1 (%)")
+    ax.set_title("accuracy vs size (marker area ~ latency at 1 thread)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+    plt.close(fig)
+    return path
+
+
+def to_html(markdown_rows: list[dict], meta: dict, png: Path) -> str:
+    img = base64.b64encode(png.read_bytes()).decode()
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in COLUMNS)
+    body = []
+    for r in markdown_rows:
+        cells = [r["artifact"], r.get("format"), r.get("precision"), _fmt(r.get("sparsity"), 3), r.get("status"),
+                 _fmt(r.get("size_mib")), _fmt(r.get("gzip_mib")), _fmt(r.get("top1"), 4),
+                 _fmt(r.get("delta_top1")), _fmt(r.get("agreement"), 4), _fmt(r.get("ms_1")), _fmt(r.get("ms_n")),
+                 _fmt(r.get("peak_rss_mib"), 0)]
+        cls = "" if r.get("status") == "pass" else ' class="bad"'
+        body.append(f"<tr{cls}>" + "".join(f"<td>{html.escape(_fmt(c))}</td>" for c in cells) + "</tr>")
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>resnet-edge report: {html.escape(meta['run'])}</title>
+<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;
+padding:3px 8px;text-align:right}}td:first-child{{text-align:left}}tr.bad{{background:#fdd}}</style></head><body>
+<h1>resnet-edge report: {html.escape(meta['run'])}</h1>
+<p>Host: {html.escape(meta['host']['cpu'])}, {meta['host']['cores']} cores. MiB = 2<sup>20</sup> bytes; latency =
+median ms per image, batch 1, after warm-up.</p>
+<img alt="accuracy vs size" src="data:image/png;base64,{img}">
+<table><tr>{head}</tr>{''.join(body)}</table><p>{html.escape(LEGEND)}</p>
+<h2>Architecture</h2><pre>{html.escape(meta.get('architecture', ''))}</pre>
+<h2>Versions</h2><p>{html.escape(', '.join(f'{k} {v}' for k, v in meta.get('versions', {}).items()))}</p>
+</body></html>
+"""
+
+
+def versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in ("torch", "onnx", "onnxruntime", "onnx2tf", "tensorflow", "ai-edge-litert", "nncf", "torch-pruning"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def report(run: Path, architecture: str = "") -> dict[str, Path]:
+    run = Path(run)
+    if not (run / "eval").is_dir():
+        from .errors import EdgeError
+
+        raise EdgeError(f"{run}/eval: no evaluations to report; run `resnet-edge convert` (or `run`) first")
+    rows = collect_rows(run)
+    meta = {"run": str(run), "host": host(), "versions": versions(), "architecture": architecture}
+    out = run / "report"
+    png = pareto_png(rows, out / "pareto.png")
+    paths = {"json": atomic_write_json(out / "report.json", {**meta, "columns": COLUMNS, "rows": rows}),
+             "md": atomic_write(out / "report.md", lambda t: t.write_text(to_markdown(rows, meta))),
+             "html": atomic_write(out / "report.html", lambda t: t.write_text(to_html(rows, meta, png))),
+             "png": png}
+    print(f"report ok -> {out}/report.md, report.html, pareto.png ({len(rows)} rows)", file=sys.stderr)
+    return paths
