@@ -28,8 +28,10 @@ $(FMNIST):
 test: setup
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
+# The main job: train ResNet-18 on Fashion-MNIST, export, convert, quantize, prune, benchmark, report (runs/default).
 demo: setup
-	$(BIN)/resnet-edge summary resnet18
+	$(BIN)/resnet-edge summary resnet18 image_size=32 in_channels=1 num_classes=10
+	$(BIN)/resnet-edge run name=default
 
 # Re-resolve the lock from pyproject.toml's ranges (needs the registry).
 lock:

@@ -77,17 +77,22 @@ def _fmt(v, digits=2):
     return str(v)
 
 
+def _cells(r: dict) -> list[str]:
+    """One report row as the table's text cells, in COLUMNS order."""
+    return [_fmt(c) for c in (
+        r["artifact"], r.get("format"), r.get("precision"), _fmt(r.get("sparsity"), 3), r.get("status"),
+        _fmt(r.get("size_mib")), _fmt(r.get("gzip_mib")), _fmt(r.get("top1"), 4), _fmt(r.get("delta_top1")),
+        _fmt(r.get("agreement"), 4), _fmt(r.get("ms_1")), _fmt(r.get("ms_n")), _fmt(r.get("peak_rss_mib"), 0))]
+
+
 def to_markdown(rows: list[dict], meta: dict) -> str:
     out = [f"# resnet-edge report: {meta['run']}", "",
            f"Host: {meta['host']['cpu']}, {meta['host']['cores']} cores ({meta['host']['machine']}); "
            f"MiB = 2^20 bytes; latency = median ms per image, batch 1, after warm-up.", "",
            "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for r in rows:
-        cells = [r["artifact"], r.get("format"), r.get("precision"), _fmt(r.get("sparsity"), 3), r.get("status"),
-                 _fmt(r.get("size_mib")), _fmt(r.get("gzip_mib")), _fmt(r.get("top1"), 4),
-                 _fmt(r.get("delta_top1")), _fmt(r.get("agreement"), 4), _fmt(r.get("ms_1")), _fmt(r.get("ms_n")),
-                 _fmt(r.get("peak_rss_mib"), 0)]
-        out.append("| " + " | ".join(_fmt(c) for c in cells) + " |")
+        cells = _cells(r)
+        out.append("| " + " | ".join(cells) + " |")
     out += ["", LEGEND, "", "## Architecture", "", meta.get("architecture", "(summary not available)"), "",
             "## Versions", "", ", ".join(f"{k} {v}" for k, v in meta.get("versions", {}).items())]
     return "\n".join(out) + "\n"
@@ -133,12 +138,9 @@ def to_html(markdown_rows: list[dict], meta: dict, png: Path) -> str:
     head = "".join(f"<th>{html.escape(c)}</th>" for c in COLUMNS)
     body = []
     for r in markdown_rows:
-        cells = [r["artifact"], r.get("format"), r.get("precision"), _fmt(r.get("sparsity"), 3), r.get("status"),
-                 _fmt(r.get("size_mib")), _fmt(r.get("gzip_mib")), _fmt(r.get("top1"), 4),
-                 _fmt(r.get("delta_top1")), _fmt(r.get("agreement"), 4), _fmt(r.get("ms_1")), _fmt(r.get("ms_n")),
-                 _fmt(r.get("peak_rss_mib"), 0)]
+        cells = _cells(r)
         cls = "" if r.get("status") == "pass" else ' class="bad"'
-        body.append(f"<tr{cls}>" + "".join(f"<td>{html.escape(_fmt(c))}</td>" for c in cells) + "</tr>")
+        body.append(f"<tr{cls}>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>resnet-edge report: {html.escape(meta['run'])}</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;
 padding:3px 8px;text-align:right}}td:first-child{{text-align:left}}tr.bad{{background:#fdd}}</style></head><body>
