@@ -22,7 +22,8 @@ from pipeline.checkpoint import load_checkpoint, model_from_checkpoint  # noqa: 
 from pipeline.config import load_config, parse_overrides  # noqa: E402
 from pipeline.errors import EdgeError  # noqa: E402
 from pipeline.summary import count_macs  # noqa: E402
-from quantization.stages import Context, prune_stage, quantize_stage, sizes  # noqa: E402
+from pipeline.artifacts import file_sizes  # noqa: E402
+from quantization.stages import Context, prune_stage, quantize_stage  # noqa: E402
 
 
 def main(argv: list[str]) -> int:
@@ -37,7 +38,7 @@ def main(argv: list[str]) -> int:
 
     dense_macs = count_macs(model_from_checkpoint(load_checkpoint(ctx.checkpoint)), torch.from_numpy(ctx.x[:1]))
     rows: list[dict] = []
-    fp32 = dict(ctx.reference, **sizes(ctx.onnx), method="fp32", macs=dense_macs)
+    fp32 = dict(ctx.reference, **file_sizes(ctx.onnx), method="fp32", macs=dense_macs)
     rows.append(fp32)
     for variant in ("fp32", "int8"):
         path = ctx.run / "tflite" / f"{variant}.tflite"

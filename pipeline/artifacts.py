@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import tempfile
@@ -26,3 +27,9 @@ def atomic_write(path: Path, write) -> Path:
 
 def atomic_write_json(path: Path, data) -> Path:
     return atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2)))
+
+
+def file_sizes(path: Path) -> dict:
+    """File size and gzip size (level 6) in MiB: what a download or an app bundle costs."""
+    data = Path(path).read_bytes()
+    return {"size_mib": len(data) / 2**20, "gzip_mib": len(gzip.compress(data, 6)) / 2**20}

@@ -8,7 +8,6 @@ size. A failing artifact becomes a row with its error, never a crash.
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import platform
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .artifacts import atomic_write_json
+from .artifacts import atomic_write_json, file_sizes
 from .errors import EdgeError
 
 MIB = 2**20
@@ -74,9 +73,7 @@ def measure(path: str, threads: int, warmup: int, runs: int, shape: list[int]) -
 
 def benchmark_one(path: Path, shape: list[int], threads: list[int], warmup: int, runs: int,
                   timeout: int = 600) -> dict:
-    data = Path(path).read_bytes() if Path(path).is_file() else b""
-    row: dict = {"artifact": str(path), "size_mib": len(data) / MIB,
-                 "gzip_mib": len(gzip.compress(data, 6)) / MIB if data else None, "input_shape": shape}
+    row: dict = {"artifact": str(path), **file_sizes(path), "input_shape": shape}
     for n in threads:
         code = ("import json, sys; from pipeline.benchmark import measure; "
                 f"print('RESULT ' + json.dumps(measure({str(path)!r}, {n}, {warmup}, {runs}, {shape!r})))")

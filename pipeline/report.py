@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from .artifacts import atomic_write, atomic_write_json
+from .artifacts import atomic_write, atomic_write_json, file_sizes
 from .benchmark import host
 
 COLUMNS = ["artifact", "format", "precision", "sparsity", "status", "size MiB", "gzip MiB", "top-1", "Δ vs fp32",
@@ -48,15 +48,14 @@ def collect_rows(run: Path) -> list[dict]:
         threads = sorted(int(k[1:]) for k in bench if k.startswith("t") and k[1:].isdigit())
         ms1, rss1 = _latency(bench, "t1")
         msn, rssn = _latency(bench, f"t{threads[-1]}") if threads else (None, None)
+        sizes = file_sizes(Path(ev["artifact"])) if Path(ev["artifact"]).is_file() else {}
         gate = gates.get(name, {})
         failed_gate = gate.get("passed") is False or q.get("gate") == "fail"
         rows.append({
             "artifact": name, "format": ev.get("format"), "precision": ev.get("precision"),
             "sparsity": q.get("sparsity_tflite_int8", q.get("nncf_sparsity_prunable")),
             "status": "gate" if failed_gate else "pass",
-            "size_mib": bench.get("size_mib", Path(ev["artifact"]).stat().st_size / 2**20
-                                  if Path(ev["artifact"]).is_file() else None),
-            "gzip_mib": bench.get("gzip_mib", q.get("gzip_mib")),
+            "size_mib": sizes.get("size_mib"), "gzip_mib": sizes.get("gzip_mib"),
             "top1": ev.get("top1"), "delta_top1": None if ref_top1 is None else 100 * (ev["top1"] - ref_top1),
             "agreement": ev.get("agreement"), "ms_1": ms1, "ms_n": msn, "threads_n": threads[-1] if threads else None,
             "peak_rss_mib": max(v for v in (rss1, rssn, 0) if v is not None) or None,

@@ -6,7 +6,6 @@ stay within cfg.max_int8_drop points, or the stage fails naming the artifact and
 
 from __future__ import annotations
 
-import gzip
 import json
 import sys
 from pathlib import Path
@@ -14,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pipeline.artifacts import file_sizes
 from pipeline.checkpoint import (atomic_write_json, derived_checkpoint, load_checkpoint, model_from_checkpoint,
                                  save_checkpoint)
 from pipeline.config import Config
@@ -67,7 +67,7 @@ class Context:
             row["drop_points"] = 100 * (self.reference["top1"] - row["top1"])
             row["gate"] = "pass" if row["drop_points"] <= self.cfg.max_int8_drop else "fail"
             row.update(extra or {})
-            row.update(sizes(Path(row["artifact"])))
+            row.update(file_sizes(Path(row["artifact"])))
             print(f"gate {row['gate']}: {Path(row['artifact']).name}: top-1 {row['top1']:.4f}, drop vs fp32 "
                   f"{row['drop_points']:.2f} points (max {self.cfg.max_int8_drop:g})", file=sys.stderr)
         summary_path = self.run / "quant" / "summary.json"
@@ -85,11 +85,6 @@ class Context:
                                ("fp32", "int8"), prefix=f"{name}_")
         extra = extra | {"sparsity_tflite_int8": tflite_weight_sparsity(paths["int8"])["zero_share"]}
         return self.gate(self.evaluate([paths["fp32"], paths["int8"]]), extra)
-
-
-def sizes(path: Path) -> dict:
-    data = path.read_bytes()
-    return {"size_mib": len(data) / 2**20, "gzip_mib": len(gzip.compress(data, 6)) / 2**20}
 
 
 def _fail_on_gates(rows: list[dict], cfg: Config) -> None:
