@@ -118,8 +118,8 @@ def convert_tflite(onnx_path: Path, out_dir: Path, calib_u8: np.ndarray, norm: N
                 raise EdgeError(f"{onnx_path}: onnx2tf produced no {variant} file ({reason})")
             paths[variant] = atomic_write(out_dir / f"{prefix}{variant}.tflite",
                                           lambda t, src=produced: shutil.copyfile(src, t))
-    print(f"convert ok {time.perf_counter() - start:.1f} s -> "
-          + ", ".join(f"{prefix}{v}.tflite ({p.stat().st_size / 2**20:.2f} MiB)" for v, p in paths.items()), file=sys.stderr)
+    files = ", ".join(f"{p.name} ({p.stat().st_size / 2**20:.2f} MiB)" for p in paths.values())
+    print(f"convert ok {time.perf_counter() - start:.1f} s -> {files}", file=sys.stderr)
     return paths
 
 

@@ -113,7 +113,7 @@ class DataSplits:
 
 
 def normalize(x: torch.Tensor, norm: Normalization, image_size: int | None = None) -> torch.Tensor:
-    """float N,C,H,W in 0..1 -> model input: resized (bilinear, antialiased) when sizes differ, then (x - mean) / std."""
+    """float N,C,H,W in 0..1 -> model input: resized (bilinear, antialiased) if sizes differ, then (x - mean) / std."""
     if image_size is not None and x.shape[-1] != image_size:
         x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", align_corners=False, antialias=True)
     mean = torch.tensor(norm.mean, device=x.device).view(1, -1, 1, 1)

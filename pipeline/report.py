@@ -140,7 +140,8 @@ def to_html(markdown_rows: list[dict], meta: dict, png: Path) -> str:
         cells = _cells(r)
         cls = "" if r.get("status") == "pass" else ' class="bad"'
         body.append(f"<tr{cls}>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
-    return f"""<!doctype html><html><head><meta charset="utf-8"><title>resnet-edge report: {html.escape(meta['run'])}</title>
+    title = f"resnet-edge report: {html.escape(meta['run'])}"
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>{title}</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;
 padding:3px 8px;text-align:right}}td:first-child{{text-align:left}}tr.bad{{background:#fdd}}</style></head><body>
 <h1>resnet-edge report: {html.escape(meta['run'])}</h1>

@@ -249,7 +249,8 @@ def train(cfg: Config) -> Path:
     val_split, test_split = _subset(data.val, cfg.eval_subset), _subset(data.test, cfg.eval_subset)
     per_rank_batch = cfg.batch_size // rt.world
     if per_rank_batch < 1 or len(train_split) < cfg.batch_size:
-        raise EdgeError(f"{rt.world} processes x batch {max(per_rank_batch, 1)} need at least {max(cfg.batch_size, rt.world)} "
+        need = max(cfg.batch_size, rt.world)
+        raise EdgeError(f"{rt.world} processes x batch {max(per_rank_batch, 1)} need at least {need} "
                         f"training images; have {len(train_split)}: lower --nproc_per_node or batch_size")
     pin = rt.device.type == "cuda"
     train_loader = make_loader(train_split, per_rank_batch, True, cfg.seed, rt.world, rt.rank, cfg.workers, pin)

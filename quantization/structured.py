@@ -26,8 +26,8 @@ def prune_channels(model: nn.Module, ratio: float, example: torch.Tensor, import
     model.eval()
     before = {"params": sum(p.numel() for p in model.parameters()), "macs": count_macs(model, example)}
     classifier = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    pruner = tp.pruner.MetaPruner(model, example, importance=tp.importance.MagnitudeImportance(p=IMPORTANCE[importance]),
-                                  pruning_ratio=ratio, ignored_layers=classifier)
+    magnitude = tp.importance.MagnitudeImportance(p=IMPORTANCE[importance])
+    pruner = tp.pruner.MetaPruner(model, example, importance=magnitude, pruning_ratio=ratio, ignored_layers=classifier)
     pruner.step()
     after = {"params": sum(p.numel() for p in model.parameters()), "macs": count_macs(model, example)}
     stats = {"params_before": before["params"], "params_after": after["params"], "macs_before": before["macs"],
