@@ -119,8 +119,11 @@ def pareto_png(rows: list[dict], path: Path) -> Path:
             best = r["top1"]
     ax.plot([r["size_mib"] for r in front], [100 * r["top1"] for r in front], "k--", lw=1, label="Pareto front")
     ax.set_xscale("log")
-    ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
-    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    if pts:  # plain-number ticks (1, 2, 5, 10, ...) across the sizes shown
+        lo, hi = min(r["size_mib"] for r in pts), max(r["size_mib"] for r in pts)
+        ticks = [t * 10**e for e in range(-3, 4) for t in (1, 2, 5) if lo / 1.5 <= t * 10**e <= hi * 1.5]
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("file size (MiB, log scale)")
     ax.set_ylabel("top-1 (%)")
     ax.set_title("accuracy vs size (marker area ~ latency at 1 thread)")
