@@ -84,9 +84,9 @@ def fit_shapes(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> nn.Modu
             module.out_channels = weight.shape[0]
             module.in_channels = weight.shape[1] * (weight.shape[0] if depthwise else module.groups)
             module.groups = module.in_channels if depthwise else module.groups
-        for key, tensor in module.named_parameters(recurse=False):
+        for key, _ in module.named_parameters(recurse=False):
             setattr(module, key, nn.Parameter(torch.empty_like(state_dict[f"{name}.{key}"])))
-        for key, tensor in module.named_buffers(recurse=False):
+        for key, _ in module.named_buffers(recurse=False):
             if f"{name}.{key}" in state_dict:
                 setattr(module, key, torch.empty_like(state_dict[f"{name}.{key}"]))
     return model

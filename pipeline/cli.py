@@ -56,11 +56,11 @@ def _config(args: argparse.Namespace, fresh: bool = False):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .config import parse_overrides
+    from .config import parse_bool, parse_overrides
     from .train import train
 
     words = parse_overrides([w for w in args.overrides if "=" in w])
-    cfg = _config(args, fresh=words.get("resume", "false").lower() not in ("1", "true", "yes", "on"))
+    cfg = _config(args, fresh=not parse_bool("resume", words.get("resume", "false")))
     try:
         train(cfg)
     except KeyboardInterrupt:
@@ -114,6 +114,18 @@ def cmd_prune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _artifact_args(args: argparse.Namespace) -> tuple[list, dict]:
+    """ARTIFACT... key=value: the artifact paths and the overrides, at least one artifact."""
+    from pathlib import Path
+
+    from .config import parse_overrides
+
+    artifacts = [Path(a) for a in args.artifacts if "=" not in a]
+    if not artifacts:
+        raise EdgeError(f"{args.verb}: name at least one artifact (.pt, .onnx or .tflite)")
+    return artifacts, parse_overrides([a for a in args.artifacts if "=" in a])
+
+
 def _artifact_config(artifacts: list, overrides: dict):
     """An artifact inside a run directory brings that run's config (data set, image size, normalisation)."""
     from .config import load_config
@@ -124,28 +136,22 @@ def _artifact_config(artifacts: list, overrides: dict):
 
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from .benchmark import benchmark
-    from .config import parse_overrides
+    from .data import input_shape
 
-    artifacts = [Path(a) for a in args.artifacts if "=" not in a]
-    overrides = parse_overrides([a for a in args.artifacts if "=" in a])
+    artifacts, overrides = _artifact_args(args)
     threads = [int(t) for t in overrides.pop("bench_threads", "").split(",") if t]
     runs, warmup = int(overrides.pop("runs", 50)), int(overrides.pop("warmup", 10))
-    if not artifacts:
-        raise EdgeError("benchmark: name at least one artifact (.pt, .onnx or .tflite)")
     cfg, run_dir = _artifact_config(artifacts, overrides)
-    channels = cfg.in_channels or (1 if cfg.data_source == "fashion_mnist" else 3)
-    benchmark(artifacts, [1, channels, cfg.image_size, cfg.image_size], run_dir / "bench", threads or None,
-              warmup, runs)
+    benchmark(artifacts, input_shape(cfg), run_dir / "bench", threads or None, warmup, runs)
     return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from .config import parse_bool
     from .run import run
 
-    force = any(w.lower() in ("force=true", "force=1", "force=yes") for w in args.overrides)
+    force = any(parse_bool("force", w.partition("=")[2]) for w in args.overrides if w.startswith("force="))
     args.overrides = [w for w in args.overrides if not w.startswith("force=")]
     run(_config(args, fresh=True), force=force)
     return 0
@@ -163,15 +169,11 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .config import parse_overrides
     from .data import eval_arrays, load_data_for
     from .evaluate import evaluate
 
-    artifacts = [Path(a) for a in args.artifacts if "=" not in a]
-    overrides = parse_overrides([a for a in args.artifacts if "=" in a])
+    artifacts, overrides = _artifact_args(args)
     reference = overrides.pop("reference", None)
-    if not artifacts:
-        raise EdgeError("evaluate: name at least one artifact (.pt, .onnx or .tflite)")
     cfg, run_dir = _artifact_config(artifacts, overrides)
     reference = Path(reference) if reference else run_dir / "onnx" / "model.onnx"
     data = load_data_for(cfg)

@@ -126,6 +126,24 @@ def resolve_preset(name: str) -> str:
     return name
 
 
+# What a training result depends on: run's cache key for the train stage, and (less the runtime-only keys in
+# RESUMABLE_CHANGES) what a resume must keep as it was.
+TRAIN_KEYS = frozenset({
+    "model", "width", "stem", "shortcut", "zero_init_residual", "num_classes", "in_channels", "data_source",
+    "data_root", "image_size", "val_size", "seed", "epochs", "batch_size", "optimizer", "lr", "momentum",
+    "weight_decay", "schedule", "warmup_epochs", "label_smoothing", "augment", "device", "amp", "channels_last",
+    "compile", "train_subset", "eval_subset", "weights"})
+RESUMABLE_CHANGES = frozenset({"device", "amp", "channels_last", "compile", "data_root", "weights", "eval_subset"})
+
+
+def parse_bool(name: str, text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise EdgeError(f"{name}={text}: expected bool (true/false)")
+
+
 def _coerce(name: str, hint, text: str):
     """Turn the text of key=value into the field's type; name the key and the expected type when it does not fit."""
     if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
@@ -134,11 +152,7 @@ def _coerce(name: str, hint, text: str):
         hint = next(a for a in typing.get_args(hint) if a is not type(None))
     try:
         if hint is bool:
-            if text.lower() in ("1", "true", "yes", "on"):
-                return True
-            if text.lower() in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(text)
+            return parse_bool(name, text)
         if hint in (int, float, str):
             return hint(text)
     except ValueError:

@@ -86,7 +86,6 @@ def run_onnx2tf(onnx_path: Path, workdir: Path, calib: np.ndarray, norm: Normali
                 non_verbose=False,
             )
     except (SystemExit, Exception) as e:
-        os.chdir(cwd)
         saved = workdir.parent / "onnx2tf.log"  # outlives the temporary directory, for the full story
         saved.write_text(log.getvalue() + f"\n{e.__class__.__name__}: {e}\n")
         raise EdgeError(f"{onnx_path}: onnx2tf failed: {_onnx2tf_reason(log.getvalue()) or e} "

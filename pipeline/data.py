@@ -24,6 +24,7 @@ FASHION_MNIST_CLASSES = [
 ]
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
+CHANNELS = {"fashion_mnist": 1, "cifar10": 3, "imagefolder": 3}  # ImageFolder images are converted to RGB
 
 
 @dataclass(frozen=True)
@@ -286,6 +287,11 @@ def load_data(source: str = "fashion_mnist", root: str | Path | None = None, ima
         name=source, classes=list(classes), norm=NORMALIZATION[source], in_channels=int(sample.shape[-1]),
         train=train.subset(train_idx), val=train.subset(val_idx), test=test, calibration=train.subset(calib_idx),
     )
+
+
+def input_shape(cfg) -> list[int]:
+    """The batch-1 NCHW input a Config's model takes, without loading the data set."""
+    return [1, cfg.in_channels or CHANNELS[cfg.data_source], cfg.image_size, cfg.image_size]
 
 
 def load_data_for(cfg) -> DataSplits:

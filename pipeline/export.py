@@ -25,28 +25,30 @@ def export_onnx(checkpoint: Path, out: Path, batch: np.ndarray, dynamic_batch: b
     example = torch.from_numpy(batch[:1])
     axes = {"input": {0: "batch"}, "logits": {0: "batch"}} if dynamic_batch else None
 
+    parity: dict = {"images": len(batch), "threshold": ONNX_PARITY}
+
     def write(tmp: Path) -> None:
         # TorchScript exporter (dynamo=False): NNCF-compressed and pruned models do not export under dynamo.
         # Eval mode + constant folding folds every BatchNorm into the conv before it.
         torch.onnx.export(model, example, str(tmp), input_names=["input"], output_names=["logits"],
                           opset_version=17, dynamic_axes=axes, do_constant_folding=True, dynamo=False,
                           training=torch.onnx.TrainingMode.EVAL)
+        proto = onnx.load(str(tmp))
         try:
-            onnx.checker.check_model(str(tmp), full_check=True)
+            onnx.checker.check_model(proto, full_check=True)
         except onnx.checker.ValidationError as e:
             raise EdgeError(f"{out}: onnx.checker rejects the export ({str(e).splitlines()[0]})") from None
+        parity["batchnorm_nodes"] = sum(n.op_type == "BatchNormalization" for n in proto.graph.node)
         diff = float(np.abs(OnnxRunner(tmp)(batch) - TorchRunner.from_model(model)(batch)).max())
         parity["max_abs_diff"] = diff
         if diff > ONNX_PARITY:
             raise EdgeError(f"{out}: onnxruntime vs torch max |dlogit| = {diff:.3g} > {ONNX_PARITY:g} "
                             f"on {len(batch)} test images; export gate failed")
 
-    parity: dict = {"images": len(batch), "threshold": ONNX_PARITY}
     atomic_write(out, write)
-    bn_left = sum(n.op_type == "BatchNormalization" for n in onnx.load(str(out)).graph.node)
     print(f"export ok: {out} (max |dlogit| {parity['max_abs_diff']:.2e} on {len(batch)} images, "
-          f"{bn_left} BatchNorm left)", file=sys.stderr)
-    return parity | {"batchnorm_nodes": bn_left}
+          f"{parity['batchnorm_nodes']} BatchNorm left)", file=sys.stderr)
+    return parity
 
 
 def export_stage(cfg) -> Path:

@@ -32,8 +32,7 @@ def _latency(bench: dict, key: str):
 
 def collect_rows(run: Path) -> list[dict]:
     """Join eval/, bench/, tflite/gates.json and quant/summary.json per artifact; device results come as extra rows."""
-    gates = {g["artifact"]: g for g in (_load(run / "tflite" / "gates.json") or [])} if \
-        (run / "tflite" / "gates.json").is_file() else {}
+    gates = {g["artifact"]: g for g in (_load(run / "tflite" / "gates.json") or [])}
     quant = _load(run / "quant" / "summary.json")
     reference = _load(run / "eval" / "model.json")
     ref_top1 = reference.get("top1")

@@ -13,16 +13,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .artifacts import atomic_write_json
-from .config import Config, save_config
+from .config import TRAIN_KEYS, Config, save_config
+from .data import input_shape
 from .errors import EdgeError
 
 # Config keys that do not change what a stage produces.
 NEUTRAL_KEYS = {"name", "runs_dir", "resume", "threads", "workers", "extra", "force"}
-# What training depends on (later stages depend on everything else too, and on the checkpoint's hash).
-TRAIN_KEYS = {"model", "width", "stem", "shortcut", "zero_init_residual", "num_classes", "in_channels",
-              "data_source", "data_root", "image_size", "val_size", "seed", "epochs", "batch_size", "optimizer", "lr",
-              "momentum", "weight_decay", "schedule", "warmup_epochs", "label_smoothing", "augment", "device", "amp",
-              "channels_last", "compile", "train_subset", "eval_subset", "weights"}
 
 
 def sha256(path: Path) -> str:
@@ -60,18 +56,15 @@ def _stages(cfg: Config) -> list[tuple[str, Callable[[Config], object], list[str
         run = c.run_dir
         arts = sorted(run.glob("tflite/*.tflite")) + [p for p in (run / "onnx" / "model.onnx",
                                                                    run / "quant" / "ptq_int8.onnx") if p.is_file()]
-        channels = c.in_channels or (1 if c.data_source == "fashion_mnist" else 3)
-        return benchmark(arts, [1, channels, c.image_size, c.image_size], run / "bench", None, 10, c.bench_runs)
+        return benchmark(arts, input_shape(c), run / "bench", None, 10, c.bench_runs)
 
     def report(c):
-        from models import build_model
-
+        from .checkpoint import load_checkpoint, model_from_checkpoint
         from .report import report as write_report
         from .summary import summarize, to_markdown
 
-        channels = c.in_channels or (1 if c.data_source == "fashion_mnist" else 3)
-        model = build_model(c.model, **c.model_options(c.num_classes or 10, channels))
-        arch = to_markdown(summarize(model, c.model, c.image_size, channels))
+        model = model_from_checkpoint(load_checkpoint(c.run_dir / "train" / "best.pt"))  # its real class count
+        arch = to_markdown(summarize(model, c.model, c.image_size, input_shape(c)[1]))
         return write_report(c.run_dir, arch)
 
     stages = [("train", lambda c: train.train(c), []),

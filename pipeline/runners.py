@@ -3,6 +3,7 @@ file. evaluate and benchmark both go through it, whatever the format: torch chec
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 from typing import Protocol
@@ -68,8 +69,6 @@ class OnnxRunner:
         except Exception as e:
             raise EdgeError(f"{self.path}: onnxruntime cannot load it ({str(e).splitlines()[0][:200]})") from None
         self.input = self.session.get_inputs()[0]
-        ops = {n.op_type for n in _onnx_nodes(self.path)}
-        self.precision = "int8" if "QuantizeLinear" in ops else "fp32"
         self.fixed_batch = self.input.shape[0] if isinstance(self.input.shape[0], int) else None
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
@@ -80,10 +79,14 @@ class OnnxRunner:
         return self.session.run(None, {self.input.name: batch})[0]
 
 
-def _onnx_nodes(path: Path):
-    import onnx
+    @functools.cached_property
+    def precision(self) -> str:
+        """int8 for a QDQ model. Read on demand: it loads the whole graph again, which the benchmark worker (whose
+        memory is being measured) never needs."""
+        import onnx
 
-    return onnx.load(str(path), load_external_data=False).graph.node
+        ops = {n.op_type for n in onnx.load(str(self.path)).graph.node}
+        return "int8" if "QuantizeLinear" in ops else "fp32"
 
 
 class TFLiteRunner:

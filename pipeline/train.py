@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -27,8 +28,8 @@ from models import build_model
 
 from .checkpoint import (CHECKPOINT_FORMAT, atomic_write_json, load_checkpoint, load_weights, model_from_checkpoint,
                          save_checkpoint)
-from .config import Config, save_config
-from .data import ImageFiles, ImageSet, Normalization, load_data, normalize, to_input
+from .config import RESUMABLE_CHANGES, TRAIN_KEYS, Config, save_config
+from .data import ImageFiles, ImageSet, Normalization, load_data_for, normalize, to_input
 from .errors import EdgeError
 
 try:
@@ -235,8 +236,6 @@ def evaluate_model(model: nn.Module, loader: DataLoader, rt: Runtime, cfg: Confi
 
 
 def _subset(split: ImageSet, n: int) -> ImageSet:
-    import numpy as np
-
     return split.subset(np.arange(min(n, len(split)))) if n > 0 else split
 
 
@@ -244,7 +243,7 @@ def train(cfg: Config) -> Path:
     """Train cfg.model; returns runs/<name>/train/ holding best.pt, last.pt and metrics.json."""
     rt = setup_runtime(cfg)
     out = cfg.run_dir / "train"
-    data = load_data(cfg.data_source, cfg.data_root, cfg.image_size, cfg.val_size, cfg.calib_size, cfg.seed)
+    data = load_data_for(cfg)
     train_split = _subset(data.train, cfg.train_subset)
     val_split, test_split = _subset(data.val, cfg.eval_subset), _subset(data.test, cfg.eval_subset)
     per_rank_batch = cfg.batch_size // rt.world
@@ -333,17 +332,12 @@ def _checkpoint(model, opt, sched, scaler, state: dict, cfg: Config, data) -> di
     }
 
 
-# Keys whose change makes a checkpoint a different experiment.
-_SAME_RUN_KEYS = ("model", "width", "stem", "shortcut", "num_classes", "in_channels", "data_source", "image_size",
-                  "epochs", "batch_size", "optimizer", "lr", "schedule", "seed", "train_subset")
-
-
 def resume_from(path: Path, cfg: Config, model, opt, sched, scaler) -> dict:
     if not path.is_file():
         raise EdgeError(f"{path}: no checkpoint to resume; run train without resume=true first")
     ckpt = load_checkpoint(path)
     saved = ckpt["config"]
-    changed = [k for k in _SAME_RUN_KEYS if saved.get(k) != getattr(cfg, k)]
+    changed = sorted(k for k in TRAIN_KEYS - RESUMABLE_CHANGES if saved.get(k) != getattr(cfg, k))
     if changed:
         was = ", ".join(f"{k}={saved.get(k)}" for k in changed)
         raise EdgeError(f"{path}: resume with a different {', '.join(changed)} ({was} in the checkpoint); "
@@ -378,8 +372,7 @@ def fine_tune(model: nn.Module, cfg: Config, data, epochs: int, lr: float, befor
     """A short run of the same loop on an already trained model (pruned, quantization-aware): cosine from `lr`,
     on `cfg.finetune_subset` training images per epoch (0: all); no checkpoints (the calling stage saves the
     result). `before_epoch(epoch)` runs first each epoch, e.g. a pruning-ratio scheduler."""
-    run = dataclasses.replace(cfg, epochs=epochs, lr=lr, schedule="cosine", warmup_epochs=0.0, device="cpu"
-                              if not torch.cuda.is_available() else cfg.device)
+    run = dataclasses.replace(cfg, epochs=epochs, lr=lr, schedule="cosine", warmup_epochs=0.0)
     rt = setup_runtime(run)
     rt.channels_last = False  # NNCF-wrapped models trace their own layout
     model.to(rt.device)

@@ -23,13 +23,13 @@ def run(tiny_run):
     return tiny_run
 
 
-def test_export_is_gated_onnx(run):
+def test_export_is_gated_onnx(run, fmnist):
     path = run.run_dir / "onnx" / "model.onnx"
     model = onnx.load(str(path))
     assert model.opset_import[0].version == 17
     assert [i.name for i in model.graph.input] == ["input"] and [o.name for o in model.graph.output] == ["logits"]
     assert not [n for n in model.graph.node if n.op_type == "BatchNormalization"]  # folded into the convs
-    x, _ = eval_arrays(load_data("fashion_mnist"), 28, 256)
+    x, _ = eval_arrays(fmnist, 28, 256)
     diff = np.abs(OnnxRunner(path)(x) - TorchRunner(run.run_dir / "train" / "best.pt")(x)).max()
     assert diff <= ONNX_PARITY
 
@@ -48,11 +48,11 @@ def test_four_tflite_files_pass_their_gates(run):
     assert sizes["fp16"] < 0.55 * sizes["fp32"] and sizes["int8"] < 0.3 * sizes["fp32"]
 
 
-def test_int8_file_has_int8_io_and_the_runner_handles_it(run):
+def test_int8_file_has_int8_io_and_the_runner_handles_it(run, fmnist):
     runner = open_runner(run.run_dir / "tflite" / "int8.tflite", threads=1)
     assert runner.input["dtype"] == np.int8 and runner.output["dtype"] == np.int8
     assert tuple(runner.input["shape"]) == (1, 28, 28, 1)  # NHWC: the runner transposes from NCHW
-    x, _ = eval_arrays(load_data("fashion_mnist"), 28, 200)
+    x, _ = eval_arrays(fmnist, 28, 200)
     ref = OnnxRunner(run.run_dir / "onnx" / "model.onnx")(x)
     out = runner(x)
     assert out.dtype == np.float32 and out.shape == ref.shape

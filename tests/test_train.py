@@ -10,7 +10,7 @@ import torch
 
 import pipeline.train as train_module
 from models import build_model
-from pipeline.checkpoint import load_checkpoint
+from pipeline.checkpoint import load_checkpoint, load_weights
 from pipeline.cli import main
 from pipeline.config import load_config
 from pipeline.errors import EdgeError
@@ -89,6 +89,10 @@ def test_fine_tune_from_state_dict_with_other_class_count(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "fc.weight (5, 128) -> (10, 128): class count differs, classifier replaced" in err
     assert load_checkpoint(out / "best.pt")["model"]["fc.weight"].shape == (10, 128)
+    fresh = build_model("resnet18", width=0.25, num_classes=10, in_channels=1)
+    load_weights(fresh, tmp_path / "five.pth")  # everything but the classifier comes from the file
+    assert torch.equal(fresh.conv1.weight, source.conv1.weight)
+    assert torch.equal(fresh.layer4[1].bn2.running_var, source.layer4[1].bn2.running_var)
 
     torch.save(build_model("resnet34", width=0.25).state_dict(), tmp_path / "r34.pth")
     with pytest.raises(EdgeError, match=r"r34.pth: keys do not match ResNet: missing \[\], unexpected \['layer1.2"):
