@@ -41,9 +41,7 @@ class Context:
         for path, stage in ((self.checkpoint, "train"), (self.onnx, "export")):
             if not path.is_file():
                 raise EdgeError(f"{path}: missing; run `resnet-edge {stage} name={cfg.name}` first")
-        self.data: DataSplits = load_data_for(cfg)
-        if len(self.data.calibration) < cfg.calib_size:
-            raise EdgeError(f"calibration subset has {len(self.data.calibration)} images, {cfg.calib_size} requested")
+        self.data: DataSplits = load_data_for(cfg)  # raises when fewer than calib_size images are available
         self.calib_u8 = np.asarray(self.data.calibration.images[: len(self.data.calibration)])
         self.calib = preprocess(self.calib_u8, self.data.norm, cfg.image_size)
         self.x, self.labels = eval_arrays(self.data, cfg.image_size, cfg.eval_subset)
