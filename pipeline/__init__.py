@@ -13,6 +13,7 @@ _API = {
     "evaluate": ("pipeline.evaluate", "evaluate"),
     "benchmark": ("pipeline.benchmark", "benchmark"),
     "report": ("pipeline.report", "report"),
+    "bundle": ("pipeline.bundle", "bundle"),
     "run": ("pipeline.run", "run"),
     "quantize": ("quantization.stages", "quantize_stage"),
     "prune": ("quantization.stages", "prune_stage"),

@@ -160,9 +160,33 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .report import report
+    from .config import load_config
+    from .report import report, report_run
 
-    report(Path(args.run_dir))
+    run = Path(args.run_dir)
+    if (run / "config.yaml").is_file():  # the run's own config: architecture table and max_size_mib gate
+        cfg = load_config(run / "config.yaml", {"runs_dir": str(run.parent), "name": run.name})
+        report_run(cfg)
+    else:
+        report(run)
+    return 0
+
+
+def cmd_bundle(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .bundle import bundle
+    from .config import parse_overrides
+
+    o = parse_overrides(args.overrides)
+    unknown = set(o) - {"bundle_models", "bundle_images"}
+    if unknown:
+        raise EdgeError(f"bundle: unknown keys {sorted(unknown)}; valid: bundle_models, bundle_images")
+    try:
+        images = int(o.get("bundle_images", 1000))
+    except ValueError:
+        raise EdgeError(f"bundle_images={o['bundle_images']}: expected int") from None
+    bundle(Path(args.run_dir), o.get("bundle_models", "fp32,*int8"), images)
     return 0
 
 
@@ -210,12 +234,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ratio=0.5 epochs=N (0: BN adaptation) lr= method=magnitude|structured importance=l1|l2")
     p.set_defaults(func=cmd_prune)
     p = verbs.add_parser("run", help="the whole chain into runs/<name>/: train, export, convert, quantize, prune, "
-                                     "benchmark, report (cached per stage; force=true redoes)")
+                                     "benchmark, report, bundle (cached per stage; force=true redoes)")
     p.add_argument("overrides", nargs="*", metavar="[config.yaml] key=value", help="e.g. name=default force=true")
     p.set_defaults(func=cmd_run)
     p = verbs.add_parser("report", help="report.json/.md/.html and pareto.png of a run directory")
     p.add_argument("run_dir")
     p.set_defaults(func=cmd_report)
+    p = verbs.add_parser("bundle", help="device bundle: chosen .tflite files, eval.npz, device_tests scripts, README")
+    p.add_argument("run_dir")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="bundle_models=fp32,*int8 (globs on the file stems; *: all) bundle_images=1000")
+    p.set_defaults(func=cmd_bundle)
     p = verbs.add_parser("evaluate", help="top-1/top-5, agreement with fp32, per-class accuracy of any artifact")
     p.add_argument("artifacts", nargs="+", metavar="ARTIFACT|key=value",
                    help=".pt/.onnx/.tflite files; key=value e.g. eval_subset=1000 reference=PATH")

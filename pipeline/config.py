@@ -73,6 +73,9 @@ class Config:
     run_structured: bool = True  # channel pruning at structured_ratio -> int8 TFLite (the fast phone variant)
     run_magnitude: bool = True  # NNCF magnitude pruning at prune_ratio -> int8 TFLite (the small download)
     bench_runs: int = 50  # timed runs per artifact and thread count, after 10 warm-up runs
+    max_size_mib: float = 0.0  # gate: > 0 fails any int8 .tflite file larger than this (MiB)
+    bundle_models: str = "fp32,*int8"  # device bundle: comma-separated globs on the .tflite stems ("*": all)
+    bundle_images: int = 1000  # device bundle: test images in eval.npz
     extra: dict = field(default_factory=dict)  # free-form notes carried into the manifest
 
     def model_options(self, num_classes: int, in_channels: int) -> dict:

@@ -30,8 +30,9 @@ def _latency(bench: dict, key: str):
     return cell.get("latency_ms_median"), cell.get("peak_rss_mib")
 
 
-def collect_rows(run: Path) -> list[dict]:
-    """Join eval/, bench/, tflite/gates.json and quant/summary.json per artifact; device results come as extra rows."""
+def collect_rows(run: Path, max_size_mib: float = 0.0) -> list[dict]:
+    """Join eval/, bench/, tflite/gates.json and quant/summary.json per artifact; device results come as extra rows.
+    max_size_mib > 0: an int8 .tflite file (the ones meant to ship) larger than that fails its gate."""
     gates = {g["artifact"]: g for g in (_load(run / "tflite" / "gates.json") or [])}
     quant = _load(run / "quant" / "summary.json")
     reference = _load(run / "eval" / "model.json")
@@ -50,7 +51,9 @@ def collect_rows(run: Path) -> list[dict]:
         sizes = ({k: bench[k] for k in ("size_mib", "gzip_mib") if k in bench}
                  or (file_sizes(Path(ev["artifact"])) if Path(ev["artifact"]).is_file() else {}))  # gzip once
         gate = gates.get(name, {})
-        failed_gate = gate.get("passed") is False or q.get("gate") == "fail"
+        too_big = (max_size_mib > 0 and name.endswith(".tflite") and ev.get("precision") == "int8"
+                   and (sizes.get("size_mib") or 0) > max_size_mib)
+        failed_gate = gate.get("passed") is False or q.get("gate") == "fail" or too_big
         rows.append({
             "artifact": name, "format": ev.get("format"), "precision": ev.get("precision"),
             "sparsity": q.get("sparsity_tflite_int8", q.get("nncf_sparsity_prunable")),
@@ -60,11 +63,15 @@ def collect_rows(run: Path) -> list[dict]:
             "agreement": ev.get("agreement"), "ms_1": ms1, "ms_n": msn, "threads_n": threads[-1] if threads else None,
             "peak_rss_mib": max(v for v in (rss1, rssn, 0) if v is not None) or None,
             "macs": q.get("macs"), "method": q.get("method"), "source": "host",
+            "size_gate": f"{sizes['size_mib']:.2f} MiB > max_size_mib {max_size_mib:g}" if too_big else None,
         })
-    for path in sorted(run.rglob("device_results*.json")):
+    for path in sorted(p for p in run.rglob("device_results*.json") if "device_bundle" not in p.parts):
         for row in _load(path).get("rows", []):
-            rows.append({**{c: None for c in ("sparsity", "gzip_mib", "delta_top1", "agreement", "macs")}, **row,
-                         "source": row.get("source", path.name)})
+            source = row.get("source") or path.stem
+            top1 = row.get("top1")
+            rows.append({**{c: None for c in ("sparsity", "gzip_mib", "agreement", "macs")}, **row,
+                         "artifact": f"{row.get('artifact')} @ {source}", "source": source,
+                         "delta_top1": None if ref_top1 is None or top1 is None else 100 * (top1 - ref_top1)})
     return rows
 
 
@@ -170,13 +177,13 @@ def versions() -> dict:
     return out
 
 
-def report(run: Path, architecture: str = "") -> dict[str, Path]:
+def report(run: Path, architecture: str = "", max_size_mib: float = 0.0) -> dict[str, Path]:
     run = Path(run)
     if not (run / "eval").is_dir():
         from .errors import EdgeError
 
         raise EdgeError(f"{run}/eval: no evaluations to report; run `resnet-edge convert` (or `run`) first")
-    rows = collect_rows(run)
+    rows = collect_rows(run, max_size_mib)
     meta = {"run": str(run), "host": host(), "versions": versions(), "architecture": architecture}
     out = run / "report"
     png = pareto_png(rows, out / "pareto.png")
@@ -185,4 +192,31 @@ def report(run: Path, architecture: str = "") -> dict[str, Path]:
              "html": atomic_write(out / "report.html", lambda t: t.write_text(to_html(rows, meta, png))),
              "png": png}
     print(f"report ok -> {out}/report.md, report.html, pareto.png ({len(rows)} rows)", file=sys.stderr)
+    return paths
+
+
+def architecture(cfg) -> str:
+    """The summary table of the run's trained model (with its real class count), or a note why there is none."""
+    from .checkpoint import load_checkpoint, model_from_checkpoint
+    from .data import input_shape
+    from .errors import EdgeError
+    from .summary import summarize, to_markdown
+
+    best = cfg.run_dir / "train" / "best.pt"
+    try:
+        model = model_from_checkpoint(load_checkpoint(best))
+    except EdgeError as e:
+        return f"(summary not available: {e})"
+    return to_markdown(summarize(model, cfg.model, cfg.image_size, input_shape(cfg)[1]))
+
+
+def report_run(cfg) -> dict[str, Path]:
+    """report() of cfg's run directory with its architecture table, then the size gate (after the report is out)."""
+    from .errors import EdgeError
+
+    paths = report(cfg.run_dir, architecture(cfg), cfg.max_size_mib)
+    rows = json.loads(paths["json"].read_text())["rows"]
+    too_big = [f"{r['artifact']}: {r['size_gate']}" for r in rows if r.get("size_gate")]
+    if too_big:
+        raise EdgeError("size gate failed: " + "; ".join(too_big))
     return paths

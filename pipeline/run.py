@@ -19,6 +19,9 @@ from .errors import EdgeError
 
 # Config keys that do not change what a stage produces.
 NEUTRAL_KEYS = {"name", "runs_dir", "resume", "threads", "workers", "extra", "force"}
+# Keys that matter to one stage alone (later stages see the change through that stage's files).
+STAGE_ONLY_KEYS = {"bench_runs": "benchmark", "max_size_mib": "report", "bundle_models": "bundle",
+                   "bundle_images": "bundle"}
 
 
 def sha256(path: Path) -> str:
@@ -59,13 +62,9 @@ def _stages(cfg: Config) -> list[tuple[str, Callable[[Config], object], list[str
         return benchmark(arts, input_shape(c), run / "bench", None, 10, c.bench_runs)
 
     def report(c):
-        from .checkpoint import load_checkpoint, model_from_checkpoint
-        from .report import report as write_report
-        from .summary import summarize, to_markdown
+        from .report import report_run
 
-        model = model_from_checkpoint(load_checkpoint(c.run_dir / "train" / "best.pt"))  # its real class count
-        arch = to_markdown(summarize(model, c.model, c.image_size, input_shape(c)[1]))
-        return write_report(c.run_dir, arch)
+        return report_run(c)
 
     stages = [("train", lambda c: train.train(c), []),
               ("export", export.export_stage, ["train/best.pt"]),
@@ -75,13 +74,19 @@ def _stages(cfg: Config) -> list[tuple[str, Callable[[Config], object], list[str
         stages.append(("prune_structured", prune("structured"), ["train/best.pt", "onnx/model.onnx"]))
     if cfg.run_magnitude:
         stages.append(("prune_magnitude", prune("magnitude"), ["train/best.pt", "onnx/model.onnx"]))
-    stages += [("benchmark", bench, ["tflite"]), ("report", report, ["eval", "bench"])]
+    def bundle(c):
+        from .bundle import bundle as write_bundle
+
+        return write_bundle(c.run_dir, c.bundle_models, c.bundle_images, c.threads or None)
+
+    stages += [("benchmark", bench, ["tflite"]), ("report", report, ["eval", "bench"]), ("bundle", bundle, ["tflite"])]
     return stages
 
 
 def _key(cfg: Config, stage: str, inputs: list[str]) -> str:
     conf = {k: v for k, v in cfg.to_dict().items()
-            if (k in TRAIN_KEYS if stage == "train" else k not in NEUTRAL_KEYS)}
+            if (k in TRAIN_KEYS if stage == "train" else k not in NEUTRAL_KEYS)
+            and STAGE_ONLY_KEYS.get(k, stage) == stage}
     digests = []
     for rel in inputs:
         path = cfg.run_dir / rel

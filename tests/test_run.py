@@ -19,7 +19,7 @@ def test_run_end_to_end_then_cached_then_gated(tmp_path, capsys):
     assert manifest["host"]["cores"] >= 1
     stages = manifest["stages"]
     assert list(stages) == ["train", "export", "convert", "quantize", "prune_structured", "prune_magnitude",
-                            "benchmark", "report"]
+                            "benchmark", "report", "bundle"]
     assert all(s["status"] == "ok" and s["wall_s"] >= 0 for s in stages.values())
     art = manifest["artifacts"]["tflite/int8.tflite"]
     assert art["bytes"] == (run / "tflite" / "int8.tflite").stat().st_size
@@ -37,15 +37,23 @@ def test_run_end_to_end_then_cached_then_gated(tmp_path, capsys):
     assert 'src="data:image/png;base64,' in page and "structured50_int8.tflite" in page
     assert (run / "report" / "pareto.png").read_bytes()[:4] == b"\x89PNG"
     assert "| int8.tflite | tflite | int8 |" in (run / "report" / "report.md").read_text()
+    bundled = sorted(p.name for p in (run / "device_bundle" / "models").iterdir())
+    assert bundled == ["fp32.tflite", "int8.tflite", "pruned50_int8.tflite", "structured50_int8.tflite"]
+    assert manifest["artifacts"]["device_bundle/eval.npz"]["stage"] == "bundle"
 
     capsys.readouterr()
     assert main(args) == 0  # unchanged: every stage skipped
-    assert capsys.readouterr().err.count("unchanged, skipped") == 8
+    assert capsys.readouterr().err.count("unchanged, skipped") == 9
 
-    gated = [*args, "max_int8_drop=-100", "run_structured=false", "run_magnitude=false"]
+    gated = [*args, "max_int8_drop=-100", "run_structured=false", "run_magnitude=false", "max_size_mib=0.2"]
     assert main(gated) == 2
     err = capsys.readouterr().err
     assert "run failed: convert: convert gate failed: dynamic_range.tflite" in err
     assert "threshold -100" in err
+    int8_mib = (run / "tflite" / "int8.tflite").stat().st_size / 2**20
+    assert "report: size gate failed: " in err and f"int8.tflite: {int8_mib:.2f} MiB > max_size_mib 0.2" in err
+    rows = {r["artifact"]: r for r in json.loads((run / "report" / "report.json").read_text())["rows"]}
+    assert rows["int8.tflite"]["size_gate"] and rows["fp32.tflite"]["size_gate"] is None  # fp32: the reference
+    assert rows["structured50_int8.tflite"]["size_mib"] < 0.2 and rows["structured50_int8.tflite"]["size_gate"] is None
     assert (run / "report" / "report.md").is_file()
     assert json.loads((run / "manifest.json").read_text())["stages"]["convert"]["status"] == "failed"

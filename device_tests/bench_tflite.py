@@ -1,0 +1,307 @@
+#!/usr/bin/env python3
+"""Benchmark and validate .tflite files on the board itself: latency (min, median, p90), init time, peak RSS and
+top-1 on the bundle's eval.npz. Needs numpy and one TFLite runtime, tried in order: ai_edge_litert,
+tflite_runtime, tensorflow.lite. Imports nothing from resnet-edge.
+
+    python bench_tflite.py models/int8.tflite models/fp32.tflite --eval eval.npz --threads 1,4
+
+Each model and thread count runs in its own process, so peak RSS belongs to that model and a crashing model cannot
+take the others down. Rows are printed as a table and written as JSON (device_results_<host>.json) in the schema
+`resnet-edge report` merges; the file is rewritten after every model, so a failure keeps what was measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+
+RUNTIMES = ("ai_edge_litert.interpreter", "tflite_runtime.interpreter", "tensorflow.lite")
+INSTALL_HINT = ("pip install numpy ai-edge-litert (or, where it has no wheel: pip install 'numpy<2' tflite-runtime; "
+                "tflite-runtime 2.14 needs numpy<2 and glibc>=2.34 on aarch64)")
+
+
+class BenchError(Exception):
+    """A problem with the input or the machine: one line, printed as `error: ...`."""
+
+
+def find_runtime():
+    """(module name, Interpreter class, load_delegate function) of the first runtime that imports."""
+    import importlib
+
+    for name in RUNTIMES:
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        if name == "tensorflow.lite":
+            return name, module.Interpreter, module.experimental.load_delegate
+        return name, module.Interpreter, module.load_delegate
+    raise BenchError(f"no TFLite runtime found (tried {', '.join(RUNTIMES)}): {INSTALL_HINT}")
+
+
+def _status_mib(field: str) -> float | None:
+    """VmHWM (peak) or VmRSS of this process from /proc (Linux, Android); None elsewhere."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def _peak_rss_mib() -> float | None:
+    peak = _status_mib("VmHWM")
+    if peak is None:
+        try:
+            import resource
+
+            kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            peak = kb / 2**20 if sys.platform == "darwin" else kb / 1024  # macOS reports bytes
+        except (ImportError, OSError):
+            pass
+    return peak
+
+
+def precision_of(name: str, input_dtype) -> str:
+    for key, precision in (("int8", "int8"), ("full_integer_quant", "int8"), ("fp16", "fp16"), ("float16", "fp16"),
+                           ("dynamic_range", "dynamic_range"), ("fp32", "fp32"), ("float32", "fp32")):
+        if key in name:
+            return precision
+    return "int8" if input_dtype.__name__ in ("int8", "uint8") else "fp32"
+
+
+class Model:
+    """One interpreter with int8 input/output handled by the tensors' own scale and zero point."""
+
+    def __init__(self, path: str, threads: int, delegate: str | None) -> None:
+        import numpy as np
+
+        self.np = np
+        _, interpreter_cls, load_delegate = find_runtime()
+        delegates = [load_delegate(delegate)] if delegate else None
+        try:
+            self.interpreter = interpreter_cls(model_path=path, num_threads=threads, experimental_delegates=delegates)
+            self.interpreter.allocate_tensors()
+        except Exception as e:  # the runtimes raise ValueError or RuntimeError, worded differently
+            raise BenchError(f"{path}: the runtime cannot load it ({str(e).splitlines()[0][:200]})") from None
+        self.input = self.interpreter.get_input_details()[0]
+        self.output = self.interpreter.get_output_details()[0]
+
+    def __call__(self, x):
+        np = self.np
+        if x.ndim == 4 and list(self.input["shape"][1:]) != list(x.shape[1:]):
+            x = x.transpose(0, 3, 1, 2)  # a model that takes NCHW
+        dtype = self.input["dtype"]
+        if dtype != np.float32:
+            scale, zero = self.input["quantization"]
+            info = np.iinfo(dtype)
+            x = np.clip(np.round(x / scale + zero), info.min, info.max)
+        self.interpreter.set_tensor(self.input["index"], x.astype(dtype))
+        self.interpreter.invoke()
+        y = self.interpreter.get_tensor(self.output["index"])
+        if self.output["dtype"] != np.float32:
+            scale, zero = self.output["quantization"]
+            y = (y.astype(np.float32) - zero) * scale
+        return y
+
+
+def measure(path: str, threads: int, warmup: int, runs: int, eval_path: str | None, delegate: str | None) -> dict:
+    """Inside the worker process: load, time, read the peak, then score on eval.npz."""
+    import numpy as np
+
+    start = time.perf_counter()
+    model = Model(path, threads, delegate)
+    shape = [int(d) for d in model.input["shape"]]
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    model(x)
+    init_ms = (time.perf_counter() - start) * 1e3
+    for _ in range(warmup):
+        model(x)
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        model(x)
+        times.append((time.perf_counter() - t) * 1e3)
+    row = {"threads": threads, "runs": runs, "warmup": warmup, "init_ms": init_ms,
+           "latency_ms_min": float(np.min(times)), "latency_ms_median": float(np.median(times)),
+           "latency_ms_p90": float(np.percentile(times, 90)), "peak_rss_mib": _peak_rss_mib(),
+           "input_dtype": np.dtype(model.input["dtype"]).name, "input_shape": shape}
+    if eval_path:  # after the peak is read: the images are not the model's memory
+        data = np.load(eval_path)
+        images, labels = data["x"], data["labels"]
+        n = int(model.input["shape"][0]) or 1
+        pred = np.concatenate([model(images[i: i + n]).argmax(-1) for i in range(0, len(images), n)])
+        row |= {"top1": float((pred == labels).mean()), "images": int(len(labels))}
+    return row
+
+
+def run_worker(path: str, threads: int, args) -> dict:
+    """One model at one thread count in a fresh process of this script."""
+    cmd = [sys.executable, os.path.abspath(__file__), "--worker", path, "--threads", str(threads),
+           "--warmup", str(args.warmup), "--runs", str(args.runs)]
+    if args.eval and threads == args.thread_list[0]:
+        cmd += ["--eval", args.eval]
+    if args.delegate:
+        cmd += ["--delegate", args.delegate]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {args.timeout} s: raise --timeout or lower --runs"}
+    line = next((ln[7:] for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
+    if proc.returncode == 0 and line:
+        return json.loads(line)
+    lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.strip()]
+    reason = next((ln[7:] for ln in reversed(lines) if ln.startswith("error: ")), None)
+    if reason is None:
+        reason = (lines[-1][:300] if lines else "no output") + (
+            f" (exit {proc.returncode}{', killed by signal ' + str(-proc.returncode) if proc.returncode < 0 else ''})")
+    return {"error": reason}
+
+
+def host() -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for ln in f:
+                if ln.split(":")[0].strip() in ("model name", "Model", "Hardware"):
+                    cpu = ln.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {"name": socket.gethostname(), "cpu": cpu, "cores": os.cpu_count(), "machine": platform.machine(),
+            "system": platform.system(), "python": platform.python_version()}
+
+
+def make_row(path: str, cells: dict[int, dict], expected: dict, runtime: str, where: dict) -> dict:
+    ok = {n: c for n, c in cells.items() if "error" not in c}
+    name = os.path.basename(path)
+    first = next(iter(ok.values()), {})
+    threads = sorted(cells)
+    row = {"artifact": name, "format": "tflite", "status": "pass" if len(ok) == len(cells) else "failed",
+           "error": next((c["error"] for c in cells.values() if "error" in c), None),
+           "size_mib": os.path.getsize(path) / 2**20 if os.path.isfile(path) else None,
+           "top1": next((c["top1"] for c in ok.values() if "top1" in c), None),
+           "images": next((c["images"] for c in ok.values() if "images" in c), None),
+           "ms_1": ok.get(1, {}).get("latency_ms_median"), "ms_n": ok.get(threads[-1], {}).get("latency_ms_median"),
+           "threads_n": threads[-1], "peak_rss_mib": max((c["peak_rss_mib"] or 0 for c in ok.values()), default=None),
+           "source": f"device:{where['name']}", "runtime": runtime, "per_thread": {f"t{n}": c for n, c in cells.items()}}
+    import numpy as np
+
+    row["precision"] = precision_of(name, np.dtype(first.get("input_dtype", "float32")).type)
+    host_top1 = expected.get(name)
+    if host_top1 is not None and row["top1"] is not None:
+        row["host_top1"] = host_top1
+        row["matches_host"] = abs(row["top1"] - host_top1) < 1e-9
+    return row
+
+
+def write_json(path: str, rows: list[dict], where: dict, runtime: str) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump({"host": where, "runtime": runtime, "rows": rows}, f, indent=2)
+    os.replace(tmp, path)
+
+
+def table(rows: list[dict]) -> str:
+    head = ["model", "precision", "status", "MiB", "top-1", "host top-1", "ms @1", "ms @N", "N", "peak RSS MiB"]
+    out = [" | ".join(head)]
+    for r in rows:
+        def f(v, d=2):
+            return "-" if v is None else (f"{v:.{d}f}" if isinstance(v, float) else str(v))
+        out.append(" | ".join([r["artifact"], r["precision"], r["status"], f(r["size_mib"]), f(r["top1"], 4),
+                               f(r.get("host_top1"), 4), f(r["ms_1"]), f(r["ms_n"]), f(r["threads_n"]),
+                               f(r["peak_rss_mib"], 0)]))
+    return "\n".join(out)
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("models", nargs="*", help=".tflite files")
+    p.add_argument("--eval", help="the bundle's eval.npz (x: float32 NHWC, labels); omit for latency only")
+    p.add_argument("--threads", default=None, help="comma-separated thread counts (default: 1 and all cores)")
+    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--runs", type=int, default=50)
+    p.add_argument("--delegate", help="path of a delegate library (.so) to load, e.g. an NPU's")
+    p.add_argument("--timeout", type=int, default=900, help="seconds per model and thread count")
+    p.add_argument("--out", help="JSON file (default: device_results_<hostname>.json)")
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    try:
+        args.thread_list = sorted({int(t) for t in (args.threads or f"1,{os.cpu_count() or 1}").split(",") if t})
+    except ValueError:
+        raise BenchError(f"--threads {args.threads}: expected comma-separated integers, e.g. 1,4") from None
+    if not args.thread_list or args.thread_list[0] < 1 or args.runs < 1 or args.warmup < 0:
+        raise BenchError("need --threads >= 1, --runs >= 1 and --warmup >= 0")
+    return args
+
+
+def main(argv=None) -> int:
+    try:
+        args = parse_args(argv)
+        if args.worker:
+            result = measure(args.worker, args.thread_list[0], args.warmup, args.runs, args.eval, args.delegate)
+            print("RESULT " + json.dumps(result))
+            return 0
+        runtime = find_runtime()[0]
+        import numpy as np
+
+        if not args.models:
+            raise BenchError("name at least one .tflite file")
+        expected = {}
+        if args.eval:
+            if not os.path.isfile(args.eval):
+                raise BenchError(f"{args.eval}: eval file not found (the bundle's eval.npz)")
+            try:
+                with np.load(args.eval) as data:
+                    missing = {"x", "labels"} - set(data.files)
+                    n = len(data["labels"]) if not missing else 0
+            except (OSError, ValueError) as e:
+                raise BenchError(f"{args.eval}: not a readable .npz ({e})") from None
+            if missing:
+                raise BenchError(f"{args.eval}: missing arrays {sorted(missing)}; use the bundle's eval.npz")
+            side = os.path.join(os.path.dirname(os.path.abspath(args.eval)), "expected.json")
+            if os.path.isfile(side):
+                with open(side) as f:
+                    expected = json.load(f).get("top1", {})
+            print(f"eval: {n} images from {args.eval}", file=sys.stderr)
+    except BenchError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    where = host()
+    out = args.out or f"device_results_{where['name']}.json"
+    print(f"runtime: {runtime}; host: {where['cpu']}, {where['cores']} cores; threads {args.thread_list}",
+          file=sys.stderr)
+    rows, failed = [], []
+    for path in args.models:
+        cells = {}
+        for n in args.thread_list:
+            if not os.path.isfile(path):
+                cells[n] = {"error": f"{path}: file not found"}
+            elif n != args.thread_list[0] and "error" in cells[args.thread_list[0]]:
+                cells[n] = cells[args.thread_list[0]]  # a model that would not load will not load again
+            else:
+                cells[n] = run_worker(path, n, args)
+        row = make_row(path, cells, expected, runtime, where)
+        rows.append(row)
+        write_json(out, rows, where, runtime)
+        if row["status"] != "pass":
+            failed.append(row)
+            print(f"error: {row['error']}", file=sys.stderr)
+        elif row.get("matches_host") is False:
+            print(f"warning: {row['artifact']}: top-1 {row['top1']:.4f} here, {row['host_top1']:.4f} on the host",
+                  file=sys.stderr)
+    print(table(rows))
+    print(f"wrote {out}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""A stand-in `adb` for tests: the one thing here that cannot be real is a phone on USB.
+
+It keeps the phone's files under $FAKE_ADB_ROOT (so pushes and clean-up can be checked), logs each call to
+$FAKE_ADB_LOG, and for `shell .../benchmark_model --graph=...` replays real benchmark_model output text from
+tests/fixtures/benchmark_model/. $FAKE_ADB_SCENARIO: ok | nodevice | twodevices | unauthorized | crash
+(a graph named *crashy* crashes) | timeout.
+"""
+
+import json
+import os
+import shlex
+import shutil
+import sys
+import time
+from pathlib import Path
+
+FIXTURES = Path(__file__).parent / "fixtures" / "benchmark_model"
+scenario = os.environ.get("FAKE_ADB_SCENARIO", "ok")
+root = Path(os.environ["FAKE_ADB_ROOT"])
+args = sys.argv[1:]
+with open(os.environ["FAKE_ADB_LOG"], "a") as log:
+    log.write(json.dumps(args) + "\n")
+if args[:1] == ["-s"]:
+    serial, args = args[1], args[2:]
+    if scenario == "twodevices" and serial not in ("R58M41ABCDE", "emulator-5554") or \
+            scenario in ("ok", "crash", "timeout") and serial != "R58M41ABCDE":
+        print(f"adb: device '{serial}' not found", file=sys.stderr)
+        sys.exit(1)
+
+
+def on_phone(path: str) -> Path:
+    return root / path.lstrip("/")
+
+
+if args[0] == "devices":
+    print("List of devices attached")
+    if scenario in ("ok", "crash", "timeout"):
+        print("R58M41ABCDE\tdevice")
+    elif scenario == "twodevices":
+        print("R58M41ABCDE\tdevice\nemulator-5554\tdevice")
+    elif scenario == "unauthorized":
+        print("R58M41ABCDE\tunauthorized")
+    print()
+elif args[0] == "push":
+    dst = on_phone(args[2])
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(args[1], dst)
+    print(f"{args[1]}: 1 file pushed, 0 skipped. 31.4 MB/s ({os.path.getsize(args[1])} bytes in 0.010s)")
+elif args[0] == "shell":
+    words = shlex.split(" ".join(args[1:]))
+    if words[:2] == ["mkdir", "-p"]:
+        on_phone(words[2]).mkdir(parents=True, exist_ok=True)
+    elif words[:2] == ["rm", "-rf"]:
+        shutil.rmtree(on_phone(words[2]), ignore_errors=True)
+    elif words[0] in ("chmod", "pkill"):
+        pass
+    else:
+        if words[0] == "taskset":
+            words = words[2:]
+        graph = next(w.split("=", 1)[1] for w in words if w.startswith("--graph="))
+        for needed in (words[0], graph):
+            if not on_phone(needed).is_file():
+                print(f"/system/bin/sh: {needed}: not found")
+                sys.exit(127)
+        if scenario == "timeout":
+            time.sleep(60)
+        if scenario == "crash" and "crashy" in graph:
+            print((FIXTURES / "pixel4_segfault.txt").read_text(), end="")
+            sys.exit(139)
+        print((FIXTURES / os.environ.get("FAKE_ADB_OUTPUT", "chromeos_cpu_xnnpack.txt")).read_text(), end="")
+else:
+    print(f"adb: unknown command {args[0]}", file=sys.stderr)
+    sys.exit(1)

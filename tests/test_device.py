@@ -1,0 +1,220 @@
+"""device_tests/: the board script in a venv holding only numpy and ai-edge-litert, run on a bundle the pipeline made;
+the Android script against a stand-in adb that replays real benchmark_model output."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+ANDROID = ROOT / "device_tests" / "android_benchmark.py"
+
+
+# --- the board script -------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def litert_venv(tmp_path_factory):
+    """A fresh venv with numpy and ai-edge-litert (and their own dependencies) at the locked versions: no torch, no
+    tensorflow, not this project."""
+    venv = tmp_path_factory.mktemp("litert") / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                    "-c", str(ROOT / "requirements.lock"), "numpy", "ai-edge-litert"], check=True)
+    return python
+
+
+@pytest.fixture(scope="session")
+def device_bundle(tiny_run):
+    from pipeline.bundle import bundle
+
+    return bundle(tiny_run.run_dir, "fp32,int8", images=300)
+
+
+def test_bundle_holds_models_images_scripts_and_host_figures(device_bundle, tiny_run):
+    import numpy as np
+
+    from pipeline.data import eval_arrays, load_data_for
+
+    assert sorted(p.name for p in (device_bundle / "models").iterdir()) == ["fp32.tflite", "int8.tflite"]
+    data = np.load(device_bundle / "eval.npz")
+    x, labels = eval_arrays(load_data_for(tiny_run), tiny_run.image_size, 300)
+    assert data["x"].shape == (300, 28, 28, 1) and data["x"].dtype == np.float32
+    np.testing.assert_array_equal(data["x"], x.transpose(0, 2, 3, 1))  # exactly what the host feeds, NHWC
+    np.testing.assert_array_equal(data["labels"], labels)
+    assert data["mean"].tolist() == pytest.approx([0.2860]) and data["std"].tolist() == pytest.approx([0.3530])
+    expected = json.loads((device_bundle / "expected.json").read_text())
+    assert expected["images"] == 300 and set(expected["top1"]) == {"fp32.tflite", "int8.tflite"}
+    readme = (device_bundle / "README.md").read_text()
+    assert "bench_tflite.py models/fp32.tflite models/int8.tflite --eval eval.npz" in readme
+    assert "android_benchmark.py models/int8.tflite --binary" in readme
+    for script in ("bench_tflite.py", "android_benchmark.py"):
+        assert (device_bundle / script).read_bytes() == (ROOT / "device_tests" / script).read_bytes()
+
+
+def test_board_script_in_bare_venv_matches_host_accuracy(litert_venv, device_bundle, tiny_run, tmp_path):
+    from pipeline.data import eval_arrays, load_data_for
+    from pipeline.evaluate import evaluate
+    from pipeline.report import collect_rows
+
+    bare = subprocess.run([str(litert_venv), "-c", "import torch"], capture_output=True)
+    assert bare.returncode != 0  # nothing but numpy and the runtime
+    assert subprocess.run([str(litert_venv), "-c", "import tensorflow"], capture_output=True).returncode != 0
+
+    (tmp_path / "bad.tflite").write_bytes(b"not a flatbuffer" * 64)
+    out = tmp_path / "device_results_board.json"
+    proc = subprocess.run(
+        [str(litert_venv), "bench_tflite.py", "models/int8.tflite", "models/fp32.tflite", str(tmp_path / "bad.tflite"),
+         "--eval", "eval.npz", "--threads", "1,2", "--runs", "5", "--warmup", "1", "--out", str(out)],
+        cwd=device_bundle, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 1, proc.stderr  # the corrupt file fails; the others are kept
+    assert "error: " in proc.stderr and "bad.tflite: the runtime cannot load it" in proc.stderr
+    result = json.loads(out.read_text())
+    assert result["runtime"] == "ai_edge_litert.interpreter"
+    rows = {r["artifact"]: r for r in result["rows"]}
+    assert rows["bad.tflite"]["status"] == "failed"
+
+    x, labels = eval_arrays(load_data_for(tiny_run), tiny_run.image_size, 300)
+    host = evaluate([tiny_run.run_dir / "tflite" / "int8.tflite", tiny_run.run_dir / "tflite" / "fp32.tflite"],
+                    x, labels)
+    for name, host_row in zip(("int8.tflite", "fp32.tflite"), host):
+        row = rows[name]
+        assert row["status"] == "pass" and row["images"] == 300
+        assert row["top1"] == host_row["top1"]  # same file, same images, same runtime: the same answers
+        assert row["matches_host"] is True
+        assert 0 < row["per_thread"]["t1"]["latency_ms_min"] <= row["ms_1"] <= row["per_thread"]["t1"]["latency_ms_p90"]
+        assert row["ms_n"] > 0 and row["threads_n"] == 2 and row["peak_rss_mib"] > 10
+    assert rows["int8.tflite"]["precision"] == "int8" and rows["int8.tflite"]["per_thread"]["t1"]["input_dtype"] == "int8"
+    assert "int8.tflite | int8 | pass" in proc.stdout
+
+    shutil.copy(out, tiny_run.run_dir / out.name)  # what a user copies back: report merges it as extra rows
+    merged = {r["artifact"]: r for r in collect_rows(tiny_run.run_dir)}
+    device_row = merged[f"int8.tflite @ device:{result['host']['name']}"]
+    assert device_row["top1"] == host[0]["top1"] and device_row["delta_top1"] is not None
+    (tiny_run.run_dir / out.name).unlink()
+
+
+def test_board_script_errors_are_one_line(litert_venv, device_bundle, tmp_path):
+    script = str(device_bundle / "bench_tflite.py")
+    # -S: no site-packages, so no runtime can be found
+    proc = subprocess.run([str(litert_venv), "-S", script, "m.tflite"], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: no TFLite runtime found") and "pip install" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    proc = subprocess.run([str(litert_venv), script, "models/int8.tflite", "--eval", "missing.npz"],
+                          cwd=device_bundle, capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr.strip() == "error: missing.npz: eval file not found (the bundle's eval.npz)"
+
+
+# --- the Android script ---------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def phone(tmp_path):
+    """PATH with the stand-in adb; returns a function running android_benchmark.py in a scenario."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    adb = bin_dir / "adb"
+    adb.write_text(f"#!/bin/sh\nexec {sys.executable} {ROOT / 'tests' / 'fake_adb.py'} \"$@\"\n")
+    adb.chmod(0o755)
+    (tmp_path / "benchmark_model").write_bytes(b"\x7fELF fake binary")
+    for name in ("int8.tflite", "structured50_int8.tflite"):
+        (tmp_path / name).write_bytes(b"\0" * 4096)
+    root = tmp_path / "phone"
+    root.mkdir()
+
+    def run(scenario, *extra, models=("int8.tflite",), output="chromeos_cpu_xnnpack.txt", path=True):
+        log = tmp_path / "adb.log"
+        log.write_text("")
+        env = {**os.environ, "FAKE_ADB_SCENARIO": scenario, "FAKE_ADB_ROOT": str(root), "FAKE_ADB_LOG": str(log),
+               "FAKE_ADB_OUTPUT": output, "PATH": f"{bin_dir}:/usr/bin:/bin" if path else "/nonexistent"}
+        proc = subprocess.run([sys.executable, str(ANDROID), *models, "--binary", "benchmark_model",
+                               "--out", "out.json", *extra], cwd=tmp_path, env=env, capture_output=True, text=True,
+                              timeout=120)
+        calls = [json.loads(line) for line in log.read_text().splitlines()]
+        out = tmp_path / "out.json"
+        rows = json.loads(out.read_text())["rows"] if out.is_file() else None
+        if out.is_file():
+            out.unlink()
+        return proc, calls, rows, root
+
+    return run
+
+
+def test_android_success_parses_timings_and_memory_and_cleans_up(phone):
+    proc, calls, rows, root = phone("ok", "--threads", "1", models=("int8.tflite", "structured50_int8.tflite"))
+    assert proc.returncode == 0, proc.stderr
+    assert [r["artifact"] for r in rows] == ["int8.tflite", "structured50_int8.tflite"]
+    row = rows[0]
+    assert row["status"] == "pass" and row["source"] == "android:R58M41ABCDE" and row["delegate"] == "xnnpack"
+    assert row["ms_1"] == pytest.approx(56.2658)  # Inference (avg), in ms
+    assert row["peak_rss_mib"] == pytest.approx(93.2383)  # the periodic-monitoring peak
+    bm = row["benchmark_model"]
+    assert bm["init_ms"] == pytest.approx(3.337) and bm["first_ms"] == pytest.approx(81.913)
+    assert bm["runs"] == 1061 and bm["latency_ms_min"] == pytest.approx(54.669)
+    shell = [c for c in calls if c[:3] == ["-s", "R58M41ABCDE", "shell"] and "benchmark_model --graph" in c[3]]
+    assert len(shell) == 2
+    assert "--num_threads=1" in shell[0][3] and "--use_xnnpack=true" in shell[0][3]
+    assert "--report_peak_memory_footprint=true" in shell[0][3] and "--use_gpu=false" in shell[0][3]
+    assert ["-s", "R58M41ABCDE", "push", "benchmark_model", "/data/local/tmp/resnet-edge/benchmark_model"] in calls
+    assert calls[-1] == ["-s", "R58M41ABCDE", "shell", "rm -rf /data/local/tmp/resnet-edge"]
+    assert not (root / "data" / "local" / "tmp" / "resnet-edge").exists()  # nothing left on the phone
+
+
+def test_android_pinned_multithread_median_and_memory_delta(phone):
+    proc, calls, rows, _ = phone("ok", "--threads", "4", "--cpu-mask", "f0", "--use-gpu", "--op-profiling",
+                                 output="am62_ssd_mobilenet_v2.txt")
+    assert proc.returncode == 0, proc.stderr
+    row = rows[0]
+    assert row["ms_n"] == pytest.approx(1239.807) and row["ms_1"] is None and row["threads_n"] == 4  # median
+    assert row["peak_rss_mib"] == pytest.approx(109.832) and row["delegate"] == "gpu"
+    assert row["benchmark_model"]["latency_ms_p95"] == pytest.approx(1247.415)
+    command = next(c[3] for c in calls if len(c) > 3 and "--graph" in c[3])
+    assert command.startswith("taskset f0 /data/local/tmp/resnet-edge/benchmark_model ")
+    assert "--use_gpu=true" in command and "--enable_op_profiling=true" in command
+
+
+@pytest.mark.parametrize("scenario, extra, message", [
+    ("nodevice", (), "error: no Android device attached: connect one with USB debugging on"),
+    ("twodevices", (), "error: 2 devices attached (R58M41ABCDE, emulator-5554): choose one with --serial"),
+    ("unauthorized", (), "error: R58M41ABCDE is unauthorized: accept the USB debugging prompt on the phone"),
+    ("ok", ("--serial", "ZZZ"), "error: --serial ZZZ: not attached (adb devices lists: R58M41ABCDE)"),
+])
+def test_android_device_problems_are_one_line(phone, scenario, extra, message):
+    proc, calls, rows, _ = phone(scenario, *extra)
+    assert proc.returncode == 2 and rows is None
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and proc.stderr.startswith(message)
+    assert not any("push" in c for c in calls)
+
+
+def test_android_serial_picks_one_of_two(phone):
+    proc, _, rows, _ = phone("twodevices", "--serial", "R58M41ABCDE")
+    assert proc.returncode == 0 and rows[0]["status"] == "pass"
+
+
+def test_android_no_adb(phone):
+    proc, _, rows, _ = phone("ok", path=False)
+    assert proc.returncode == 2 and rows is None
+    assert proc.stderr.strip() == ("error: adb not found: install Android platform-tools and put adb on PATH, "
+                                   "or pass --adb PATH")
+
+
+def test_android_crash_keeps_rows_measured(phone, tmp_path):
+    (tmp_path / "crashy_int8.tflite").write_bytes(b"\0" * 4096)
+    proc, calls, rows, root = phone("crash", models=("int8.tflite", "crashy_int8.tflite"))
+    assert proc.returncode == 1
+    assert rows[0]["status"] == "pass" and rows[0]["ms_n"] == pytest.approx(56.2658)  # measured before the crash
+    assert rows[1]["status"] == "failed" and "benchmark_model crashed (Segmentation fault)" in rows[1]["error"]
+    assert "last line 'Segmentation fault'" in rows[1]["error"]
+    assert [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")] == [f"error: {rows[1]['error']}"]
+    assert not (root / "data" / "local" / "tmp" / "resnet-edge").exists()
+
+
+def test_android_timeout_names_the_fix(phone):
+    proc, _, rows, root = phone("timeout", "--timeout", "2", models=("int8.tflite", "structured50_int8.tflite"))
+    assert proc.returncode == 1 and len(rows) == 2  # each model timed out; both rows written
+    assert "benchmark_model timed out after 2 s: raise --timeout or lower --runs" in rows[0]["error"]
+    assert not (root / "data" / "local" / "tmp" / "resnet-edge").exists()
