@@ -36,6 +36,38 @@ def load_checkpoint(path: Path) -> dict:
     return ckpt
 
 
+# torchvision's ImageNet weights (IMAGENET1K_V1) for the models whose state_dict layout ours matches.
+TORCHVISION_WEIGHTS = {
+    "resnet18": "https://download.pytorch.org/models/resnet18-f37072fd.pth",
+    "resnet34": "https://download.pytorch.org/models/resnet34-b627a593.pth",
+    "resnet50": "https://download.pytorch.org/models/resnet50-0676ba61.pth",
+    "resnet101": "https://download.pytorch.org/models/resnet101-63fe2227.pth",
+    "resnet152": "https://download.pytorch.org/models/resnet152-394f9c45.pth",
+    "mobilenet_v2": "https://download.pytorch.org/models/mobilenet_v2-b0353104.pth",
+}
+
+
+def resolve_weights(spec: str, model_name: str) -> Path:
+    """weights=PATH as is; weights=torchvision: torchvision's file for the model in torch's hub cache
+    ($TORCH_HOME/hub/checkpoints), downloaded there once when absent. Loading stays weights_only either way."""
+    if spec != "torchvision":
+        return Path(spec)
+    if model_name not in TORCHVISION_WEIGHTS:
+        raise EdgeError(f"weights=torchvision: torchvision publishes none for {model_name}; "
+                        f"choose {', '.join(TORCHVISION_WEIGHTS)} or pass weights=PATH")
+    url = TORCHVISION_WEIGHTS[model_name]
+    path = Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[1]
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            torch.hub.download_url_to_file(url, str(path), hash_prefix=path.stem.rsplit("-", 1)[1])
+        except Exception as e:  # offline, proxy, hash mismatch
+            raise EdgeError(f"weights=torchvision: cannot download {url} ({e.__class__.__name__}); fetch it on a "
+                            f"connected machine and pass weights=/path/{path.name} (or put it in {path.parent})"
+                            ) from None
+    return path
+
+
 def load_weights(model: nn.Module, path: Path) -> list[str]:
     """Fine-tuning start: a torchvision-format state_dict (or a resnet-edge checkpoint). Loads strictly, except that a
     classifier whose class count differs is left freshly initialised; returns lines saying what was done."""

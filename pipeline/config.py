@@ -30,8 +30,8 @@ class Config:
     calib_size: int = 300  # training images for int8 calibration
     seed: int = 0
     # training (pipeline.train); `preset` fills these first, then the YAML file, then key=value
-    preset: str = "auto"  # cpu | gpu | auto (gpu when CUDA is present); the resolved config records which
-    epochs: int = 6
+    preset: str = "auto"  # cpu | gpu | phone | auto (gpu when CUDA is present); the resolved config records which
+    epochs: int = 6  # 0: no training, the model is `weights` as given (preset=phone)
     batch_size: int = 256  # global batch, split across DDP processes
     optimizer: str = "sgd"  # sgd (Nesterov momentum) | adamw
     lr: float = 0.2  # peak learning rate
@@ -48,7 +48,8 @@ class Config:
     workers: int = 4  # loader processes for imagefolder decoding (in-memory data sets use none)
     train_subset: int = 0  # > 0: train on that many images of the training split (tests, quick looks)
     eval_subset: int = 0  # > 0: validate and test on that many images
-    weights: str | None = None  # fine-tune from a torchvision-format state_dict (or a resnet-edge checkpoint)
+    weights: str | None = None  # start from a torchvision-format state_dict file (or a resnet-edge checkpoint);
+    # "torchvision": the ImageNet weights torchvision publishes for `model`, from torch's hub cache (downloads once)
     resume: bool = False  # continue runs/<name>/train/last.pt to the same end state
     runs_dir: str = "runs"  # parent of runs/<name>/
     # export / convert / evaluate
@@ -101,6 +102,11 @@ PRESETS: dict[str, dict] = {
     "cpu": {"stem": "imagenet", "image_size": 32, "epochs": 6, "batch_size": 256, "lr": 0.1, "augment": False},
     "gpu": {"stem": "small", "image_size": 28, "epochs": 24, "batch_size": 512, "lr": 0.4, "amp": True,
             "channels_last": True},
+    # phone: ImageNet-size input from torchvision weights (weights=PATH or weights=torchvision), no training; needs an
+    # ImageFolder (data_root with train/<wnid>/ for calibration, val/<wnid>/ for evaluation, in torchvision's order).
+    "phone": {"stem": "imagenet", "image_size": 224, "num_classes": 1000, "in_channels": 3,
+              "data_source": "imagefolder", "epochs": 0, "val_size": 0, "augment": False, "bundle_images": 100,
+              "run_structured": False, "run_magnitude": False},
 }
 
 

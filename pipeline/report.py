@@ -99,9 +99,28 @@ def to_markdown(rows: list[dict], meta: dict) -> str:
     for r in rows:
         cells = _cells(r)
         out.append("| " + " | ".join(cells) + " |")
-    out += ["", LEGEND, "", "## Architecture", "", meta.get("architecture", "(summary not available)"), "",
+    out += ["", LEGEND]
+    for table in meta.get("latency_tables", []):
+        out += ["", latency_markdown(table)]
+    out += ["", "## Architecture", "", meta.get("architecture", "(summary not available)"), "",
             "## Versions", "", ", ".join(f"{k} {v}" for k, v in meta.get("versions", {}).items())]
     return "\n".join(out) + "\n"
+
+
+def latency_markdown(table: dict) -> str:
+    """bench/latency.py's table: the same weights at phone resolution through every runtime."""
+    threads = table["threads"]
+    out = [f"## Latency at {table['image_size']}x{table['image_size']} (bench/latency.py)", "",
+           f"Same weights, batch 1, median of {table['runs']} runs; host {table['host']['cpu']}, "
+           f"{table['host']['cores']} cores.", "",
+           "| model | runtime | precision | size MiB | " + " | ".join(f"ms @{n}" for n in threads)
+           + f" | x TFLite fp32 @{threads[0]} | peak RSS MiB |",
+           "|---|---|---|---:|" + "---:|" * len(threads) + "---:|---:|"]
+    for r in table["rows"]:
+        out.append(f"| {r['model']} | {r['runtime']} | {r['precision']} | {_fmt(r['size_mib'])} | "
+                   + " | ".join(_fmt(r.get(f"ms_{n}")) for n in threads)
+                   + f" | {_fmt(r.get('speedup_vs_tflite_fp32'))} | {_fmt(r.get('peak_rss_mib'), 0)} |")
+    return "\n".join(out)
 
 
 def pareto_png(rows: list[dict], path: Path) -> Path:
@@ -159,6 +178,7 @@ padding:3px 8px;text-align:right}}td:first-child{{text-align:left}}tr.bad{{backg
 median ms per image, batch 1, after warm-up.</p>
 <img alt="accuracy vs size" src="data:image/png;base64,{img}">
 <table><tr>{head}</tr>{''.join(body)}</table><p>{html.escape(LEGEND)}</p>
+{''.join(f"<pre>{html.escape(latency_markdown(t))}</pre>" for t in meta.get("latency_tables", []))}
 <h2>Architecture</h2><pre>{html.escape(meta.get('architecture', ''))}</pre>
 <h2>Versions</h2><p>{html.escape(', '.join(f'{k} {v}' for k, v in meta.get('versions', {}).items()))}</p>
 </body></html>
@@ -184,7 +204,8 @@ def report(run: Path, architecture: str = "", max_size_mib: float = 0.0) -> dict
 
         raise EdgeError(f"{run}/eval: no evaluations to report; run `resnet-edge convert` (or `run`) first")
     rows = collect_rows(run, max_size_mib)
-    meta = {"run": str(run), "host": host(), "versions": versions(), "architecture": architecture}
+    meta = {"run": str(run), "host": host(), "versions": versions(), "architecture": architecture,
+            "latency_tables": [t for t in map(_load, sorted((run / "bench").glob("latency_*.json"))) if t]}
     out = run / "report"
     png = pareto_png(rows, out / "pareto.png")
     paths = {"json": atomic_write_json(out / "report.json", {**meta, "columns": COLUMNS, "rows": rows}),

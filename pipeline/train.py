@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSamp
 from models import build_model
 
 from .checkpoint import (CHECKPOINT_FORMAT, atomic_write_json, load_checkpoint, load_weights, model_from_checkpoint,
-                         save_checkpoint)
+                         resolve_weights, save_checkpoint)
 from .config import RESUMABLE_CHANGES, TRAIN_KEYS, Config, save_config
 from .data import ImageFiles, ImageSet, Normalization, load_data_for, normalize, to_input
 from .errors import EdgeError
@@ -246,6 +246,8 @@ def train(cfg: Config) -> Path:
     data = load_data_for(cfg)
     train_split = _subset(data.train, cfg.train_subset)
     val_split, test_split = _subset(data.val, cfg.eval_subset), _subset(data.test, cfg.eval_subset)
+    if cfg.epochs == 0:
+        return import_weights(cfg, rt, data, out, test_split)
     per_rank_batch = cfg.batch_size // rt.world
     if per_rank_batch < 1 or len(train_split) < cfg.batch_size:
         need = max(cfg.batch_size, rt.world)
@@ -259,7 +261,7 @@ def train(cfg: Config) -> Path:
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank and every re-run
     model = build_model(cfg.model, **cfg.model_options(data.num_classes, data.in_channels))
     if cfg.weights and not cfg.resume:
-        notes = load_weights(model, Path(cfg.weights))
+        notes = load_weights(model, resolve_weights(cfg.weights, cfg.model))
         if rt.main:
             print("\n".join(notes), file=sys.stderr)
     model.to(rt.device)
@@ -310,6 +312,28 @@ def train(cfg: Config) -> Path:
     if rt.world > 1:
         dist.barrier()
         dist.destroy_process_group()
+    return out
+
+
+def import_weights(cfg: Config, rt: Runtime, data, out: Path, test_split: ImageSet) -> Path:
+    """epochs=0: the model is the given weights (e.g. torchvision's ImageNet ResNet-18), scored on the test split and
+    written as best.pt / last.pt so every later stage works as after training."""
+    if not cfg.weights:
+        raise EdgeError("epochs=0 skips training and needs weights=PATH (a torchvision state_dict) or "
+                        "weights=torchvision")
+    model = build_model(cfg.model, **cfg.model_options(data.num_classes, data.in_channels))
+    if rt.main:
+        print("\n".join(load_weights(model, resolve_weights(cfg.weights, cfg.model))), file=sys.stderr)
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, cfg.run_dir / "config.yaml")
+        ckpt = {"format": CHECKPOINT_FORMAT, "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                "model_name": cfg.model, "model_options": cfg.model_options(data.num_classes, data.in_channels),
+                "epoch": 0, "best_acc": -1.0, "history": [], "config": cfg.to_dict(), "data": data.describe(),
+                "weights": str(cfg.weights)}
+        save_checkpoint(ckpt, out / "last.pt")
+        save_checkpoint(ckpt, out / "best.pt")
+        atomic_write_json(out / "metrics.json", {"epochs": [], "best_val_acc": None, "weights": str(cfg.weights)})
+        finish(out, cfg, rt, data, test_split, 0.0)
     return out
 
 
@@ -364,7 +388,9 @@ def finish(out: Path, cfg: Config, rt: Runtime, data, test_split: ImageSet, wall
                 "channels_last": rt.channels_last, "compile": cfg.compile, "train_wall_s": wall,
                 "preset": cfg.preset}
     atomic_write_json(out / "metrics.json", metrics)
-    print(f"train ok: best epoch {best['epoch']}, val {best['best_acc']:.4f}, test {test['acc']:.4f} "
+    source = f"weights {cfg.weights} as given" if best["epoch"] == 0 else \
+        f"best epoch {best['epoch']}, val {best['best_acc']:.4f}"
+    print(f"train ok: {source}, test {test['acc']:.4f} "
           f"({len(test_split)} images), {wall:.0f} s -> {out}", file=sys.stderr)
 
 

@@ -1,0 +1,75 @@
+"""preset=phone: ImageNet-size input (224x224 RGB, 1000 classes) from a torchvision weights file, no training."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from models import build_model
+from pipeline.checkpoint import load_checkpoint, resolve_weights
+from pipeline.cli import main
+from pipeline.errors import EdgeError
+
+WNIDS = ["n01440764", "n01443537"]  # ImageNet's first two synsets: class indices 0 and 1 in torchvision's order
+
+
+def image_folder(root, fmnist, per_class):
+    """Real Fashion-MNIST pictures as RGB PNG files in ImageNet's folder layout (train/ and val/)."""
+    from PIL import Image
+
+    for split, offset in (("train", 0), ("val", 1000)):
+        for label, wnid in enumerate(WNIDS):
+            folder = root / split / wnid
+            folder.mkdir(parents=True)
+            for i in range(per_class):
+                pixels = fmnist.test.images[offset + 2 * i + label][..., 0]
+                Image.fromarray(np.stack([pixels] * 3, -1)).save(folder / f"{i}.png")
+    return root
+
+
+def test_phone_preset_runs_torchvision_weights_at_224(tmp_path, fmnist, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # weights=torchvision reads torch's hub cache
+    torch.manual_seed(1)
+    state = build_model("resnet18", num_classes=1000).state_dict()  # torchvision's keys and shapes
+    cached = tmp_path / "torch" / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
+    cached.parent.mkdir(parents=True)
+    torch.save(state, cached)
+    folder = image_folder(tmp_path / "imagenet", fmnist, per_class=6)
+
+    args = ["run", "preset=phone", "weights=torchvision", f"data_root={folder}", "calib_size=8", "bench_runs=3",
+            "max_int8_drop=100", "bundle_models=fp32,int8", f"runs_dir={tmp_path / 'runs'}", "name=phone"]
+    assert main(args) == 0
+    run = tmp_path / "runs" / "phone"
+    manifest = json.loads((run / "manifest.json").read_text())
+    cfg = manifest["config"]
+    assert (cfg["image_size"], cfg["num_classes"], cfg["in_channels"], cfg["epochs"]) == (224, 1000, 3, 0)
+    assert list(manifest["stages"]) == ["train", "export", "convert", "quantize", "benchmark", "report", "bundle"]
+
+    best = load_checkpoint(run / "train" / "best.pt")
+    assert best["epoch"] == 0 and best["model_options"]["num_classes"] == 1000
+    assert all(torch.equal(best["model"][k], v) for k, v in state.items())  # the weights, untouched
+    metrics = json.loads((run / "train" / "metrics.json").read_text())
+    assert metrics["test_images"] == 12 and metrics["train_wall_s"] == 0.0
+
+    bench = json.loads((run / "bench" / "int8.json").read_text())
+    assert bench["input_shape"] == [1, 3, 224, 224] and bench["t1"]["latency_ms_median"] > 0
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(run / "tflite" / "int8.tflite"))
+    assert interpreter.get_input_details()[0]["shape"].tolist() == [1, 224, 224, 3]
+    assert interpreter.get_output_details()[0]["shape"].tolist() == [1, 1000]
+    rows = {r["artifact"]: r for r in json.loads((run / "report" / "report.json").read_text())["rows"]}
+    assert rows["fp32.tflite"]["size_mib"] > 40 and rows["int8.tflite"]["size_mib"] < 12
+    assert rows["fp32.tflite"]["agreement"] == 1.0
+    data = np.load(run / "device_bundle" / "eval.npz")
+    assert data["x"].shape == (12, 224, 224, 3) and data["mean"].tolist() == pytest.approx([0.485, 0.456, 0.406])
+
+
+def test_weights_errors_are_one_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    with pytest.raises(EdgeError, match="torchvision publishes none for resnet9"):
+        resolve_weights("torchvision", "resnet9")
+    assert resolve_weights("w.pth", "resnet18").name == "w.pth"
+    assert main(["train", "epochs=0", "train_subset=600", "eval_subset=100", "val_size=100",
+                 f"runs_dir={tmp_path}"]) == 2
