@@ -86,7 +86,11 @@ class Model:
 
         self.np = np
         _, interpreter_cls, load_delegate = find_runtime()
-        delegates = [load_delegate(delegate)] if delegate else None
+        try:
+            delegates = [load_delegate(delegate)] if delegate else None
+        except Exception as e:  # missing file, wrong ABI, a library that is no delegate
+            raise BenchError(f"{delegate}: cannot load the delegate ({str(e).splitlines()[0][:200]}); check the path "
+                             f"and that it is built for this board and runtime version") from None
         try:
             self.interpreter = interpreter_cls(model_path=path, num_threads=threads, experimental_delegates=delegates)
             self.interpreter.allocate_tensors()

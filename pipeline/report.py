@@ -161,6 +161,34 @@ def pareto_png(rows: list[dict], path: Path) -> Path:
     return path
 
 
+def markdown_html(text: str) -> str:
+    """The little markdown the summary and latency tables use (## headings, | tables |, - lists, paragraphs)."""
+    out, table = [], []
+
+    def flush() -> None:
+        if table:
+            rows = [[c.strip() for c in ln.strip().strip("|").split("|")] for ln in table
+                    if not set(ln.replace("|", "").strip()) <= {"-", ":"}]
+            head = "".join(f"<th>{html.escape(c)}</th>" for c in rows[0])
+            body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows[1:])
+            out.append(f"<table><tr>{head}</tr>{body}</table>")
+            table.clear()
+
+    for line in text.splitlines():
+        if line.startswith("|"):
+            table.append(line)
+            continue
+        flush()
+        if line.startswith("#"):
+            out.append(f"<h2>{html.escape(line.lstrip('#').strip())}</h2>")
+        elif line.startswith("- "):
+            out.append(f"<li>{html.escape(line[2:])}</li>")
+        elif line.strip():
+            out.append(f"<p>{html.escape(line)}</p>")
+    flush()
+    return "\n".join(out)
+
+
 def to_html(markdown_rows: list[dict], meta: dict, png: Path) -> str:
     img = base64.b64encode(png.read_bytes()).decode()
     head = "".join(f"<th>{html.escape(c)}</th>" for c in COLUMNS)
@@ -172,14 +200,15 @@ def to_html(markdown_rows: list[dict], meta: dict, png: Path) -> str:
     title = f"resnet-edge report: {html.escape(meta['run'])}"
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>{title}</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;
-padding:3px 8px;text-align:right}}td:first-child{{text-align:left}}tr.bad{{background:#fdd}}</style></head><body>
+padding:3px 8px;text-align:right}}td:first-child{{text-align:left}}tr.bad{{background:#fdd}}
+table{{margin-bottom:1em}}</style></head><body>
 <h1>resnet-edge report: {html.escape(meta['run'])}</h1>
 <p>Host: {html.escape(meta['host']['cpu'])}, {meta['host']['cores']} cores. MiB = 2<sup>20</sup> bytes; latency =
 median ms per image, batch 1, after warm-up.</p>
 <img alt="accuracy vs size" src="data:image/png;base64,{img}">
 <table><tr>{head}</tr>{''.join(body)}</table><p>{html.escape(LEGEND)}</p>
-{''.join(f"<pre>{html.escape(latency_markdown(t))}</pre>" for t in meta.get("latency_tables", []))}
-<h2>Architecture</h2><pre>{html.escape(meta.get('architecture', ''))}</pre>
+{''.join(markdown_html(latency_markdown(t)) for t in meta.get("latency_tables", []))}
+<h2>Architecture</h2>{markdown_html(meta.get('architecture', ''))}
 <h2>Versions</h2><p>{html.escape(', '.join(f'{k} {v}' for k, v in meta.get('versions', {}).items()))}</p>
 </body></html>
 """

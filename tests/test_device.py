@@ -108,6 +108,13 @@ def test_board_script_errors_are_one_line(litert_venv, device_bundle, tmp_path):
     proc = subprocess.run([str(litert_venv), script, "models/int8.tflite", "--eval", "missing.npz"],
                           cwd=device_bundle, capture_output=True, text=True)
     assert proc.returncode == 2 and proc.stderr.strip() == "error: missing.npz: eval file not found (the bundle's eval.npz)"
+    out = tmp_path / "delegate.json"
+    proc = subprocess.run([str(litert_venv), script, "models/int8.tflite", "--threads", "1", "--runs", "2",
+                           "--delegate", "/nonexistent/libvx_delegate.so", "--out", str(out)],
+                          cwd=device_bundle, capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert "error: /nonexistent/libvx_delegate.so: cannot load the delegate" in proc.stderr
+    assert json.loads(out.read_text())["rows"][0]["status"] == "failed"
 
 
 # --- the Android script ---------------------------------------------------------------------------------------------
