@@ -132,12 +132,14 @@ def pareto_png(rows: list[dict], path: Path) -> Path:
 
     pts = [r for r in rows if r.get("size_mib") and r.get("top1") is not None]
     fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
+    labels: dict[tuple, list[str]] = {}  # points that sit on each other (fp32.tflite and model.onnx) share a label
     for r in pts:
         size = 30 + 20 * (r.get("ms_1") or 1)
         ax.scatter(r["size_mib"], 100 * r["top1"], s=size, alpha=0.6,
                    color="tab:red" if r.get("status") != "pass" else "tab:blue")
-        ax.annotate(r["artifact"], (r["size_mib"], 100 * r["top1"]), fontsize=7, xytext=(4, 3),
-                    textcoords="offset points")
+        labels.setdefault((round(r["size_mib"], 1), round(100 * r["top1"], 2)), []).append(r["artifact"])
+    for (x, y), names in labels.items():
+        ax.annotate(", ".join(names), (x, y), fontsize=7, xytext=(4, 3), textcoords="offset points")
     front, best = [], -1.0
     for r in sorted(pts, key=lambda r: r["size_mib"]):  # smallest file that beats every smaller one
         if r["top1"] > best:

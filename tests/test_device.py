@@ -56,6 +56,16 @@ def test_bundle_holds_models_images_scripts_and_host_figures(device_bundle, tiny
         assert (device_bundle / script).read_bytes() == (ROOT / "device_tests" / script).read_bytes()
 
 
+def test_bundle_bad_input_is_one_line(tiny_run, capsys):
+    from pipeline.cli import main
+
+    assert main(["bundle", str(tiny_run.run_dir), "bundle_models=resnet*"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: bundle_models=resnet*: no .tflite file in") and "have: " in err
+    assert main(["bundle", str(tiny_run.run_dir.parent / "nowhere")]) == 2
+    assert "not a run directory (no config.yaml)" in capsys.readouterr().err
+
+
 def test_board_script_in_bare_venv_matches_host_accuracy(litert_venv, device_bundle, tiny_run, tmp_path):
     from pipeline.data import eval_arrays, load_data_for
     from pipeline.evaluate import evaluate
