@@ -1,7 +1,7 @@
 """Latency at phone resolution, one table from one run: a trained run's weights re-exported at 224x224 (ResNet is
 fully convolutional, so the same weights run at any size) through every runtime and precision, next to MobileNetV2.
 
-    python bench/latency.py [name=default image_size=224 runs=30 warmup=5 threads=1,2 calib=64 mobilenet=true]
+    python bench/latency.py [name=default image_size=224 runs=50 warmup=5 threads=1,2 calib=64 mobilenet=true]
 
 Rows: torch fp32 eager; onnxruntime fp32 and NNCF int8 (QDQ); TFLite fp32, fp16, dynamic-range and full int8
 (onnx2tf); the run's structured- and magnitude-pruned models as int8 TFLite; MobileNetV2 (random weights, the run's
@@ -84,7 +84,7 @@ def build(run: Path, size: int, calib_n: int, with_mobilenet: bool) -> list[tupl
 def main(argv: list[str]) -> int:
     o = parse_overrides(argv)
     run = Path(o.get("runs_dir", "runs")) / o.get("name", "default")
-    size, runs, warmup = int(o.get("image_size", 224)), int(o.get("runs", 30)), int(o.get("warmup", 5))
+    size, runs, warmup = int(o.get("image_size", 224)), int(o.get("runs", 50)), int(o.get("warmup", 5))
     threads = [int(t) for t in o.get("threads", "1,2").split(",")]
     if not (run / "train" / "best.pt").is_file():
         raise EdgeError(f"{run}: no trained run; `resnet-edge run name={run.name}` first")
