@@ -16,6 +16,8 @@ from .benchmark import host
 COLUMNS = ["artifact", "format", "precision", "sparsity", "status", "size MiB", "gzip MiB", "top-1", "Δ vs fp32",
            "agreement", "ms @1 thread", "ms @N", "peak RSS MiB"]
 LEGEND = "status: pass = passed every gate; gate = built but failed a gate; failed = not built (reason given)"
+DEVICE_NOTE = ("rows `@ device:...` / `@ android:...`: measured on the device (device_results*.json); top-1 on the "
+               "bundle's images (eval.npz), Δ against the fp32 file measured there on the same images")
 
 
 def _load(path: Path) -> dict:
@@ -66,12 +68,15 @@ def collect_rows(run: Path, max_size_mib: float = 0.0) -> list[dict]:
             "size_gate": f"{sizes['size_mib']:.2f} MiB > max_size_mib {max_size_mib:g}" if too_big else None,
         })
     for path in sorted(p for p in run.rglob("device_results*.json") if "device_bundle" not in p.parts):
-        for row in _load(path).get("rows", []):
+        device_rows = _load(path).get("rows", [])
+        # Δ against the fp32 file measured in the same place on the same images (the bundle's subset)
+        fp32 = next((r.get("top1") for r in device_rows if r.get("precision") == "fp32" and r.get("top1")), None)
+        for row in device_rows:
             source = row.get("source") or path.stem
             top1 = row.get("top1")
             rows.append({**{c: None for c in ("sparsity", "gzip_mib", "agreement", "macs")}, **row,
                          "artifact": f"{row.get('artifact')} @ {source}", "source": source,
-                         "delta_top1": None if ref_top1 is None or top1 is None else 100 * (top1 - ref_top1)})
+                         "delta_top1": None if fp32 is None or top1 is None else 100 * (top1 - fp32)})
     return rows
 
 
@@ -99,7 +104,7 @@ def to_markdown(rows: list[dict], meta: dict) -> str:
     for r in rows:
         cells = _cells(r)
         out.append("| " + " | ".join(cells) + " |")
-    out += ["", LEGEND]
+    out += ["", LEGEND] + ([DEVICE_NOTE] if any(r.get("source") != "host" for r in rows) else [])
     for table in meta.get("latency_tables", []):
         out += ["", latency_markdown(table)]
     out += ["", "## Architecture", "", meta.get("architecture", "(summary not available)"), "",
@@ -130,7 +135,7 @@ def pareto_png(rows: list[dict], path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    pts = [r for r in rows if r.get("size_mib") and r.get("top1") is not None]
+    pts = [r for r in rows if r.get("size_mib") and r.get("top1") is not None and r.get("source") == "host"]
     fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
     labels: dict[tuple, list[str]] = {}  # points that sit on each other (fp32.tflite and model.onnx) share a label
     for r in pts:
@@ -209,6 +214,7 @@ table{{margin-bottom:1em}}</style></head><body>
 median ms per image, batch 1, after warm-up.</p>
 <img alt="accuracy vs size" src="data:image/png;base64,{img}">
 <table><tr>{head}</tr>{''.join(body)}</table><p>{html.escape(LEGEND)}</p>
+{f"<p>{html.escape(DEVICE_NOTE)}</p>" if any(r.get("source") != "host" for r in markdown_rows) else ""}
 {''.join(markdown_html(latency_markdown(t)) for t in meta.get("latency_tables", []))}
 <h2>Architecture</h2>{markdown_html(meta.get('architecture', ''))}
 <h2>Versions</h2><p>{html.escape(', '.join(f'{k} {v}' for k, v in meta.get('versions', {}).items()))}</p>

@@ -104,7 +104,8 @@ def test_board_script_in_bare_venv_matches_host_accuracy(litert_venv, device_bun
     shutil.copy(out, tiny_run.run_dir / out.name)  # what a user copies back: report merges it as extra rows
     merged = {r["artifact"]: r for r in collect_rows(tiny_run.run_dir)}
     device_row = merged[f"int8.tflite @ device:{result['host']['name']}"]
-    assert device_row["top1"] == host[0]["top1"] and device_row["delta_top1"] is not None
+    assert device_row["top1"] == host[0]["top1"]
+    assert device_row["delta_top1"] == pytest.approx(100 * (host[0]["top1"] - host[1]["top1"]))  # vs its own fp32
     (tiny_run.run_dir / out.name).unlink()
 
 
