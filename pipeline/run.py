@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .artifacts import atomic_write_json
+from .bundle import SCRIPT_NAMES, SCRIPTS
 from .config import TRAIN_KEYS, Config, save_config
 from .data import input_shape
 from .errors import EdgeError
@@ -38,7 +39,7 @@ def _files(run: Path) -> dict[str, float]:
 
 
 def _stages(cfg: Config) -> list[tuple[str, Callable[[Config], object], list[str]]]:
-    """(name, function of the config, input files relative to the run) in order."""
+    """(name, function of the config, input files relative to the run or absolute) in order."""
     from . import convert, export, train
 
     def quantize(c):
@@ -79,8 +80,12 @@ def _stages(cfg: Config) -> list[tuple[str, Callable[[Config], object], list[str
 
         return write_bundle(c.run_dir, c.bundle_models, c.bundle_images, c.threads or None)
 
-    stages += [("benchmark", bench, ["tflite"]), ("report", report, ["eval", "bench"]), ("bundle", bundle, ["tflite"])]
+    stages += [("benchmark", bench, ["tflite"]), ("report", report, ["eval", "bench"]), ("bundle", bundle, ["tflite", *BUNDLE_SCRIPTS])]
     return stages
+
+
+# The bundle copies these: a new version of them makes a new bundle.
+BUNDLE_SCRIPTS = [str(SCRIPTS / name) for name in SCRIPT_NAMES]
 
 
 def _key(cfg: Config, stage: str, inputs: list[str]) -> str:
@@ -91,8 +96,8 @@ def _key(cfg: Config, stage: str, inputs: list[str]) -> str:
     for rel in inputs:
         path = cfg.run_dir / rel
         files = sorted(path.rglob("*")) if path.is_dir() else [path]
-        digests += [(str(p.relative_to(cfg.run_dir)), sha256(p)) for p in files if p.is_file()
-                    and not p.name.startswith(".")]
+        digests += [(str(p.relative_to(cfg.run_dir)) if p.is_relative_to(cfg.run_dir) else p.name, sha256(p))
+                    for p in files if p.is_file() and not p.name.startswith(".")]
     return hashlib.sha256(json.dumps([stage, conf, digests], sort_keys=True, default=str).encode()).hexdigest()
 
 
