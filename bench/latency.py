@@ -13,7 +13,6 @@ which `resnet-edge report` shows as its own table.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -27,7 +26,7 @@ from pipeline.benchmark import benchmark, host  # noqa: E402
 from pipeline.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from pipeline.config import load_config, parse_bool, parse_overrides  # noqa: E402
 from pipeline.convert import convert_tflite  # noqa: E402
-from pipeline.data import eval_arrays, load_data_for, preprocess  # noqa: E402
+from pipeline.data import eval_arrays, input_shape, load_data_for, preprocess  # noqa: E402
 from pipeline.errors import EdgeError  # noqa: E402
 from pipeline.export import export_onnx  # noqa: E402
 from pipeline.report import latency_markdown  # noqa: E402
@@ -48,33 +47,32 @@ def mobilenet_checkpoint(parent: dict, out: Path) -> Path:
     return save_checkpoint(ckpt, out)
 
 
-def build(run: Path, size: int, calib_n: int, with_mobilenet: bool) -> list[tuple[str, str, str, Path]]:
+def build(cfg, size: int, calib_n: int, with_mobilenet: bool) -> list[tuple[str, str, str, Path]]:
     """(model, runtime, precision, artifact) at `size`, written under runs/<name>/bench<size>/."""
-    cfg = load_config(run / "config.yaml")
+    run = cfg.run_dir
     data = load_data_for(cfg)
     calib_u8 = np.asarray(data.calibration.images[:calib_n])
-    calib = preprocess(calib_u8, data.norm, size)
     x, _ = eval_arrays(data, size, 8)  # the export parity gate's batch
     out = run / f"bench{size}"
     best = run / "train" / "best.pt"
-    sources = [("resnet18" if cfg.model == "resnet18" else cfg.model, best)]
+    # (label, checkpoint, file stem, TFLite variants, onnxruntime precisions)
+    sources = [(cfg.model, best, "model", ("fp32", "fp16", "dynamic_range", "int8"), ("fp32", "int8"))]
     for name in (f"structured{round(cfg.structured_ratio * 100)}", f"pruned{round(cfg.prune_ratio * 100)}"):
         if (run / "quant" / f"{name}.pt").is_file():
-            sources.append((f"{cfg.model} {name}", run / "quant" / f"{name}.pt"))
+            sources.append((f"{cfg.model} {name}", run / "quant" / f"{name}.pt", name, ("int8",), ()))
     if with_mobilenet:
-        sources.append(("mobilenet_v2 (random)", mobilenet_checkpoint(load_checkpoint(best), out / "mobilenet_v2.pt")))
-    rows = [(sources[0][0], "torch", "fp32", best)]
-    for i, (label, ckpt) in enumerate(sources):
-        stem = "model" if i == 0 else ckpt.stem
-        onnx = out / f"{stem}.onnx"
+        ckpt = mobilenet_checkpoint(load_checkpoint(best), out / "mobilenet_v2.pt")
+        sources.append(("mobilenet_v2 (random)", ckpt, "mobilenet_v2", ("fp32", "int8"), ("fp32",)))
+    rows = [(cfg.model, "torch", "fp32", best)]
+    for label, ckpt, stem, variants, ort in sources:
         t = time.perf_counter()
+        onnx = out / f"{stem}.onnx"
         export_onnx(ckpt, onnx, x)
-        dense = i == 0 or stem == "mobilenet_v2"
-        variants = ("fp32", "fp16", "dynamic_range", "int8") if i == 0 else ("fp32", "int8") if dense else ("int8",)
         paths = convert_tflite(onnx, out, calib_u8, data.norm, size, variants, prefix=f"{stem}_")
-        if dense:
+        if "fp32" in ort:
             rows.append((label, "onnxruntime", "fp32", onnx))
-        if i == 0:
+        if "int8" in ort:
+            calib = preprocess(calib_u8, data.norm, size)
             rows.append((label, "onnxruntime", "int8", ptq_onnx(onnx, out / f"{stem}_ptq_int8.onnx", calib)))
         rows += [(label, "tflite", v, p) for v, p in paths.items()]
         print(f"latency: built {label} at {size} px in {time.perf_counter() - t:.0f} s", file=sys.stderr)
@@ -88,8 +86,9 @@ def main(argv: list[str]) -> int:
     threads = [int(t) for t in o.get("threads", "1,2").split(",")]
     if not (run / "train" / "best.pt").is_file():
         raise EdgeError(f"{run}: no trained run; `resnet-edge run name={run.name}` first")
-    built = build(run, size, int(o.get("calib", 64)), parse_bool("mobilenet", o.get("mobilenet", "true")))
-    in_channels = load_checkpoint(run / "train" / "best.pt")["model_options"]["in_channels"]
+    cfg = load_config(run / "config.yaml", {"runs_dir": str(run.parent), "name": run.name})
+    built = build(cfg, size, int(o.get("calib", 64)), parse_bool("mobilenet", o.get("mobilenet", "true")))
+    in_channels = input_shape(cfg)[1]
     results = benchmark([p for *_, p in built], [1, in_channels, size, size], None, threads, warmup, runs)
     rows = []
     for (model, runtime, precision, path), r in zip(built, results):

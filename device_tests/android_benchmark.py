@@ -124,18 +124,18 @@ def benchmark_command(args, remote_model: str) -> str:
     return pin + " ".join(shlex.quote(p) for p in [binary, *flags])
 
 
-def run_model(args, serial: str, model: str) -> dict:
+def run_model(args, model: str) -> dict:
     name = os.path.basename(model)
     row = {"artifact": name, "format": "tflite", "precision": precision_of(name), "status": "failed", "error": None,
            "size_mib": os.path.getsize(model) / 2**20, "top1": None, "ms_1": None, "ms_n": None,
-           "threads_n": args.threads, "peak_rss_mib": None, "source": f"android:{serial}",
+           "threads_n": args.threads, "peak_rss_mib": None, "source": f"android:{args.serial}",
            "delegate": "gpu" if args.use_gpu else "nnapi" if args.use_nnapi else
            "xnnpack" if args.use_xnnpack else "cpu"}
     remote = f"{args.remote_dir}/{name}"
     adb(args, ["push", model, remote], timeout=600)
     command = benchmark_command(args, remote)
     try:
-        proc = subprocess.run([args.adb, "-s", serial, "shell", command], capture_output=True, text=True,
+        proc = subprocess.run([args.adb, "-s", args.serial, "shell", command], capture_output=True, text=True,
                               timeout=args.timeout)
     except subprocess.TimeoutExpired:
         adb(args, ["shell", "pkill -f benchmark_model"], check=False)
@@ -187,7 +187,7 @@ def parse_args(argv):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    rows, serial, pushed = [], None, False
+    rows, pushed = [], False
     try:
         found = shutil.which(args.adb or "adb")
         if not found:
@@ -197,17 +197,16 @@ def main(argv=None) -> int:
         for path in [args.binary, *args.models]:
             if not os.path.isfile(path):
                 raise AdbError(f"{path}: file not found")
-        serial = pick_device(args)
-        args.serial = serial
-        out = args.out or f"device_results_android_{serial}.json"
+        args.serial = pick_device(args)
+        out = args.out or f"device_results_android_{args.serial}.json"
         pushed = True
         adb(args, ["shell", f"mkdir -p {shlex.quote(args.remote_dir)}"])
         adb(args, ["push", args.binary, f"{args.remote_dir}/benchmark_model"], timeout=600)
         adb(args, ["shell", f"chmod 755 {shlex.quote(args.remote_dir)}/benchmark_model"])
         for model in args.models:
-            row = run_model(args, serial, model)
+            row = run_model(args, model)
             rows.append(row)
-            write_json(out, rows, serial)
+            write_json(out, rows, args.serial)
             if row["status"] == "pass":
                 ms = row["ms_1"] if row["ms_1"] is not None else row["ms_n"]
                 print(f"{row['artifact']}: {ms:.2f} ms ({args.threads} threads, {row['delegate']}), "
@@ -219,7 +218,7 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     finally:
-        if pushed and not os.environ.get("RESNET_EDGE_KEEP_REMOTE"):
+        if pushed:
             try:
                 adb(args, ["shell", f"rm -rf {shlex.quote(args.remote_dir)}"], check=False)
             except AdbError:

@@ -70,12 +70,13 @@ def _peak_rss_mib() -> float | None:
     return peak
 
 
-def precision_of(name: str, input_dtype) -> str:
+def precision_of(name: str, input_dtype: str) -> str:
+    """From the file name the pipeline gives (fp32, fp16, dynamic_range, *int8), else from the input tensor's type."""
     for key, precision in (("int8", "int8"), ("full_integer_quant", "int8"), ("fp16", "fp16"), ("float16", "fp16"),
                            ("dynamic_range", "dynamic_range"), ("fp32", "fp32"), ("float32", "fp32")):
         if key in name:
             return precision
-    return "int8" if input_dtype.__name__ in ("int8", "uint8") else "fp32"
+    return "int8" if input_dtype in ("int8", "uint8") else "fp32"
 
 
 class Model:
@@ -189,7 +190,8 @@ def make_row(path: str, cells: dict[int, dict], expected: dict, runtime: str, wh
     name = os.path.basename(path)
     first = next(iter(ok.values()), {})
     threads = sorted(cells)
-    row = {"artifact": name, "format": "tflite", "status": "pass" if len(ok) == len(cells) else "failed",
+    row = {"artifact": name, "format": "tflite", "precision": precision_of(name, first.get("input_dtype", "float32")),
+           "status": "pass" if len(ok) == len(cells) else "failed",
            "error": next((c["error"] for c in cells.values() if "error" in c), None),
            "size_mib": os.path.getsize(path) / 2**20 if os.path.isfile(path) else None,
            "top1": next((c["top1"] for c in ok.values() if "top1" in c), None),
@@ -197,9 +199,6 @@ def make_row(path: str, cells: dict[int, dict], expected: dict, runtime: str, wh
            "ms_1": ok.get(1, {}).get("latency_ms_median"), "ms_n": ok.get(threads[-1], {}).get("latency_ms_median"),
            "threads_n": threads[-1], "peak_rss_mib": max((c["peak_rss_mib"] or 0 for c in ok.values()), default=None),
            "source": f"device:{where['name']}", "runtime": runtime, "per_thread": {f"t{n}": c for n, c in cells.items()}}
-    import numpy as np
-
-    row["precision"] = precision_of(name, np.dtype(first.get("input_dtype", "float32")).type)
     host_top1 = expected.get(name)
     if host_top1 is not None and row["top1"] is not None:
         row["host_top1"] = host_top1
@@ -285,14 +284,10 @@ def main(argv=None) -> int:
           file=sys.stderr)
     rows, failed = [], []
     for path in args.models:
-        cells = {}
-        for n in args.thread_list:
-            if not os.path.isfile(path):
-                cells[n] = {"error": f"{path}: file not found"}
-            elif n != args.thread_list[0] and "error" in cells[args.thread_list[0]]:
-                cells[n] = cells[args.thread_list[0]]  # a model that would not load will not load again
-            else:
-                cells[n] = run_worker(path, n, args)
+        first, *more = args.thread_list
+        cells = {first: run_worker(path, first, args) if os.path.isfile(path) else {"error": f"{path}: file not found"}}
+        for n in more:  # a model that would not load will not load at another thread count either
+            cells[n] = cells[first] if "error" in cells[first] else run_worker(path, n, args)
         row = make_row(path, cells, expected, runtime, where)
         rows.append(row)
         write_json(out, rows, where, runtime)

@@ -5,6 +5,7 @@ those same images (expected.json), the device_tests scripts and a README with th
 from __future__ import annotations
 
 import fnmatch
+import json
 import os
 import shutil
 import sys
@@ -13,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 
-from .artifacts import atomic_write_json
 from .errors import EdgeError
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "device_tests"
@@ -33,16 +33,10 @@ def choose(tflite_dir: Path, patterns: str) -> list[Path]:
 
 def write_eval_npz(path: Path, x_nchw: np.ndarray, labels: np.ndarray, data, image_size: int) -> None:
     """float32 NHWC (the layout onnx2tf's files take), so the device needs no torch to preprocess."""
-    from .artifacts import atomic_write
-
-    def save(tmp: Path) -> None:
-        with open(tmp, "wb") as f:
-            np.savez(f, x=np.ascontiguousarray(x_nchw.transpose(0, 2, 3, 1), np.float32), labels=labels.astype(np.int64),
-                     mean=np.asarray(data.norm.mean, np.float32), std=np.asarray(data.norm.std, np.float32),
-                     image_size=np.int64(image_size), classes=np.asarray(data.classes), layout=np.asarray("NHWC"),
-                     dataset=np.asarray(data.name))
-
-    atomic_write(path, save)
+    np.savez(path, x=np.ascontiguousarray(x_nchw.transpose(0, 2, 3, 1), np.float32), labels=labels.astype(np.int64),
+             mean=np.asarray(data.norm.mean, np.float32), std=np.asarray(data.norm.std, np.float32),
+             image_size=np.int64(image_size), classes=np.asarray(data.classes), layout=np.asarray("NHWC"),
+             dataset=np.asarray(data.name))
 
 
 def _readme(models: list[Path], n: int, image_size: int, dataset: str) -> str:
@@ -86,19 +80,16 @@ In Termux on the phone itself, the board commands above work where a TFLite runt
 """
 
 
-def bundle(run: Path, patterns: str = "fp32,*int8", images: int = 1000, threads: int | None = None) -> Path:
-    """runs/<name>/device_bundle/, built in a temporary folder and swapped in whole."""
-    from .config import load_config
+def bundle(cfg) -> Path:
+    """runs/<name>/device_bundle/ from cfg.bundle_models and cfg.bundle_images, built in a temporary folder (whose
+    files therefore need no atomic writes of their own) and swapped in whole."""
     from .data import eval_arrays, load_data_for
     from .evaluate import evaluate
 
-    run = Path(run)
-    if not (run / "config.yaml").is_file():
-        raise EdgeError(f"{run}: not a run directory (no config.yaml); run `resnet-edge run` first")
+    run, images = cfg.run_dir, cfg.bundle_images
     if images < 1:
         raise EdgeError(f"bundle_images={images}: need at least 1")
-    cfg = load_config(run / "config.yaml")
-    models = choose(run / "tflite", patterns)
+    models = choose(run / "tflite", cfg.bundle_models)
     missing = [s for s in SCRIPT_NAMES if not (SCRIPTS / s).is_file()]
     if missing:
         raise EdgeError(f"{SCRIPTS}: missing {', '.join(missing)}; the checkout is incomplete")
@@ -112,10 +103,10 @@ def bundle(run: Path, patterns: str = "fp32,*int8", images: int = 1000, threads:
         for m in models:
             shutil.copyfile(m, tmp / "models" / m.name)
         write_eval_npz(tmp / "eval.npz", x, labels, data, cfg.image_size)
-        rows = evaluate([tmp / "models" / m.name for m in models], x, labels, threads=threads)
-        atomic_write_json(tmp / "expected.json", {
+        rows = evaluate([tmp / "models" / m.name for m in models], x, labels, threads=cfg.threads or None)
+        (tmp / "expected.json").write_text(json.dumps({
             "images": int(len(labels)), "source": "host",
-            "top1": {Path(r["artifact"]).name: r["top1"] for r in rows}})
+            "top1": {Path(r["artifact"]).name: r["top1"] for r in rows}}, indent=2))
         for s in SCRIPT_NAMES:
             shutil.copyfile(SCRIPTS / s, tmp / s)
             os.chmod(tmp / s, 0o755)

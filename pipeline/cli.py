@@ -157,36 +157,39 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_report(args: argparse.Namespace) -> int:
+def _run_config(run_dir: str, overrides: dict | None = None):
+    """The saved config of an existing run directory, pointed at where that directory is now."""
     from pathlib import Path
 
     from .config import load_config
+
+    run = Path(run_dir)
+    if not (run / "config.yaml").is_file():
+        raise EdgeError(f"{run}: not a run directory (no config.yaml); run `resnet-edge run` first")
+    return load_config(run / "config.yaml", {**(overrides or {}), "runs_dir": str(run.parent), "name": run.name})
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from .report import report, report_run
 
-    run = Path(args.run_dir)
-    if (run / "config.yaml").is_file():  # the run's own config: architecture table and max_size_mib gate
-        cfg = load_config(run / "config.yaml", {"runs_dir": str(run.parent), "name": run.name})
-        report_run(cfg)
+    if (Path(args.run_dir) / "config.yaml").is_file():  # the run's own config: architecture table, max_size_mib gate
+        report_run(_run_config(args.run_dir))
     else:
-        report(run)
+        report(Path(args.run_dir))
     return 0
 
 
 def cmd_bundle(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from .bundle import bundle
     from .config import parse_overrides
 
-    o = parse_overrides(args.overrides)
-    unknown = set(o) - {"bundle_models", "bundle_images"}
+    overrides = parse_overrides(args.overrides)
+    unknown = set(overrides) - {"bundle_models", "bundle_images"}
     if unknown:
         raise EdgeError(f"bundle: unknown keys {sorted(unknown)}; valid: bundle_models, bundle_images")
-    try:
-        images = int(o.get("bundle_images", 1000))
-    except ValueError:
-        raise EdgeError(f"bundle_images={o['bundle_images']}: expected int") from None
-    bundle(Path(args.run_dir), o.get("bundle_models", "fp32,*int8"), images)
+    bundle(_run_config(args.run_dir, overrides))
     return 0
 
 
@@ -243,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = verbs.add_parser("bundle", help="device bundle: chosen .tflite files, eval.npz, device_tests scripts, README")
     p.add_argument("run_dir")
     p.add_argument("overrides", nargs="*", metavar="key=value",
-                   help="bundle_models=fp32,*int8 (globs on the file stems; *: all) bundle_images=1000")
+                   help="bundle_models=fp32,*int8 (globs on the file stems; *: all) bundle_images=1000 (default: the run's)")
     p.set_defaults(func=cmd_bundle)
     p = verbs.add_parser("evaluate", help="top-1/top-5, agreement with fp32, per-class accuracy of any artifact")
     p.add_argument("artifacts", nargs="+", metavar="ARTIFACT|key=value",

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from .artifacts import atomic_write, atomic_write_json, file_sizes
 from .benchmark import host
+from .errors import EdgeError
 
 COLUMNS = ["artifact", "format", "precision", "sparsity", "status", "size MiB", "gzip MiB", "top-1", "Δ vs fp32",
            "agreement", "ms @1 thread", "ms @N", "peak RSS MiB"]
@@ -237,8 +238,6 @@ def versions() -> dict:
 def report(run: Path, architecture: str = "", max_size_mib: float = 0.0) -> dict[str, Path]:
     run = Path(run)
     if not (run / "eval").is_dir():
-        from .errors import EdgeError
-
         raise EdgeError(f"{run}/eval: no evaluations to report; run `resnet-edge convert` (or `run`) first")
     rows = collect_rows(run, max_size_mib)
     meta = {"run": str(run), "host": host(), "versions": versions(), "architecture": architecture,
@@ -257,21 +256,19 @@ def architecture(cfg) -> str:
     """The summary table of the run's trained model (with its real class count), or a note why there is none."""
     from .checkpoint import load_checkpoint, model_from_checkpoint
     from .data import input_shape
-    from .errors import EdgeError
-    from .summary import summarize, to_markdown
+    from .summary import summarize
+    from .summary import to_markdown as summary_markdown
 
     best = cfg.run_dir / "train" / "best.pt"
     try:
         model = model_from_checkpoint(load_checkpoint(best))
     except EdgeError as e:
         return f"(summary not available: {e})"
-    return to_markdown(summarize(model, cfg.model, cfg.image_size, input_shape(cfg)[1]))
+    return summary_markdown(summarize(model, cfg.model, cfg.image_size, input_shape(cfg)[1]))
 
 
 def report_run(cfg) -> dict[str, Path]:
     """report() of cfg's run directory with its architecture table, then the size gate (after the report is out)."""
-    from .errors import EdgeError
-
     paths = report(cfg.run_dir, architecture(cfg), cfg.max_size_mib)
     rows = json.loads(paths["json"].read_text())["rows"]
     too_big = [f"{r['artifact']}: {r['size_gate']}" for r in rows if r.get("size_gate")]

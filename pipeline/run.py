@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .artifacts import atomic_write_json
-from .bundle import SCRIPT_NAMES, SCRIPTS
+from .bundle import SCRIPT_NAMES, SCRIPTS, bundle
 from .config import TRAIN_KEYS, Config, save_config
 from .data import input_shape
 from .errors import EdgeError
@@ -75,12 +75,8 @@ def _stages(cfg: Config) -> list[tuple[str, Callable[[Config], object], list[str
         stages.append(("prune_structured", prune("structured"), ["train/best.pt", "onnx/model.onnx"]))
     if cfg.run_magnitude:
         stages.append(("prune_magnitude", prune("magnitude"), ["train/best.pt", "onnx/model.onnx"]))
-    def bundle(c):
-        from .bundle import bundle as write_bundle
-
-        return write_bundle(c.run_dir, c.bundle_models, c.bundle_images, c.threads or None)
-
-    stages += [("benchmark", bench, ["tflite"]), ("report", report, ["eval", "bench"]), ("bundle", bundle, ["tflite", *BUNDLE_SCRIPTS])]
+    stages += [("benchmark", bench, ["tflite"]), ("report", report, ["eval", "bench"]),
+               ("bundle", bundle, ["tflite", *BUNDLE_SCRIPTS])]
     return stages
 
 

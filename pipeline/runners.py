@@ -78,7 +78,6 @@ class OnnxRunner:
                                                                                         self.fixed_batch)])
         return self.session.run(None, {self.input.name: batch})[0]
 
-
     @functools.cached_property
     def precision(self) -> str:
         """int8 for a QDQ model. Read on demand: it loads the whole graph again, which the benchmark worker (whose

@@ -296,7 +296,10 @@ def train(cfg: Config) -> Path:
             state["epoch"] = epoch + 1
             improved = val["acc"] > state["best_acc"]
             state["best_acc"] = max(state["best_acc"], val["acc"])
-            ckpt = _checkpoint(model, opt, sched, scaler, state, cfg, data)
+            ckpt = _checkpoint(model, state, cfg, data, optimizer=opt.state_dict(), scheduler=sched.state_dict(),
+                               scaler=scaler.state_dict(),
+                               rng={"torch": torch.get_rng_state(),
+                                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []})
             save_checkpoint(ckpt, out / "last.pt")
             if improved:
                 save_checkpoint(ckpt, out / "best.pt")
@@ -326,10 +329,7 @@ def import_weights(cfg: Config, rt: Runtime, data, out: Path, test_split: ImageS
         print("\n".join(load_weights(model, resolve_weights(cfg.weights, cfg.model))), file=sys.stderr)
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, cfg.run_dir / "config.yaml")
-        ckpt = {"format": CHECKPOINT_FORMAT, "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                "model_name": cfg.model, "model_options": cfg.model_options(data.num_classes, data.in_channels),
-                "epoch": 0, "best_acc": -1.0, "history": [], "config": cfg.to_dict(), "data": data.describe(),
-                "weights": str(cfg.weights)}
+        ckpt = _checkpoint(model, {"epoch": 0, "best_acc": -1.0, "history": []}, cfg, data, weights=str(cfg.weights))
         save_checkpoint(ckpt, out / "last.pt")
         save_checkpoint(ckpt, out / "best.pt")
         atomic_write_json(out / "metrics.json", {"epochs": [], "best_val_acc": None, "weights": str(cfg.weights)})
@@ -337,22 +337,20 @@ def import_weights(cfg: Config, rt: Runtime, data, out: Path, test_split: ImageS
     return out
 
 
-def _checkpoint(model, opt, sched, scaler, state: dict, cfg: Config, data) -> dict:
+def _checkpoint(model, state: dict, cfg: Config, data, **extra) -> dict:
+    """A resnet-edge checkpoint; `extra`: the optimizer, scheduler, scaler and RNG states a resume needs (training),
+    or a note of where the weights came from (epochs=0)."""
     return {
         "format": CHECKPOINT_FORMAT,
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "model_name": cfg.model,
         "model_options": cfg.model_options(data.num_classes, data.in_channels),
-        "optimizer": opt.state_dict(),
-        "scheduler": sched.state_dict(),
-        "scaler": scaler.state_dict(),
         "epoch": state["epoch"],
         "best_acc": state["best_acc"],
         "history": state["history"],
-        "rng": {"torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
         "config": cfg.to_dict(),
         "data": data.describe(),
+        **extra,
     }
 
 

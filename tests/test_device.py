@@ -30,9 +30,11 @@ def litert_venv(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def device_bundle(tiny_run):
+    import dataclasses
+
     from pipeline.bundle import bundle
 
-    return bundle(tiny_run.run_dir, "fp32,int8", images=300)
+    return bundle(dataclasses.replace(tiny_run, bundle_models="fp32,int8", bundle_images=300))
 
 
 def test_bundle_holds_models_images_scripts_and_host_figures(device_bundle, tiny_run):

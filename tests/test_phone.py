@@ -66,10 +66,13 @@ def test_phone_preset_runs_torchvision_weights_at_224(tmp_path, fmnist, monkeypa
     assert data["x"].shape == (12, 224, 224, 3) and data["mean"].tolist() == pytest.approx([0.485, 0.456, 0.406])
 
 
-def test_weights_errors_are_one_line(tmp_path, monkeypatch):
+def test_weights_errors_are_one_line(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     with pytest.raises(EdgeError, match="torchvision publishes none for resnet9"):
         resolve_weights("torchvision", "resnet9")
     assert resolve_weights("w.pth", "resnet18").name == "w.pth"
     assert main(["train", "epochs=0", "train_subset=600", "eval_subset=100", "val_size=100",
                  f"runs_dir={tmp_path}"]) == 2
+    assert capsys.readouterr().err.strip() == ("error: epochs=0 skips training and needs weights=PATH (a torchvision "
+                                               "state_dict) or weights=torchvision")
+    assert not (tmp_path / "default" / "train" / "best.pt").exists()
