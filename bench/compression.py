@@ -1,84 +1,120 @@
 """Compression figures on a trained run (default: runs/default, the `make demo` ResNet-18, full 10,000-image test
-split): fp32, NNCF PTQ int8 ONNX, TFLite int8, QAT int8 (QDQ ONNX and TFLite), NNCF magnitude 30/50/70% + int8,
-structured 30/50% + int8 — top-1, size and gzip size in MiB, MACs. Prints one table and writes JSON.
+split): NNCF PTQ int8 ONNX and QAT (QDQ ONNX and TFLite), NNCF magnitude 30/50/70% and structured 30/50% to int8
+TFLite, beside the run's own fp32 and int8 files: top-1, drop, the real gate (the run's max_int8_drop), size and gzip
+size in MiB, MACs. Prints one table and writes JSON.
 
     python bench/compression.py [name=default qat_epochs=1 prune_epochs=1 structured_epochs=2 ...]
 
-Needs `resnet-edge train`, `export` and `convert` done for the run. Each variant that fails becomes a row.
+It reads the run and never writes into it: every variant is a run of its own under runs/<name>-compression/<variant>/,
+seeded with the run's checkpoint and ONNX model and made by the same stage code and contract as `resnet-edge run`.
+A variant that fails to build is a row with its reason.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import platform
+import os
+import shutil
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.checkpoint import load_checkpoint, model_from_checkpoint  # noqa: E402
+from pipeline import records  # noqa: E402
+from pipeline.artifacts import atomic_write_json  # noqa: E402
 from pipeline.config import load_config, parse_overrides  # noqa: E402
 from pipeline.errors import EdgeError  # noqa: E402
-from pipeline.summary import count_macs  # noqa: E402
-from pipeline.artifacts import file_sizes  # noqa: E402
-from quantization.stages import Context, prune_stage, quantize_stage  # noqa: E402
+from pipeline.host import host  # noqa: E402
+from pipeline.layout import Layout  # noqa: E402
+from pipeline.stage import Context, open_run, run_stage  # noqa: E402
+from pipeline.stages import STAGES  # noqa: E402
+
+VARIANTS = [  # (folder, stage, config changes)
+    ("ptq_qat", "quantize", {"qat": True}),
+    ("magnitude30", "prune_magnitude", {"prune_ratio": 0.3}),
+    ("magnitude50", "prune_magnitude", {"prune_ratio": 0.5}),
+    ("magnitude70", "prune_magnitude", {"prune_ratio": 0.7}),
+    ("structured30", "prune_structured", {"structured_ratio": 0.3}),
+    ("structured50", "prune_structured", {"structured_ratio": 0.5}),
+]
+
+
+def seed(source: Layout, target: Layout) -> None:
+    """The variant's run starts from the source run's checkpoint and ONNX model (hard links where possible)."""
+    for path in (source.best, source.onnx):
+        dst = target.path(source.rel(path))
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        dst.unlink(missing_ok=True)
+        try:
+            os.link(path, dst)
+        except OSError:
+            shutil.copyfile(path, dst)
+
+
+def row(layout: Layout, rel: str, label: str) -> dict:
+    record = records.read(layout, rel)
+    build, ev = record.get("build") or {}, record.get("evaluation") or {}
+    status, reason = records.status(record)
+    drop = 100 * (ev["reference_top1"] - ev["top1"]) if ev.get("reference_top1") is not None else None
+    return {"variant": label, "artifact": rel, "method": build.get("method"), "status": status, "reason": reason,
+            "top1": ev.get("top1"), "drop_points": drop, "size_mib": build.get("size_mib"),
+            "gzip_mib": build.get("gzip_mib"), "macs": build.get("macs"),
+            "sparsity": build.get("sparsity_tflite_int8", build.get("nncf_sparsity_prunable"))}
+
+
+def _cell(v, fmt: str) -> str:
+    return "-" if v is None else format(v, fmt)
 
 
 def main(argv: list[str]) -> int:
     overrides = parse_overrides(argv)
-    name = overrides.get("name", "default")
-    saved = Path(overrides.get("runs_dir", "runs")) / name / "config.yaml"
-    base = load_config(saved if saved.is_file() else None, overrides)
-    # a failed gate is a figure here, not a stop: the table says pass or fail per row
-    base = dataclasses.replace(base, max_int8_drop=100.0)
-    ctx = Context(base)
-    import torch
-
-    dense_macs = count_macs(model_from_checkpoint(load_checkpoint(ctx.checkpoint)), torch.from_numpy(ctx.x[:1]))
-    rows: list[dict] = []
-    fp32 = dict(ctx.reference, **file_sizes(ctx.onnx), method="fp32", macs=dense_macs)
-    rows.append(fp32)
-    for variant in ("fp32", "int8"):
-        path = ctx.run / "tflite" / f"{variant}.tflite"
-        rows += ctx.gate(ctx.evaluate([path]), {"method": f"tflite_{variant}", "macs": dense_macs})
-    jobs = [("ptq + qat", lambda: quantize_stage(dataclasses.replace(base, qat=True)))]
-    jobs += [(f"nncf {r:.0%}", lambda r=r: prune_stage(dataclasses.replace(base, prune_ratio=r), "magnitude"))
-             for r in (0.3, 0.5, 0.7)]
-    jobs += [(f"structured {r:.0%}", lambda r=r: prune_stage(dataclasses.replace(base, structured_ratio=r),
-                                                              "structured")) for r in (0.3, 0.5)]
-    for label, job in jobs:
+    source = Layout(Path(overrides.get("runs_dir", "runs")) / overrides.get("name", "default"))
+    for path, stage in ((source.best, "train"), (source.onnx, "export")):
+        if not path.is_file():
+            raise EdgeError(f"{path}: missing; run `resnet-edge {stage} name={source.root.name}` (or run) first")
+    cfg = load_config(source.config, {**overrides, "runs_dir": str(source.root.parent), "name": source.root.name})
+    out = source.companion("compression")
+    rows = [row(source, rel, "run") for rel in ("onnx/model.onnx", "tflite/fp32.tflite", "tflite/int8.tflite")
+            if source.record(rel).is_file()]
+    data = None
+    for folder, stage_name, changes in VARIANTS:
+        variant = dataclasses.replace(cfg, runs_dir=str(out), name=folder, **changes)
+        ctx = Context(variant, data)
+        seed(source, ctx.layout)
+        open_run(ctx)
         start = time.perf_counter()
-        try:
-            new = job()
-            for r in new:
-                r.setdefault("macs", dense_macs)
-                r["stage_s"] = time.perf_counter() - start
-            rows += new
-        except EdgeError as e:
-            rows.append({"artifact": label, "method": label, "error": str(e)})
-    ref_top1 = fp32["top1"]
-    fp32_tflite_mib = next(r["size_mib"] for r in rows if r.get("method") == "tflite_fp32")
-    print(f"compression: {base.model} on {base.data_source}, {len(ctx.labels)} test images, "
-          f"host {platform.processor() or platform.machine()}; MiB = 2^20 bytes")
-    print("| artifact | method | top-1 | drop pts | size MiB | gzip MiB | gzip / fp32 TFLite | MMACs | sparsity |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+        stage = STAGES[stage_name]
+        entry = run_stage(stage, ctx)
+        data = ctx.data  # loaded once, shared by every variant
+        for rel in stage.records(ctx.layout, variant):
+            rows.append(row(ctx.layout, rel, folder) | {"stage_s": round(time.perf_counter() - start, 1),
+                                                        "stage_error": entry.get("error")})
+    fp32_mib = next((r["size_mib"] for r in rows if r["artifact"] == "tflite/fp32.tflite"), None)
+    ev_images = (records.read(source, "onnx/model.onnx").get("evaluation") or {}).get("images")
+    print(f"compression: {cfg.model} on {cfg.data_source}, {ev_images} test images, gate max_int8_drop "
+          f"{cfg.max_int8_drop:g} points; host {host()['cpu']}; MiB = 2^20 bytes")
+    print("| variant | artifact | method | status | top-1 | drop pts | size MiB | gzip MiB | gzip / fp32 TFLite "
+          "| MMACs | sparsity |")
+    print("|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        if "error" in r:
-            print(f"| {r['artifact']} | failed: {r['error'][:120]} | | | | | | | |")
-            continue
-        sparsity = r.get("sparsity_tflite_int8")
-        print(f"| {Path(r['artifact']).name} | {r['method']} | {r['top1']:.4f} | {100 * (ref_top1 - r['top1']):.2f} "
-              f"| {r['size_mib']:.2f} | {r['gzip_mib']:.2f} | {r['gzip_mib'] / fp32_tflite_mib:.1%} "
-              f"| {r['macs'] / 1e6:.1f} | {'' if sparsity is None else f'{sparsity:.3f}'} |")
-    out = ctx.run / "bench" / "compression.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"run": str(ctx.run), "rows": [{k: v for k, v in r.items() if k != "per_class_top1"}
-                                                              for r in rows]}, indent=2))
-    print(f"wrote {out}")
+        share = r["gzip_mib"] / fp32_mib if r["gzip_mib"] and fp32_mib else None
+        print(f"| {r['variant']} | {r['artifact']} | {r['method'] or '-'} | {r['status']} | "
+              f"{_cell(r['top1'], '.4f')} | {_cell(r['drop_points'], '.2f')} | {_cell(r['size_mib'], '.2f')} | "
+              f"{_cell(r['gzip_mib'], '.2f')} | {_cell(share, '.1%')} | "
+              f"{_cell(r['macs'] / 1e6 if r['macs'] else None, '.1f')} | {_cell(r['sparsity'], '.3f')} |")
+    for r in rows:
+        if r["status"] != "pass":
+            print(f"- {r['variant']} {r['artifact']}: {r['status']}: {r['reason']}")
+    path = atomic_write_json(out / "compression.json", {"run": str(source.root), "host": host(),
+                                                         "max_int8_drop": cfg.max_int8_drop, "rows": rows})
+    print(f"wrote {path}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except EdgeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)

@@ -1,14 +1,15 @@
 """Latency at phone resolution, one table from one run: a trained run's weights re-exported at 224x224 (ResNet is
 fully convolutional, so the same weights run at any size) through every runtime and precision, next to MobileNetV2.
 
-    python bench/latency.py [name=default image_size=224 runs=50 warmup=5 threads=1,2 calib=64 mobilenet=true]
+    python bench/latency.py [name=default size=224 calib=64 mobilenet=true bench_runs=50 bench_warmup=10 ...]
 
 Rows: torch fp32 eager; onnxruntime fp32 and NNCF int8 (QDQ); TFLite fp32, fp16, dynamic-range and full int8
 (onnx2tf); the run's structured- and magnitude-pruned models as int8 TFLite; MobileNetV2 (random weights, the run's
 input channels and classes) as TFLite fp32 and int8 and onnxruntime fp32. Each artifact is timed in its own process
-(pipeline.benchmark). int8 files are calibrated on the run's training images upsampled to the size; their accuracy
-is not the point here (the model was trained at the run's size), their speed is. Writes runs/<name>/bench/latency_<size>.json,
-which `resnet-edge report` shows as its own table.
+(pipeline.benchmark) with the run's bench_runs / bench_warmup / bench_threads (key=value overrides them). int8 files
+are calibrated on the run's training images upsampled to the size; their accuracy is not the point here (the model was
+trained at the run's size), their speed is. Reads the run, writes only into runs/<name>-latency/ (files and
+latency_<size>.json), which `resnet-edge report` of the run shows as its own table.
 """
 
 from __future__ import annotations
@@ -21,16 +22,18 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.artifacts import atomic_write_json  # noqa: E402
-from pipeline.benchmark import benchmark, host  # noqa: E402
+from pipeline.artifacts import atomic_write, atomic_write_json  # noqa: E402
+from pipeline.benchmark import benchmark  # noqa: E402
 from pipeline.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from pipeline.config import load_config, parse_bool, parse_overrides  # noqa: E402
 from pipeline.convert import convert_tflite  # noqa: E402
 from pipeline.data import eval_arrays, input_shape, load_data_for, preprocess  # noqa: E402
 from pipeline.errors import EdgeError  # noqa: E402
 from pipeline.export import export_onnx  # noqa: E402
+from pipeline.host import host  # noqa: E402
+from pipeline.layout import Layout  # noqa: E402
 from pipeline.report import latency_markdown  # noqa: E402
-from quantization.nncf_ops import ptq_onnx  # noqa: E402
+from pipeline.stages import magnitude_name, structured_name  # noqa: E402
 
 
 def mobilenet_checkpoint(parent: dict, out: Path) -> Path:
@@ -47,23 +50,29 @@ def mobilenet_checkpoint(parent: dict, out: Path) -> Path:
     return save_checkpoint(ckpt, out)
 
 
-def build(cfg, size: int, calib_n: int, with_mobilenet: bool) -> list[tuple[str, str, str, Path]]:
-    """(model, runtime, precision, artifact) at `size`, written under runs/<name>/bench<size>/."""
-    run = cfg.run_dir
+def ptq(onnx_path: Path, out: Path, calib) -> Path:
+    import onnx
+
+    from quantization.nncf_ops import ptq_onnx
+
+    quantized = ptq_onnx(onnx.load(str(onnx_path)), calib)
+    return atomic_write(out, lambda tmp: onnx.save(quantized, str(tmp)))
+
+
+def build(cfg, run: Layout, out: Path, size: int, calib_n: int, with_mobilenet: bool) -> list[tuple]:
+    """(model, runtime, precision, artifact) at `size`, written under `out` (never into the run)."""
     data = load_data_for(cfg)
     calib_u8 = np.asarray(data.calibration.images[:calib_n])
     x, _ = eval_arrays(data, size, 8)  # the export parity gate's batch
-    out = run / f"bench{size}"
-    best = run / "train" / "best.pt"
     # (label, checkpoint, file stem, TFLite variants, onnxruntime precisions)
-    sources = [(cfg.model, best, "model", ("fp32", "fp16", "dynamic_range", "int8"), ("fp32", "int8"))]
-    for name in (f"structured{round(cfg.structured_ratio * 100)}", f"pruned{round(cfg.prune_ratio * 100)}"):
-        if (run / "quant" / f"{name}.pt").is_file():
-            sources.append((f"{cfg.model} {name}", run / "quant" / f"{name}.pt", name, ("int8",), ()))
+    sources = [(cfg.model, run.best, "model", ("fp32", "fp16", "dynamic_range", "int8"), ("fp32", "int8"))]
+    for name in (structured_name(cfg), magnitude_name(cfg)):
+        if run.quant(f"{name}.pt").is_file():
+            sources.append((f"{cfg.model} {name}", run.quant(f"{name}.pt"), name, ("int8",), ()))
     if with_mobilenet:
-        ckpt = mobilenet_checkpoint(load_checkpoint(best), out / "mobilenet_v2.pt")
+        ckpt = mobilenet_checkpoint(load_checkpoint(run.best), out / "mobilenet_v2.pt")
         sources.append(("mobilenet_v2 (random)", ckpt, "mobilenet_v2", ("fp32", "int8"), ("fp32",)))
-    rows = [(cfg.model, "torch", "fp32", best)]
+    rows = [(cfg.model, "torch", "fp32", run.best)]
     for label, ckpt, stem, variants, ort in sources:
         t = time.perf_counter()
         onnx = out / f"{stem}.onnx"
@@ -72,8 +81,8 @@ def build(cfg, size: int, calib_n: int, with_mobilenet: bool) -> list[tuple[str,
         if "fp32" in ort:
             rows.append((label, "onnxruntime", "fp32", onnx))
         if "int8" in ort:
-            calib = preprocess(calib_u8, data.norm, size)
-            rows.append((label, "onnxruntime", "int8", ptq_onnx(onnx, out / f"{stem}_ptq_int8.onnx", calib)))
+            rows.append((label, "onnxruntime", "int8", ptq(onnx, out / f"{stem}_ptq_int8.onnx",
+                                                           preprocess(calib_u8, data.norm, size))))
         rows += [(label, "tflite", v, p) for v, p in paths.items()]
         print(f"latency: built {label} at {size} px in {time.perf_counter() - t:.0f} s", file=sys.stderr)
     return rows
@@ -81,33 +90,37 @@ def build(cfg, size: int, calib_n: int, with_mobilenet: bool) -> list[tuple[str,
 
 def main(argv: list[str]) -> int:
     o = parse_overrides(argv)
-    run = Path(o.get("runs_dir", "runs")) / o.get("name", "default")
-    size, runs, warmup = int(o.get("image_size", 224)), int(o.get("runs", 50)), int(o.get("warmup", 5))
-    threads = [int(t) for t in o.get("threads", "1,2").split(",")]
-    if not (run / "train" / "best.pt").is_file():
-        raise EdgeError(f"{run}: no trained run; `resnet-edge run name={run.name}` first")
-    cfg = load_config(run / "config.yaml", {"runs_dir": str(run.parent), "name": run.name})
-    built = build(cfg, size, int(o.get("calib", 64)), parse_bool("mobilenet", o.get("mobilenet", "true")))
+    options = {k: o.pop(k) for k in ("size", "calib", "mobilenet") if k in o}
+    run = Layout(Path(o.get("runs_dir", "runs")) / o.get("name", "default"))
+    if not run.best.is_file():
+        raise EdgeError(f"{run.root}: no trained run; `resnet-edge run name={run.root.name}` first")
+    cfg = load_config(run.config, {**o, "runs_dir": str(run.root.parent), "name": run.root.name})
+    size = int(options.get("size", 224))
+    out = run.companion("latency")
+    built = build(cfg, run, out / f"{size}px", size, int(options.get("calib", 64)),
+                  parse_bool("mobilenet", options.get("mobilenet", "true")))
     in_channels = input_shape(cfg)[1]
-    results = benchmark([p for *_, p in built], [1, in_channels, size, size], None, threads, warmup, runs)
+    threads = cfg.thread_counts
+    results = benchmark([p for *_, p in built], [1, in_channels, size, size], threads, cfg.bench_warmup,
+                        cfg.bench_runs)
     rows = []
     for (model, runtime, precision, path), r in zip(built, results):
-        cells = {f"ms_{n}": r[f"t{n}"].get("latency_ms_median") for n in threads}
+        cells = {f"ms_{n}": r["threads"][str(n)].get("latency_ms_median") for n in threads}
         rows.append({"model": model, "runtime": runtime, "precision": precision, "artifact": path.name,
-                     "size_mib": r["size_mib"], "gzip_mib": r["gzip_mib"], **cells,
-                     "peak_rss_mib": max((r[f"t{n}"].get("peak_rss_mib") or 0) for n in threads),
-                     "errors": {f"t{n}": r[f"t{n}"]["error"] for n in threads if "error" in r[f"t{n}"]} or None})
+                     "size_mib": path.stat().st_size / 2**20, **cells,
+                     "peak_rss_mib": max((r["threads"][str(n)].get("peak_rss_mib") or 0) for n in threads),
+                     "errors": {n: c["error"] for n, c in r["threads"].items() if "error" in c} or None})
     t1 = f"ms_{threads[0]}"
     base = next((r[t1] for r in rows if r["runtime"] == "tflite" and r["precision"] == "fp32"), None)
     dense_int8 = next((r[t1] for r in rows if r["runtime"] == "tflite" and r["artifact"] == "model_int8.tflite"), None)
     for r in rows:
         r["speedup_vs_tflite_fp32"] = base / r[t1] if base and r[t1] else None
         r["speedup_vs_tflite_int8"] = dense_int8 / r[t1] if dense_int8 and r[t1] else None
-    table = {"image_size": size, "in_channels": in_channels, "threads": threads, "runs": runs, "warmup": warmup,
-             "host": host(), "rows": rows}
+    table = {"run": str(run.root), "image_size": size, "in_channels": in_channels, "threads": threads,
+             "runs": cfg.bench_runs, "warmup": cfg.bench_warmup, "host": host(), "rows": rows}
     print(latency_markdown(table))
-    out = atomic_write_json(run / "bench" / f"latency_{size}.json", table)
-    print(f"wrote {out}")
+    path = atomic_write_json(out / f"latency_{size}.json", table)
+    print(f"wrote {path}")
     return 0
 
 

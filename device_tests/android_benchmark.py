@@ -6,7 +6,9 @@ supply: the prebuilt android_aarch64_benchmark_model, or one built with bazel). 
 
 Checks adb and exactly one attached device (or --serial), pushes the binary and the models to --remote-dir, runs each
 model with a timeout, parses benchmark_model's timing and memory lines into the rows `resnet-edge report` merges
-(device_results_android_<serial>.json, rewritten after every model), and removes what it pushed.
+(device_results_android_<serial>.json, rewritten after every model). On the phone it touches only what it brought:
+it removes the files it pushed (and --remote-dir only if it created it, and only when empty), and on a timeout it
+stops the one process it started, by its pid. Precision comes from the .tflite file itself (tflite_precision.py).
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ import shutil
 import subprocess
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from tflite_precision import tflite_precision  # noqa: E402  (the bundle's own copy of the precision rule)
+
 TIMINGS = re.compile(r"Inference timings in us: Init: ([\d.e+]+), First inference: ([\d.e+]+), "
                      r"Warmup \(avg\): ([\d.e+]+), Inference \(avg\): ([\d.e+]+)")
 RUN_STATS = re.compile(r"count=(\d+) first=\d+ curr=\d+ min=(\d+) max=(\d+) avg=([\d.e+]+) std=\d+"
@@ -30,6 +35,7 @@ FOOTPRINT = re.compile(r"(?:Peak memory footprint|Memory footprint delta from th
 PEAK = re.compile(r"Overall peak memory footprint \(MB\) via periodic monitoring: ([\d.e+]+)")
 MODEL_MB = re.compile(r"The input model file size \(MB\): ([\d.e+]+)")
 SIGNALS = {134: "Aborted", 137: "Killed", 139: "Segmentation fault"}
+PID = re.compile(r"^PID=(\d+)", re.M)
 
 
 class AdbError(Exception):
@@ -104,14 +110,6 @@ def parse(text: str) -> dict:
     return out
 
 
-def precision_of(name: str) -> str:
-    for key, precision in (("int8", "int8"), ("fp16", "fp16"), ("float16", "fp16"),
-                           ("dynamic_range", "dynamic_range")):
-        if key in name:
-            return precision
-    return "fp32"
-
-
 def benchmark_command(args, remote_model: str) -> str:
     flags = [f"--graph={remote_model}", f"--num_threads={args.threads}", f"--num_runs={args.runs}",
              f"--warmup_runs={args.warmup}", f"--use_xnnpack={str(args.use_xnnpack).lower()}",
@@ -121,24 +119,33 @@ def benchmark_command(args, remote_model: str) -> str:
         flags.append("--enable_op_profiling=true")
     binary = f"{args.remote_dir}/benchmark_model"
     pin = f"taskset {args.cpu_mask} " if args.cpu_mask else ""
-    return pin + " ".join(shlex.quote(p) for p in [binary, *flags])
+    # The phone's shell prints its pid, then exec keeps that pid for benchmark_model: the one process to stop.
+    return "echo PID=$$; exec " + pin + " ".join(shlex.quote(p) for p in [binary, *flags])
 
 
-def run_model(args, model: str) -> dict:
+def run_model(args, model: str, pushed: list[str]) -> dict:
     name = os.path.basename(model)
-    row = {"artifact": name, "format": "tflite", "precision": precision_of(name), "status": "failed", "error": None,
+    try:
+        precision = tflite_precision(model)
+    except (OSError, ValueError) as e:
+        raise AdbError(f"{model}: {e}") from e
+    row = {"artifact": name, "format": "tflite", "precision": precision, "status": "failed", "error": None,
            "size_mib": os.path.getsize(model) / 2**20, "top1": None, "ms_1": None, "ms_n": None,
            "threads_n": args.threads, "peak_rss_mib": None, "source": f"android:{args.serial}",
            "delegate": "gpu" if args.use_gpu else "nnapi" if args.use_nnapi else
            "xnnpack" if args.use_xnnpack else "cpu"}
     remote = f"{args.remote_dir}/{name}"
+    pushed.append(remote)
     adb(args, ["push", model, remote], timeout=600)
     command = benchmark_command(args, remote)
     try:
         proc = subprocess.run([args.adb, "-s", args.serial, "shell", command], capture_output=True, text=True,
                               timeout=args.timeout)
-    except subprocess.TimeoutExpired:
-        adb(args, ["shell", "pkill -f benchmark_model"], check=False)
+    except subprocess.TimeoutExpired as e:
+        output = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
+        pid = PID.search(output)
+        if pid:  # only the process this script started
+            adb(args, ["shell", f"kill {pid.group(1)}"], check=False)
         row["error"] = (f"{name}: benchmark_model timed out after {args.timeout} s: raise --timeout or lower --runs "
                         f"(a delegate that falls back to the CPU is slow)")
         return row
@@ -185,9 +192,25 @@ def parse_args(argv):
     return p.parse_args(argv)
 
 
+def prepare_remote(args) -> bool:
+    """Make --remote-dir if it is not there; True when this script created it (and so may remove it)."""
+    exists = adb(args, ["shell", f"ls -d {shlex.quote(args.remote_dir)}"], check=False).returncode == 0
+    if not exists:
+        adb(args, ["shell", f"mkdir -p {shlex.quote(args.remote_dir)}"])
+    return not exists
+
+
+def clean_up(args, pushed: list[str], created: bool) -> None:
+    """Remove exactly the files pushed, then the folder if this script made it (rmdir: only when empty)."""
+    for remote in pushed:
+        adb(args, ["shell", f"rm -f {shlex.quote(remote)}"], check=False)
+    if created:
+        adb(args, ["shell", f"rmdir {shlex.quote(args.remote_dir)}"], check=False)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
-    rows, pushed = [], False
+    rows, pushed, created = [], [], None
     try:
         found = shutil.which(args.adb or "adb")
         if not found:
@@ -199,12 +222,13 @@ def main(argv=None) -> int:
                 raise AdbError(f"{path}: file not found")
         args.serial = pick_device(args)
         out = args.out or f"device_results_android_{args.serial}.json"
-        pushed = True
-        adb(args, ["shell", f"mkdir -p {shlex.quote(args.remote_dir)}"])
-        adb(args, ["push", args.binary, f"{args.remote_dir}/benchmark_model"], timeout=600)
-        adb(args, ["shell", f"chmod 755 {shlex.quote(args.remote_dir)}/benchmark_model"])
+        created = prepare_remote(args)
+        binary = f"{args.remote_dir}/benchmark_model"
+        pushed.append(binary)
+        adb(args, ["push", args.binary, binary], timeout=600)
+        adb(args, ["shell", f"chmod 755 {shlex.quote(binary)}"])
         for model in args.models:
-            row = run_model(args, model)
+            row = run_model(args, model, pushed)
             rows.append(row)
             write_json(out, rows, args.serial)
             if row["status"] == "pass":
@@ -218,9 +242,9 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     finally:
-        if pushed:
+        if created is not None:
             try:
-                adb(args, ["shell", f"rm -rf {shlex.quote(args.remote_dir)}"], check=False)
+                clean_up(args, pushed, created)
             except AdbError:
                 pass
     return 1 if any(r["status"] != "pass" for r in rows) else 0

@@ -21,6 +21,9 @@ import subprocess
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from tflite_precision import tflite_precision  # noqa: E402  (the bundle's own copy of the precision rule)
+
 RUNTIMES = ("ai_edge_litert.interpreter", "tflite_runtime.interpreter", "tensorflow.lite")
 INSTALL_HINT = ("pip install numpy ai-edge-litert (or, where it has no wheel: pip install 'numpy<2' tflite-runtime; "
                 "tflite-runtime 2.14 needs numpy<2 and glibc>=2.34 on aarch64)")
@@ -70,13 +73,12 @@ def _peak_rss_mib() -> float | None:
     return peak
 
 
-def precision_of(name: str, input_dtype: str) -> str:
-    """From the file name the pipeline gives (fp32, fp16, dynamic_range, *int8), else from the input tensor's type."""
-    for key, precision in (("int8", "int8"), ("full_integer_quant", "int8"), ("fp16", "fp16"), ("float16", "fp16"),
-                           ("dynamic_range", "dynamic_range"), ("fp32", "fp32"), ("float32", "fp32")):
-        if key in name:
-            return precision
-    return "int8" if input_dtype in ("int8", "uint8") else "fp32"
+def precision(path: str) -> str | None:
+    """From the file's tensor types (tflite_precision.py, the bundle's copy of the pipeline's rule)."""
+    try:
+        return tflite_precision(path)
+    except (OSError, ValueError):
+        return None
 
 
 class Model:
@@ -188,9 +190,8 @@ def host() -> dict:
 def make_row(path: str, cells: dict[int, dict], expected: dict, runtime: str, where: dict) -> dict:
     ok = {n: c for n, c in cells.items() if "error" not in c}
     name = os.path.basename(path)
-    first = next(iter(ok.values()), {})
     threads = sorted(cells)
-    row = {"artifact": name, "format": "tflite", "precision": precision_of(name, first.get("input_dtype", "float32")),
+    row = {"artifact": name, "format": "tflite", "precision": precision(path),
            "status": "pass" if len(ok) == len(cells) else "failed",
            "error": next((c["error"] for c in cells.values() if "error" in c), None),
            "size_mib": os.path.getsize(path) / 2**20 if os.path.isfile(path) else None,
@@ -219,7 +220,7 @@ def table(rows: list[dict]) -> str:
     for r in rows:
         def f(v, d=2):
             return "-" if v is None else (f"{v:.{d}f}" if isinstance(v, float) else str(v))
-        out.append(" | ".join([r["artifact"], r["precision"], r["status"], f(r["size_mib"]), f(r["top1"], 4),
+        out.append(" | ".join([r["artifact"], f(r["precision"]), r["status"], f(r["size_mib"]), f(r["top1"], 4),
                                f(r.get("host_top1"), 4), f(r["ms_1"]), f(r["ms_n"]), f(r["threads_n"]),
                                f(r["peak_rss_mib"], 0)]))
     return "\n".join(out)

@@ -1,12 +1,15 @@
-"""Atomic artifact writes (temp file + rename), light enough for the benchmark worker: no torch here."""
+"""Atomic artifact writes (temp file + rename), digests and sizes; light enough for the benchmark worker: no torch."""
 
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import os
 import tempfile
 from pathlib import Path
+
+MIB = 2**20
 
 
 def atomic_write(path: Path, write) -> Path:
@@ -29,7 +32,20 @@ def atomic_write_json(path: Path, data) -> Path:
     return atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2)))
 
 
-def file_sizes(path: Path) -> dict:
-    """File size and gzip size (level 6) in MiB: what a download or an app bundle costs."""
+def atomic_write_text(path: Path, text: str) -> Path:
+    return atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def file_facts(path: Path) -> dict:
+    """Size and gzip size (level 6) in MiB, what a download or an app bundle costs, and the sha256."""
     data = Path(path).read_bytes()
-    return {"size_mib": len(data) / 2**20, "gzip_mib": len(gzip.compress(data, 6)) / 2**20}
+    return {"bytes": len(data), "size_mib": len(data) / MIB, "gzip_mib": len(gzip.compress(data, 6)) / MIB,
+            "sha256": hashlib.sha256(data).hexdigest()}

@@ -2,15 +2,15 @@
 through the same Runner as evaluation: TFLite via LiteRT (XNNPACK), ONNX via onnxruntime, torch eager.
 
 Per artifact and thread count: latency after warm-up over a fixed number of runs (median, p90, min), peak RSS of the
-process and the part of it the model added (RSS after loading and running, less RSS after imports), file and gzip
-size. A failing artifact becomes a row with its error, never a crash.
+process and the part of it the model added (RSS after loading and running, less RSS after imports), and the number
+of OS threads the process ran (the proof that the thread count was honoured). A failing artifact becomes a result
+with its error, never a crash; in a run it is the row's `bench failed` status.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -18,21 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .artifacts import atomic_write_json, file_sizes
 from .errors import EdgeError
-
-MIB = 2**20
-
-
-def host() -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                   if ln.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "machine": platform.machine(), "system": platform.system(),
-            "python": platform.python_version()}
+from .host import host
 
 
 def _status_mib(field: str) -> float:
@@ -44,15 +31,11 @@ def _status_mib(field: str) -> float:
     raise EdgeError(f"/proc/self/status has no {field}")
 
 
-def _rss_mib() -> float:
-    return _status_mib("VmRSS")
-
-
 def measure(path: str, threads: int, warmup: int, runs: int, shape: list[int]) -> dict:
     """Runs inside the worker process."""
     from .runners import open_runner
 
-    base_rss = _rss_mib()
+    base_rss = _status_mib("VmRSS")
     start = time.perf_counter()
     runner = open_runner(path, threads)
     x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
@@ -65,15 +48,16 @@ def measure(path: str, threads: int, warmup: int, runs: int, shape: list[int]) -
         t = time.perf_counter()
         runner(x)
         times.append((time.perf_counter() - t) * 1e3)
-    peak = _status_mib("VmHWM")
     return {"threads": threads, "runs": runs, "warmup": warmup, "latency_ms_median": float(np.median(times)),
             "latency_ms_p90": float(np.percentile(times, 90)), "latency_ms_min": float(np.min(times)),
-            "init_ms": init_ms, "peak_rss_mib": peak, "model_rss_mib": _rss_mib() - base_rss}
+            "init_ms": init_ms, "peak_rss_mib": _status_mib("VmHWM"), "model_rss_mib": _status_mib("VmRSS") - base_rss,
+            "os_threads": len(os.listdir("/proc/self/task"))}
 
 
 def benchmark_one(path: Path, shape: list[int], threads: list[int], warmup: int, runs: int,
                   timeout: int = 600) -> dict:
-    row: dict = {"artifact": str(path), **file_sizes(path), "input_shape": shape}
+    """One artifact at each thread count, each in a fresh process: {"threads": {"1": {...} or {"error": ...}}}."""
+    cells = {}
     for n in threads:
         code = ("import json, sys; from pipeline.benchmark import measure; "
                 f"print('RESULT ' + json.dumps(measure({str(path)!r}, {n}, {warmup}, {runs}, {shape!r})))")
@@ -82,32 +66,43 @@ def benchmark_one(path: Path, shape: list[int], threads: list[int], warmup: int,
             proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout,
                                   env=env, cwd=Path(__file__).resolve().parents[1])
         except subprocess.TimeoutExpired:
-            row[f"t{n}"] = {"error": f"timed out after {timeout} s"}
+            cells[str(n)] = {"error": f"timed out after {timeout} s"}
             continue
         result = next((ln[7:] for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
         if proc.returncode != 0 or result is None:
             tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-            row[f"t{n}"] = {"error": tail[:300]}
+            cells[str(n)] = {"error": tail[:300]}
         else:
-            row[f"t{n}"] = json.loads(result)
-    return row
+            cells[str(n)] = json.loads(result)
+    return {"input_shape": shape, "runs": runs, "warmup": warmup, "host": host(), "threads": cells}
 
 
-def benchmark(artifacts: list[Path], shape: list[int], out_dir: Path | None = None, threads: list[int] | None = None,
-              warmup: int = 10, runs: int = 50) -> list[dict]:
-    """Latency at 1 thread and at all cores (default), one subprocess per artifact and thread count."""
-    threads = threads or sorted({1, os.cpu_count() or 1})
-    if runs < 1 or warmup < 0:
-        raise EdgeError(f"bench runs={runs} warmup={warmup}: need runs >= 1 and warmup >= 0")
-    rows = []
+def benchmark(artifacts: list[Path], shape: list[int], threads: list[int], warmup: int, runs: int) -> list[dict]:
+    """Latency and memory of each artifact at each thread count, one subprocess each."""
+    if runs < 1 or warmup < 0 or not threads or min(threads) < 1:
+        raise EdgeError(f"bench_runs={runs} bench_warmup={warmup} bench_threads={threads}: need runs >= 1, "
+                        f"warmup >= 0 and thread counts >= 1")
+    results = []
     for path in artifacts:
         if not Path(path).is_file():
             raise EdgeError(f"{path}: artifact not found")
-        row = benchmark_one(Path(path), shape, threads, warmup, runs) | {"host": host()}
-        rows.append(row)
-        if out_dir is not None:
-            atomic_write_json(Path(out_dir) / f"{Path(path).stem}.json", row)
-        cells = [f"{n} thr {row[f't{n}']['latency_ms_median']:.2f} ms" if "error" not in row[f"t{n}"]
-                 else f"{n} thr failed: {row[f't{n}']['error']}" for n in threads]
-        print(f"benchmark {Path(path).name}: " + ", ".join(cells), file=sys.stderr)
-    return rows
+        result = benchmark_one(Path(path), shape, threads, warmup, runs)
+        results.append(result)
+        cells = [f"{n} thr {c['latency_ms_median']:.2f} ms" if "error" not in c else f"{n} thr failed: {c['error']}"
+                 for n, c in result["threads"].items()]
+        print(f"  benchmark {Path(path).name}: " + ", ".join(cells), file=sys.stderr)
+    return results
+
+
+def benchmark_stage(ctx) -> None:
+    """Every artifact of the run that was built, at cfg's thread counts: the `benchmark` section of its record."""
+    from . import records
+    from .data import input_shape
+    from .stages import declared_rows
+
+    layout, cfg = ctx.layout, ctx.cfg
+    built = [rel for rel in declared_rows(layout, cfg) if records.built(layout, rel)]
+    results = benchmark([layout.path(rel) for rel in built], input_shape(cfg), cfg.thread_counts, cfg.bench_warmup,
+                        cfg.bench_runs)
+    for rel, result in zip(built, results):
+        records.write(layout, rel, benchmark=result)

@@ -1,6 +1,7 @@
-"""`resnet-edge bundle RUN_DIR`: one folder to copy to a phone or board. The chosen .tflite files, eval.npz (test
-images exactly as the host feeds them, with their labels and the preprocessing constants), the host's accuracy on
-those same images (expected.json), the device_tests scripts and a README with the commands."""
+"""`resnet-edge bundle RUN_DIR`: one folder to copy to a phone or board. The chosen .tflite files (those of the run
+that match bundle_models and passed their gates), eval.npz (test images exactly as the host feeds them, with their
+labels and the preprocessing constants), the host's accuracy on those same images (expected.json), the device_tests
+scripts and a README with the commands."""
 
 from __future__ import annotations
 
@@ -14,21 +15,30 @@ from pathlib import Path
 
 import numpy as np
 
+from . import records
 from .errors import EdgeError
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "device_tests"
-SCRIPT_NAMES = ("bench_tflite.py", "android_benchmark.py")
+SCRIPT_NAMES = ("bench_tflite.py", "android_benchmark.py", "tflite_precision.py")
 
 
-def choose(tflite_dir: Path, patterns: str) -> list[Path]:
-    """The run's .tflite files whose stem matches any comma-separated glob (`*`: all of them)."""
-    globs = [p.strip() for p in patterns.split(",") if p.strip()] or ["*"]
-    files = sorted(tflite_dir.glob("*.tflite"))
-    chosen = [f for f in files if any(fnmatch.fnmatch(f.stem, g) for g in globs)]
-    if not chosen:
-        have = ", ".join(f.stem for f in files) or "none"
-        raise EdgeError(f"bundle_models={patterns}: no .tflite file in {tflite_dir} matches (have: {have})")
-    return chosen
+def candidates(layout, cfg, declared: list[str]) -> list[str]:
+    """The run's declared .tflite artifacts whose stem matches a comma-separated glob of bundle_models (`*`: all)."""
+    globs = [p.strip() for p in cfg.bundle_models.split(",") if p.strip()] or ["*"]
+    tflite = [rel for rel in declared if rel.endswith(".tflite")]
+    return [rel for rel in tflite if any(fnmatch.fnmatch(Path(rel).stem, g) for g in globs)]
+
+
+def chosen(layout, cfg) -> list[str]:
+    """The candidates that were built and passed their gates: a file that failed a gate is not shipped."""
+    from .stages import declared_rows
+
+    ok = []
+    for rel in candidates(layout, cfg, declared_rows(layout, cfg)):
+        record = records.read(layout, rel)
+        if records.built(layout, rel) and all(g.passed for g in records.gates(record)):
+            ok.append(rel)
+    return ok
 
 
 def write_eval_npz(path: Path, x_nchw: np.ndarray, labels: np.ndarray, data, image_size: int) -> None:
@@ -39,9 +49,9 @@ def write_eval_npz(path: Path, x_nchw: np.ndarray, labels: np.ndarray, data, ima
              dataset=np.asarray(data.name))
 
 
-def _readme(models: list[Path], n: int, image_size: int, dataset: str) -> str:
+def _readme(models: list[Path], n: int, image_size: int, dataset: str, runs: int, warmup: int) -> str:
     names = " ".join(f"models/{m.name}" for m in models)
-    first = f"models/{next((m.name for m in models if 'int8' in m.name), models[0].name)}"
+    first = f"models/{models[-1].name}"
     return f"""# resnet-edge device bundle
 
 {len(models)} TFLite model(s) and {n} {dataset} test images at {image_size}x{image_size}, preprocessed exactly as on the
@@ -52,11 +62,11 @@ of each model on these same images; `bench_tflite.py` reports whether the device
 
 ```sh
 python3 -m venv ~/edge && ~/edge/bin/pip install numpy ai-edge-litert
-~/edge/bin/python bench_tflite.py {names} --eval eval.npz --threads 1,4 --runs 50 --warmup 10
+~/edge/bin/python bench_tflite.py {names} --eval eval.npz --threads 1,4 --runs {runs} --warmup {warmup}
 ```
 
-It writes `device_results_<hostname>.json`. Copy that file into the run directory on the host and run
-`resnet-edge report runs/<name>`: the device rows join the report table.
+It writes `device_results_<hostname>.json`. Copy that file into the run's `device/` folder on the host
+(`runs/<name>/device/`) and run `resnet-edge report runs/<name>`: the device rows join the report table.
 
 Runtime order: `ai_edge_litert`, then `tflite_runtime`, then `tensorflow.lite`. Where ai-edge-litert has no wheel,
 `pip install "numpy<2" tflite-runtime` works instead: the tflite-runtime 2.14 wheels are built against numpy 1.x and
@@ -69,49 +79,58 @@ Get TensorFlow's prebuilt `benchmark_model` for the phone's ABI (android_aarch64
 https://www.tensorflow.org/lite/performance/measurement), then:
 
 ```sh
-python3 android_benchmark.py {first} --binary ./android_aarch64_benchmark_model --threads 4
+python3 android_benchmark.py {first} --binary ./android_aarch64_benchmark_model --threads 4 --runs {runs} --warmup {warmup}
 python3 android_benchmark.py {names} --binary ./android_aarch64_benchmark_model --use-gpu   # GPU delegate
 python3 android_benchmark.py {first} --binary ./android_aarch64_benchmark_model --cpu-mask f0 --threads 4  # big cores
 ```
 
 `--serial SERIAL` picks one of several phones; `--use-nnapi`, `--op-profiling` and `--timeout` as named. It pushes to
-/data/local/tmp/resnet-edge, removes what it pushed afterwards, and writes `device_results_android_<serial>.json`.
+/data/local/tmp/resnet-edge (`--remote-dir`), removes only the files it pushed (and the folder only if it made it),
+stops only the process it started, and writes `device_results_android_<serial>.json`.
 In Termux on the phone itself, the board commands above work where a TFLite runtime wheel installs.
 """
 
 
-def bundle(cfg) -> Path:
-    """runs/<name>/device_bundle/ from cfg.bundle_models and cfg.bundle_images, built in a temporary folder (whose
-    files therefore need no atomic writes of their own) and swapped in whole."""
-    from .data import eval_arrays, load_data_for
-    from .evaluate import evaluate
+def bundle_stage(ctx) -> None:
+    """<run>/device_bundle/, built in a temporary folder (whose files therefore need no atomic writes of their own)
+    and swapped in whole."""
+    from .evaluate import predict, score
+    from .runners import open_runner
+    from .stages import declared_rows
 
-    run, images = cfg.run_dir, cfg.bundle_images
-    if images < 1:
-        raise EdgeError(f"bundle_images={images}: need at least 1")
-    models = choose(run / "tflite", cfg.bundle_models)
+    layout, cfg = ctx.layout, ctx.cfg
+    models = [layout.path(rel) for rel in chosen(layout, cfg)]
+    left_out = [rel for rel in candidates(layout, cfg, declared_rows(layout, cfg))
+                if layout.path(rel) not in models]
+    if not models:
+        have = ", ".join(Path(r).stem for r in declared_rows(layout, cfg) if r.endswith(".tflite")) or "none"
+        raise EdgeError(f"bundle_models={cfg.bundle_models}: no built .tflite file that passed its gates matches "
+                        f"(the run declares: {have})")
     missing = [s for s in SCRIPT_NAMES if not (SCRIPTS / s).is_file()]
     if missing:
         raise EdgeError(f"{SCRIPTS}: missing {', '.join(missing)}; the checkout is incomplete")
-    data = load_data_for(cfg)
-    x, labels = eval_arrays(data, cfg.image_size, images)
-    out = run / "device_bundle"
-    tmp = Path(tempfile.mkdtemp(prefix=".device_bundle-", dir=run))
+    n = min(cfg.bundle_images, len(ctx.eval_set.labels))
+    x, labels = ctx.eval_set.x[:n], ctx.eval_set.labels[:n]
+    out = layout.bundle_dir
+    tmp = Path(tempfile.mkdtemp(prefix=".device_bundle-", dir=layout.root))
     try:
         os.chmod(tmp, 0o755)  # mkdtemp makes 0700; the bundle is meant to be copied and shared
         (tmp / "models").mkdir()
         for m in models:
             shutil.copyfile(m, tmp / "models" / m.name)
-        write_eval_npz(tmp / "eval.npz", x, labels, data, cfg.image_size)
-        rows = evaluate([tmp / "models" / m.name for m in models], x, labels, threads=cfg.threads or None)
+        write_eval_npz(tmp / "eval.npz", x, labels, ctx.data, cfg.image_size)
+        top1 = {m.name: score(predict(open_runner(tmp / "models" / m.name, cfg.threads or None), x), labels)["top1"]
+                for m in models}
         (tmp / "expected.json").write_text(json.dumps({
-            "images": int(len(labels)), "source": "host",
-            "top1": {Path(r["artifact"]).name: r["top1"] for r in rows}}, indent=2))
+            "images": int(len(labels)), "source": "host", "top1": top1,
+            "precision": {m.name: records.read(layout, layout.rel(m))["build"]["precision"] for m in models}},
+            indent=2))
         for s in SCRIPT_NAMES:
             shutil.copyfile(SCRIPTS / s, tmp / s)
             os.chmod(tmp / s, 0o755)
-        (tmp / "README.md").write_text(_readme(models, len(labels), cfg.image_size, data.name))
-        old = run / ".device_bundle-old"
+        (tmp / "README.md").write_text(_readme(models, len(labels), cfg.image_size, ctx.data.name, cfg.bench_runs,
+                                               cfg.bench_warmup))
+        old = layout.root / ".device_bundle-old"
         shutil.rmtree(old, ignore_errors=True)
         if out.exists():
             os.replace(out, old)
@@ -120,6 +139,5 @@ def bundle(cfg) -> Path:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file()) / 2**20
-    print(f"bundle ok -> {out} ({len(models)} models, {len(labels)} images, {size:.1f} MiB)", file=sys.stderr)
-    return out
+    if left_out:
+        print(f"  bundle: left out (not built or failed a gate): {', '.join(left_out)}", file=sys.stderr)

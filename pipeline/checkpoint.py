@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .artifacts import atomic_write, atomic_write_json  # noqa: F401  (re-exported: one import for stages)
+from .artifacts import atomic_write
 from .errors import EdgeError
 
 CHECKPOINT_FORMAT = "resnet-edge-checkpoint-v1"
@@ -25,7 +25,7 @@ def _load(path: Path):
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated, not a torch file, or holds objects weights_only refuses
         reason = str(e).strip().splitlines()[0][:160]
-        raise EdgeError(f"{path}: not a readable torch weights file ({e.__class__.__name__}: {reason})") from None
+        raise EdgeError(f"{path}: not a readable torch weights file ({e.__class__.__name__}: {reason})") from e
 
 
 def load_checkpoint(path: Path) -> dict:
@@ -64,7 +64,7 @@ def resolve_weights(spec: str, model_name: str) -> Path:
         except Exception as e:  # offline, proxy, hash mismatch
             raise EdgeError(f"weights=torchvision: cannot download {url} ({e.__class__.__name__}); fetch it on a "
                             f"connected machine and pass weights=/path/{path.name} (or put it in {path.parent})"
-                            ) from None
+                            ) from e
     return path
 
 

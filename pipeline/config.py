@@ -3,36 +3,39 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .artifacts import atomic_write_text
 from .errors import EdgeError
 
 
 @dataclass
 class Config:
-    name: str = "default"  # run name: outputs go to runs/<name>/
+    name: str = "default"  # run name: outputs go to <runs_dir>/<name>/
+    runs_dir: str = "runs"  # parent of the run directories
     # model (models.build_model)
     model: str = "resnet18"  # resnet18/34/50/101/152 or mobilenet_v2
     width: float = 1.0  # channel width multiplier
     stem: str = "imagenet"  # "imagenet" (7x7/2 conv + max-pool) or "small" (3x3/1 conv, no pool)
     shortcut: str = "B"  # "B": 1x1 projection where the shape changes; "A": zero-padding, no parameters
     zero_init_residual: bool = False  # start each residual branch at zero (last BN gamma = 0)
-    num_classes: int | None = None  # None: take it from the data set
+    num_classes: int | None = None  # None: take it from the data set (a larger head than the data needs is allowed)
     in_channels: int | None = None  # None: take it from the data set
     # data (pipeline.data.load_data)
     data_source: str = "fashion_mnist"  # fashion_mnist | cifar10 | imagefolder
     data_root: str | None = None  # None: the Debian package's /usr/share/datasets/fashion-mnist
     image_size: int = 28  # model input is image_size x image_size
-    val_size: int = 5000  # images carved from the training split for validation
-    calib_size: int = 300  # training images for int8 calibration
+    val_size: int | None = None  # images carved from the training split for validation; None: 10%, at most 5,000
+    calib_size: int = 300  # training images for int8 calibration (never test images)
     seed: int = 0
     # training (pipeline.train); `preset` fills these first, then the YAML file, then key=value
     preset: str = "auto"  # cpu | gpu | phone | auto (gpu when CUDA is present); the resolved config records which
     epochs: int = 6  # 0: no training, the model is `weights` as given (preset=phone)
-    batch_size: int = 256  # global batch, split across DDP processes
+    batch_size: int = 256  # global batch; under DDP it must divide evenly by the number of processes
     optimizer: str = "sgd"  # sgd (Nesterov momentum) | adamw
     lr: float = 0.2  # peak learning rate
     momentum: float = 0.9  # sgd only
@@ -50,11 +53,11 @@ class Config:
     eval_subset: int = 0  # > 0: validate and test on that many images
     weights: str | None = None  # start from a torchvision-format state_dict file (or a resnet-edge checkpoint);
     # "torchvision": the ImageNet weights torchvision publishes for `model`, from torch's hub cache (downloads once)
-    resume: bool = False  # continue runs/<name>/train/last.pt to the same end state
-    runs_dir: str = "runs"  # parent of runs/<name>/
+    resume: bool = False  # continue <run>/train/last.pt to the same end state
     # export / convert / evaluate
     dynamic_batch: bool = False  # ONNX with a dynamic batch axis (TFLite files always have batch 1)
-    max_int8_drop: float = 1.0  # gate: top-1 drop of any int8 / dynamic-range artifact vs fp32, in points
+    max_int8_drop: float = 1.0  # gate: top-1 drop, in points, of any int8, dynamic-range or pruned artifact vs the
+    # dense fp32 model, on the same test images
     threads: int = 0  # inference threads for evaluation (0: all cores)
     # quantization/ (NNCF PTQ and QAT, NNCF magnitude pruning, torch-pruning structured pruning)
     quant_preset: str = "performance"  # NNCF preset: performance (symmetric) | mixed (asymmetric activations)
@@ -62,6 +65,7 @@ class Config:
     qat: bool = False  # quantize: also run quantization-aware fine-tuning
     qat_epochs: int = 1
     qat_lr: float = 0.001
+    prune_method: str = "magnitude"  # the `prune` verb: magnitude (NNCF, sparsity) | structured (fewer channels)
     prune_ratio: float = 0.5  # NNCF global magnitude pruning: share of weights set to zero
     prune_epochs: int = 1  # fine-tuning epochs under the pruning schedule; 0: batch-norm adaptation only
     prune_lr: float = 0.01
@@ -73,11 +77,15 @@ class Config:
     # run (pipeline.run): which optional stages the chain includes
     run_structured: bool = True  # channel pruning at structured_ratio -> int8 TFLite (the fast phone variant)
     run_magnitude: bool = True  # NNCF magnitude pruning at prune_ratio -> int8 TFLite (the small download)
-    bench_runs: int = 50  # timed runs per artifact and thread count, after 10 warm-up runs
+    # benchmark (host latency and memory); bench/latency.py and the device bundle's README use the same values
+    bench_runs: int = 50  # timed runs per artifact and thread count
+    bench_warmup: int = 10  # untimed runs before them
+    bench_threads: str = ""  # comma-separated thread counts, e.g. "1,4"; "": 1 and all cores
+    # report and bundle
     max_size_mib: float = 0.0  # gate: > 0 fails any int8 .tflite file larger than this (MiB)
     bundle_models: str = "fp32,*int8"  # device bundle: comma-separated globs on the .tflite stems ("*": all)
     bundle_images: int = 1000  # device bundle: test images in eval.npz
-    extra: dict = field(default_factory=dict)  # free-form notes carried into the manifest
+    extra: dict = field(default_factory=dict)  # free-form notes carried into the manifest (YAML only)
 
     def model_options(self, num_classes: int, in_channels: int) -> dict:
         options = {"num_classes": self.num_classes or num_classes, "in_channels": self.in_channels or in_channels,
@@ -92,6 +100,13 @@ class Config:
     @property
     def run_dir(self) -> Path:
         return Path(self.runs_dir) / self.name
+
+    @property
+    def thread_counts(self) -> list[int]:
+        """bench_threads as a list: the given counts, or 1 and all cores."""
+        if not self.bench_threads.strip():
+            return sorted({1, os.cpu_count() or 1})
+        return sorted({int(t) for t in self.bench_threads.split(",") if t.strip()})
 
 
 # Named starting points. cpu: what `make demo` trains on a 2-core host in under 10 minutes (the ImageNet stem shrinks
@@ -112,8 +127,6 @@ PRESETS: dict[str, dict] = {
 
 def save_config(cfg: Config, path: Path) -> Path:
     """The resolved config, as YAML (JSON, itself valid YAML, where PyYAML is absent: stock-PyTorch machines)."""
-    from .checkpoint import atomic_write
-
     try:
         import yaml
 
@@ -122,7 +135,7 @@ def save_config(cfg: Config, path: Path) -> Path:
         import json
 
         text = json.dumps(cfg.to_dict(), indent=2)
-    return atomic_write(path, lambda tmp: tmp.write_text(text))
+    return atomic_write_text(path, text)
 
 
 def resolve_preset(name: str) -> str:
@@ -135,7 +148,7 @@ def resolve_preset(name: str) -> str:
     return name
 
 
-# What a training result depends on: run's cache key for the train stage, and (less the runtime-only keys in
+# What a training result depends on: the train stage's cache key, and (less the runtime-only keys in
 # RESUMABLE_CHANGES) what a resume must keep as it was.
 TRAIN_KEYS = frozenset({
     "model", "width", "stem", "shortcut", "zero_init_residual", "num_classes", "in_channels", "data_source",
@@ -143,6 +156,87 @@ TRAIN_KEYS = frozenset({
     "weight_decay", "schedule", "warmup_epochs", "label_smoothing", "augment", "device", "amp", "channels_last",
     "compile", "train_subset", "eval_subset", "weights"})
 RESUMABLE_CHANGES = frozenset({"device", "amp", "channels_last", "compile", "data_root", "weights", "eval_subset"})
+
+# --- checked at the door: every value's type and range, before any work starts ------------------------------------
+
+CHOICES = {
+    "stem": ("imagenet", "small"), "shortcut": ("A", "B"), "data_source": ("fashion_mnist", "cifar10", "imagefolder"),
+    "optimizer": ("sgd", "adamw"), "schedule": ("onecycle", "cosine"), "device": ("auto", "cpu", "cuda"),
+    "quant_preset": ("performance", "mixed"), "structured_importance": ("l1", "l2"),
+    "prune_method": ("magnitude", "structured"),
+}
+# key: (lowest, highest, what the range means); None = unbounded. Bounds are inclusive unless noted in `open_low`.
+RANGES = {
+    "width": (0.0, 8.0, "a channel multiplier"), "epochs": (0, None, "epochs"), "batch_size": (1, None, "images"),
+    "lr": (0.0, 10.0, "a learning rate"), "momentum": (0.0, 1.0, "a momentum"),
+    "weight_decay": (0.0, 1.0, "a decay"), "warmup_epochs": (0.0, None, "epochs"),
+    "label_smoothing": (0.0, 1.0, "a share"), "workers": (0, 64, "processes"), "train_subset": (0, None, "images"),
+    "eval_subset": (0, None, "images"), "calib_size": (1, None, "images"), "val_size": (0, None, "images"),
+    "num_classes": (2, None, "classes"), "in_channels": (1, 4, "channels"), "max_int8_drop": (0.0, 100.0, "points"),
+    "threads": (0, 1024, "threads"), "qat_epochs": (0, None, "epochs"), "qat_lr": (0.0, 10.0, "a learning rate"),
+    "prune_ratio": (0.0, 1.0, "a share"), "prune_epochs": (0, None, "epochs"), "prune_lr": (0.0, 10.0, "a rate"),
+    "structured_ratio": (0.0, 1.0, "a share"), "structured_epochs": (0, None, "epochs"),
+    "structured_lr": (0.0, 10.0, "a learning rate"), "finetune_subset": (0, None, "images"),
+    "bench_runs": (1, None, "runs"), "bench_warmup": (0, None, "runs"), "max_size_mib": (0.0, None, "MiB"),
+    "bundle_images": (1, None, "images"), "image_size": (1, 4096, "pixels"),
+}
+OPEN_LOW = {"width", "lr", "qat_lr", "prune_lr", "structured_lr", "prune_ratio", "structured_ratio"}  # > low
+OPEN_HIGH = {"prune_ratio", "structured_ratio", "momentum"}  # < high
+# The stem and the three strided stages downsample 16x before the last stage (the small stem: 4x); below this the
+# last stage sees a single pixel and the model trains at chance.
+MIN_IMAGE_SIZE = {"imagenet": 17, "small": 5}
+NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+
+
+def _check_type(key: str, hint, value):
+    """A YAML value (already typed) against the field's type: an int may stand for a float, nothing else converts."""
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        if value is None:
+            return None
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
+        raise EdgeError(f"{key}={value!r}: expected {hint.__name__}, got {type(value).__name__}")
+    return value
+
+
+def validate(cfg) -> None:
+    """One-line errors for values out of range, before any data is read or any model is built."""
+    from models import MODELS
+
+    if cfg.model not in MODELS:
+        raise EdgeError(f"model={cfg.model}: unknown model; choose {', '.join(MODELS)}")
+    for key, allowed in CHOICES.items():
+        if getattr(cfg, key) not in allowed:
+            raise EdgeError(f"{key}={getattr(cfg, key)}: choose {' | '.join(allowed)}")
+    for key, (low, high, what) in RANGES.items():
+        value = getattr(cfg, key)
+        if value is None:
+            continue
+        too_low = low is not None and (value <= low if key in OPEN_LOW else value < low)
+        too_high = high is not None and (value >= high if key in OPEN_HIGH else value > high)
+        if too_low or too_high or value != value:  # the last: NaN
+            lo = "" if low is None else f"{low:g} {'<' if key in OPEN_LOW else '<='} "
+            hi = "" if high is None else f" {'<' if key in OPEN_HIGH else '<='} {high:g}"
+            raise EdgeError(f"{key}={value}: expected {lo}{key}{hi} ({what})")
+    if cfg.epochs == 0 and not cfg.weights:
+        raise EdgeError("epochs=0 skips training and needs weights=PATH (a torchvision state_dict) or "
+                        "weights=torchvision")
+    low = MIN_IMAGE_SIZE[cfg.stem]
+    if cfg.image_size < low:
+        raise EdgeError(f"image_size={cfg.image_size}: stem={cfg.stem} leaves the last stage a single pixel below "
+                        f"{low} px; use image_size >= {low}" + (" or stem=small" if cfg.stem == "imagenet" else ""))
+    for key in ("name", "runs_dir"):
+        value = getattr(cfg, key)
+        if not value or (key == "name" and not set(value) <= NAME_CHARS):
+            raise EdgeError(f"{key}={value!r}: expected a non-empty folder name (letters, digits, . _ -)")
+    try:
+        threads = cfg.thread_counts
+    except ValueError:
+        threads = []
+    if not threads or threads[0] < 1:
+        raise EdgeError(f"bench_threads={cfg.bench_threads}: expected comma-separated thread counts >= 1, e.g. 1,4")
 
 
 def parse_bool(name: str, text: str) -> bool:
@@ -164,45 +258,60 @@ def _coerce(name: str, hint, text: str):
             return parse_bool(name, text)
         if hint in (int, float, str):
             return hint(text)
-    except ValueError:
-        raise EdgeError(f"{name}={text}: expected {hint.__name__}") from None
-    raise EdgeError(f"{name}: cannot be set from the command line")
+    except ValueError as e:
+        raise EdgeError(f"{name}={text}: expected {hint.__name__}") from e
+    raise EdgeError(f"{name}: cannot be set from the command line (use a YAML file)")
 
 
 def parse_overrides(args: list[str]) -> dict[str, str]:
     out = {}
     for arg in args:
         key, sep, value = arg.partition("=")
-        if not sep or not key:
+        if not sep or not key.strip():
             raise EdgeError(f"{arg!r}: expected key=value")
         out[key.strip()] = value.strip()
     return out
 
 
-def load_config(path: str | Path | None = None, overrides: dict[str, str] | None = None, cls=Config):
-    """YAML file (optional) then key=value overrides; unknown keys are errors, never silently dropped."""
+def read_yaml(path: Path) -> dict:
+    """A YAML mapping; a syntax error names the file and the line."""
     import yaml
 
+    if not path.is_file():
+        raise EdgeError(f"{path}: config file not found")
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        raise EdgeError(f"{where}: YAML syntax error: {getattr(e, 'problem', None) or e}") from e
+    loaded = loaded or {}
+    if not isinstance(loaded, dict):
+        raise EdgeError(f"{path}: expected a mapping of key: value, got a {type(loaded).__name__}")
+    return loaded
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, str] | None = None, cls=Config):
+    """YAML file (optional) then key=value overrides; unknown keys and wrong types are errors, never dropped."""
     values: dict = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise EdgeError(f"{path}: config file not found")
-        loaded = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(loaded, dict):
-            raise EdgeError(f"{path}: expected a mapping of key: value")
-        values.update(loaded)
-    if "preset" in {f.name for f in dataclasses.fields(cls)}:
-        preset = resolve_preset(str((overrides or {}).get("preset", values.get("preset", "auto"))))
-        values = {**PRESETS[preset], **values, "preset": preset}
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls)}
+    if path is not None:
+        path = Path(path)
+        loaded = read_yaml(path)
+        unknown = sorted(set(map(str, loaded)) - known)
+        if unknown:
+            raise EdgeError(f"{path}: unknown config keys {unknown}; valid keys: {', '.join(sorted(known))}")
+        values.update({k: _check_type(k, hints[k], v) for k, v in loaded.items()})
+    if "preset" in known:
+        preset = resolve_preset(str((overrides or {}).get("preset", values.get("preset", "auto"))))
+        values = {**PRESETS[preset], **values, "preset": preset}
     for key, text in (overrides or {}).items():
         if key not in known:
             raise EdgeError(f"unknown config key {key!r}; valid keys: {', '.join(sorted(known))}")
         if key != "preset":  # already resolved above
             values[key] = _coerce(key, hints[key], text)
-    unknown = set(values) - known
-    if unknown:
-        raise EdgeError(f"{path}: unknown config keys {sorted(unknown)}; valid keys: {', '.join(sorted(known))}")
-    return cls(**values)
+    cfg = cls(**values)
+    if cls is Config:
+        validate(cfg)
+    return cfg

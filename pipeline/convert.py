@@ -1,5 +1,6 @@
 """ONNX -> TFLite with onnx2tf: float32, float16, dynamic-range and full-integer int8 (int8 input and output),
-calibrated on real training images; each file gated against the ONNX model on the test split."""
+calibrated on the training split's calibration images; each file evaluated and gated against the ONNX model on the
+test split (pipeline.evaluate.assess)."""
 
 from __future__ import annotations
 
@@ -8,37 +9,19 @@ import io
 import os
 import re
 import shutil
-import sys
 import tempfile
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import atomic_write
+from .artifacts import atomic_write
 from .data import Normalization, normalize
 from .errors import EdgeError
 
 # our variant name -> the suffix onnx2tf gives the file
 VARIANTS = {"fp32": "float32", "fp16": "float16", "dynamic_range": "dynamic_range_quant", "int8": "full_integer_quant"}
-FP32_PARITY = 1e-3  # max |logit difference| vs ONNX
-FP16_AGREEMENT = 0.995  # top-1 agreement with ONNX
 # onnx2tf looks for this file in its working directory for static-batch RGB inputs and downloads it when absent.
 ONNX2TF_SAMPLE = "calibration_image_sample_data_20x128x128x3_float32.npy"
-
-
-@dataclass
-class Gate:
-    artifact: str
-    figure: str
-    value: float
-    threshold: float
-    passed: bool
-
-    def text(self) -> str:
-        return (f"{self.artifact}: {self.figure} {self.value:.4g} "
-                f"{'within' if self.passed else 'breaks'} threshold {self.threshold:g}")
 
 
 def calibration_nhwc(images_u8: np.ndarray, image_size: int) -> np.ndarray:
@@ -89,7 +72,7 @@ def run_onnx2tf(onnx_path: Path, workdir: Path, calib: np.ndarray, norm: Normali
         saved = workdir.parent / "onnx2tf.log"  # outlives the temporary directory, for the full story
         saved.write_text(log.getvalue() + f"\n{e.__class__.__name__}: {e}\n")
         raise EdgeError(f"{onnx_path}: onnx2tf failed: {_onnx2tf_reason(log.getvalue()) or e} "
-                        f"(full log: {saved})") from None
+                        f"(full log: {saved})") from e
     finally:
         os.chdir(cwd)
     (workdir / "onnx2tf.log").write_text(log.getvalue())
@@ -98,14 +81,13 @@ def run_onnx2tf(onnx_path: Path, workdir: Path, calib: np.ndarray, norm: Normali
 
 def convert_tflite(onnx_path: Path, out_dir: Path, calib_u8: np.ndarray, norm: Normalization, image_size: int,
                    variants: tuple[str, ...] = tuple(VARIANTS), prefix: str = "") -> dict[str, Path]:
-    """Write out_dir/<prefix><variant>.tflite for each variant; returns their paths. Gates: gate_tflite."""
+    """Write out_dir/<prefix><variant>.tflite for each variant; returns their paths (gated by the caller)."""
     if not Path(onnx_path).is_file():
         raise EdgeError(f"{onnx_path}: ONNX file missing; run `resnet-edge export` first")
     unknown = set(variants) - set(VARIANTS)
     if unknown:
         raise EdgeError(f"unknown TFLite variants {sorted(unknown)}; choose from {', '.join(VARIANTS)}")
     out_dir.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix=".onnx2tf-", dir=out_dir) as tmp:
         tf_dir = run_onnx2tf(Path(onnx_path), Path(tmp), calibration_nhwc(calib_u8, image_size), norm,
                              int8=bool({"int8", "dynamic_range"} & set(variants)))
@@ -117,49 +99,17 @@ def convert_tflite(onnx_path: Path, out_dir: Path, calib_u8: np.ndarray, norm: N
                 raise EdgeError(f"{onnx_path}: onnx2tf produced no {variant} file ({reason})")
             paths[variant] = atomic_write(out_dir / f"{prefix}{variant}.tflite",
                                           lambda t, src=produced: shutil.copyfile(src, t))
-    files = ", ".join(f"{p.name} ({p.stat().st_size / 2**20:.2f} MiB)" for p in paths.values())
-    print(f"convert ok {time.perf_counter() - start:.1f} s -> {files}", file=sys.stderr)
     return paths
 
 
-def gate_tflite(results: dict[str, dict], reference: dict, max_int8_drop: float) -> list[Gate]:
-    """Gates on evaluate() rows: fp32 logits parity, fp16 agreement, quantized top-1 drop (points) vs fp32."""
-    gates = []
-    for variant, row in results.items():
-        name = Path(row["artifact"]).name
-        if variant == "fp32":
-            gates.append(Gate(name, "max |dlogit| vs ONNX", row["max_abs_diff"], FP32_PARITY,
-                              row["max_abs_diff"] <= FP32_PARITY))
-        elif variant == "fp16":
-            gates.append(Gate(name, "top-1 agreement with ONNX", row["agreement"], FP16_AGREEMENT,
-                              row["agreement"] >= FP16_AGREEMENT))
-        else:
-            drop = 100 * (reference["top1"] - row["top1"])
-            gates.append(Gate(name, "top-1 drop vs fp32 (points)", drop, max_int8_drop, drop <= max_int8_drop))
-    return gates
+def convert_stage(ctx) -> None:
+    """onnx/model.onnx -> tflite/{fp32,fp16,dynamic_range,int8}.tflite, each evaluated on the test split against the
+    ONNX model and gated."""
+    from .evaluate import assess
 
-
-def convert_stage(cfg) -> dict[str, Path]:
-    """runs/<name>/onnx/model.onnx -> runs/<name>/tflite/{fp32,fp16,dynamic_range,int8}.tflite, each evaluated on the
-    test split against the ONNX model and gated; eval/<variant>.json and tflite/gates.json record the figures."""
-    from .checkpoint import atomic_write_json
-    from .data import load_data_for, eval_arrays
-    from .evaluate import evaluate
-
-    onnx_path = cfg.run_dir / "onnx" / "model.onnx"
-    if not onnx_path.is_file():
-        raise EdgeError(f"{onnx_path}: no ONNX model; run `resnet-edge export name={cfg.name}` first")
-    data = load_data_for(cfg)
-    calib = np.asarray(data.calibration.images[: len(data.calibration)])
-    paths = convert_tflite(onnx_path, cfg.run_dir / "tflite", calib, data.norm, cfg.image_size)
-    x, labels = eval_arrays(data, cfg.image_size, cfg.eval_subset)
-    rows = evaluate([onnx_path, *paths.values()], x, labels, cfg.run_dir / "eval", reference=onnx_path,
-                    classes=data.classes, threads=cfg.threads or None)
-    gates = gate_tflite(dict(zip(paths, rows[1:])), rows[0], cfg.max_int8_drop)
-    atomic_write_json(cfg.run_dir / "tflite" / "gates.json", [g.__dict__ for g in gates])
-    for g in gates:
-        print(f"gate {'pass' if g.passed else 'FAIL'}: {g.text()}", file=sys.stderr)
-    failed = [g.text() for g in gates if not g.passed]
-    if failed:
-        raise EdgeError("convert gate failed: " + "; ".join(failed))
-    return paths
+    layout = ctx.layout
+    ctx.require(layout.onnx, "export")
+    paths = convert_tflite(layout.onnx, layout.tflite_dir, ctx.calib_u8, ctx.data.norm, ctx.cfg.image_size)
+    for variant, path in paths.items():
+        assess(ctx, path, parent=layout.onnx, build={"method": f"onnx2tf {variant}", "calibration": ctx.calibration,
+                                                     "macs": ctx.dense_macs})

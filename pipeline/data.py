@@ -24,6 +24,7 @@ FASHION_MNIST_CLASSES = [
 ]
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
+DEFAULT_VAL_CAP = 5000  # val_size=None carves 10% of the training split, at most this many
 CHANNELS = {"fashion_mnist": 1, "cifar10": 3, "imagefolder": 3}  # ImageFolder images are converted to RGB
 
 
@@ -257,9 +258,10 @@ def read_imagefolder(root: Path, size: int) -> tuple[ImageSet, ImageSet, list[st
 # --- the one entry point -------------------------------------------------------------------------------------------
 
 def load_data(source: str = "fashion_mnist", root: str | Path | None = None, image_size: int = 224,
-              val_size: int = 5000, calib_size: int = 300, seed: int = 0) -> DataSplits:
+              val_size: int | None = None, calib_size: int = 300, seed: int = 0) -> DataSplits:
     """Load a data set and carve a deterministic validation split and calibration subset from its training split.
 
+    `val_size` None: 10% of the training split, at most 5,000 (Fashion-MNIST: 5,000; 4,000 images: 400).
     `image_size` only sizes ImageFolder decoding; resizing for the model happens in `preprocess`.
     """
     if source == "fashion_mnist":
@@ -275,6 +277,8 @@ def load_data(source: str = "fashion_mnist", root: str | Path | None = None, ima
     else:
         raise EdgeError(f"unknown data_source {source!r}; choose fashion_mnist, cifar10 or imagefolder")
 
+    if val_size is None:
+        val_size = min(DEFAULT_VAL_CAP, len(train) // 10)
     if not 0 <= val_size < len(train):
         raise EdgeError(f"val_size={val_size} must be in 0..{len(train) - 1} (training split has {len(train)} images)")
     order = np.random.default_rng(seed).permutation(len(train))
@@ -295,8 +299,15 @@ def input_shape(cfg) -> list[int]:
 
 
 def load_data_for(cfg) -> DataSplits:
-    """load_data with a Config's data keys."""
-    return load_data(cfg.data_source, cfg.data_root, cfg.image_size, cfg.val_size, cfg.calib_size, cfg.seed)
+    """load_data with a Config's data keys, checked against what the config asks of the data."""
+    data = load_data(cfg.data_source, cfg.data_root, cfg.image_size, cfg.val_size, cfg.calib_size, cfg.seed)
+    if cfg.num_classes is not None and cfg.num_classes < data.num_classes:
+        raise EdgeError(f"num_classes={cfg.num_classes}: the {data.name} data has {data.num_classes} classes "
+                        f"(labels 0..{data.num_classes - 1}); use num_classes >= {data.num_classes} or leave it unset")
+    if cfg.in_channels is not None and cfg.in_channels != data.in_channels:
+        raise EdgeError(f"in_channels={cfg.in_channels}: the {data.name} images have {data.in_channels} channel(s); "
+                        f"use in_channels={data.in_channels} or leave it unset")
+    return data
 
 
 def eval_arrays(data: DataSplits, image_size: int, limit: int = 0) -> tuple[np.ndarray, np.ndarray]:

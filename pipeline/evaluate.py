@@ -1,4 +1,12 @@
-"""Accuracy of any artifact on the test split: top-1, top-5, agreement with the fp32 reference, per-class accuracy."""
+"""Accuracy of any artifact and its gates, written to its record: top-1, top-5, per-class accuracy on the test split,
+agreement with the dense fp32 model on the same images, and the comparison with the model it was made from.
+
+Gates (one Gate type, pipeline.records.Gate):
+  parity      an fp32 file against its parent: torch -> ONNX max |dlogit| <= 1e-4, ONNX -> TFLite <= 1e-3
+  agreement   an fp16 file's top-1 agreement with its parent >= 99.5%
+  top-1 drop  an int8 / dynamic-range / mixed file, or any compressed (pruned, QAT) model: the dense fp32 model's
+              top-1 minus its own, on the same images, <= max_int8_drop points
+"""
 
 from __future__ import annotations
 
@@ -7,13 +15,20 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import atomic_write_json
-from .runners import Runner, open_runner
+from . import records
+from .artifacts import file_facts
+from .precision import QUANTIZED, format_of, precision_of
+from .records import Gate
+from .runners import Runner
 
 try:
     from tqdm import tqdm
 except ImportError:
     tqdm = None
+
+ONNX_PARITY = 1e-4  # max |logit difference|, onnxruntime vs torch
+TFLITE_PARITY = 1e-3  # max |logit difference|, TFLite fp32 vs its ONNX model
+FP16_AGREEMENT = 0.995  # top-1 agreement of an fp16 file with its parent
 
 
 def predict(runner: Runner, x: np.ndarray, batch: int = 256, desc: str | None = None) -> np.ndarray:
@@ -24,39 +39,62 @@ def predict(runner: Runner, x: np.ndarray, batch: int = 256, desc: str | None = 
     return np.concatenate([runner(x[i: i + batch]) for i in starts])
 
 
-def score(logits: np.ndarray, labels: np.ndarray, reference: np.ndarray | None = None,
-          classes: list[str] | None = None) -> dict:
+def score(logits: np.ndarray, labels: np.ndarray, classes: list[str] | None = None) -> dict:
     top1 = logits.argmax(1)
     k = min(5, logits.shape[1])
     top5 = np.argpartition(-logits, k - 1, axis=1)[:, :k]
     classes = classes or [str(c) for c in range(logits.shape[1])]
     per_class = {name: float((top1[labels == c] == c).mean()) if (labels == c).any() else None
                  for c, name in enumerate(classes)}
-    return {
-        "images": int(len(labels)),
-        "top1": float((top1 == labels).mean()),
-        "top5": float((top5 == labels[:, None]).any(1).mean()),
-        "agreement": float((top1 == reference.argmax(1)).mean()) if reference is not None else None,
-        "max_abs_diff": float(np.abs(logits - reference).max()) if reference is not None else None,
-        "per_class_top1": per_class,
-    }
+    return {"images": int(len(labels)), "top1": float((top1 == labels).mean()),
+            "top5": float((top5 == labels[:, None]).any(1).mean()), "per_class_top1": per_class}
 
 
-def evaluate(artifacts: list[Path], x: np.ndarray, labels: np.ndarray, out_dir: Path | None = None,
-             reference: Path | None = None, classes: list[str] | None = None, threads: int | None = None
-             ) -> list[dict]:
-    """Score each artifact on (x, labels); agreement is against `reference` (the fp32 ONNX or checkpoint)."""
-    ref_logits = predict(open_runner(reference, threads), x, desc="reference") if reference else None
-    results = []
-    for path in artifacts:
-        runner = open_runner(path, threads)
-        row = {"artifact": str(path), "format": runner.format, "precision": runner.precision,
-               "reference": str(reference) if reference else None,
-               **score(predict(runner, x), labels, ref_logits, classes)}
-        results.append(row)
-        if out_dir is not None:
-            atomic_write_json(Path(out_dir) / f"{Path(path).stem}.json", row)
-        agree = f", agreement {row['agreement']:.4f}" if row["agreement"] is not None else ""
-        print(f"evaluate {path}: top-1 {row['top1']:.4f}, top-5 {row['top5']:.4f}{agree} "
-              f"({row['images']} images)", file=sys.stderr)
-    return results
+def compare(logits: np.ndarray, other: np.ndarray) -> dict:
+    return {"agreement": float((logits.argmax(1) == other.argmax(1)).mean()),
+            "max_abs_diff": float(np.abs(logits - other).max())}
+
+
+def gates_for(precision: str, compressed: bool, parent: Path | None, ev: dict, max_int8_drop: float) -> list[Gate]:
+    gates = []
+    if parent is not None and precision == "fp32":
+        threshold = ONNX_PARITY if format_of(parent) == "torch" else TFLITE_PARITY
+        gates.append(Gate.at_most("parity", f"max |dlogit| vs {ev['parent']}", ev["parent_max_abs_diff"], threshold))
+    if parent is not None and precision == "fp16":
+        gates.append(Gate.at_least("agreement", f"top-1 agreement with {ev['parent']}", ev["parent_agreement"],
+                                   FP16_AGREEMENT))
+    if (precision in QUANTIZED or compressed) and ev.get("reference_top1") is not None:
+        drop = 100 * (ev["reference_top1"] - ev["top1"])
+        gates.append(Gate.at_most("top-1 drop", f"top-1 drop vs {ev['reference']} (points)", drop, max_int8_drop))
+    return gates
+
+
+def assess(ctx, artifact: Path, parent: Path | None = None, compressed: bool = False, build: dict | None = None,
+           gates: list[Gate] = ()) -> dict:
+    """Evaluate `artifact` on the run's test images, compare it with its parent and the dense fp32 model (the run's
+    ONNX) on the same images, gate it, and write its record (build, evaluation, gates)."""
+    layout, cfg, ev_set = ctx.layout, ctx.cfg, ctx.eval_set
+    logits = ctx.logits(artifact)
+    evaluation = {**ev_set.describe(), "config_sha": ctx.config_sha,
+                  **score(logits, ev_set.labels, ctx.data.classes)}
+    reference = layout.onnx
+    if reference.is_file():
+        ref_logits = ctx.logits(reference)
+        evaluation |= {"reference": layout.rel(reference), "reference_top1": float(
+            (ref_logits.argmax(1) == ev_set.labels).mean()), "agreement": compare(logits, ref_logits)["agreement"]}
+    if parent is not None:
+        figures = compare(logits, ctx.logits(parent))
+        evaluation |= {"parent": layout.rel(parent) if layout.holds(parent) else str(parent),
+                       "parent_agreement": figures["agreement"], "parent_max_abs_diff": figures["max_abs_diff"]}
+    precision = precision_of(artifact)
+    all_gates = [*gates, *gates_for(precision, compressed, parent, evaluation, cfg.max_int8_drop)]
+    built = {**(build or {}), "status": "ok", "stage": ctx.stage, "invocation": ctx.invocation,
+             "format": format_of(artifact), "precision": precision, "compressed": compressed, **file_facts(artifact)}
+    built.pop("error", None)
+    return records.write(layout, layout.rel(artifact) if layout.holds(artifact) else external(artifact),
+                         build=built, evaluation=evaluation, gates=[g.to_dict() for g in all_gates])
+
+
+def external(artifact: Path) -> str:
+    """The record name of an artifact that lives outside the run it was evaluated for."""
+    return f"external/{Path(artifact).name}"

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import atomic_write, load_checkpoint, model_from_checkpoint
+from .artifacts import atomic_write
+from .checkpoint import load_checkpoint, model_from_checkpoint
 from .errors import EdgeError
-
-ONNX_PARITY = 1e-4  # max |logit difference|, onnxruntime vs torch, on a real test batch
+from .evaluate import ONNX_PARITY
 
 
 def export_onnx(checkpoint: Path, out: Path, batch: np.ndarray, dynamic_batch: bool = False) -> dict:
@@ -37,7 +37,7 @@ def export_onnx(checkpoint: Path, out: Path, batch: np.ndarray, dynamic_batch: b
         try:
             onnx.checker.check_model(proto, full_check=True)
         except onnx.checker.ValidationError as e:
-            raise EdgeError(f"{out}: onnx.checker rejects the export ({str(e).splitlines()[0]})") from None
+            raise EdgeError(f"{out}: onnx.checker rejects the export ({str(e).splitlines()[0]})") from e
         parity["batchnorm_nodes"] = sum(n.op_type == "BatchNormalization" for n in proto.graph.node)
         diff = float(np.abs(OnnxRunner(tmp)(batch) - TorchRunner.from_model(model)(batch)).max())
         parity["max_abs_diff"] = diff
@@ -46,19 +46,20 @@ def export_onnx(checkpoint: Path, out: Path, batch: np.ndarray, dynamic_batch: b
                             f"on {len(batch)} test images; export gate failed")
 
     atomic_write(out, write)
-    print(f"export ok: {out} (max |dlogit| {parity['max_abs_diff']:.2e} on {len(batch)} images, "
-          f"{parity['batchnorm_nodes']} BatchNorm left)", file=sys.stderr)
     return parity
 
 
-def export_stage(cfg) -> Path:
-    """runs/<name>/train/best.pt -> runs/<name>/onnx/model.onnx, gated on 64 real test images."""
-    from .data import load_data_for, eval_arrays
+def export_stage(ctx) -> None:
+    """train/best.pt -> onnx/model.onnx, checked on 64 real test images before the file is written, then evaluated
+    on the whole test split with its parity against torch recorded as its gate."""
+    layout = ctx.layout
+    ctx.require(layout.best, "train")
+    parity = export_onnx(layout.best, layout.onnx, ctx.eval_set.x[:64], ctx.cfg.dynamic_batch)
+    import torch
 
-    ckpt = cfg.run_dir / "train" / "best.pt"
-    if not ckpt.is_file():
-        raise EdgeError(f"{ckpt}: no trained checkpoint; run `resnet-edge train name={cfg.name}` first")
-    x, _ = eval_arrays(load_data_for(cfg), cfg.image_size, 64)
-    out = cfg.run_dir / "onnx" / "model.onnx"
-    export_onnx(ckpt, out, x, cfg.dynamic_batch)
-    return out
+    from .evaluate import assess
+    from .summary import count_macs
+
+    macs = count_macs(model_from_checkpoint(load_checkpoint(layout.best)), torch.from_numpy(ctx.eval_set.x[:1]))
+    assess(ctx, layout.onnx, parent=layout.best, build={"method": "torch.onnx.export (opset 17)", "macs": macs,
+                                                        "batchnorm_nodes": parity["batchnorm_nodes"]})

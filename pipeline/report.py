@@ -1,5 +1,6 @@
-"""The accuracy-vs-size report of a run: one row per artifact (like Ultralytics' benchmark table, plus memory),
-the architecture table, the host and versions, device results merged as extra rows; report.json, report.md, a
+"""The accuracy-vs-size report of a run, read only from the run's result records: one row per artifact the run's
+stages declare (like Ultralytics' benchmark table, plus memory), a failed or skipped artifact a row with its reason,
+device results merged as extra rows, the architecture table, host and versions. Writes report.json, report.md, a
 self-contained report.html (plot embedded) and pareto.png (top-1 against size, marker size = latency)."""
 
 from __future__ import annotations
@@ -7,18 +8,17 @@ from __future__ import annotations
 import base64
 import html
 import json
-import sys
 from pathlib import Path
 
-from .artifacts import atomic_write, atomic_write_json, file_sizes
-from .benchmark import host
+from . import records
+from .artifacts import atomic_write, atomic_write_json, atomic_write_text
 from .errors import EdgeError
+from .host import host, versions
 
-COLUMNS = ["artifact", "format", "precision", "sparsity", "status", "size MiB", "gzip MiB", "top-1", "Δ vs fp32",
-           "agreement", "ms @1 thread", "ms @N", "peak RSS MiB"]
-LEGEND = "status: pass = passed every gate; gate = built but failed a gate; failed = not built (reason given)"
-DEVICE_NOTE = ("rows `@ device:...` / `@ android:...`: measured on the device (device_results*.json); top-1 on the "
-               "bundle's images (eval.npz), Δ against the fp32 file measured there on the same images")
+COLUMNS = ["artifact", "format", "precision", "sparsity", "MMACs", "status", "size MiB", "gzip MiB", "top-1 %",
+           "Δ top-1 vs fp32 (points)", "agreement", "ms @1 thread", "ms @N", "peak RSS MiB"]
+DEVICE_NOTE = ("rows `@ device:...` / `@ android:...`: measured on the device (device/*.json); top-1 on the bundle's "
+               "images (eval.npz), Δ against the fp32 file measured there on the same images")
 
 
 def _load(path: Path) -> dict:
@@ -28,57 +28,58 @@ def _load(path: Path) -> dict:
         return {}
 
 
-def _latency(bench: dict, key: str):
-    cell = bench.get(key) or {}
-    return cell.get("latency_ms_median"), cell.get("peak_rss_mib")
+def host_row(layout, rel: str, max_size_mib: float) -> dict:
+    """One record as a report row: its status decided by pipeline.records.status, nothing else."""
+    record = records.read(layout, rel)
+    build, ev = record.get("build") or {}, record.get("evaluation") or {}
+    size_gates = records.size_gates(record, max_size_mib)
+    status, reason = records.status(record, size_gates)
+    cells = (record.get("benchmark") or {}).get("threads") or {}
+    ok = {int(n): c for n, c in cells.items() if "error" not in c}
+    top_n = max(ok, default=None)
+    top1, ref = ev.get("top1"), ev.get("reference_top1")
+    return {
+        "artifact": rel, "format": build.get("format"), "precision": build.get("precision"),
+        "sparsity": build.get("sparsity_tflite_int8", build.get("nncf_sparsity_prunable")),
+        "macs": build.get("macs"), "method": build.get("method"), "status": status, "reason": reason,
+        "size_mib": build.get("size_mib"), "gzip_mib": build.get("gzip_mib"), "top1": top1,
+        "delta_top1": None if top1 is None or ref is None else 100 * (top1 - ref),
+        "agreement": ev.get("agreement"), "images": ev.get("images"), "split": ev.get("split"),
+        "data_id": ev.get("data_id"), "ms_1": ok.get(1, {}).get("latency_ms_median"),
+        "ms_n": ok.get(top_n, {}).get("latency_ms_median") if top_n else None, "threads_n": top_n,
+        "peak_rss_mib": max((c.get("peak_rss_mib") or 0 for c in ok.values()), default=None) or None,
+        "gates": [*(record.get("gates") or []), *(g.to_dict() for g in size_gates)], "source": "host",
+    }
 
 
-def collect_rows(run: Path, max_size_mib: float = 0.0) -> list[dict]:
-    """Join eval/, bench/, tflite/gates.json and quant/summary.json per artifact; device results come as extra rows.
-    max_size_mib > 0: an int8 .tflite file (the ones meant to ship) larger than that fails its gate."""
-    gates = {g["artifact"]: g for g in (_load(run / "tflite" / "gates.json") or [])}
-    quant = _load(run / "quant" / "summary.json")
-    reference = _load(run / "eval" / "model.json")
-    ref_top1 = reference.get("top1")
+def device_rows(layout) -> list[dict]:
+    """Rows from device/*.json (bench_tflite.py, android_benchmark.py); Δ against the fp32 file measured in the same
+    place on the same images."""
     rows = []
-    for eval_path in sorted((run / "eval").glob("*.json")):
-        ev = _load(eval_path)
-        if not ev.get("artifact"):
-            continue
-        name = Path(ev["artifact"]).name
-        bench = _load(run / "bench" / f"{Path(name).stem}.json")
-        q = quant.get(name, {})
-        threads = sorted(int(k[1:]) for k in bench if k.startswith("t") and k[1:].isdigit())
-        ms1, rss1 = _latency(bench, "t1")
-        msn, rssn = _latency(bench, f"t{threads[-1]}") if threads else (None, None)
-        sizes = ({k: bench[k] for k in ("size_mib", "gzip_mib") if k in bench}
-                 or (file_sizes(Path(ev["artifact"])) if Path(ev["artifact"]).is_file() else {}))  # gzip once
-        gate = gates.get(name, {})
-        too_big = (max_size_mib > 0 and name.endswith(".tflite") and ev.get("precision") == "int8"
-                   and (sizes.get("size_mib") or 0) > max_size_mib)
-        failed_gate = gate.get("passed") is False or q.get("gate") == "fail" or too_big
-        rows.append({
-            "artifact": name, "format": ev.get("format"), "precision": ev.get("precision"),
-            "sparsity": q.get("sparsity_tflite_int8", q.get("nncf_sparsity_prunable")),
-            "status": "gate" if failed_gate else "pass",
-            "size_mib": sizes.get("size_mib"), "gzip_mib": sizes.get("gzip_mib"),
-            "top1": ev.get("top1"), "delta_top1": None if ref_top1 is None else 100 * (ev["top1"] - ref_top1),
-            "agreement": ev.get("agreement"), "ms_1": ms1, "ms_n": msn, "threads_n": threads[-1] if threads else None,
-            "peak_rss_mib": max(v for v in (rss1, rssn, 0) if v is not None) or None,
-            "macs": q.get("macs"), "method": q.get("method"), "source": "host",
-            "size_gate": f"{sizes['size_mib']:.2f} MiB > max_size_mib {max_size_mib:g}" if too_big else None,
-        })
-    for path in sorted(p for p in run.rglob("device_results*.json") if "device_bundle" not in p.parts):
-        device_rows = _load(path).get("rows", [])
-        # Δ against the fp32 file measured in the same place on the same images (the bundle's subset)
-        fp32 = next((r.get("top1") for r in device_rows if r.get("precision") == "fp32" and r.get("top1")), None)
-        for row in device_rows:
+    for path in sorted(layout.device_dir.glob("*.json")):
+        found = _load(path).get("rows", [])
+        fp32 = next((r.get("top1") for r in found if r.get("precision") == "fp32" and r.get("top1")), None)
+        for row in found:
             source = row.get("source") or path.stem
             top1 = row.get("top1")
-            rows.append({**{c: None for c in ("sparsity", "gzip_mib", "agreement", "macs")}, **row,
+            rows.append({**{c: None for c in ("sparsity", "gzip_mib", "agreement", "macs", "reason")}, **row,
                          "artifact": f"{row.get('artifact')} @ {source}", "source": source,
+                         "status": "pass" if row.get("status") == "pass" else "bench failed",
+                         "reason": row.get("error"),
                          "delta_top1": None if fp32 is None or top1 is None else 100 * (top1 - fp32)})
     return rows
+
+
+def collect_rows(layout, cfg) -> list[dict]:
+    from .stages import declared_rows
+
+    return [host_row(layout, rel, cfg.max_size_mib) for rel in declared_rows(layout, cfg)] + device_rows(layout)
+
+
+def recommended(rows: list[dict]) -> dict | None:
+    """The phone file to ship: among host TFLite rows that passed, the fastest at 1 thread (then the smallest)."""
+    ok = [r for r in rows if r["source"] == "host" and r["status"] == "pass" and r["format"] == "tflite"]
+    return min(ok, key=lambda r: (r["ms_1"] if r["ms_1"] is not None else float("inf"), r["size_mib"]), default=None)
 
 
 def _fmt(v, digits=2):
@@ -89,23 +90,54 @@ def _fmt(v, digits=2):
     return str(v)
 
 
-def _cells(r: dict) -> list[str]:
-    """One report row as the table's text cells, in COLUMNS order."""
+def _cells(r: dict, reference: dict | None) -> list[str]:
+    """One report row as the table's text cells, in COLUMNS order. † marks a top-1 measured on other images than the
+    fp32 reference row's."""
+    other_set = reference and r["source"] == "host" and r.get("data_id") and r["data_id"] != reference.get("data_id")
+    top1 = None if r.get("top1") is None else _fmt(100 * r["top1"]) + ("†" if other_set else "")
     return [_fmt(c) for c in (
-        r["artifact"], r.get("format"), r.get("precision"), _fmt(r.get("sparsity"), 3), r.get("status"),
-        _fmt(r.get("size_mib")), _fmt(r.get("gzip_mib")), _fmt(r.get("top1"), 4), _fmt(r.get("delta_top1")),
-        _fmt(r.get("agreement"), 4), _fmt(r.get("ms_1")), _fmt(r.get("ms_n")), _fmt(r.get("peak_rss_mib"), 0))]
+        r["artifact"], r.get("format"), r.get("precision"), _fmt(r.get("sparsity"), 3),
+        _fmt(r["macs"] / 1e6, 1) if r.get("macs") else None, r.get("status"), _fmt(r.get("size_mib")),
+        _fmt(r.get("gzip_mib")), top1, _fmt(r.get("delta_top1")), _fmt(r.get("agreement"), 4), _fmt(r.get("ms_1")),
+        _fmt(r.get("ms_n")), _fmt(r.get("peak_rss_mib"), 0))]
+
+
+def _notes(rows: list[dict], reference: dict | None) -> list[str]:
+    out = [records.LEGEND]
+    for r in rows:
+        if r["status"] != "pass":
+            out.append(f"- {r['artifact']}: {r['status']}: {r['reason']}")
+    if reference and any(r["source"] == "host" and r.get("data_id") and r["data_id"] != reference.get("data_id")
+                         for r in rows):
+        out.append(f"- †: top-1 measured on other images than the fp32 reference ({reference['images']} "
+                   f"{reference['split']} images): Δ is against the reference on those same images, but the top-1 is "
+                   f"not comparable with the other rows; re-run the stage that built it")
+    if any(r["source"] != "host" for r in rows):
+        out.append(DEVICE_NOTE)
+    return out
+
+
+def _headline(rows: list[dict]) -> str:
+    best = recommended(rows)
+    if best is None:
+        return "Recommended phone file: none (no TFLite file passed every gate)."
+    speed = f", {best['ms_1']:.2f} ms at 1 thread" if best["ms_1"] is not None else ""
+    return (f"Recommended phone file: {best['artifact']} ({best['size_mib']:.2f} MiB, top-1 {100 * best['top1']:.2f}%, "
+            f"Δ {best['delta_top1']:+.2f} points vs fp32{speed}): the fastest TFLite file that passed every gate.")
+
+
+def _table(rows: list[dict], reference: dict | None) -> list[str]:
+    return ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)] + \
+        ["| " + " | ".join(_cells(r, reference)) + " |" for r in rows]
 
 
 def to_markdown(rows: list[dict], meta: dict) -> str:
-    out = [f"# resnet-edge report: {meta['run']}", "",
+    reference = meta.get("reference")
+    out = [f"# resnet-edge report: {meta['run']}", "", _headline(rows), "",
            f"Host: {meta['host']['cpu']}, {meta['host']['cores']} cores ({meta['host']['machine']}); "
-           f"MiB = 2^20 bytes; latency = median ms per image, batch 1, after warm-up.", "",
-           "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    for r in rows:
-        cells = _cells(r)
-        out.append("| " + " | ".join(cells) + " |")
-    out += ["", LEGEND] + ([DEVICE_NOTE] if any(r.get("source") != "host" for r in rows) else [])
+           f"MiB = 2^20 bytes; latency = median ms per image, batch 1, after warm-up; top-1 on "
+           + (f"{reference['images']} {reference['split']} images." if reference else "the test split."), "",
+           *_table(rows, reference), "", *_notes(rows, reference)]
     for table in meta.get("latency_tables", []):
         out += ["", latency_markdown(table)]
     out += ["", "## Architecture", "", meta.get("architecture", "(summary not available)"), "",
@@ -117,8 +149,8 @@ def latency_markdown(table: dict) -> str:
     """bench/latency.py's table: the same weights at phone resolution through every runtime."""
     threads = table["threads"]
     out = [f"## Latency at {table['image_size']}x{table['image_size']} (bench/latency.py)", "",
-           f"Same weights, batch 1, median of {table['runs']} runs; host {table['host']['cpu']}, "
-           f"{table['host']['cores']} cores.", "",
+           f"Same weights, batch 1, median of {table['runs']} runs after {table['warmup']} warm-up runs; host "
+           f"{table['host']['cpu']}, {table['host']['cores']} cores.", "",
            "| model | runtime | precision | size MiB | " + " | ".join(f"ms @{n}" for n in threads)
            + f" | x TFLite fp32 @{threads[0]} | peak RSS MiB |",
            "|---|---|---|---:|" + "---:|" * len(threads) + "---:|---:|"]
@@ -143,11 +175,12 @@ def pareto_png(rows: list[dict], path: Path) -> Path:
         size = 30 + 20 * (r.get("ms_1") or 1)
         ax.scatter(r["size_mib"], 100 * r["top1"], s=size, alpha=0.6,
                    color="tab:red" if r.get("status") != "pass" else "tab:blue")
-        labels.setdefault((round(r["size_mib"], 1), round(100 * r["top1"], 2)), []).append(r["artifact"])
+        labels.setdefault((round(r["size_mib"], 1), round(100 * r["top1"], 2)), []).append(Path(r["artifact"]).name)
     for (x, y), names in labels.items():
         ax.annotate(", ".join(names), (x, y), fontsize=7, xytext=(4, 3), textcoords="offset points")
     front, best = [], -1.0
-    for r in sorted(pts, key=lambda r: r["size_mib"]):  # smallest file that beats every smaller one
+    for r in sorted((r for r in pts if r["status"] == "pass"), key=lambda r: r["size_mib"]):  # smallest file that
+        # beats every smaller one
         if r["top1"] > best:
             front.append(r)
             best = r["top1"]
@@ -197,25 +230,24 @@ def markdown_html(text: str) -> str:
     return "\n".join(out)
 
 
-def to_html(markdown_rows: list[dict], meta: dict, png: Path) -> str:
+def to_html(rows: list[dict], meta: dict, png: Path) -> str:
+    reference = meta.get("reference")
     img = base64.b64encode(png.read_bytes()).decode()
     head = "".join(f"<th>{html.escape(c)}</th>" for c in COLUMNS)
-    body = []
-    for r in markdown_rows:
-        cells = _cells(r)
-        cls = "" if r.get("status") == "pass" else ' class="bad"'
-        body.append(f"<tr{cls}>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
+    body = "".join(f"<tr class=\"{'ok' if r['status'] == 'pass' else 'bad'}\">"
+                   + "".join(f"<td>{html.escape(c)}</td>" for c in _cells(r, reference)) + "</tr>" for r in rows)
+    notes = "".join(f"<p>{html.escape(n)}</p>" for n in _notes(rows, reference))
     title = f"resnet-edge report: {html.escape(meta['run'])}"
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>{title}</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;
 padding:3px 8px;text-align:right}}td:first-child{{text-align:left}}tr.bad{{background:#fdd}}
 table{{margin-bottom:1em}}</style></head><body>
-<h1>resnet-edge report: {html.escape(meta['run'])}</h1>
+<h1>{title}</h1>
+<p><b>{html.escape(_headline(rows))}</b></p>
 <p>Host: {html.escape(meta['host']['cpu'])}, {meta['host']['cores']} cores. MiB = 2<sup>20</sup> bytes; latency =
 median ms per image, batch 1, after warm-up.</p>
 <img alt="accuracy vs size" src="data:image/png;base64,{img}">
-<table><tr>{head}</tr>{''.join(body)}</table><p>{html.escape(LEGEND)}</p>
-{f"<p>{html.escape(DEVICE_NOTE)}</p>" if any(r.get("source") != "host" for r in markdown_rows) else ""}
+<table><tr>{head}</tr>{body}</table>{notes}
 {''.join(markdown_html(latency_markdown(t)) for t in meta.get("latency_tables", []))}
 <h2>Architecture</h2>{markdown_html(meta.get('architecture', ''))}
 <h2>Versions</h2><p>{html.escape(', '.join(f'{k} {v}' for k, v in meta.get('versions', {}).items()))}</p>
@@ -223,55 +255,35 @@ median ms per image, batch 1, after warm-up.</p>
 """
 
 
-def versions() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for name in ("torch", "onnx", "onnxruntime", "onnx2tf", "tensorflow", "ai-edge-litert", "nncf", "torch-pruning"):
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            out[name] = "not installed"
-    return out
-
-
-def report(run: Path, architecture: str = "", max_size_mib: float = 0.0) -> dict[str, Path]:
-    run = Path(run)
-    if not (run / "eval").is_dir():
-        raise EdgeError(f"{run}/eval: no evaluations to report; run `resnet-edge convert` (or `run`) first")
-    rows = collect_rows(run, max_size_mib)
-    meta = {"run": str(run), "host": host(), "versions": versions(), "architecture": architecture,
-            "latency_tables": [t for t in map(_load, sorted((run / "bench").glob("latency_*.json"))) if t]}
-    out = run / "report"
-    png = pareto_png(rows, out / "pareto.png")
-    paths = {"json": atomic_write_json(out / "report.json", {**meta, "columns": COLUMNS, "rows": rows}),
-             "md": atomic_write(out / "report.md", lambda t: t.write_text(to_markdown(rows, meta))),
-             "html": atomic_write(out / "report.html", lambda t: t.write_text(to_html(rows, meta, png))),
-             "png": png}
-    print(f"report ok -> {out}/report.md, report.html, pareto.png ({len(rows)} rows)", file=sys.stderr)
-    return paths
-
-
-def architecture(cfg) -> str:
+def architecture(layout, cfg) -> str:
     """The summary table of the run's trained model (with its real class count), or a note why there is none."""
     from .checkpoint import load_checkpoint, model_from_checkpoint
     from .data import input_shape
     from .summary import summarize
     from .summary import to_markdown as summary_markdown
 
-    best = cfg.run_dir / "train" / "best.pt"
     try:
-        model = model_from_checkpoint(load_checkpoint(best))
+        model = model_from_checkpoint(load_checkpoint(layout.best))
     except EdgeError as e:
         return f"(summary not available: {e})"
     return summary_markdown(summarize(model, cfg.model, cfg.image_size, input_shape(cfg)[1]))
 
 
-def report_run(cfg) -> dict[str, Path]:
-    """report() of cfg's run directory with its architecture table, then the size gate (after the report is out)."""
-    paths = report(cfg.run_dir, architecture(cfg), cfg.max_size_mib)
-    rows = json.loads(paths["json"].read_text())["rows"]
-    too_big = [f"{r['artifact']}: {r['size_gate']}" for r in rows if r.get("size_gate")]
-    if too_big:
-        raise EdgeError("size gate failed: " + "; ".join(too_big))
-    return paths
+def report(layout, cfg) -> dict[str, Path]:
+    """report/{report.json, report.md, report.html, pareto.png} from the run's records."""
+    rows = collect_rows(layout, cfg)
+    reference = next((r for r in rows if r["artifact"] == layout.rel(layout.onnx) and r.get("data_id")), None)
+    meta = {"run": str(layout.root), "host": host(), "versions": versions(), "architecture": architecture(layout, cfg),
+            "reference": reference and {k: reference[k] for k in ("images", "split", "data_id")},
+            "recommended": (recommended(rows) or {}).get("artifact"), "legend": records.LEGEND,
+            "latency_tables": [t for t in map(_load, sorted(layout.companion("latency").glob("latency_*.json")))
+                               if t]}
+    out = layout.report_dir
+    png = pareto_png(rows, out / "pareto.png")
+    return {"json": atomic_write_json(out / "report.json", {**meta, "columns": COLUMNS, "rows": rows}),
+            "md": atomic_write_text(out / "report.md", to_markdown(rows, meta)),
+            "html": atomic_write_text(out / "report.html", to_html(rows, meta, png)), "png": png}
+
+
+def report_stage(ctx) -> None:
+    report(ctx.layout, ctx.cfg)

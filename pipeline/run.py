@@ -1,155 +1,85 @@
-"""`resnet-edge run`: every stage into runs/<name>/, recorded in manifest.json (resolved config, versions, host,
-per-stage wall time, every artifact with bytes and sha256). A stage whose config and inputs are unchanged is skipped
-(force=true redoes it); an interrupted run continues after its last completed stage. Gate failures do not stop the
-chain: the report is written, then run exits non-zero naming each failure."""
+"""`resnet-edge run`: every stage of pipeline.stages into <runs_dir>/<name>/, in one process (the data is loaded
+once), recorded in manifest.json (resolved config, versions, host, per-stage key, wall time, outputs with sha256).
+
+A stage is skipped when its key (its config keys and its inputs' content) is unchanged, it last ended ok, and its
+recorded outputs and record sections are on disk as the manifest says; otherwise it runs again, and so do the stages
+that read what it writes (their inputs changed). force=true runs everything. An interrupted run continues from the
+stage it was in. A failed stage's dependents are skipped, not failed. Gate failures do not stop the chain: the
+report is written, then run exits non-zero naming every failed stage and every row that did not pass.
+"""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import sys
-import time
-from collections.abc import Callable
-from pathlib import Path
 
-from .artifacts import atomic_write_json
-from .bundle import SCRIPT_NAMES, SCRIPTS, bundle
-from .config import TRAIN_KEYS, Config, save_config
-from .data import input_shape
+from . import records
+from .config import Config
 from .errors import EdgeError
-
-# Config keys that do not change what a stage produces.
-NEUTRAL_KEYS = {"name", "runs_dir", "resume", "threads", "workers", "extra", "force"}
-# Keys that matter to one stage alone (later stages see the change through that stage's files).
-STAGE_ONLY_KEYS = {"bench_runs": "benchmark", "max_size_mib": "report", "bundle_models": "bundle",
-                   "bundle_images": "bundle"}
+from .stage import Context, Outcome, mark_skipped, open_run, read_manifest, run_stage, stage_key, unchanged
+from .stages import declared_rows, stages_for
 
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _files(run: Path) -> dict[str, float]:
-    return {str(p.relative_to(run)): p.stat().st_mtime for p in run.rglob("*")
-            if p.is_file() and not p.name.startswith(".") and p.name != "manifest.json"}
-
-
-def _stages(cfg: Config) -> list[tuple[str, Callable[[Config], object], list[str]]]:
-    """(name, function of the config, input files relative to the run or absolute) in order."""
-    from . import convert, export, train
-
-    def quantize(c):
-        from quantization.stages import quantize_stage
-
-        return quantize_stage(c)
-
-    def prune(method):
-        def stage(c):
-            from quantization.stages import prune_stage
-
-            return prune_stage(c, method)
-        return stage
-
-    def bench(c):
-        from .benchmark import benchmark
-
-        run = c.run_dir
-        arts = sorted(run.glob("tflite/*.tflite")) + [p for p in (run / "onnx" / "model.onnx",
-                                                                   run / "quant" / "ptq_int8.onnx") if p.is_file()]
-        return benchmark(arts, input_shape(c), run / "bench", None, 10, c.bench_runs)
-
-    def report(c):
-        from .report import report_run
-
-        return report_run(c)
-
-    stages = [("train", lambda c: train.train(c), []),
-              ("export", export.export_stage, ["train/best.pt"]),
-              ("convert", convert.convert_stage, ["onnx/model.onnx"]),
-              ("quantize", quantize, ["onnx/model.onnx", "train/best.pt"])]
-    if cfg.run_structured:
-        stages.append(("prune_structured", prune("structured"), ["train/best.pt", "onnx/model.onnx"]))
-    if cfg.run_magnitude:
-        stages.append(("prune_magnitude", prune("magnitude"), ["train/best.pt", "onnx/model.onnx"]))
-    stages += [("benchmark", bench, ["tflite"]), ("report", report, ["eval", "bench"]),
-               ("bundle", bundle, ["tflite", *BUNDLE_SCRIPTS])]
-    return stages
-
-
-# The bundle copies these: a new version of them makes a new bundle.
-BUNDLE_SCRIPTS = [str(SCRIPTS / name) for name in SCRIPT_NAMES]
-
-
-def _key(cfg: Config, stage: str, inputs: list[str]) -> str:
-    conf = {k: v for k, v in cfg.to_dict().items()
-            if (k in TRAIN_KEYS if stage == "train" else k not in NEUTRAL_KEYS)
-            and STAGE_ONLY_KEYS.get(k, stage) == stage}
-    digests = []
-    for rel in inputs:
-        path = cfg.run_dir / rel
-        files = sorted(path.rglob("*")) if path.is_dir() else [path]
-        digests += [(str(p.relative_to(cfg.run_dir)) if p.is_relative_to(cfg.run_dir) else p.name, sha256(p))
-                    for p in files if p.is_file() and not p.name.startswith(".")]
-    return hashlib.sha256(json.dumps([stage, conf, digests], sort_keys=True, default=str).encode()).hexdigest()
-
-
-def run(cfg: Config, force: bool = False) -> dict:
-    from .benchmark import host
-    from .report import versions
-
-    run_dir = cfg.run_dir
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run_dir / "config.yaml")
-    manifest_path = run_dir / "manifest.json"
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
-    manifest.update({"config": cfg.to_dict(), "versions": versions(), "host": host()})
-    manifest.setdefault("stages", {})
-    manifest.setdefault("artifacts", {})
-    failures = []
-    for name, function, inputs in _stages(cfg):
-        key = _key(cfg, name, inputs)
-        done = manifest["stages"].get(name, {})
-        outputs_ok = all((run_dir / rel).is_file() for rel in done.get("outputs", []))
-        if not force and done.get("key") == key and done.get("status") == "ok" and outputs_ok:
-            print(f"run: {name} unchanged, skipped", file=sys.stderr)
+def run(cfg: Config, force: bool = False, ctx: Context | None = None) -> Outcome:
+    ctx = ctx or Context(cfg)
+    ctx.data  # noqa: B018  (at the door: the data loads, and fits the config, before any stage starts)
+    open_run(ctx)
+    outcome = Outcome()
+    for stage in stages_for(cfg):
+        missing = [n for n in stage.needs if n in outcome.failed or n in outcome.skipped]
+        if missing:
+            outcome.skipped[stage.name] = f"needs {', '.join(missing)}"
+            mark_skipped(stage, ctx, outcome.skipped[stage.name])
             continue
-        before, start = _files(run_dir), time.perf_counter()
-        status, error = "ok", None
-        manifest["stages"][name] = {"key": key, "status": "started"}
-        atomic_write_json(manifest_path, manifest)
-        print(f"run: {name} ...", file=sys.stderr)
-        try:
-            function(cfg if name != "train" else _fresh_train(cfg, done, key))
-        except EdgeError as e:
-            status, error = "failed", str(e)
-            failures.append(f"{name}: {e}")
-            print(f"run: {name} failed: {e}", file=sys.stderr)
-        after = _files(run_dir)
-        outputs = sorted(rel for rel, mtime in after.items() if before.get(rel) != mtime)
-        for rel in outputs:
-            p = run_dir / rel
-            manifest["artifacts"][rel] = {"bytes": p.stat().st_size, "sha256": sha256(p), "stage": name}
-        manifest["stages"][name] = {"key": key, "status": status, "error": error, "outputs": outputs,
-                                    "wall_s": round(time.perf_counter() - start, 2)}
-        atomic_write_json(manifest_path, manifest)  # after every stage: an interruption keeps what is done
-    manifest["failures"] = failures
-    atomic_write_json(manifest_path, manifest)
-    total = sum(s.get("wall_s", 0) for s in manifest["stages"].values())
-    print(f"run {'ok' if not failures else 'FAILED'}: {run_dir} (stage time {total:.0f} s)", file=sys.stderr)
-    if failures:
-        raise EdgeError("run failed: " + " | ".join(failures))
-    return manifest
+        key = stage_key(stage, ctx)
+        done = read_manifest(ctx.layout)["stages"].get(stage.name, {})
+        if not force and done.get("key") == key and done.get("status") == "ok" and unchanged(stage, ctx, done):
+            print(f"{stage.name} unchanged, skipped", file=sys.stderr)
+            continue
+        if stage.name == "train" and done.get("key") == key and done.get("status") == "started" \
+                and ctx.layout.last.is_file():
+            ctx.cfg = cfg = _resumed(cfg)  # an interrupted training continues from last.pt
+        entry = run_stage(stage, ctx, key)
+        if entry["status"] != "ok":
+            outcome.failed[stage.name] = entry["error"]
+            print(f"{stage.name} FAILED after {entry['wall_s']:.1f} s (the reason closes the run)", file=sys.stderr)
+    failed_stages = {n for n in outcome.failed}
+    for rel in declared_rows(ctx.layout, cfg):
+        record = records.read(ctx.layout, rel)
+        status, reason = records.status(record, records.size_gates(record, cfg.max_size_mib))
+        if status in ("gate", "bench failed") or (status == "failed" and record.get("build", {}).get("stage")
+                                                   not in failed_stages):
+            outcome.rows.append(f"{rel}: {status}: {reason}")
+    problems = outcome.problems()
+    print(f"run {'FAILED' if problems else 'ok'}: {ctx.layout.root}"
+          + (f" ({len(outcome.skipped)} stage(s) skipped: "
+             + ", ".join(f"{k} ({v})" for k, v in outcome.skipped.items()) + ")" if outcome.skipped else ""),
+          file=sys.stderr)
+    if problems:
+        raise EdgeError("run failed: " + " | ".join(problems))
+    return outcome
 
 
-def _fresh_train(cfg: Config, done: dict, key: str) -> Config:
-    """An interrupted training continues from last.pt when the stage was started with the same key."""
+def run_one(stage_name: str, cfg: Config) -> int:
+    """One stage of the chain under the same contract (a single verb); EdgeError naming the failure or each of its
+    rows that failed a gate."""
+    from .stages import STAGES
+
+    stage = STAGES[stage_name]
+    ctx = Context(cfg)
+    if stage.uses_data:
+        ctx.data  # noqa: B018  (at the door, as in run)
+    open_run(ctx)
+    entry = run_stage(stage, ctx)
+    if entry["status"] != "ok":
+        raise EdgeError(f"{stage_name} failed: {entry['error']}")
+    failed = [f"{rel}: {reason}" for rel in stage.records(ctx.layout, cfg)
+              for st, reason in [records.status(records.read(ctx.layout, rel))] if st == "gate"]
+    if failed:
+        raise EdgeError(f"{stage_name}: gate failed: " + " | ".join(failed))
+    return 0
+
+
+def _resumed(cfg: Config) -> Config:
     import dataclasses
 
-    last = cfg.run_dir / "train" / "last.pt"
-    if done.get("key") == key and done.get("status") == "started" and last.is_file():
-        return dataclasses.replace(cfg, resume=True)
-    return cfg
+    return dataclasses.replace(cfg, resume=True)

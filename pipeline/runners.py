@@ -67,7 +67,7 @@ class OnnxRunner:
         try:
             self.session = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
         except Exception as e:
-            raise EdgeError(f"{self.path}: onnxruntime cannot load it ({str(e).splitlines()[0][:200]})") from None
+            raise EdgeError(f"{self.path}: onnxruntime cannot load it ({str(e).splitlines()[0][:200]})") from e
         self.input = self.session.get_inputs()[0]
         self.fixed_batch = self.input.shape[0] if isinstance(self.input.shape[0], int) else None
 
@@ -80,12 +80,11 @@ class OnnxRunner:
 
     @functools.cached_property
     def precision(self) -> str:
-        """int8 for a QDQ model. Read on demand: it loads the whole graph again, which the benchmark worker (whose
-        memory is being measured) never needs."""
-        import onnx
+        """Read on demand: it loads the whole graph again, which the benchmark worker (whose memory is being
+        measured) never needs."""
+        from .precision import onnx_precision
 
-        ops = {n.op_type for n in onnx.load(str(self.path)).graph.node}
-        return "int8" if "QuantizeLinear" in ops else "fp32"
+        return onnx_precision(self.path)
 
 
 class TFLiteRunner:
@@ -104,10 +103,15 @@ class TFLiteRunner:
             self.interpreter = Interpreter(model_path=str(self.path), num_threads=threads or os.cpu_count())
             self.interpreter.allocate_tensors()
         except Exception as e:
-            raise EdgeError(f"{self.path}: LiteRT cannot load it ({str(e).splitlines()[0][:200]})") from None
+            raise EdgeError(f"{self.path}: LiteRT cannot load it ({str(e).splitlines()[0][:200]})") from e
         self.input = self.interpreter.get_input_details()[0]
         self.output = self.interpreter.get_output_details()[0]
-        self.precision = precision_of(self.path.name, self.input["dtype"])
+
+    @functools.cached_property
+    def precision(self) -> str:
+        from .precision import tflite_precision
+
+        return tflite_precision(self.path)
 
     def _quantize(self, x: np.ndarray) -> np.ndarray:
         dtype = self.input["dtype"]
@@ -146,15 +150,6 @@ def tflite_weight_sparsity(path: Path) -> dict:
             w = runner.interpreter.get_tensor(d["index"])
             total, zeros = total + w.size, zeros + int((w == 0).sum())
     return {"int8_weights": total, "zero_share": zeros / total if total else 0.0}
-
-
-def precision_of(name: str, input_dtype) -> str:
-    for key, precision in (("full_integer_quant", "int8"), ("int8", "int8"), ("float16", "fp16"),
-                           ("fp16", "fp16"), ("dynamic_range", "dynamic_range"), ("float32", "fp32"),
-                           ("fp32", "fp32")):
-        if key in name:
-            return precision
-    return "int8" if input_dtype in (np.int8, np.uint8) else "fp32"
 
 
 def open_runner(path: str | Path, threads: int | None = None) -> Runner:

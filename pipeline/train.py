@@ -26,17 +26,23 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSamp
 
 from models import build_model
 
-from .checkpoint import (CHECKPOINT_FORMAT, atomic_write_json, load_checkpoint, load_weights, model_from_checkpoint,
-                         resolve_weights, save_checkpoint)
+from .artifacts import atomic_write_json
+from .checkpoint import (CHECKPOINT_FORMAT, load_checkpoint, load_weights, model_from_checkpoint, resolve_weights,
+                         save_checkpoint)
 from .config import RESUMABLE_CHANGES, TRAIN_KEYS, Config, save_config
 from .data import ImageFiles, ImageSet, Normalization, load_data_for, normalize, to_input
 from .errors import EdgeError
+from .layout import Layout
 
 try:
     from tqdm import tqdm
 except ImportError:  # stock-PyTorch machines: plain per-epoch lines instead of a bar
     tqdm = None
 
+
+# Diverged: the last epoch's training loss is above twice a uniform guess's (ln K) and validation is at chance (at
+# most 1.5 / K). A short run that learned little sits near ln K, never far above it.
+CHANCE_MARGIN = 1.5
 
 # --- data on the device --------------------------------------------------------------------------------------------
 
@@ -239,19 +245,27 @@ def _subset(split: ImageSet, n: int) -> ImageSet:
     return split.subset(np.arange(min(n, len(split)))) if n > 0 else split
 
 
-def train(cfg: Config) -> Path:
-    """Train cfg.model; returns runs/<name>/train/ holding best.pt, last.pt and metrics.json."""
+def train_stage(ctx) -> None:
+    """The train stage: the run's data, loaded once, into train()."""
+    train(ctx.cfg, ctx.data)
+
+
+def train(cfg: Config, data=None) -> Path:
+    """Train cfg.model; returns <run>/train/ holding best.pt, last.pt and metrics.json."""
     rt = setup_runtime(cfg)
-    out = cfg.run_dir / "train"
-    data = load_data_for(cfg)
+    layout = Layout(cfg.run_dir)
+    out = layout.train_dir
+    data = data if data is not None else load_data_for(cfg)
     train_split = _subset(data.train, cfg.train_subset)
     val_split, test_split = _subset(data.val, cfg.eval_subset), _subset(data.test, cfg.eval_subset)
     if cfg.epochs == 0:
         return import_weights(cfg, rt, data, out, test_split)
+    if cfg.batch_size % rt.world:
+        raise EdgeError(f"batch_size={cfg.batch_size} does not divide evenly across {rt.world} processes; use a "
+                        f"multiple of {rt.world} (each process trains on batch_size / {rt.world} images a step)")
     per_rank_batch = cfg.batch_size // rt.world
-    if per_rank_batch < 1 or len(train_split) < cfg.batch_size:
-        need = max(cfg.batch_size, rt.world)
-        raise EdgeError(f"{rt.world} processes x batch {max(per_rank_batch, 1)} need at least {need} "
+    if len(train_split) < cfg.batch_size:
+        raise EdgeError(f"{rt.world} processes x batch {per_rank_batch} need at least {cfg.batch_size} "
                         f"training images; have {len(train_split)}: lower --nproc_per_node or batch_size")
     pin = rt.device.type == "cuda"
     train_loader = make_loader(train_split, per_rank_batch, True, cfg.seed, rt.world, rt.rank, cfg.workers, pin)
@@ -275,7 +289,7 @@ def train(cfg: Config) -> Path:
         state = resume_from(out / "last.pt", cfg, model, opt, sched, scaler)
     if rt.main:
         out.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, cfg.run_dir / "config.yaml")
+        save_config(cfg, layout.config)
     net: nn.Module = model
     if rt.world > 1:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[rt.device.index] if pin else None)
@@ -311,7 +325,7 @@ def train(cfg: Config) -> Path:
             dist.barrier()
 
     if rt.main:
-        finish(out, cfg, rt, data, test_split, time.perf_counter() - run_start)
+        finish(out, cfg, rt, data, test_split, time.perf_counter() - run_start, per_rank_batch)
     if rt.world > 1:
         dist.barrier()
         dist.destroy_process_group()
@@ -328,7 +342,7 @@ def import_weights(cfg: Config, rt: Runtime, data, out: Path, test_split: ImageS
     if rt.main:
         print("\n".join(load_weights(model, resolve_weights(cfg.weights, cfg.model))), file=sys.stderr)
         out.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, cfg.run_dir / "config.yaml")
+        save_config(cfg, Layout(cfg.run_dir).config)
         ckpt = _checkpoint(model, {"epoch": 0, "best_acc": -1.0, "history": []}, cfg, data, weights=str(cfg.weights))
         save_checkpoint(ckpt, out / "last.pt")
         save_checkpoint(ckpt, out / "best.pt")
@@ -373,8 +387,9 @@ def resume_from(path: Path, cfg: Config, model, opt, sched, scaler) -> dict:
     return {"epoch": ckpt["epoch"], "best_acc": ckpt["best_acc"], "history": ckpt["history"]}
 
 
-def finish(out: Path, cfg: Config, rt: Runtime, data, test_split: ImageSet, wall: float) -> None:
-    """Score best.pt on the test split and close metrics.json."""
+def finish(out: Path, cfg: Config, rt: Runtime, data, test_split: ImageSet, wall: float,
+           per_rank_batch: int | None = None) -> None:
+    """Score best.pt on the test split and close metrics.json; a model that learned nothing is an error."""
     best = load_checkpoint(out / "best.pt")
     model = model_from_checkpoint(best).to(rt.device)
     test_loader = make_loader(test_split, 512, False, cfg.seed, 1, 0, cfg.workers, rt.device.type == "cuda")
@@ -384,11 +399,17 @@ def finish(out: Path, cfg: Config, rt: Runtime, data, test_split: ImageSet, wall
                 "test_images": len(test_split), "device": str(rt.device), "world_size": rt.world,
                 "amp": str(rt.amp_dtype).replace("torch.", "") if rt.amp_dtype else "fp32",
                 "channels_last": rt.channels_last, "compile": cfg.compile, "train_wall_s": wall,
-                "preset": cfg.preset}
+                "preset": cfg.preset, "batch_size": cfg.batch_size, "per_rank_batch": per_rank_batch}
     atomic_write_json(out / "metrics.json", metrics)
+    k = data.num_classes
+    last_loss = metrics["epochs"][-1]["train_loss"] if metrics["epochs"] else 0.0
+    if best["epoch"] > 0 and best["best_acc"] <= CHANCE_MARGIN / k and last_loss > 2 * math.log(k):
+        raise EdgeError(f"training diverged: last epoch's train loss {last_loss:.4g} (a uniform guess scores "
+                        f"{math.log(k):.2f}) and best validation top-1 {best['best_acc']:.4f} is chance level "
+                        f"(1/{k}); lower lr={cfg.lr}; checkpoints kept in {out}")
     source = f"weights {cfg.weights} as given" if best["epoch"] == 0 else \
         f"best epoch {best['epoch']}, val {best['best_acc']:.4f}"
-    print(f"train ok: {source}, test {test['acc']:.4f} "
+    print(f"trained: {source}, test {test['acc']:.4f} "
           f"({len(test_split)} images), {wall:.0f} s -> {out}", file=sys.stderr)
 
 

@@ -1,5 +1,9 @@
 """Everything this project does with NNCF: ONNX post-training quantization, torch quantization-aware training, and
-magnitude (unstructured) pruning. NNCF 3.x has no filter pruning: structured pruning lives in structured.py."""
+magnitude (unstructured) pruning. NNCF 3.x has no filter pruning: structured pruning lives in structured.py.
+
+Algorithms only: functions from a model (torch module or ONNX proto) and calibration data to a model, or to a file
+the caller names. No run paths, no stages: this imports models/ and the project's error type, nothing else of ours.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.checkpoint import atomic_write
 from pipeline.errors import EdgeError
 
 PRESETS = ("performance", "mixed")
@@ -43,21 +46,17 @@ def _batches(x: np.ndarray, batch: int) -> list[np.ndarray]:
     return [x[i: i + batch] for i in range(0, len(x), batch)]
 
 
-def ptq_onnx(onnx_path: Path, out: Path, calib: np.ndarray, preset: str = "performance",
-             ignored: list[str] | None = None) -> Path:
-    """NNCF PTQ of a float ONNX model -> int8 QDQ ONNX. `calib`: preprocessed real training images (NCHW)."""
+def ptq_onnx(model, calib: np.ndarray, preset: str = "performance", ignored: list[str] | None = None):
+    """NNCF PTQ of a float ONNX model (onnx.ModelProto) -> int8 QDQ ModelProto. `calib`: preprocessed real training
+    images (NCHW)."""
     import nncf
-    import onnx
 
-    model = onnx.load(str(onnx_path))
     dim0 = model.graph.input[0].type.tensor_type.shape.dim[0]
     batch = dim0.dim_value if dim0.HasField("dim_value") else 32  # a static batch takes its own size
     name = model.graph.input[0].name
     items = _batches(calib, batch)
-    quantized = nncf.quantize(model, nncf.Dataset(items, lambda a: {name: a}), preset=_preset(preset),
-                              subset_size=len(items),
-                              ignored_scope=_ignored_scope(model, ignored or []))
-    return atomic_write(out, lambda tmp: onnx.save(quantized, str(tmp)))
+    return nncf.quantize(model, nncf.Dataset(items, lambda a: {name: a}), preset=_preset(preset),
+                         subset_size=len(items), ignored_scope=_ignored_scope(model, ignored or []))
 
 
 # --- quantization-aware training (torch) ---------------------------------------------------------------------------
@@ -113,7 +112,8 @@ def float_weights(qmodel: nn.Module, fresh: nn.Module) -> nn.Module:
 
 def export_qdq(qmodel: nn.Module, out: Path, example: torch.Tensor) -> Path:
     """The QAT model as int8 QDQ ONNX (QuantizeLinear/DequantizeLinear pairs onnxruntime runs with int8 kernels),
-    not NNCF's default FakeQuantize export, which is an OpenVINO op."""
+    not NNCF's default FakeQuantize export, which is an OpenVINO op. Writes `out` as given (the caller makes it
+    atomic)."""
     from nncf.torch.quantization.layers import BaseQuantizer, QuantizerExportMode
 
     quantizers = [m for m in qmodel.modules() if isinstance(m, BaseQuantizer)]
@@ -121,12 +121,10 @@ def export_qdq(qmodel: nn.Module, out: Path, example: torch.Tensor) -> Path:
         raise EdgeError("QAT model has no NNCF quantizers to export")
     for q in quantizers:
         q.set_export_mode(QuantizerExportMode.ONNX_QUANTIZE_DEQUANTIZE_PAIRS)
-
-    def write(tmp: Path) -> None:
-        torch.onnx.export(qmodel.eval(), example, str(tmp), input_names=["input"], output_names=["logits"],
-                          opset_version=17, dynamo=False)  # NNCF-wrapped models do not export under dynamo
-
-    return atomic_write(out, write)
+    # NNCF-wrapped models do not export under dynamo: the TorchScript exporter
+    torch.onnx.export(qmodel.eval(), example, str(out), input_names=["input"], output_names=["logits"],
+                      opset_version=17, dynamo=False)
+    return out
 
 
 # --- magnitude (unstructured) pruning --------------------------------------------------------------------------------

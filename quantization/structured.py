@@ -9,14 +9,13 @@ import torch
 from torch import nn
 
 from pipeline.errors import EdgeError
-from pipeline.summary import count_macs
 
 IMPORTANCE = {"l1": 1, "l2": 2}
 
 
 def prune_channels(model: nn.Module, ratio: float, example: torch.Tensor, importance: str = "l1") -> dict:
     """Remove `ratio` of the channels of every prunable layer (the classifier's outputs stay), in place.
-    Returns parameters and MACs before and after."""
+    Returns the parameter count before and after."""
     import torch_pruning as tp
 
     if not 0 < ratio < 1:
@@ -24,15 +23,11 @@ def prune_channels(model: nn.Module, ratio: float, example: torch.Tensor, import
     if importance not in IMPORTANCE:
         raise EdgeError(f"structured_importance={importance}: choose l1 or l2 (filter weight magnitude)")
     model.eval()
-    before = {"params": sum(p.numel() for p in model.parameters()), "macs": count_macs(model, example)}
+    before = sum(p.numel() for p in model.parameters())
     classifier = [m for m in model.modules() if isinstance(m, nn.Linear)]
     magnitude = tp.importance.MagnitudeImportance(p=IMPORTANCE[importance])
     pruner = tp.pruner.MetaPruner(model, example, importance=magnitude, pruning_ratio=ratio, ignored_layers=classifier)
     pruner.step()
-    after = {"params": sum(p.numel() for p in model.parameters()), "macs": count_macs(model, example)}
-    stats = {"params_before": before["params"], "params_after": after["params"], "macs_before": before["macs"],
-             "macs_after": after["macs"], "macs_cut": 1 - after["macs"] / before["macs"]}
-    print(f"  structured pruning {ratio:.0%} ({importance}): params {before['params']:,} -> {after['params']:,}, "
-          f"MACs {before['macs'] / 1e6:.1f} M -> {after['macs'] / 1e6:.1f} M ({stats['macs_cut']:.0%} cut)",
-          file=sys.stderr)
-    return stats
+    after = sum(p.numel() for p in model.parameters())
+    print(f"  structured pruning {ratio:.0%} ({importance}): params {before:,} -> {after:,}", file=sys.stderr)
+    return {"params_before": before, "params_after": after}

@@ -1,4 +1,5 @@
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -7,6 +8,15 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 # onnx2tf runs the `onnxsim` program: the venv's bin must be on PATH even when pytest is started by full path.
 os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+
+
+def locked(package: str) -> str:
+    """A package's version in requirements.lock: what the tests expect instead of literals."""
+    for line in (ROOT / "requirements.lock").read_text().splitlines():
+        name, sep, version = line.partition("==")
+        if sep and name.strip().lower().replace("_", "-") == package.lower().replace("_", "-"):
+            return version.strip()
+    raise KeyError(package)
 
 
 @pytest.fixture(scope="session")
@@ -23,14 +33,24 @@ TINY_RUN = {"model": "resnet18", "width": "0.25", "stem": "imagenet", "image_siz
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
-    """A briefly trained quarter-width ResNet-18 on real Fashion-MNIST, exported and converted (gates passed)."""
+    """A briefly trained quarter-width ResNet-18 on real Fashion-MNIST, exported and converted (gates passed), each
+    stage run under the stage contract as the verbs run it."""
     from pipeline.config import load_config
-    from pipeline.convert import convert_stage
-    from pipeline.export import export_stage
-    from pipeline.train import train
+    from pipeline.run import run_one
 
     cfg = load_config(None, {**TINY_RUN, "runs_dir": str(tmp_path_factory.mktemp("runs")), "name": "tiny"})
-    train(cfg)
-    export_stage(cfg)
-    convert_stage(cfg)
+    for stage in ("train", "export", "convert"):
+        run_one(stage, cfg)
     return cfg
+
+
+def copy_run(cfg, tmp_path, name: str, **changes):
+    """A copy of a run directory under tmp_path, with its config pointed there (and `changes` applied)."""
+    import dataclasses
+
+    from pipeline.config import save_config
+
+    target = dataclasses.replace(cfg, runs_dir=str(tmp_path), name=name, **changes)
+    shutil.copytree(cfg.run_dir, target.run_dir)
+    save_config(target, target.run_dir / "config.yaml")
+    return target

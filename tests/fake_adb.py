@@ -2,7 +2,8 @@
 
 It keeps the phone's files under $FAKE_ADB_ROOT (so pushes and clean-up can be checked), logs each call to
 $FAKE_ADB_LOG, and for `shell .../benchmark_model --graph=...` replays real benchmark_model output text from
-tests/fixtures/benchmark_model/. $FAKE_ADB_SCENARIO: ok | nodevice | twodevices | unauthorized | crash
+tests/fixtures/benchmark_model/ (after the pid line the device shell prints for `echo PID=$$; exec ...`). Wholesale
+deletes (`rm -rf`) and `pkill` are refused, so a script that would wipe or kill more than its own shows up. $FAKE_ADB_SCENARIO: ok | nodevice | twodevices | unauthorized | crash
 (a graph named *crashy* crashes) | timeout.
 """
 
@@ -50,11 +51,28 @@ elif args[0] == "shell":
     words = shlex.split(" ".join(args[1:]))
     if words[:2] == ["mkdir", "-p"]:
         on_phone(words[2]).mkdir(parents=True, exist_ok=True)
-    elif words[:2] == ["rm", "-rf"]:
-        shutil.rmtree(on_phone(words[2]), ignore_errors=True)
-    elif words[0] in ("chmod", "pkill"):
+    elif words[:2] == ["ls", "-d"]:
+        if not on_phone(words[2]).is_dir():
+            print(f"ls: {words[2]}: No such file or directory")
+            sys.exit(1)
+        print(words[2])
+    elif words[:2] == ["rm", "-f"]:
+        on_phone(words[2]).unlink(missing_ok=True)
+    elif words[0] == "rmdir":
+        try:
+            on_phone(words[1]).rmdir()
+        except OSError:
+            print(f"rmdir: '{words[1]}': Directory not empty")
+            sys.exit(1)
+    elif words[0] in ("chmod", "kill"):
         pass
+    elif words[0] in ("rm", "pkill"):  # what a careless script would do: refuse, so a test notices
+        print(f"fake adb: refusing `{' '.join(words)}`", file=sys.stderr)
+        sys.exit(3)
     else:
+        if words[:2] == ["echo", "PID=$$;"] and words[2] == "exec":  # the device shell prints its pid, then execs
+            print("PID=4242", flush=True)
+            words = words[3:]
         if words[0] == "taskset":
             words = words[2:]
         graph = next(w.split("=", 1)[1] for w in words if w.startswith("--graph="))

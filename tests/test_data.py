@@ -17,6 +17,23 @@ def test_fashion_mnist_real_splits(fmnist):
     assert fmnist.in_channels == 1 and fmnist.classes[9] == "Ankle boot"
 
 
+def test_calibration_subset_is_training_images_only(fmnist):
+    """Every int8 route calibrates on this subset: it must come from the training split, not validation or test."""
+    train = {img.tobytes() for img in fmnist.train.images}
+    assert all(img.tobytes() in train for img in fmnist.calibration.images)
+    val = {img.tobytes() for img in fmnist.val.images}
+    test = {img.tobytes() for img in fmnist.test.images}
+    assert sum(img.tobytes() in val or img.tobytes() in test for img in fmnist.calibration.images) <= 1
+
+
+def test_validation_size_defaults_to_a_share_of_the_training_split(tmp_path):
+    _write_folder(tmp_path, {"cat": 30, "dog": 20})
+    data = load_data("imagefolder", root=tmp_path, image_size=24, calib_size=3)
+    assert len(data.val) == 5 and len(data.train) == 45  # 10% of 50
+    with pytest.raises(EdgeError, match=r"val_size=50 must be in 0..49 \(training split has 50 images\)"):
+        load_data("imagefolder", root=tmp_path, image_size=24, val_size=50, calib_size=3)
+
+
 def test_validation_split_is_deterministic_and_disjoint(fmnist):
     again = load_data("fashion_mnist", val_size=5000, seed=0)
     assert np.array_equal(again.val.labels, fmnist.val.labels)

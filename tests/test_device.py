@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,33 +29,57 @@ def litert_venv(tmp_path_factory):
     return python
 
 
+def _differing_prefix(tiny_run) -> int:
+    """The smallest image count (a multiple of 50, at least 300) on which the int8 and fp32 files score a different
+    top-1, so that a bundle holding one model's figure for both would show."""
+    from pipeline.data import eval_arrays, load_data_for
+    from pipeline.evaluate import predict
+    from pipeline.runners import open_runner
+
+    x, labels = eval_arrays(load_data_for(tiny_run), tiny_run.image_size, 1000)
+    right = {v: predict(open_runner(tiny_run.run_dir / "tflite" / f"{v}.tflite"), x).argmax(1) == labels
+             for v in ("fp32", "int8")}
+    counts = {v: np.cumsum(r) for v, r in right.items()}
+    return next(n for n in range(300, 1001, 50) if counts["fp32"][n - 1] != counts["int8"][n - 1])
+
+
 @pytest.fixture(scope="session")
-def device_bundle(tiny_run):
-    import dataclasses
+def device_bundle(tiny_run, tmp_path_factory):
+    from conftest import copy_run
 
-    from pipeline.bundle import bundle
+    from pipeline.run import run_one
 
-    return bundle(dataclasses.replace(tiny_run, bundle_models="fp32,int8", bundle_images=300))
+    images = _differing_prefix(tiny_run)
+    cfg = copy_run(tiny_run, tmp_path_factory.mktemp("bundle"), "bundled", bundle_models="fp32,int8",
+                   bundle_images=images)
+    run_one("bundle", cfg)
+    return cfg.run_dir / "device_bundle"
 
 
 def test_bundle_holds_models_images_scripts_and_host_figures(device_bundle, tiny_run):
-    import numpy as np
-
     from pipeline.data import eval_arrays, load_data_for
+    from pipeline.evaluate import predict, score
+    from pipeline.runners import open_runner
 
     assert sorted(p.name for p in (device_bundle / "models").iterdir()) == ["fp32.tflite", "int8.tflite"]
     data = np.load(device_bundle / "eval.npz")
-    x, labels = eval_arrays(load_data_for(tiny_run), tiny_run.image_size, 300)
-    assert data["x"].shape == (300, 28, 28, 1) and data["x"].dtype == np.float32
+    n = len(data["labels"])
+    x, labels = eval_arrays(load_data_for(tiny_run), tiny_run.image_size, n)
+    assert data["x"].shape == (n, 28, 28, 1) and data["x"].dtype == np.float32
     np.testing.assert_array_equal(data["x"], x.transpose(0, 2, 3, 1))  # exactly what the host feeds, NHWC
     np.testing.assert_array_equal(data["labels"], labels)
     assert data["mean"].tolist() == pytest.approx([0.2860]) and data["std"].tolist() == pytest.approx([0.3530])
     expected = json.loads((device_bundle / "expected.json").read_text())
-    assert expected["images"] == 300 and set(expected["top1"]) == {"fp32.tflite", "int8.tflite"}
+    assert expected["images"] == n and expected["precision"] == {"fp32.tflite": "fp32", "int8.tflite": "int8"}
+    for name in ("fp32.tflite", "int8.tflite"):  # each model's own top-1 on these images, computed here anew
+        own = score(predict(open_runner(tiny_run.run_dir / "tflite" / name), x), labels)["top1"]
+        assert expected["top1"][name] == own
+    assert expected["top1"]["fp32.tflite"] != expected["top1"]["int8.tflite"]  # so a mix-up would show
     readme = (device_bundle / "README.md").read_text()
     assert "bench_tflite.py models/fp32.tflite models/int8.tflite --eval eval.npz" in readme
+    assert f"--runs {tiny_run.bench_runs} --warmup {tiny_run.bench_warmup}" in readme
     assert "android_benchmark.py models/int8.tflite --binary" in readme
-    for script in ("bench_tflite.py", "android_benchmark.py"):
+    for script in ("bench_tflite.py", "android_benchmark.py", "tflite_precision.py"):
         assert (device_bundle / script).read_bytes() == (ROOT / "device_tests" / script).read_bytes()
 
 
@@ -62,16 +87,19 @@ def test_bundle_bad_input_is_one_line(tiny_run, capsys):
     from pipeline.cli import main
 
     assert main(["bundle", str(tiny_run.run_dir), "bundle_models=resnet*"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error: bundle_models=resnet*: no .tflite file in") and "have: " in err
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error: bundle failed: bundle_models=resnet*: no built .tflite file that passed its gates "
+                          "matches") and "the run declares: " in err
     assert main(["bundle", str(tiny_run.run_dir.parent / "nowhere")]) == 2
     assert "not a run directory (no config.yaml)" in capsys.readouterr().err
 
 
 def test_board_script_in_bare_venv_matches_host_accuracy(litert_venv, device_bundle, tiny_run, tmp_path):
     from pipeline.data import eval_arrays, load_data_for
-    from pipeline.evaluate import evaluate
+    from pipeline.evaluate import predict, score
+    from pipeline.layout import Layout
     from pipeline.report import collect_rows
+    from pipeline.runners import open_runner
 
     bare = subprocess.run([str(litert_venv), "-c", "import torch"], capture_output=True)
     assert bare.returncode != 0  # nothing but numpy and the runtime
@@ -90,25 +118,29 @@ def test_board_script_in_bare_venv_matches_host_accuracy(litert_venv, device_bun
     rows = {r["artifact"]: r for r in result["rows"]}
     assert rows["bad.tflite"]["status"] == "failed"
 
-    x, labels = eval_arrays(load_data_for(tiny_run), tiny_run.image_size, 300)
-    host = evaluate([tiny_run.run_dir / "tflite" / "int8.tflite", tiny_run.run_dir / "tflite" / "fp32.tflite"],
-                    x, labels)
+    n = len(np.load(device_bundle / "eval.npz")["labels"])
+    x, labels = eval_arrays(load_data_for(tiny_run), tiny_run.image_size, n)
+    host = [score(predict(open_runner(tiny_run.run_dir / "tflite" / name), x), labels)
+            for name in ("int8.tflite", "fp32.tflite")]
     for name, host_row in zip(("int8.tflite", "fp32.tflite"), host):
         row = rows[name]
-        assert row["status"] == "pass" and row["images"] == 300
+        assert row["status"] == "pass" and row["images"] == n
         assert row["top1"] == host_row["top1"]  # same file, same images, same runtime: the same answers
         assert row["matches_host"] is True
         assert 0 < row["per_thread"]["t1"]["latency_ms_min"] <= row["ms_1"] <= row["per_thread"]["t1"]["latency_ms_p90"]
         assert row["ms_n"] > 0 and row["threads_n"] == 2 and row["peak_rss_mib"] > 10
     assert rows["int8.tflite"]["precision"] == "int8" and rows["int8.tflite"]["per_thread"]["t1"]["input_dtype"] == "int8"
+    assert rows["bad.tflite"]["precision"] is None  # not a TFLite file: no precision to read
     assert "int8.tflite | int8 | pass" in proc.stdout
 
-    shutil.copy(out, tiny_run.run_dir / out.name)  # what a user copies back: report merges it as extra rows
-    merged = {r["artifact"]: r for r in collect_rows(tiny_run.run_dir)}
+    run = device_bundle.parent
+    (run / "device").mkdir(exist_ok=True)
+    shutil.copy(out, run / "device" / out.name)  # what a user copies back: report merges it as extra rows
+    merged = {r["artifact"]: r for r in collect_rows(Layout(run), tiny_run)}
     device_row = merged[f"int8.tflite @ device:{result['host']['name']}"]
-    assert device_row["top1"] == host[0]["top1"]
+    assert device_row["top1"] == host[0]["top1"] and device_row["precision"] == "int8"
     assert device_row["delta_top1"] == pytest.approx(100 * (host[0]["top1"] - host[1]["top1"]))  # vs its own fp32
-    (tiny_run.run_dir / out.name).unlink()
+    assert merged["tflite/int8.tflite"]["source"] == "host"
 
 
 def test_board_script_errors_are_one_line(litert_venv, device_bundle, tmp_path):
@@ -133,16 +165,17 @@ def test_board_script_errors_are_one_line(litert_venv, device_bundle, tmp_path):
 # --- the Android script ---------------------------------------------------------------------------------------------
 
 @pytest.fixture
-def phone(tmp_path):
-    """PATH with the stand-in adb; returns a function running android_benchmark.py in a scenario."""
+def phone(tmp_path, tiny_run):
+    """PATH with the stand-in adb; returns a function running android_benchmark.py in a scenario. The models are
+    real .tflite files, one under a misleading name: precision must come from the file."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     adb = bin_dir / "adb"
     adb.write_text(f"#!/bin/sh\nexec {sys.executable} {ROOT / 'tests' / 'fake_adb.py'} \"$@\"\n")
     adb.chmod(0o755)
     (tmp_path / "benchmark_model").write_bytes(b"\x7fELF fake binary")
-    for name in ("int8.tflite", "structured50_int8.tflite"):
-        (tmp_path / name).write_bytes(b"\0" * 4096)
+    for name, source in (("int8.tflite", "int8"), ("structured50_int8.tflite", "fp32")):
+        shutil.copyfile(tiny_run.run_dir / "tflite" / f"{source}.tflite", tmp_path / name)
     root = tmp_path / "phone"
     root.mkdir()
 
@@ -180,8 +213,25 @@ def test_android_success_parses_timings_and_memory_and_cleans_up(phone):
     assert "--num_threads=1" in shell[0][3] and "--use_xnnpack=true" in shell[0][3]
     assert "--report_peak_memory_footprint=true" in shell[0][3] and "--use_gpu=false" in shell[0][3]
     assert ["-s", "R58M41ABCDE", "push", "benchmark_model", "/data/local/tmp/resnet-edge/benchmark_model"] in calls
-    assert calls[-1] == ["-s", "R58M41ABCDE", "shell", "rm -rf /data/local/tmp/resnet-edge"]
+    assert [r["precision"] for r in rows] == ["int8", "fp32"]  # read from the files, not their names
+    shell = [c[3] for c in calls if c[2:3] == ["shell"]]
+    assert shell[-4:] == ["rm -f /data/local/tmp/resnet-edge/benchmark_model",
+                          "rm -f /data/local/tmp/resnet-edge/int8.tflite",
+                          "rm -f /data/local/tmp/resnet-edge/structured50_int8.tflite",
+                          "rmdir /data/local/tmp/resnet-edge"]  # it made the folder, so it may remove it
     assert not (root / "data" / "local" / "tmp" / "resnet-edge").exists()  # nothing left on the phone
+
+
+def test_android_leaves_what_it_did_not_bring(phone, tmp_path):
+    shared = tmp_path / "phone" / "data" / "local" / "tmp"
+    shared.mkdir(parents=True)
+    (shared / "someone_elses.bin").write_bytes(b"keep me")
+    proc, calls, rows, root = phone("ok", "--remote-dir", "/data/local/tmp")
+    assert proc.returncode == 0, proc.stderr
+    assert (shared / "someone_elses.bin").read_bytes() == b"keep me"
+    assert sorted(p.name for p in shared.iterdir()) == ["someone_elses.bin"]  # its own files gone, the folder kept
+    shell = [c[3] for c in calls if c[2:3] == ["shell"]]
+    assert not [c for c in shell if c.startswith(("rmdir", "rm -r", "pkill", "mkdir"))]
 
 
 def test_android_pinned_multithread_median_and_memory_delta(phone):
@@ -193,7 +243,7 @@ def test_android_pinned_multithread_median_and_memory_delta(phone):
     assert row["peak_rss_mib"] == pytest.approx(109.832) and row["delegate"] == "gpu"
     assert row["benchmark_model"]["latency_ms_p95"] == pytest.approx(1247.415)
     command = next(c[3] for c in calls if len(c) > 3 and "--graph" in c[3])
-    assert command.startswith("taskset f0 /data/local/tmp/resnet-edge/benchmark_model ")
+    assert command.startswith("echo PID=$$; exec taskset f0 /data/local/tmp/resnet-edge/benchmark_model ")
     assert "--use_gpu=true" in command and "--enable_op_profiling=true" in command
 
 
@@ -223,7 +273,7 @@ def test_android_no_adb(phone):
 
 
 def test_android_crash_keeps_rows_measured(phone, tmp_path):
-    (tmp_path / "crashy_int8.tflite").write_bytes(b"\0" * 4096)
+    shutil.copyfile(tmp_path / "int8.tflite", tmp_path / "crashy_int8.tflite")
     proc, calls, rows, root = phone("crash", models=("int8.tflite", "crashy_int8.tflite"))
     assert proc.returncode == 1
     assert rows[0]["status"] == "pass" and rows[0]["ms_n"] == pytest.approx(56.2658)  # measured before the crash
@@ -233,8 +283,10 @@ def test_android_crash_keeps_rows_measured(phone, tmp_path):
     assert not (root / "data" / "local" / "tmp" / "resnet-edge").exists()
 
 
-def test_android_timeout_names_the_fix(phone):
-    proc, _, rows, root = phone("timeout", "--timeout", "2", models=("int8.tflite", "structured50_int8.tflite"))
+def test_android_timeout_names_the_fix_and_stops_only_its_process(phone):
+    proc, calls, rows, root = phone("timeout", "--timeout", "2", models=("int8.tflite", "structured50_int8.tflite"))
     assert proc.returncode == 1 and len(rows) == 2  # each model timed out; both rows written
     assert "benchmark_model timed out after 2 s: raise --timeout or lower --runs" in rows[0]["error"]
+    shell = [c[3] for c in calls if c[2:3] == ["shell"]]
+    assert shell.count("kill 4242") == 2 and not [c for c in shell if "pkill" in c]  # by the pid it started
     assert not (root / "data" / "local" / "tmp" / "resnet-edge").exists()

@@ -11,11 +11,18 @@ from onnx import TensorProto, helper
 
 from models import build_model
 from pipeline.cli import main
-from pipeline.convert import FP16_AGREEMENT, FP32_PARITY, convert_tflite, gate_tflite
-from pipeline.data import Normalization, load_data, preprocess, eval_arrays
+from pipeline.convert import convert_tflite
+from pipeline.data import Normalization, eval_arrays, load_data, preprocess
 from pipeline.errors import EdgeError
-from pipeline.export import ONNX_PARITY
 from pipeline.runners import OnnxRunner, TFLiteRunner, TorchRunner, open_runner
+
+
+def record(run, artifact: str) -> dict:
+    return json.loads((run.run_dir / "results" / f"{artifact}.json").read_text())
+
+
+def gates(run, artifact: str) -> dict:
+    return {g["name"]: g for g in record(run, artifact)["gates"]}
 
 
 @pytest.fixture(scope="module")
@@ -31,19 +38,26 @@ def test_export_is_gated_onnx(run, fmnist):
     assert not [n for n in model.graph.node if n.op_type == "BatchNormalization"]  # folded into the convs
     x, _ = eval_arrays(fmnist, 28, 256)
     diff = np.abs(OnnxRunner(path)(x) - TorchRunner(run.run_dir / "train" / "best.pt")(x)).max()
-    assert diff <= ONNX_PARITY
+    assert diff <= 1e-4
+    parity = gates(run, "onnx/model.onnx")["parity"]  # recorded over the whole evaluation set
+    assert parity["threshold"] == 1e-4 and diff <= parity["value"] <= 1e-4 and parity["passed"]
+    assert parity["figure"] == "max |dlogit| vs train/best.pt"
 
 
 def test_four_tflite_files_pass_their_gates(run):
-    gates = {g["artifact"]: g for g in json.loads((run.run_dir / "tflite" / "gates.json").read_text())}
-    assert set(gates) == {"fp32.tflite", "fp16.tflite", "dynamic_range.tflite", "int8.tflite"}
-    assert all(g["passed"] for g in gates.values())
-    assert gates["fp32.tflite"]["value"] <= FP32_PARITY
-    assert gates["fp16.tflite"]["value"] >= FP16_AGREEMENT
-    assert gates["int8.tflite"]["value"] <= 1.0 and gates["dynamic_range.tflite"]["value"] <= 1.0
-    rows = {v: json.loads((run.run_dir / "eval" / f"{v}.json").read_text()) for v in ("model", "int8", "fp16")}
-    assert rows["model"]["images"] == 1000 and rows["model"]["top1"] > 0.75
-    assert abs(rows["int8"]["top1"] - rows["model"]["top1"]) <= 0.01
+    expected = {"fp32": ("parity", 1e-3), "fp16": ("agreement", 0.995), "dynamic_range": ("top-1 drop", 1.0),
+                "int8": ("top-1 drop", 1.0)}
+    for variant, (name, threshold) in expected.items():
+        rec = record(run, f"tflite/{variant}.tflite")
+        assert [g["name"] for g in rec["gates"]] == [name] and rec["gates"][0]["passed"], rec["gates"]
+        assert rec["gates"][0]["threshold"] == threshold
+        assert rec["build"]["precision"] == variant and rec["build"]["stage"] == "convert"
+    assert gates(run, "tflite/fp32.tflite")["parity"]["value"] <= 1e-3
+    assert gates(run, "tflite/fp16.tflite")["agreement"]["value"] >= 0.995
+    ref, int8 = record(run, "onnx/model.onnx")["evaluation"], record(run, "tflite/int8.tflite")["evaluation"]
+    assert ref["images"] == int8["images"] == 1000 and ref["top1"] > 0.75
+    assert ref["data_id"] == int8["data_id"] and int8["reference_top1"] == ref["top1"]  # the same images
+    assert gates(run, "tflite/int8.tflite")["top-1 drop"]["value"] == pytest.approx(100 * (ref["top1"] - int8["top1"]))
     sizes = {v: (run.run_dir / "tflite" / f"{v}.tflite").stat().st_size for v in ("fp32", "fp16", "int8")}
     assert sizes["fp16"] < 0.55 * sizes["fp32"] and sizes["int8"] < 0.3 * sizes["fp32"]
 
@@ -60,21 +74,17 @@ def test_int8_file_has_int8_io_and_the_runner_handles_it(run, fmnist):
     assert np.corrcoef(out.ravel(), ref.ravel())[0, 1] > 0.99
 
 
-def test_evaluate_cli_writes_scores(run, capsys):
+def test_evaluate_pointed_elsewhere_writes_only_there(run, tmp_path, capsys):
     artifact = run.run_dir / "tflite" / "fp16.tflite"
-    assert main(["evaluate", str(artifact), "eval_subset=500"]) == 0
-    row = json.loads((run.run_dir / "eval" / "fp16.json").read_text())
-    assert row["images"] == 500 and row["format"] == "tflite" and row["precision"] == "fp16"
-    assert row["top5"] >= row["top1"] > 0.7 and row["agreement"] >= 0.99
-    assert len(row["per_class_top1"]) == 10 and "Ankle boot" in row["per_class_top1"]
-    assert row["reference"].endswith("onnx/model.onnx")
-
-
-def test_failed_gate_names_artifact_figure_and_threshold(run):
-    rows = {v: json.loads((run.run_dir / "eval" / f"{v}.json").read_text()) for v in ("model", "int8")}
-    gates = gate_tflite({"int8": rows["int8"]}, rows["model"], max_int8_drop=-50)
-    assert not gates[0].passed
-    assert gates[0].text().startswith("int8.tflite: top-1 drop vs fp32 (points)") and "threshold -50" in gates[0].text()
+    before = {p: p.read_bytes() for p in run.run_dir.rglob("*") if p.is_file()}
+    assert main(["evaluate", str(artifact), "eval_subset=500", f"runs_dir={tmp_path}", "name=side"]) == 0
+    assert {p: p.read_bytes() for p in run.run_dir.rglob("*") if p.is_file()} == before  # the run is untouched
+    row = json.loads((tmp_path / "side" / "results" / "external" / "fp16.tflite.json").read_text())
+    ev = row["evaluation"]
+    assert ev["images"] == 500 and row["build"]["format"] == "tflite" and row["build"]["precision"] == "fp16"
+    assert ev["top5"] >= ev["top1"] > 0.7
+    assert len(ev["per_class_top1"]) == 10 and "Ankle boot" in ev["per_class_top1"]
+    assert "top-1 " in capsys.readouterr().out
 
 
 def test_missing_upstream_names_the_stage(tmp_path, capsys):

@@ -38,7 +38,7 @@ def test_phone_preset_runs_torchvision_weights_at_224(tmp_path, fmnist, monkeypa
     folder = image_folder(tmp_path / "imagenet", fmnist, per_class=6)
 
     args = ["run", "preset=phone", "weights=torchvision", f"data_root={folder}", "calib_size=8", "bench_runs=3",
-            "max_int8_drop=100", "bundle_models=fp32,int8", f"runs_dir={tmp_path / 'runs'}", "name=phone"]
+            "bundle_models=fp32,int8", f"runs_dir={tmp_path / 'runs'}", "name=phone"]
     assert main(args) == 0
     run = tmp_path / "runs" / "phone"
     manifest = json.loads((run / "manifest.json").read_text())
@@ -52,16 +52,17 @@ def test_phone_preset_runs_torchvision_weights_at_224(tmp_path, fmnist, monkeypa
     metrics = json.loads((run / "train" / "metrics.json").read_text())
     assert metrics["test_images"] == 12 and metrics["train_wall_s"] == 0.0
 
-    bench = json.loads((run / "bench" / "int8.json").read_text())
-    assert bench["input_shape"] == [1, 3, 224, 224] and bench["t1"]["latency_ms_median"] > 0
+    bench = json.loads((run / "results" / "tflite" / "int8.tflite.json").read_text())["benchmark"]
+    assert bench["input_shape"] == [1, 3, 224, 224] and bench["threads"]["1"]["latency_ms_median"] > 0
     from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_path=str(run / "tflite" / "int8.tflite"))
     assert interpreter.get_input_details()[0]["shape"].tolist() == [1, 224, 224, 3]
     assert interpreter.get_output_details()[0]["shape"].tolist() == [1, 1000]
     rows = {r["artifact"]: r for r in json.loads((run / "report" / "report.json").read_text())["rows"]}
-    assert rows["fp32.tflite"]["size_mib"] > 40 and rows["int8.tflite"]["size_mib"] < 12
-    assert rows["fp32.tflite"]["agreement"] == 1.0
+    assert rows["tflite/fp32.tflite"]["size_mib"] > 40 and rows["tflite/int8.tflite"]["size_mib"] < 12
+    assert rows["tflite/fp32.tflite"]["agreement"] == 1.0 and rows["tflite/fp32.tflite"]["images"] == 12
+    assert {r["status"] for r in rows.values()} == {"pass"}  # every default gate
     data = np.load(run / "device_bundle" / "eval.npz")
     assert data["x"].shape == (12, 224, 224, 3) and data["mean"].tolist() == pytest.approx([0.485, 0.456, 0.406])
 
@@ -73,6 +74,6 @@ def test_weights_errors_are_one_line(tmp_path, monkeypatch, capsys):
     assert resolve_weights("w.pth", "resnet18").name == "w.pth"
     assert main(["train", "epochs=0", "train_subset=600", "eval_subset=100", "val_size=100",
                  f"runs_dir={tmp_path}"]) == 2
-    assert capsys.readouterr().err.strip() == ("error: epochs=0 skips training and needs weights=PATH (a torchvision "
-                                               "state_dict) or weights=torchvision")
+    assert capsys.readouterr().err == ("error: epochs=0 skips training and needs weights=PATH (a torchvision "
+                                       "state_dict) or weights=torchvision\n")  # at the door: one line
     assert not (tmp_path / "default" / "train" / "best.pt").exists()

@@ -1,61 +1,99 @@
-"""NNCF PTQ / QAT / magnitude pruning and torch-pruning channel pruning on the briefly trained tiny ResNet-18."""
+"""NNCF PTQ / QAT / magnitude pruning and torch-pruning channel pruning on copies of the briefly trained tiny
+ResNet-18, run as stages under the contract, gated at the default 1.0-point drop."""
 
 import dataclasses
 import json
+import subprocess
+import sys
 
 import numpy as np
 import onnx
-import pytest
 import torch
+from conftest import ROOT, copy_run
 
 from pipeline.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from pipeline.cli import main
 from pipeline.data import load_data, preprocess
-from pipeline.errors import EdgeError
-from pipeline.runners import OnnxRunner, TFLiteRunner
+from pipeline.run import run_one
+from pipeline.runners import TFLiteRunner
 from pipeline.train import fine_tune
 from quantization import nncf_ops
-from quantization.stages import prune_stage, quantize_stage
 
 
-def test_ptq_int8_onnx_runs_with_a_small_drop(tiny_run):
-    rows = quantize_stage(tiny_run)
-    row = rows[0]
-    path = tiny_run.run_dir / "quant" / "ptq_int8.onnx"
-    assert row["artifact"] == str(path) and row["precision"] == "int8" and row["images"] == 1000
+def record(cfg, artifact: str) -> dict:
+    return json.loads((cfg.run_dir / "results" / f"{artifact}.json").read_text())
+
+
+def drop_gate(rec: dict) -> dict:
+    return next(g for g in rec["gates"] if g["name"] == "top-1 drop")
+
+
+def test_ptq_int8_onnx_runs_with_a_small_drop(tiny_run, tmp_path):
+    cfg = copy_run(tiny_run, tmp_path, "ptq")
+    assert run_one("quantize", cfg) == 0
+    rec = record(cfg, "quant/ptq_int8.onnx")
+    path = cfg.run_dir / "quant" / "ptq_int8.onnx"
+    assert rec["build"]["precision"] == "int8" and rec["build"]["method"] == "nncf_ptq"
+    assert rec["evaluation"]["images"] == 1000
     assert {"QuantizeLinear", "DequantizeLinear"} <= {n.op_type for n in onnx.load(str(path)).graph.node}
-    assert row["drop_points"] <= 1.0 and row["gate"] == "pass"
-    assert row["size_mib"] < 0.5 * (tiny_run.run_dir / "onnx" / "model.onnx").stat().st_size / 2**20
-    summary = json.loads((tiny_run.run_dir / "quant" / "summary.json").read_text())
-    assert summary["ptq_int8.onnx"]["method"] == "nncf_ptq"
+    gate = drop_gate(rec)
+    assert gate["threshold"] == 1.0 and gate["value"] <= 1.0 and gate["passed"]
+    assert rec["build"]["size_mib"] < 0.5 * (cfg.run_dir / "onnx" / "model.onnx").stat().st_size / 2**20
 
 
-def test_magnitude_pruning_sparsity_reaches_the_int8_tflite(tiny_run):
-    cfg = dataclasses.replace(tiny_run, prune_ratio=0.5, prune_epochs=1, max_int8_drop=3.0)
-    rows = {r["precision"]: r for r in prune_stage(cfg, "magnitude")}
-    int8 = rows["int8"]
-    assert abs(int8["nncf_sparsity_prunable"] - 0.5) <= 0.02
-    assert abs(int8["sparsity_tflite_int8"] - 0.5) <= 0.02  # the zeros survive export, BN folding and int8
-    assert int8["gzip_mib"] < 0.75 * int8["size_mib"]  # dense file, compressible zeros
-    ckpt = load_checkpoint(tiny_run.run_dir / "quant" / "pruned50.pt")
+def test_calibration_comes_from_the_training_split(tiny_run, tmp_path, fmnist):
+    """The int8 files record the images they were calibrated on: the training split's calibration subset (never a
+    test image), identical for onnx2tf and NNCF."""
+    import hashlib
+
+    data = load_data("fashion_mnist", calib_size=tiny_run.calib_size, seed=tiny_run.seed)
+    expected = hashlib.sha256(np.ascontiguousarray(data.calibration.images).tobytes()).hexdigest()
+    cfg = copy_run(tiny_run, tmp_path, "calib")
+    run_one("quantize", cfg)
+    for artifact in ("tflite/int8.tflite", "tflite/dynamic_range.tflite", "quant/ptq_int8.onnx"):
+        calibration = record(cfg, artifact)["build"]["calibration"]
+        assert calibration["sha256"] == expected and calibration["images"] == 300, artifact
+    test = {img.tobytes() for img in fmnist.test.images}
+    assert sum(img.tobytes() in test for img in data.calibration.images) <= 1  # Fashion-MNIST has rare duplicates
+
+
+def test_magnitude_pruning_sparsity_reaches_the_int8_tflite(tiny_run, tmp_path):
+    cfg = copy_run(tiny_run, tmp_path, "magnitude", prune_ratio=0.5, prune_epochs=1, prune_method="magnitude")
+    code = main(["prune", f"runs_dir={tmp_path}", "name=magnitude"])
+    int8 = record(cfg, "tflite/pruned50_int8.tflite")
+    build = int8["build"]
+    assert abs(build["nncf_sparsity_prunable"] - 0.5) <= 0.02
+    assert abs(build["sparsity_tflite_int8"] - 0.5) <= 0.02  # the zeros survive export, BN folding and int8
+    assert build["gzip_mib"] < 0.75 * build["size_mib"]  # dense file, compressible zeros
+    gate = drop_gate(int8)  # gated against the dense fp32 model on the same images, at the default threshold
+    assert gate["threshold"] == 1.0 and gate["passed"] == (gate["value"] <= 1.0)
+    assert code == (0 if all(g["passed"] for f in ("fp32", "int8")
+                             for g in record(cfg, f"tflite/pruned50_{f}.tflite")["gates"]) else 2)
+    assert gate["value"] == 100 * (int8["evaluation"]["reference_top1"] - int8["evaluation"]["top1"])
+    ckpt = load_checkpoint(cfg.run_dir / "quant" / "pruned50.pt")
     weights = [v for k, v in ckpt["model"].items() if k.endswith("weight") and v.dim() > 1]
     zero = sum(int((w == 0).sum()) for w in weights) / sum(w.numel() for w in weights)
     assert abs(zero - 0.5) <= 0.02
-    assert TFLiteRunner(int8["artifact"]).input["dtype"] == np.int8
+    assert TFLiteRunner(cfg.run_dir / "tflite" / "pruned50_int8.tflite").input["dtype"] == np.int8
 
 
-def test_structured_pruning_cuts_macs_and_still_converts(tiny_run):
-    cfg = dataclasses.replace(tiny_run, structured_ratio=0.5, structured_epochs=3, structured_lr=0.05,
-                              finetune_subset=6000, max_int8_drop=15.0)
-    rows = {r["precision"]: r for r in prune_stage(cfg, "structured")}
-    int8 = rows["int8"]
+def test_structured_pruning_cuts_macs_and_still_converts(tiny_run, tmp_path):
+    cfg = copy_run(tiny_run, tmp_path, "structured", structured_ratio=0.5, structured_epochs=3, structured_lr=0.05,
+                   finetune_subset=6000)
+    code = main(["prune", "prune_method=structured", f"runs_dir={tmp_path}", "name=structured"])
+    int8 = record(cfg, "tflite/structured50_int8.tflite")
+    build = int8["build"]
     # half the channels of each conv: ~1 - 0.5^2 of the MACs (the image input and the classes stay)
-    assert 0.65 <= int8["macs_cut"] <= 0.8 and int8["macs_after"] == int8["macs"]
-    assert int8["params_after"] < 0.35 * int8["params_before"]
-    dense_int8 = (tiny_run.run_dir / "tflite" / "int8.tflite").stat().st_size / 2**20
-    assert int8["size_mib"] < 0.4 * dense_int8
-    assert int8["top1"] > 0.6
-    model = model_from_checkpoint(load_checkpoint(tiny_run.run_dir / "quant" / "structured50.pt"))
+    assert 0.65 <= build["macs_cut"] <= 0.8 and build["macs"] < 0.35 * build["macs_before"]
+    assert build["params_after"] < 0.35 * build["params_before"]
+    dense_int8 = (cfg.run_dir / "tflite" / "int8.tflite").stat().st_size / 2**20
+    assert build["size_mib"] < 0.4 * dense_int8
+    assert int8["evaluation"]["top1"] > 0.7
+    gate = drop_gate(int8)
+    assert gate["threshold"] == 1.0 and gate["passed"] == (gate["value"] <= 1.0)
+    assert code == (0 if all(g["passed"] for f in ("fp32", "int8")
+                             for g in record(cfg, f"tflite/structured50_{f}.tflite")["gates"]) else 2)
+    model = model_from_checkpoint(load_checkpoint(cfg.run_dir / "quant" / "structured50.pt"))
     assert model.conv1.out_channels == 8  # 16 at width 0.25, halved; rebuilt from the checkpoint's tensors
 
 
@@ -73,24 +111,20 @@ def test_qat_checkpoint_round_trips_with_identical_outputs(tiny_run, tmp_path):
         assert torch.equal(restored(x), qmodel(x))
 
 
-def test_quantize_qat_gives_qdq_onnx_and_int8_tflite(tiny_run):
-    cfg = dataclasses.replace(tiny_run, qat=True, qat_epochs=1, finetune_subset=1000, max_int8_drop=3.0)
-    rows = {r["artifact"].rsplit("/", 1)[1]: r for r in quantize_stage(cfg)}
-    assert {"ptq_int8.onnx", "qat_int8.onnx", "qat_fp32.tflite", "qat_int8.tflite"} <= set(rows)
-    assert OnnxRunner(rows["qat_int8.onnx"]["artifact"]).precision == "int8"
-    assert all(r["gate"] == "pass" for r in rows.values())
-
-
-def test_bad_compression_input(tiny_run, capsys):
-    base = [f"runs_dir={tiny_run.runs_dir}", f"name={tiny_run.name}"]
-    assert main(["prune", *base, "ratio=1.5"]) == 2
-    assert "prune ratio=1.5: must be strictly between 0 and 1" in capsys.readouterr().err
-    assert main(["prune", *base, "method=structured", "ratio=0"]) == 2
-    assert "structured_ratio=0.0: must be strictly between 0 and 1" in capsys.readouterr().err
+def test_bad_compression_input(tiny_run, tmp_path, capsys):
+    copy_run(tiny_run, tmp_path, "bad")
+    base = [f"runs_dir={tmp_path}", "name=bad"]
     assert main(["quantize", *base, "ignored_scope=/layer9/Conv"]) == 2
-    err = capsys.readouterr().err
+    err = capsys.readouterr().err.strip().splitlines()[-1]
     assert "ignored_scope names ['/layer9/Conv'] match no node; valid names include:" in err and "/conv1/Conv" in err
     assert main(["quantize", *base, "calib_size=60000"]) == 2
     assert "calib_size=60000 exceeds" in capsys.readouterr().err
-    with pytest.raises(EdgeError, match="prune method=random"):
-        prune_stage(tiny_run, "random")
+
+
+def test_quantization_modules_load_no_pipeline_stage():
+    """quantization/ is algorithms only: importing it brings models/ and the error type, no stage of pipeline/."""
+    code = ("import sys, quantization.nncf_ops, quantization.structured; "
+            "print(sorted(m for m in sys.modules if m == 'pipeline' or m.startswith('pipeline.')))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split("\n")[0] == "['pipeline', 'pipeline.errors']"

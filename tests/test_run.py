@@ -1,59 +1,144 @@
-"""The whole chain on a small subset and a quarter-width ResNet-18: manifest, report rows, plot, caching, gates."""
+"""The whole chain on a small subset and a quarter-width ResNet-18, at the default gates: killed during convert and
+continued, manifest and records, report rows, caching (what reruns when a key or a file changes), failed and
+skipped stages."""
 
 import hashlib
 import json
+import signal
+import subprocess
+import sys
+import time
+
+from conftest import ROOT, locked
 
 from pipeline.cli import main
 
 SMALL = ["model=resnet18", "width=0.25", "stem=imagenet", "image_size=28", "preset=cpu", "batch_size=128",
-         "train_subset=3000", "epochs=3", "lr=0.1", "eval_subset=500", "calib_size=100", "finetune_subset=3000",
-         "structured_epochs=3", "structured_lr=0.05", "prune_epochs=0", "bench_runs=5", "max_int8_drop=50", "name=small"]
+         "train_subset=6000", "epochs=3", "lr=0.1", "eval_subset=1000", "finetune_subset=3000", "structured_ratio=0.25",
+         "structured_epochs=3", "structured_lr=0.05", "prune_ratio=0.3", "prune_epochs=1", "qat=true", "bench_runs=5",
+         "bench_threads=1,2", "name=small"]
+STAGES = ["train", "export", "convert", "quantize", "prune_structured", "prune_magnitude", "benchmark", "report",
+          "bundle"]
+ROWS = ["onnx/model.onnx", "tflite/fp32.tflite", "tflite/fp16.tflite", "tflite/dynamic_range.tflite",
+        "tflite/int8.tflite", "quant/ptq_int8.onnx", "quant/qat_int8.onnx", "tflite/qat_fp32.tflite",
+        "tflite/qat_int8.tflite", "tflite/structured25_fp32.tflite", "tflite/structured25_int8.tflite",
+        "tflite/pruned30_fp32.tflite", "tflite/pruned30_int8.tflite"]
 
 
-def test_run_end_to_end_then_cached_then_gated(tmp_path, capsys):
+def _ran(err: str) -> list[str]:
+    """The stages that ran (their log line says `<stage> ok`), in order."""
+    return [line.split()[0] for line in err.splitlines() if line.split()[1:2] == ["ok"] and line.split()[0] in STAGES]
+
+
+def _kill_during_convert(args, run, log):
+    """Start `resnet-edge run` in its own process and SIGKILL it once the manifest says convert has started."""
+    with open(log, "w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", *args], stderr=err, stdout=subprocess.DEVNULL,
+                                cwd=ROOT)
+        deadline = time.time() + 600
+        while time.time() < deadline and proc.poll() is None:
+            try:
+                stages = json.loads((run / "manifest.json").read_text())["stages"]
+            except (OSError, json.JSONDecodeError, KeyError):
+                stages = {}
+            if stages.get("convert", {}).get("status") == "started":
+                proc.send_signal(signal.SIGKILL)
+                break
+            time.sleep(0.1)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, log.read_text()[-2000:]
+
+
+def test_run_killed_then_continued_cached_and_forced(tmp_path, capsys):
     args = ["run", *SMALL, f"runs_dir={tmp_path}"]
-    assert main(args) == 0
     run = tmp_path / "small"
+    _kill_during_convert(args, run, tmp_path / "killed.log")
+    stages = json.loads((run / "manifest.json").read_text())["stages"]
+    assert [stages[s]["status"] for s in ("train", "export", "convert")] == ["ok", "ok", "started"]
+
+    start = time.perf_counter()
+    assert main(args) == 0  # continues from convert, every default gate passes
+    elapsed = time.perf_counter() - start
+    err = capsys.readouterr().err
+    assert "train unchanged, skipped" in err and "export unchanged, skipped" in err
+    assert _ran(err) == STAGES[2:]
+
     manifest = json.loads((run / "manifest.json").read_text())
-    assert manifest["config"]["width"] == 0.25 and manifest["versions"]["onnx2tf"] == "1.28.8"
-    assert manifest["host"]["cores"] >= 1
-    stages = manifest["stages"]
-    assert list(stages) == ["train", "export", "convert", "quantize", "prune_structured", "prune_magnitude",
-                            "benchmark", "report", "bundle"]
-    assert all(s["status"] == "ok" and s["wall_s"] >= 0 for s in stages.values())
+    assert manifest["config"]["width"] == 0.25 and manifest["config"]["bench_runs"] == 5
+    assert manifest["versions"]["onnx2tf"] == locked("onnx2tf") and manifest["versions"]["nncf"] == locked("nncf")
+    assert list(manifest["stages"]) == STAGES and all(s["status"] == "ok" for s in manifest["stages"].values())
+    assert sum(manifest["stages"][s]["wall_s"] for s in STAGES[2:]) <= elapsed  # the stages' own clocks
     art = manifest["artifacts"]["tflite/int8.tflite"]
-    assert art["bytes"] == (run / "tflite" / "int8.tflite").stat().st_size
-    assert art["sha256"] == hashlib.sha256((run / "tflite" / "int8.tflite").read_bytes()).hexdigest()
+    int8 = run / "tflite" / "int8.tflite"
+    assert art["bytes"] == int8.stat().st_size and art["stage"] == "convert"
+    assert art["sha256"] == hashlib.sha256(int8.read_bytes()).hexdigest()
+    assert manifest["stages"]["convert"]["outputs"]["tflite/int8.tflite"] == art["sha256"]
 
     report = json.loads((run / "report" / "report.json").read_text())
     rows = {r["artifact"]: r for r in report["rows"]}
-    for name in ("fp32.tflite", "fp16.tflite", "dynamic_range.tflite", "int8.tflite", "ptq_int8.onnx",
-                 "structured50_int8.tflite", "pruned50_int8.tflite", "model.onnx"):
-        assert name in rows, name
-    assert rows["int8.tflite"]["status"] == "pass" and rows["int8.tflite"]["ms_1"] > 0
-    assert rows["structured50_int8.tflite"]["size_mib"] < rows["int8.tflite"]["size_mib"]
-    assert rows["pruned50_int8.tflite"]["sparsity"] > 0.45
-    page = (run / "report" / "report.html").read_text()
-    assert 'src="data:image/png;base64,' in page and "structured50_int8.tflite" in page
+    assert list(rows) == ROWS  # one row per declared artifact, keyed by its path in the run
+    assert {r["status"] for r in rows.values()} == {"pass"}
+    assert all(r["images"] == 1000 and r["ms_1"] > 0 and r["ms_n"] > 0 and r["threads_n"] == 2 for r in rows.values())
+    # QAT: the QDQ ONNX and the TFLite file are two rows, two records, different files and figures
+    qdq, qat_tfl = rows["quant/qat_int8.onnx"], rows["tflite/qat_int8.tflite"]
+    assert (qdq["format"], qat_tfl["format"]) == ("onnx", "tflite") and qdq["size_mib"] > 2 * qat_tfl["size_mib"]
+    assert json.loads((run / "results" / "quant" / "qat_int8.onnx.json").read_text())["build"]["sha256"] != \
+        json.loads((run / "results" / "tflite" / "qat_int8.tflite.json").read_text())["build"]["sha256"]
+    assert rows["tflite/structured25_int8.tflite"]["macs"] < 0.7 * rows["tflite/int8.tflite"]["macs"]
+    assert rows["tflite/pruned30_int8.tflite"]["sparsity"] > 0.28
+    md = (run / "report" / "report.md").read_text()
+    assert "| tflite/int8.tflite | tflite | int8 |" in md and report["recommended"] in ROWS
+    assert f"Recommended phone file: {report['recommended']}" in md
     assert (run / "report" / "pareto.png").read_bytes()[:4] == b"\x89PNG"
-    assert "| int8.tflite | tflite | int8 |" in (run / "report" / "report.md").read_text()
     bundled = sorted(p.name for p in (run / "device_bundle" / "models").iterdir())
-    assert bundled == ["fp32.tflite", "int8.tflite", "pruned50_int8.tflite", "structured50_int8.tflite"]
-    assert manifest["artifacts"]["device_bundle/eval.npz"]["stage"] == "bundle"
+    assert bundled == ["fp32.tflite", "int8.tflite", "pruned30_int8.tflite", "qat_int8.tflite",
+                       "structured25_int8.tflite"]
 
-    capsys.readouterr()
     assert main(args) == 0  # unchanged: every stage skipped
-    assert capsys.readouterr().err.count("unchanged, skipped") == 9
+    assert capsys.readouterr().err.count("unchanged, skipped") == len(STAGES)
+    assert main([*args, "bench_runs=6"]) == 0
+    assert _ran(capsys.readouterr().err) == ["benchmark", "report", "bundle"]
+    assert json.loads((run / "results" / "tflite" / "int8.tflite.json").read_text())["benchmark"]["runs"] == 6
+    assert main([*args, "bench_runs=6", "max_size_mib=100"]) == 0
+    assert _ran(capsys.readouterr().err) == ["report"]
+    assert main([*args, "bench_runs=6", "max_size_mib=100", "force=true"]) == 0
+    assert _ran(capsys.readouterr().err) == STAGES
 
-    gated = [*args, "max_int8_drop=-100", "run_structured=false", "run_magnitude=false", "max_size_mib=0.2"]
-    assert main(gated) == 2
+
+def test_changed_file_on_disk_reruns_its_stage(tiny_run, tmp_path, capsys):
+    """A side command pointed at the run rewrites a record: the report marks the row, and `run` notices the changed
+    section and rebuilds it."""
+    from conftest import copy_run
+
+    cfg = copy_run(tiny_run, tmp_path, "side")
+    int8 = cfg.run_dir / "tflite" / "int8.tflite"
+    assert main(["evaluate", str(int8), "eval_subset=200"]) == 0
+    record = json.loads((cfg.run_dir / "results" / "tflite" / "int8.tflite.json").read_text())
+    assert record["evaluation"]["images"] == 200
+    assert main(["report", str(cfg.run_dir)]) == 0
+    md = (cfg.run_dir / "report" / "report.md").read_text()
+    assert "†" in next(line for line in md.splitlines() if line.startswith("| tflite/int8.tflite"))
+    assert "measured on other images than the fp32 reference (1000 test images)" in md
+    capsys.readouterr()
+    assert main(["run", str(cfg.run_dir / "config.yaml"), "run_structured=false", "run_magnitude=false",
+                 "bench_runs=3"]) == 0
     err = capsys.readouterr().err
-    assert "run failed: convert: convert gate failed: dynamic_range.tflite" in err
-    assert "threshold -100" in err
-    int8_mib = (run / "tflite" / "int8.tflite").stat().st_size / 2**20
-    assert "report: size gate failed: " in err and f"int8.tflite: {int8_mib:.2f} MiB > max_size_mib 0.2" in err
-    rows = {r["artifact"]: r for r in json.loads((run / "report" / "report.json").read_text())["rows"]}
-    assert rows["int8.tflite"]["size_gate"] and rows["fp32.tflite"]["size_gate"] is None  # fp32: the reference
-    assert rows["structured50_int8.tflite"]["size_mib"] < 0.2 and rows["structured50_int8.tflite"]["size_gate"] is None
-    assert (run / "report" / "report.md").is_file()
-    assert json.loads((run / "manifest.json").read_text())["stages"]["convert"]["status"] == "failed"
+    assert "convert ok" in err and "train unchanged, skipped" in err
+    record = json.loads((cfg.run_dir / "results" / "tflite" / "int8.tflite.json").read_text())
+    assert record["evaluation"]["images"] == 1000
+
+
+def test_failed_stage_skips_its_dependents_and_names_only_the_cause(tmp_path, capsys):
+    args = ["run", "width=0.25", "image_size=28", "preset=cpu", "train_subset=100", "batch_size=128",
+            f"runs_dir={tmp_path}", "name=few"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert errors == ["error: run failed: train: 1 processes x batch 128 need at least 128 training images; have 100: "
+                      "lower --nproc_per_node or batch_size"]
+    for stage in ("export", "convert", "quantize", "benchmark", "bundle"):
+        assert f"{stage} skipped (needs " in err
+    assert "report ok" in err  # the report still says what happened
+    rows = json.loads((tmp_path / "few" / "report" / "report.json").read_text())["rows"]
+    assert {r["status"] for r in rows} == {"skipped"}
+    assert rows[0]["reason"] == "needs train"

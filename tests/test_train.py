@@ -78,7 +78,7 @@ def test_nan_loss_stops_with_epoch_and_step_and_keeps_last_good(tmp_path, monkey
     code = main(["train", *[f"{k}={v}" for k, v in TINY.items()], f"runs_dir={tmp_path}", "name=nan"])
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert code == 2
-    assert err.startswith("error: epoch 2 step 3: loss is nan") and "last.pt" in err
+    assert err.startswith("error: train failed: epoch 2 step 3: loss is nan") and "last.pt" in err
     assert load_checkpoint(tmp_path / "nan" / "train" / "last.pt")["epoch"] == 1
 
 
@@ -137,7 +137,14 @@ def test_ddp_two_processes_gloo(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["best.pt", "last.pt", "metrics.json"]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["world_size"] == 2 and len(metrics["epochs"]) == 1
-    assert proc.stderr.count("train ok") == 1  # only rank 0 logs
+    assert metrics["batch_size"] == 64 and metrics["per_rank_batch"] == 32  # recorded, never silently changed
+    assert proc.stderr.count("trained: ") == 1  # only rank 0 logs
+
+
+def test_ddp_batch_that_does_not_divide_is_an_error(tmp_path):
+    proc = _torchrun(tmp_path, "name=ddp3", "epochs=1", "batch_size=63")
+    assert proc.returncode != 0
+    assert "error: batch_size=63 does not divide evenly across 2 processes; use a multiple of 2" in proc.stderr
 
 
 def test_ddp_more_processes_than_data(tmp_path):
@@ -166,3 +173,16 @@ def test_training_path_imports_no_conversion_tools():
             "print(bad); sys.exit(1 if bad else 0)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout
+
+
+def test_a_run_that_learns_nothing_is_an_error(tmp_path, capsys):
+    """lr=10 passes the door (it is a legal SGD rate) but diverges: the loss stays finite and the model ends at chance,
+    which must not read as `train ok`."""
+    code = main(["train", *[f"{k}={v}" for k, v in TINY.items() if k != "lr"], "lr=10", f"runs_dir={tmp_path}",
+                 "name=diverged"])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 2
+    assert err.startswith("error: train failed: training diverged: last epoch's train loss ")
+    assert "(a uniform guess scores 2.30) and best validation top-1 0.1" in err
+    assert "is chance level (1/10); lower lr=10.0" in err
+    assert (tmp_path / "diverged" / "train" / "last.pt").is_file()  # kept, to look at

@@ -1,0 +1,119 @@
+"""The quantize and prune stages: the run's trained checkpoint and fp32 ONNX through quantization/'s algorithms to
+evaluated, gated artifacts. Every int8 route calibrates on the training split's calibration subset (ctx.calib)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .artifacts import atomic_write
+from .checkpoint import derived_checkpoint, load_checkpoint, model_from_checkpoint, save_checkpoint
+from .convert import convert_tflite
+from .evaluate import assess
+from .export import export_onnx
+from .runners import tflite_weight_sparsity
+from .stages import magnitude_name, structured_name
+from .summary import count_macs
+from .train import fine_tune
+
+
+def _ignored(cfg) -> list[str]:
+    return [n.strip() for n in cfg.ignored_scope.split(",") if n.strip()]
+
+
+def deliver(ctx, checkpoint: Path, name: str, build: dict) -> None:
+    """A compressed checkpoint -> quant/<name>.onnx (parity-checked) -> tflite/<name>_{fp32,int8}.tflite, each
+    evaluated and gated against the dense fp32 model."""
+    layout = ctx.layout
+    onnx_path = layout.quant(f"{name}.onnx")
+    export_onnx(checkpoint, onnx_path, ctx.eval_set.x[:64])
+    paths = convert_tflite(onnx_path, layout.tflite_dir, ctx.calib_u8, ctx.data.norm, ctx.cfg.image_size,
+                           ("fp32", "int8"), prefix=f"{name}_")
+    assess(ctx, paths["fp32"], parent=onnx_path, compressed=True, build=build)
+    sparsity = tflite_weight_sparsity(paths["int8"])["zero_share"]
+    assess(ctx, paths["int8"], parent=onnx_path, compressed=True,
+           build={**build, "sparsity_tflite_int8": sparsity, "calibration": ctx.calibration})
+
+
+def quantize_stage(ctx) -> None:
+    """NNCF PTQ of the fp32 ONNX -> quant/ptq_int8.onnx; with qat=true also QAT (QDQ ONNX + onnx2tf TFLite)."""
+    import onnx
+
+    from quantization import nncf_ops
+
+    layout, cfg = ctx.layout, ctx.cfg
+    ctx.require(layout.onnx, "export")
+    quantized = nncf_ops.ptq_onnx(onnx.load(str(layout.onnx)), ctx.calib, cfg.quant_preset, _ignored(cfg))
+    out = atomic_write(layout.quant("ptq_int8.onnx"), lambda tmp: onnx.save(quantized, str(tmp)))
+    assess(ctx, out, parent=layout.onnx, build={"method": "nncf_ptq", "preset": cfg.quant_preset,
+                                                "calibration": ctx.calibration, "macs": ctx.dense_macs})
+    if cfg.qat:
+        qat(ctx)
+
+
+def qat(ctx) -> None:
+    from quantization import nncf_ops
+
+    layout, cfg = ctx.layout, ctx.cfg
+    parent = load_checkpoint(ctx.require(layout.best, "train"))
+    qmodel = nncf_ops.qat_model(model_from_checkpoint(parent), ctx.calib, cfg.quant_preset, _ignored(cfg))
+    history = fine_tune(qmodel, cfg, ctx.data, cfg.qat_epochs, cfg.qat_lr)
+    qmodel.cpu().eval()
+    save_checkpoint(derived_checkpoint(parent, model_from_checkpoint(parent), qat=nncf_ops.qat_state(qmodel),
+                                       history=history), layout.quant("qat_nncf.pt"))
+    example = torch.from_numpy(ctx.calib[:1])
+    qdq = atomic_write(layout.quant("qat_int8.onnx"), lambda tmp: nncf_ops.export_qdq(qmodel, tmp, example))
+    build = {"method": "nncf_qat", "qat_epochs": cfg.qat_epochs, "calibration": ctx.calibration,
+             "macs": ctx.dense_macs}
+    assess(ctx, qdq, parent=layout.onnx, compressed=True, build=build)
+    plain = nncf_ops.float_weights(qmodel, model_from_checkpoint(parent))
+    ckpt = save_checkpoint(derived_checkpoint(parent, plain, history=history), layout.quant("qat.pt"))
+    deliver(ctx, ckpt, "qat", {"method": "nncf_qat float weights -> onnx2tf", "qat_epochs": cfg.qat_epochs,
+                               "macs": ctx.dense_macs})
+
+
+def prune_magnitude_stage(ctx) -> None:
+    """NNCF global magnitude pruning at prune_ratio (sparsity: a smaller download, not a faster model), fine-tuned
+    under a schedule (or batch-norm adaptation only), to fp32 and int8 TFLite."""
+    from quantization import nncf_ops
+
+    layout, cfg = ctx.layout, ctx.cfg
+    ctx.require(layout.onnx, "export")
+    parent = load_checkpoint(ctx.require(layout.best, "train"))
+    example = torch.from_numpy(ctx.eval_set.x[:1])
+    pruned = nncf_ops.magnitude_prune(model_from_checkpoint(parent), cfg.prune_ratio, example)
+    if cfg.prune_epochs > 0:
+        fine_tune(pruned, cfg, ctx.data, cfg.prune_epochs, cfg.prune_lr,
+                  before_epoch=nncf_ops.pruning_schedule(pruned, cfg.prune_ratio, cfg.prune_epochs))
+    else:
+        nncf_ops.adapt_batch_norm(pruned, ctx.calib)
+    plain, stats = nncf_ops.strip_pruning(pruned.cpu().eval(), model_from_checkpoint(parent))
+    build = {"method": "nncf_magnitude", "ratio": cfg.prune_ratio, "epochs": cfg.prune_epochs, **stats,
+             "macs": count_macs(plain, example)}
+    name = magnitude_name(cfg)
+    ckpt = save_checkpoint(derived_checkpoint(parent, plain, compression=build), layout.quant(f"{name}.pt"))
+    deliver(ctx, ckpt, name, build)
+
+
+def prune_structured_stage(ctx) -> None:
+    """torch-pruning channel pruning at structured_ratio (fewer MACs: a faster model), fine-tuned, to fp32 and int8
+    TFLite."""
+    from quantization.structured import prune_channels
+
+    layout, cfg = ctx.layout, ctx.cfg
+    ctx.require(layout.onnx, "export")
+    parent = load_checkpoint(ctx.require(layout.best, "train"))
+    model = model_from_checkpoint(parent)
+    example = torch.from_numpy(ctx.eval_set.x[:1])
+    macs_before = count_macs(model, example)
+    stats = prune_channels(model, cfg.structured_ratio, example, cfg.structured_importance)
+    fine_tune(model, cfg, ctx.data, cfg.structured_epochs, cfg.structured_lr)
+    plain = model.cpu().eval()
+    macs = count_macs(plain, example)
+    build = {"method": "torch_pruning", "ratio": cfg.structured_ratio, "importance": cfg.structured_importance,
+             "epochs": cfg.structured_epochs, **stats, "macs_before": macs_before, "macs": macs,
+             "macs_cut": 1 - macs / macs_before}
+    name = structured_name(cfg)
+    ckpt = save_checkpoint(derived_checkpoint(parent, plain, compression=build), layout.quant(f"{name}.pt"))
+    deliver(ctx, ckpt, name, build)

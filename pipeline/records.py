@@ -1,0 +1,118 @@
+"""One result record per artifact (`results/<artifact path>.json`) and one Gate type. The report reads only these.
+
+A record has sections, each written by one owner:
+  build       the stage that made the artifact: status ok | failed (with the one-line reason) | skipped, format,
+              precision, method, compression figures, bytes, gzip size, sha256, calibration data
+  evaluation  top-1/top-5 on a named split, with what it was measured on (split, images, data id, config hash) and
+              the fp32 reference's top-1 on the same images
+  gates       Gate dicts: parity, agreement, int8 drop (the size gate is the report's: it depends on max_size_mib)
+  benchmark   latency and memory per thread count, or the error
+The manifest keeps a digest of the sections each stage owns, so `run` notices when a section changed on disk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+
+from .artifacts import atomic_write_json
+from .layout import Layout
+
+BUILD_SECTIONS = ("build", "evaluation", "gates")
+STATUSES = ("pass", "gate", "failed", "bench failed", "skipped")
+LEGEND = ("status: pass = built and passed every gate; gate = built, failed a gate (named); failed = not built "
+          "(reason given); bench failed = built and gated, the benchmark failed (reason given); skipped = not "
+          "attempted because a stage it needs failed")
+
+
+@dataclass(frozen=True)
+class Gate:
+    """One check of one figure against one threshold, the same for parity, agreement, int8 drop and size."""
+
+    name: str  # parity | agreement | int8 drop | size
+    figure: str  # what was measured, against what, e.g. "max |dlogit| vs onnx/model.onnx"
+    value: float
+    threshold: float
+    passed: bool
+
+    @classmethod
+    def at_most(cls, name: str, figure: str, value: float, threshold: float) -> Gate:
+        return cls(name, figure, float(value), float(threshold), bool(value <= threshold))
+
+    @classmethod
+    def at_least(cls, name: str, figure: str, value: float, threshold: float) -> Gate:
+        return cls(name, figure, float(value), float(threshold), bool(value >= threshold))
+
+    def text(self) -> str:
+        side = "<=" if "drop" in self.name or "parity" in self.name or self.name == "size" else ">="
+        verdict = "ok" if self.passed else "FAILED"
+        return f"{self.name} {verdict}: {self.figure} {self.value:.4g} (need {side} {self.threshold:g})"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def read(layout: Layout, artifact: str) -> dict:
+    path = layout.record(artifact)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, json.JSONDecodeError):
+        return {"build": {"status": "failed", "error": f"{path}: unreadable record"}}
+
+
+def write(layout: Layout, artifact: str, **sections) -> dict:
+    """Replace the given sections of the artifact's record (others kept), atomically."""
+    record = read(layout, artifact) | {"artifact": layout.rel(artifact)}
+    for name, value in sections.items():
+        if value is None:
+            record.pop(name, None)
+        else:
+            record[name] = value
+    atomic_write_json(layout.record(artifact), record)
+    return record
+
+
+def digest(record: dict, sections: tuple[str, ...]) -> str:
+    """sha256 of the named sections: what the manifest keeps for the stage that owns them."""
+    data = json.dumps({s: record.get(s) for s in sections}, sort_keys=True, default=str)
+    return hashlib.sha256(data.encode()).hexdigest()
+
+
+def gates(record: dict) -> list[Gate]:
+    return [Gate(**g) for g in record.get("gates") or []]
+
+
+def size_gates(record: dict, max_size_mib: float) -> list[Gate]:
+    """max_size_mib > 0: an int8 .tflite file (the kind meant to ship) must be at most that large. The report's gate:
+    changing the limit re-makes the report, nothing else."""
+    build = record.get("build") or {}
+    if max_size_mib <= 0 or build.get("status") != "ok" or build.get("format") != "tflite" \
+            or build.get("precision") not in ("int8", "mixed"):
+        return []
+    return [Gate.at_most("size", "file size (MiB)", build["size_mib"], max_size_mib)]
+
+
+def status(record: dict, extra_gates: list[Gate] = ()) -> tuple[str, str | None]:
+    """(status, reason) of one record: the only place a row's status is decided."""
+    build = record.get("build") or {}
+    if not build or build.get("status") == "skipped":
+        return "skipped", build.get("error") or "not built yet"
+    if build.get("status") != "ok":
+        return "failed", build.get("error") or "not built"
+    failed = [g for g in [*gates(record), *extra_gates] if not g.passed]
+    if failed:
+        return "gate", "; ".join(g.text() for g in failed)
+    bench = record.get("benchmark") or {}
+    errors = [f"{t} thread(s): {cell['error']}" for t, cell in (bench.get("threads") or {}).items() if "error" in cell]
+    if bench.get("error") or errors:
+        return "bench failed", bench.get("error") or "; ".join(errors)
+    return "pass", None
+
+
+def built(layout: Layout, artifact: str) -> bool:
+    """The artifact's file exists and its record says it was built (a failed rebuild leaves an old file untrusted)."""
+    return layout.path(artifact).is_file() and (read(layout, artifact).get("build") or {}).get("status") == "ok"
+

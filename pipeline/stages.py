@@ -1,0 +1,138 @@
+"""Every stage of the chain, declared once: what it needs, the config keys it depends on, what it reads and writes.
+`run` reads this table; each single verb runs one row of it through the same wrapper (pipeline.stage.run_stage).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .bundle import SCRIPT_NAMES, SCRIPTS
+from .config import TRAIN_KEYS, Config
+from .convert import VARIANTS
+from .layout import Layout
+from .stage import Stage
+
+# What an evaluation (the test split), a calibration (the training split's subset) and a gate depend on.
+EVAL_KEYS = frozenset({"data_source", "data_root", "image_size", "eval_subset", "num_classes", "in_channels"})
+CALIB_KEYS = frozenset({"data_source", "data_root", "image_size", "val_size", "calib_size", "seed"})
+GATE_KEYS = frozenset({"max_int8_drop"})
+FINETUNE_KEYS = frozenset({"batch_size", "optimizer", "momentum", "weight_decay", "label_smoothing", "augment",
+                           "finetune_subset", "train_subset", "seed", "device", "val_size"})
+# Keys that change no stage's result: where the run lives, how fast it goes, notes.
+NEUTRAL_KEYS = frozenset({"name", "runs_dir", "resume", "threads", "workers", "extra", "preset", "prune_method",
+                          "run_structured", "run_magnitude", "amp", "channels_last", "compile"})
+
+
+def magnitude_name(cfg: Config) -> str:
+    return f"pruned{round(cfg.prune_ratio * 100)}"
+
+
+def structured_name(cfg: Config) -> str:
+    return f"structured{round(cfg.structured_ratio * 100)}"
+
+
+def _rel(layout: Layout, *paths: Path) -> list[str]:
+    return [layout.rel(p) for p in paths]
+
+
+def _qat_rows(layout: Layout, cfg: Config) -> list[Path]:
+    return [layout.quant("qat_int8.onnx"), layout.tflite("qat_fp32"), layout.tflite("qat_int8")] if cfg.qat else []
+
+
+def _derived(layout: Layout, name: str) -> list[Path]:
+    """The files a compressed checkpoint becomes: its ONNX export (intermediate) and two TFLite rows."""
+    return [layout.quant(f"{name}.pt"), layout.quant(f"{name}.onnx"), layout.tflite(f"{name}_fp32"),
+            layout.tflite(f"{name}_int8")]
+
+
+def _weights_file(layout: Layout, cfg: Config) -> list[str]:
+    return [str(Path(cfg.weights).resolve())] if cfg.weights and Path(cfg.weights).is_file() else []
+
+
+def _structured(layout: Layout, cfg: Config) -> list[Path]:
+    return _derived(layout, structured_name(cfg))
+
+
+def _magnitude(layout: Layout, cfg: Config) -> list[Path]:
+    return _derived(layout, magnitude_name(cfg))
+
+
+def _declared_rows(layout: Layout, cfg: Config) -> list[str]:
+    return [rel for stage in stages_for(cfg) if stage.builds() for rel in stage.records(layout, cfg)]
+
+
+def _report_inputs(layout: Layout, cfg: Config) -> list[str]:
+    extra = sorted(layout.device_dir.glob("*.json")) + sorted(layout.companion("latency").glob("latency_*.json"))
+    return ([layout.rel(layout.record(rel)) for rel in _declared_rows(layout, cfg)] + _rel(layout, layout.best)
+            + [str(p) for p in extra])
+
+
+def _bundle_candidates(layout: Layout, cfg: Config) -> list[str]:
+    from .bundle import candidates
+
+    return candidates(layout, cfg, _declared_rows(layout, cfg))
+
+
+def _bundle_inputs(layout: Layout, cfg: Config) -> list[str]:
+    chosen = _bundle_candidates(layout, cfg)
+    return chosen + [f"{layout.rel(layout.record(rel))}#build,gates" for rel in chosen] + \
+        [str(SCRIPTS / name) for name in SCRIPT_NAMES]
+
+
+def _bundle_outputs(layout: Layout, cfg: Config) -> list[str]:
+    from .bundle import chosen
+
+    files = ["eval.npz", "expected.json", "README.md", *SCRIPT_NAMES]
+    return [layout.rel(layout.bundle_dir / f) for f in files] + \
+        [layout.rel(layout.bundle_dir / "models" / Path(rel).name) for rel in chosen(layout, cfg)]
+
+
+STAGES = {s.name: s for s in [
+    Stage("train", "pipeline.train:train_stage", needs=(), keys=TRAIN_KEYS, inputs=_weights_file,
+          outputs=lambda la, c: _rel(la, la.best, la.last, la.metrics), sections=()),
+    Stage("export", "pipeline.export:export_stage", needs=("train",), keys=EVAL_KEYS | {"dynamic_batch"},
+          inputs=lambda la, c: _rel(la, la.best), outputs=lambda la, c: _rel(la, la.onnx),
+          records=lambda la, c: _rel(la, la.onnx)),
+    Stage("convert", "pipeline.convert:convert_stage", needs=("export",), keys=EVAL_KEYS | CALIB_KEYS | GATE_KEYS,
+          inputs=lambda la, c: _rel(la, la.onnx), outputs=lambda la, c: _rel(la, *map(la.tflite, VARIANTS)),
+          records=lambda la, c: _rel(la, *map(la.tflite, VARIANTS))),
+    Stage("quantize", "pipeline.compress:quantize_stage", needs=("export",),
+          keys=EVAL_KEYS | CALIB_KEYS | GATE_KEYS | FINETUNE_KEYS | {"quant_preset", "ignored_scope", "qat",
+                                                                     "qat_epochs", "qat_lr"},
+          inputs=lambda la, c: _rel(la, la.onnx, la.best),
+          outputs=lambda la, c: _rel(la, la.quant("ptq_int8.onnx"), *_qat_rows(la, c), *(
+              [la.quant("qat_nncf.pt"), la.quant("qat.pt"), la.quant("qat.onnx")] if c.qat else [])),
+          records=lambda la, c: _rel(la, la.quant("ptq_int8.onnx"), *_qat_rows(la, c))),
+    Stage("prune_structured", "pipeline.compress:prune_structured_stage", needs=("export",),
+          keys=EVAL_KEYS | CALIB_KEYS | GATE_KEYS | FINETUNE_KEYS | {"structured_ratio", "structured_importance",
+                                                                     "structured_epochs", "structured_lr"},
+          inputs=lambda la, c: _rel(la, la.onnx, la.best), outputs=lambda la, c: _rel(la, *_structured(la, c)),
+          records=lambda la, c: _rel(la, *_structured(la, c)[2:])),
+    Stage("prune_magnitude", "pipeline.compress:prune_magnitude_stage", needs=("export",),
+          keys=EVAL_KEYS | CALIB_KEYS | GATE_KEYS | FINETUNE_KEYS | {"prune_ratio", "prune_epochs", "prune_lr"},
+          inputs=lambda la, c: _rel(la, la.onnx, la.best), outputs=lambda la, c: _rel(la, *_magnitude(la, c)),
+          records=lambda la, c: _rel(la, *_magnitude(la, c)[2:])),
+    Stage("benchmark", "pipeline.benchmark:benchmark_stage", needs=("export",),
+          keys=frozenset({"bench_runs", "bench_warmup", "bench_threads", "image_size", "in_channels",
+                          "data_source"}),
+          inputs=lambda la, c: _declared_rows(la, c), records=_declared_rows, sections=("benchmark",),
+          uses_data=False),
+    Stage("report", "pipeline.report:report_stage", needs=(), keys=frozenset({"max_size_mib"}),
+          inputs=_report_inputs, sections=(), uses_data=False,
+          outputs=lambda la, c: _rel(la, *(la.report_dir / f for f in ("report.json", "report.md", "report.html",
+                                                                        "pareto.png")))),
+    Stage("bundle", "pipeline.bundle:bundle_stage", needs=("convert",),
+          keys=EVAL_KEYS | {"bundle_models", "bundle_images", "bench_runs", "bench_warmup"}, inputs=_bundle_inputs, outputs=_bundle_outputs,
+          sections=()),
+]}
+
+
+def stages_for(cfg: Config) -> list[Stage]:
+    """The chain `run` runs for this config, in order."""
+    skip = {"prune_structured": not cfg.run_structured, "prune_magnitude": not cfg.run_magnitude}
+    return [s for name, s in STAGES.items() if not skip.get(name)]
+
+
+def declared_rows(layout: Layout, cfg: Config) -> list[str]:
+    """The artifacts the run's stages make: exactly the report's rows."""
+    return _declared_rows(layout, cfg)

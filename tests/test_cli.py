@@ -1,0 +1,109 @@
+"""Bad input stops at the door: through the CLI's main(argv), exit 2, one line `error: ...`, no traceback; and
+--verbose / RESNET_EDGE_DEBUG=1 show the cause when asked."""
+
+import dataclasses
+
+import pytest
+
+from pipeline.cli import main
+from pipeline.config import Config
+
+FAST = ["train_subset=256", "eval_subset=64", "val_size=64", "calib_size=16"]
+
+BAD = [  # (argv, what the one line must say)
+    (["train", "model=resnet19"], "model=resnet19: unknown model; choose resnet18"),
+    (["summary", "resnet18", "image_size=-5"], "image_size=-5: expected 17 <= image_size <= 4096"),
+    (["summary", "resnet19"], "summary resnet19: unknown model"),
+    (["summary", "resnet18", "num_classes=0"], "num_classes=0: expected num_classes >= 1"),
+    (["train", "lr=-1"], "lr=-1.0: expected 0 < lr <= 10"),
+    (["train", "lr=1e9"], "lr=1000000000.0: expected 0 < lr <= 10"),
+    (["train", "lr=nan"], "lr=nan: expected 0 < lr <= 10"),
+    (["train", "image_size=7"], "image_size=7: stem=imagenet leaves the last stage a single pixel"),
+    (["train", "stem=small", "image_size=3"], "image_size=3: stem=small leaves the last stage a single pixel"),
+    (["train", "num_classes=3", *FAST], "num_classes=3: the fashion_mnist data has 10 classes"),
+    (["train", "in_channels=3", *FAST], "in_channels=3: the fashion_mnist images have 1 channel(s)"),
+    (["train", "val_size=70000"], "val_size=70000 must be in 0..59999"),
+    (["train", "calib_size=0"], "calib_size=0: expected 1 <= calib_size"),
+    (["train", "epochs=-1"], "epochs=-1: expected 0 <= epochs"),
+    (["train", "epochs=two"], "epochs=two: expected int"),
+    (["train", "batch_size=0"], "batch_size=0: expected 1 <= batch_size"),
+    (["train", "width=0"], "width=0.0: expected 0 < width <= 8"),
+    (["train", "augment=maybe"], "augment=maybe: expected bool"),
+    (["train", "stem=big"], "stem=big: choose imagenet | small"),
+    (["train", "data_source=mnist"], "data_source=mnist: choose fashion_mnist | cifar10 | imagefolder"),
+    (["train", "optimizer=lion"], "optimizer=lion: choose sgd | adamw"),
+    (["train", "preset=tpu"], "preset=tpu: choose auto, cpu, gpu, phone"),
+    (["train", "name=../elsewhere"], "name='../elsewhere': expected a non-empty folder name"),
+    (["train", "depth=3"], "unknown config key 'depth'"),
+    (["train", "epochs"], "'epochs': expected key=value (a config file, first, ends in .yaml)"),
+    (["train", "extra=x"], "extra: cannot be set from the command line"),
+    (["train", "data_source=imagefolder"], "data_source=imagefolder needs data_root="),
+    (["quantize", "quant_preset=fast"], "quant_preset=fast: choose performance | mixed"),
+    (["quantize", "preset=mixed"], "preset=mixed: choose auto, cpu, gpu, phone"),  # one name: quant_preset
+    (["prune", "prune_method=random"], "prune_method=random: choose magnitude | structured"),
+    (["prune", "prune_ratio=1.5"], "prune_ratio=1.5: expected 0 < prune_ratio < 1"),
+    (["prune", "structured_ratio=0"], "structured_ratio=0.0: expected 0 < structured_ratio < 1"),
+    (["run", "bench_runs=0"], "bench_runs=0: expected 1 <= bench_runs"),
+    (["run", "bench_warmup=-1"], "bench_warmup=-1: expected 0 <= bench_warmup"),
+    (["run", "bench_threads=1,x"], "bench_threads=1,x: expected comma-separated thread counts >= 1"),
+    (["run", "bench_threads=0"], "bench_threads=0: expected comma-separated thread counts >= 1"),
+    (["run", "force=maybe"], "force=maybe: expected bool"),
+    (["run", "max_int8_drop=-100"], "max_int8_drop=-100.0: expected 0 <= max_int8_drop <= 100"),
+    (["run", "max_size_mib=-1"], "max_size_mib=-1.0: expected 0 <= max_size_mib"),
+    (["run", "bundle_images=0"], "bundle_images=0: expected 1 <= bundle_images"),
+    (["evaluate", "nowhere.tflite"], "nowhere.tflite: artifact not found"),
+    (["benchmark", "bench_runs=3"], "benchmark: name at least one artifact"),
+]
+
+
+@pytest.mark.parametrize("argv, message", BAD, ids=[" ".join(a) for a, _ in BAD])
+def test_bad_input_is_one_line_exit_2(argv, message, tmp_path, capsys):
+    verb, *rest = argv
+    pointed = [] if verb in ("summary", "evaluate", "benchmark") else [f"runs_dir={tmp_path}"]
+    code = main([verb, *rest, *pointed])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("error: ") and "Traceback" not in err, err
+    assert message in err
+    assert not list(tmp_path.rglob("*.pt"))  # nothing trained on bad input
+
+
+def test_yaml_errors_name_the_file_and_line(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: resnet18\nepochs: [1, 2\nlr: 0.1\n")
+    assert main(["train", str(bad), f"runs_dir={tmp_path}"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {bad}:3: YAML syntax error") and err.count("\n") == 1
+    bad.write_text("model: resnet18\nepochs: [1, 2]\n")
+    assert main(["train", str(bad), f"runs_dir={tmp_path}"]) == 2
+    assert capsys.readouterr().err == "error: epochs=[1, 2]: expected int, got list\n"
+    bad.write_text("- model\n- epochs\n")
+    assert main(["train", str(bad)]) == 2
+    assert "expected a mapping of key: value, got a list" in capsys.readouterr().err
+    bad.write_text("modle: resnet18\n")
+    assert main(["train", str(bad)]) == 2
+    assert "unknown config keys ['modle']" in capsys.readouterr().err
+
+
+def test_verbose_shows_the_cause(tmp_path, capsys, monkeypatch):
+    args = ["train", "epochs=two", f"runs_dir={tmp_path}"]
+    assert main(["--verbose", *args]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "ValueError: invalid literal for int()" in err  # the cause, kept
+    assert err.strip().splitlines()[-1] == "error: epochs=two: expected int"
+    monkeypatch.setenv("RESNET_EDGE_DEBUG", "1")
+    assert main(args) == 2
+    assert "Traceback" in capsys.readouterr().err
+    monkeypatch.delenv("RESNET_EDGE_DEBUG")
+    assert main([args[0], "--verbose", *args[1:]]) == 2  # after the verb as well
+    assert "Traceback" in capsys.readouterr().err
+
+
+def test_every_config_key_is_declared_by_a_stage_or_neutral():
+    """A key no stage declares would change a result without re-running anything: each is owned or neutral."""
+    from pipeline.stages import NEUTRAL_KEYS, STAGES
+
+    declared = set().union(*(s.keys for s in STAGES.values()))
+    fields = {f.name for f in dataclasses.fields(Config)}
+    assert fields - declared - NEUTRAL_KEYS == set()
+    assert declared | NEUTRAL_KEYS <= fields  # and none of them is a typo

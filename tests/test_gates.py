@@ -1,0 +1,114 @@
+"""Gates at their real default thresholds on genuinely good and bad artifacts, and artifacts that cannot be built.
+The thresholds are written here as numbers, never imported from the code they check."""
+
+import gzip
+import json
+
+import numpy as np
+import onnx
+import torch
+from onnx import TensorProto, helper
+
+from pipeline.cli import main
+from pipeline.data import FASHION_MNIST_DIR
+
+
+def _idx(array: np.ndarray) -> bytes:
+    """An unsigned-byte IDX file (gzipped), the Fashion-MNIST format."""
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    return gzip.compress(header + array.astype(np.uint8).tobytes())
+
+
+def test_int8_calibrated_on_constant_images_fails_the_default_gate(tiny_run, tmp_path, capsys):
+    """The trained tiny model's weights, but a training split of all-black images: every int8 file calibrates on
+    them, so real test images saturate its activations. The float files stay as good as before."""
+    data = tmp_path / "black-train"
+    data.mkdir()
+    for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        (data / name).write_bytes((FASHION_MNIST_DIR / name).read_bytes())
+    (data / "train-images-idx3-ubyte.gz").write_bytes(_idx(np.zeros((1000, 28, 28), np.uint8)))
+    (data / "train-labels-idx1-ubyte.gz").write_bytes(_idx(np.arange(1000) % 10))
+    args = ["run", f"weights={tiny_run.run_dir / 'train' / 'best.pt'}", "epochs=0", f"data_root={data}",
+            "width=0.25", "stem=imagenet", "image_size=28", "preset=cpu", "eval_subset=1000", "run_structured=false",
+            "run_magnitude=false", "bench_runs=3", f"runs_dir={tmp_path}", "name=black"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error: run failed: ") and "tflite/int8.tflite: gate: top-1 drop FAILED" in err
+    assert "(need <= 1)" in err and "tflite/fp32.tflite" not in err and "tflite/fp16.tflite" not in err
+    run = tmp_path / "black"
+    rows = {r["artifact"]: r for r in json.loads((run / "report" / "report.json").read_text())["rows"]}
+    int8 = rows["tflite/int8.tflite"]
+    assert int8["status"] == "gate" and int8["delta_top1"] < -1.0  # worse than fp32, by more than a point
+    assert rows["tflite/fp32.tflite"]["status"] == "pass" and rows["tflite/fp32.tflite"]["delta_top1"] == 0
+    gate = next(g for g in int8["gates"] if g["name"] == "top-1 drop")
+    assert gate["threshold"] == 1.0 and gate["value"] == -int8["delta_top1"] and not gate["passed"]
+    assert "| tflite/int8.tflite | tflite | int8 | - |" in (run / "report" / "report.md").read_text()
+    md_row = next(ln for ln in (run / "report" / "report.md").read_text().splitlines()
+                  if ln.startswith("| tflite/int8.tflite"))
+    assert md_row.split(" | ")[5] == "gate"
+    assert '<tr class="bad"><td>tflite/int8.tflite</td>' in (run / "report" / "report.html").read_text()
+    assert '<tr class="ok"><td>tflite/fp32.tflite</td>' in (run / "report" / "report.html").read_text()
+    record = json.loads((run / "results" / "tflite" / "int8.tflite.json").read_text())
+    assert record["build"]["calibration"]["images"] == 300  # the training split's calibration subset, all black
+    bundled = sorted(p.name for p in (run / "device_bundle" / "models").iterdir())
+    assert "int8.tflite" not in bundled and "fp32.tflite" in bundled  # a file that failed its gate is not shipped
+
+
+def test_export_parity_gate_fails_when_onnx_and_torch_disagree(tiny_run, tmp_path, capsys):
+    """Logits in the millions: float32 rounding alone puts onnxruntime and torch far more than 1e-4 apart."""
+    from conftest import copy_run
+
+    good = json.loads((tiny_run.run_dir / "results" / "onnx" / "model.onnx.json").read_text())
+    parity = next(g for g in good["gates"] if g["name"] == "parity")
+    assert parity["threshold"] == 1e-4 and 0 < parity["value"] <= 1e-4 and parity["passed"]
+    cfg = copy_run(tiny_run, tmp_path, "loud")
+    best = cfg.run_dir / "train" / "best.pt"
+    ckpt = torch.load(best, weights_only=True)
+    ckpt["model"]["fc.weight"] *= 1e6
+    torch.save(ckpt, best)
+    (cfg.run_dir / "onnx" / "model.onnx").unlink()
+    assert main(["export", f"runs_dir={tmp_path}", "name=loud"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "onnxruntime vs torch max |dlogit| = " in err and "> 0.0001 on 64 test images" in err
+    assert not (cfg.run_dir / "onnx" / "model.onnx").exists()  # a failed gate writes no file
+    record = json.loads((cfg.run_dir / "results" / "onnx" / "model.onnx.json").read_text())
+    assert record["build"]["status"] == "failed" and "max |dlogit|" in record["build"]["error"]
+
+
+def _lppool_onnx(path, size: int) -> None:
+    """LpPool (which onnx2tf cannot convert) then a classifier: a valid model onnxruntime runs."""
+    w = np.random.default_rng(0).standard_normal((10, (size // 2) ** 2)).astype(np.float32)
+    nodes = [helper.make_node("LpPool", ["input"], ["pooled"], kernel_shape=[2, 2], strides=[2, 2], p=2),
+             helper.make_node("Flatten", ["pooled"], ["flat"]),
+             helper.make_node("Gemm", ["flat", "w"], ["logits"], transB=1)]
+    graph = helper.make_graph(nodes, "lp", [helper.make_tensor_value_info("input", TensorProto.FLOAT,
+                                                                          [1, 1, size, size])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])],
+                              [helper.make_tensor("w", TensorProto.FLOAT, w.shape, w.ravel())])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+
+
+def test_artifact_that_cannot_be_built_is_a_failed_row_with_its_reason(tiny_run, tmp_path, capsys):
+    from conftest import copy_run
+
+    cfg = copy_run(tiny_run, tmp_path, "lp")
+    onnx_path = cfg.run_dir / "onnx" / "model.onnx"
+    _lppool_onnx(onnx_path, 28)
+    base = [f"runs_dir={tmp_path}", "name=lp"]
+    assert main(["evaluate", str(onnx_path)]) == 0  # the model itself runs (onnxruntime)
+    assert main(["convert", *base]) == 2
+    err = capsys.readouterr().err
+    assert "error: convert failed: " in err and "onnx2tf failed" in err and "LpPool" in err
+    assert main(["report", str(cfg.run_dir)]) == 0
+    rows = {r["artifact"]: r for r in json.loads((cfg.run_dir / "report" / "report.json").read_text())["rows"]}
+    for variant in ("fp32", "fp16", "dynamic_range", "int8"):
+        row = rows[f"tflite/{variant}.tflite"]
+        assert row["status"] == "failed" and "onnx2tf failed" in row["reason"] and "LpPool" in row["reason"]
+        assert row["top1"] is None and row["size_mib"] is None  # the old file on disk is not reported as built
+    onnx_row = rows["onnx/model.onnx"]  # reported, and honest: it no longer matches the checkpoint it came from
+    assert onnx_row["status"] == "gate" and "parity FAILED: max |dlogit| vs train/best.pt" in onnx_row["reason"]
+    assert onnx_row["images"] == 1000 and onnx_row["top1"] is not None
+    assert rows["quant/ptq_int8.onnx"]["status"] == "skipped"  # never run in this directory
+    md = (cfg.run_dir / "report" / "report.md").read_text()
+    assert "| tflite/int8.tflite | - | - |" in md and "- tflite/int8.tflite: failed: " in md
+    assert "failed = not built (reason given)" in md
