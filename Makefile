@@ -7,7 +7,7 @@ FMNIST := /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz
 # The venv's bin must be on PATH: onnx2tf runs the `onnxsim` program.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup test demo lock clean
+.PHONY: setup test demo demo-docs lock clean
 
 setup: $(STAMP) $(FMNIST)
 
@@ -32,6 +32,10 @@ test: setup
 demo: setup
 	$(BIN)/resnet-edge summary resnet18 image_size=32 in_channels=1 num_classes=10
 	$(BIN)/resnet-edge run name=default
+
+# The README's demo figures come from here: after `make demo` on a fresh clone, copy its report into docs/.
+demo-docs:
+	mkdir -p docs && cp runs/default/report/report.md docs/demo-report.md && cp runs/default/report/pareto.png docs/pareto.png
 
 # Re-resolve the lock from pyproject.toml's ranges (needs the registry).
 lock:

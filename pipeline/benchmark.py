@@ -2,8 +2,8 @@
 through the same Runner as evaluation: TFLite via LiteRT (XNNPACK), ONNX via onnxruntime, torch eager.
 
 Per artifact and thread count: latency after warm-up over a fixed number of runs (median, p90, min), peak RSS of the
-process and the part of it the model added (RSS after loading and running, less RSS after imports), and the number
-of OS threads the process ran (the proof that the thread count was honoured). A failing artifact becomes a result
+process and the part of it the model added (RSS after loading and running, less RSS after imports), and the OS
+threads the runtime started (the proof that the thread count was honoured: a pool of N threads adds N - 1). A failing artifact becomes a result
 with its error, never a crash; in a run it is the row's `bench failed` status.
 """
 
@@ -31,16 +31,21 @@ def _status_mib(field: str) -> float:
     raise EdgeError(f"/proc/self/status has no {field}")
 
 
+def _os_threads() -> int:
+    return len(os.listdir("/proc/self/task"))
+
+
 def measure(path: str, threads: int, warmup: int, runs: int, shape: list[int]) -> dict:
     """Runs inside the worker process."""
     from .runners import open_runner
 
-    base_rss = _status_mib("VmRSS")
+    base_rss, base_threads = _status_mib("VmRSS"), _os_threads()
     start = time.perf_counter()
     runner = open_runner(path, threads)
     x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
     runner(x)
     init_ms = (time.perf_counter() - start) * 1e3
+    runtime_threads = _os_threads() - base_threads
     for _ in range(warmup):
         runner(x)
     times = []
@@ -51,7 +56,7 @@ def measure(path: str, threads: int, warmup: int, runs: int, shape: list[int]) -
     return {"threads": threads, "runs": runs, "warmup": warmup, "latency_ms_median": float(np.median(times)),
             "latency_ms_p90": float(np.percentile(times, 90)), "latency_ms_min": float(np.min(times)),
             "init_ms": init_ms, "peak_rss_mib": _status_mib("VmHWM"), "model_rss_mib": _status_mib("VmRSS") - base_rss,
-            "os_threads": len(os.listdir("/proc/self/task"))}
+            "runtime_threads": runtime_threads}
 
 
 def benchmark_one(path: Path, shape: list[int], threads: list[int], warmup: int, runs: int,

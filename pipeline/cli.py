@@ -202,6 +202,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     artifacts, ctx = _artifact_context(args)
     cfg, layout = ctx.cfg, ctx.layout
     results = benchmark(artifacts, input_shape(cfg), cfg.thread_counts, cfg.bench_warmup, cfg.bench_runs)
+    failed = []
     for artifact, result in zip(artifacts, results):
         rel = layout.rel(artifact) if layout.holds(artifact) else external(artifact)
         records.write(layout, rel, benchmark=result)
@@ -209,6 +210,9 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
                           if "error" not in c else f"{n} thread(s) failed: {c['error']}"
                           for n, c in result["threads"].items())
         print(f"{rel}: {cells}")
+        failed += [f"{rel}: {c['error']}" for c in result["threads"].values() if "error" in c][:1]
+    if failed:
+        raise EdgeError("benchmark failed: " + " | ".join(failed))
     return 0
 
 

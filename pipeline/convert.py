@@ -88,7 +88,9 @@ def convert_tflite(onnx_path: Path, out_dir: Path, calib_u8: np.ndarray, norm: N
     if unknown:
         raise EdgeError(f"unknown TFLite variants {sorted(unknown)}; choose from {', '.join(VARIANTS)}")
     out_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".onnx2tf-", dir=out_dir) as tmp:
+    for stale in out_dir.glob(f".onnx2tf-{prefix}*"):  # left by a conversion that was killed
+        shutil.rmtree(stale, ignore_errors=True)
+    with tempfile.TemporaryDirectory(prefix=f".onnx2tf-{prefix}", dir=out_dir) as tmp:
         tf_dir = run_onnx2tf(Path(onnx_path), Path(tmp), calibration_nhwc(calib_u8, image_size), norm,
                              int8=bool({"int8", "dynamic_range"} & set(variants)))
         paths = {}

@@ -26,7 +26,7 @@ def test_benchmark_verb_records_each_format_at_each_thread_count(tiny_run, tmp_p
         assert 0 < t1["latency_ms_min"] <= t1["latency_ms_median"] <= t1["latency_ms_p90"]
         assert t1["peak_rss_mib"] > 10 and t1["threads"] == 1 and t2["threads"] == 2
         # the runtime really ran the thread count it was given: its pool adds an OS thread per extra thread
-        assert t2["os_threads"] > t1["os_threads"], (name, t1["os_threads"], t2["os_threads"])
+        assert t2["runtime_threads"] == t1["runtime_threads"] + 1, (name, t1, t2)
     # the TFLite worker loads LiteRT and numpy only: no torch in its memory
     assert rows["tflite/int8.tflite"]["threads"]["1"]["peak_rss_mib"] < 200
     assert "tflite/int8.tflite: 1 thread(s) " in capsys.readouterr().out
@@ -37,6 +37,24 @@ def test_broken_artifact_becomes_a_result_not_a_crash(tmp_path):
     bad.write_bytes(b"not a flatbuffer")
     result = benchmark([bad], [1, 1, 28, 28], threads=[1], warmup=1, runs=2)[0]
     assert "LiteRT cannot load it" in result["threads"]["1"]["error"]
+
+
+def test_benchmark_error_is_a_bench_failed_row(tiny_run, tmp_path, capsys):
+    """A file damaged after it was built and gated: its benchmark fails, and the report says so with the reason."""
+    from conftest import copy_run
+
+    cfg = copy_run(tiny_run, tmp_path, "damaged")
+    fp16 = cfg.run_dir / "tflite" / "fp16.tflite"
+    fp16.write_bytes(fp16.read_bytes()[:4096])
+    assert main(["benchmark", str(fp16), str(cfg.run_dir / "tflite" / "int8.tflite"), "bench_runs=2",
+                 "bench_threads=1"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("error: benchmark failed: tflite/fp16.tflite: ")
+    assert main(["report", str(cfg.run_dir)]) == 0
+    rows = {r["artifact"]: r for r in json.loads((cfg.run_dir / "report" / "report.json").read_text())["rows"]}
+    assert rows["tflite/fp16.tflite"]["status"] == "bench failed"
+    assert "1 thread(s): " in rows["tflite/fp16.tflite"]["reason"] and "LiteRT" in rows["tflite/fp16.tflite"]["reason"]
+    assert rows["tflite/int8.tflite"]["status"] == "pass" and rows["tflite/int8.tflite"]["ms_1"] > 0
+    assert "- tflite/fp16.tflite: bench failed: " in (cfg.run_dir / "report" / "report.md").read_text()
 
 
 def test_latency_bench_reads_the_run_and_writes_beside_it(tiny_run):
