@@ -3,7 +3,7 @@ split): NNCF PTQ int8 ONNX and QAT (QDQ ONNX and TFLite), NNCF magnitude 30/50/7
 TFLite, beside the run's own fp32 and int8 files: top-1, drop, the real gate (the run's max_int8_drop), size and gzip
 size in MiB, MACs. Prints one table and writes JSON.
 
-    python bench/compression.py [name=default qat_epochs=1 prune_epochs=1 structured_epochs=2 ...]
+    python bench/compression.py [name=default variants=ptq_qat,structured50 qat_epochs=1 structured_epochs=2 ...]
 
 It reads the run and never writes into it: every variant is a run of its own under runs/<name>-compression/<variant>/,
 seeded with the run's checkpoint and ONNX model and made by the same stage code and contract as `resnet-edge run`.
@@ -13,7 +13,6 @@ A variant that fails to build is a row with its reason.
 from __future__ import annotations
 
 import dataclasses
-import os
 import shutil
 import sys
 import time
@@ -41,15 +40,12 @@ VARIANTS = [  # (folder, stage, config changes)
 
 
 def seed(source: Layout, target: Layout) -> None:
-    """The variant's run starts from the source run's checkpoint and ONNX model (hard links where possible)."""
+    """The variant's run starts from copies of the source run's checkpoint and ONNX model (copies, not links: nothing
+    done in the variant can reach the source run)."""
     for path in (source.best, source.onnx):
         dst = target.path(source.rel(path))
         dst.parent.mkdir(parents=True, exist_ok=True)
-        dst.unlink(missing_ok=True)
-        try:
-            os.link(path, dst)
-        except OSError:
-            shutil.copyfile(path, dst)
+        shutil.copyfile(path, dst)
 
 
 def row(layout: Layout, rel: str, label: str) -> dict:
@@ -69,16 +65,20 @@ def _cell(v, fmt: str) -> str:
 
 def main(argv: list[str]) -> int:
     overrides = parse_overrides(argv)
+    names = [v.strip() for v in overrides.pop("variants", ",".join(v[0] for v in VARIANTS)).split(",") if v.strip()]
+    unknown = sorted(set(names) - {v[0] for v in VARIANTS})
+    if unknown:
+        raise EdgeError(f"variants={','.join(unknown)}: choose from {', '.join(v[0] for v in VARIANTS)}")
     source = Layout(Path(overrides.get("runs_dir", "runs")) / overrides.get("name", "default"))
     for path, stage in ((source.best, "train"), (source.onnx, "export")):
         if not path.is_file():
             raise EdgeError(f"{path}: missing; run `resnet-edge {stage} name={source.root.name}` (or run) first")
     cfg = load_config(source.config, {**overrides, "runs_dir": str(source.root.parent), "name": source.root.name})
     out = source.companion("compression")
-    rows = [row(source, rel, "run") for rel in ("onnx/model.onnx", "tflite/fp32.tflite", "tflite/int8.tflite")
-            if source.record(rel).is_file()]
+    own = [source.rel(p) for p in (source.onnx, source.tflite("fp32"), source.tflite("int8"))]
+    rows = [row(source, rel, "run") for rel in own if source.record(rel).is_file()]
     data = None
-    for folder, stage_name, changes in VARIANTS:
+    for folder, stage_name, changes in (v for v in VARIANTS if v[0] in names):
         variant = dataclasses.replace(cfg, runs_dir=str(out), name=folder, **changes)
         ctx = Context(variant, data)
         seed(source, ctx.layout)
@@ -90,8 +90,8 @@ def main(argv: list[str]) -> int:
         for rel in stage.records(ctx.layout, variant):
             rows.append(row(ctx.layout, rel, folder) | {"stage_s": round(time.perf_counter() - start, 1),
                                                         "stage_error": entry.get("error")})
-    fp32_mib = next((r["size_mib"] for r in rows if r["artifact"] == "tflite/fp32.tflite"), None)
-    ev_images = (records.read(source, "onnx/model.onnx").get("evaluation") or {}).get("images")
+    fp32_mib = next((r["size_mib"] for r in rows if r["artifact"] == source.rel(source.tflite("fp32"))), None)
+    ev_images = (records.read(source, source.rel(source.onnx)).get("evaluation") or {}).get("images")
     print(f"compression: {cfg.model} on {cfg.data_source}, {ev_images} test images, gate max_int8_drop "
           f"{cfg.max_int8_drop:g} points; host {host()['cpu']}; MiB = 2^20 bytes")
     print("| variant | artifact | method | status | top-1 | drop pts | size MiB | gzip MiB | gzip / fp32 TFLite "

@@ -95,9 +95,12 @@ def main(argv: list[str]) -> int:
     if not run.best.is_file():
         raise EdgeError(f"{run.root}: no trained run; `resnet-edge run name={run.root.name}` first")
     cfg = load_config(run.config, {**o, "runs_dir": str(run.root.parent), "name": run.root.name})
-    size = int(options.get("size", 224))
+    size, calib = (options.get(k, d) for k, d in (("size", "224"), ("calib", "64")))
+    if not size.isdigit() or not calib.isdigit() or int(size) < 17 or int(calib) < 1:
+        raise EdgeError(f"size={size} calib={calib}: expected whole numbers, size >= 17 pixels and calib >= 1 images")
+    size = int(size)
     out = run.companion("latency")
-    built = build(cfg, run, out / f"{size}px", size, int(options.get("calib", 64)),
+    built = build(cfg, run, out / f"{size}px", size, int(calib),
                   parse_bool("mobilenet", options.get("mobilenet", "true")))
     in_channels = input_shape(cfg)[1]
     threads = cfg.thread_counts

@@ -46,8 +46,8 @@ def adb(args, cmd: list[str], timeout: float = 120, check: bool = True) -> subpr
     full = [args.adb] + (["-s", args.serial] if args.serial else []) + cmd
     try:
         proc = subprocess.run(full, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise AdbError(f"`adb {' '.join(cmd[:2])}` timed out after {timeout:.0f} s: check the USB connection") from None
+    except subprocess.TimeoutExpired as e:
+        raise AdbError(f"`adb {' '.join(cmd[:2])}` timed out after {timeout:.0f} s: check the USB connection") from e
     if check and proc.returncode != 0:
         text = (proc.stderr.strip() or proc.stdout.strip() or f"exit {proc.returncode}").splitlines()[-1]
         raise AdbError(f"`adb {' '.join(cmd[:2])}` failed: {text}")
@@ -58,8 +58,8 @@ def pick_device(args) -> str:
     """The one attached, authorised device, or --serial."""
     try:
         listing = subprocess.run([args.adb, "devices"], capture_output=True, text=True, timeout=60).stdout
-    except subprocess.TimeoutExpired:
-        raise AdbError("`adb devices` timed out: restart the server with `adb kill-server`") from None
+    except subprocess.TimeoutExpired as e:
+        raise AdbError("`adb devices` timed out: restart the server with `adb kill-server`") from e
     devices = {}
     for line in listing.splitlines():
         parts = line.split()
@@ -192,12 +192,21 @@ def parse_args(argv):
     return p.parse_args(argv)
 
 
-def prepare_remote(args) -> bool:
-    """Make --remote-dir if it is not there; True when this script created it (and so may remove it)."""
-    exists = adb(args, ["shell", f"ls -d {shlex.quote(args.remote_dir)}"], check=False).returncode == 0
-    if not exists:
+def _exists(args, remote: str) -> bool:
+    return adb(args, ["shell", f"ls -d {shlex.quote(remote)}"], check=False).returncode == 0
+
+
+def prepare_remote(args, names: list[str]) -> bool:
+    """Make --remote-dir if it is not there; True when this script created it (and so may remove it). In a folder
+    that was there already, a file of the same name as one it would push is someone else's: refuse."""
+    if not _exists(args, args.remote_dir):
         adb(args, ["shell", f"mkdir -p {shlex.quote(args.remote_dir)}"])
-    return not exists
+        return True
+    taken = [n for n in names if _exists(args, f"{args.remote_dir}/{n}")]
+    if taken:
+        raise AdbError(f"--remote-dir {args.remote_dir} already holds {', '.join(taken)}, which this script would "
+                       f"overwrite and then delete: choose another --remote-dir")
+    return False
 
 
 def clean_up(args, pushed: list[str], created: bool) -> None:
@@ -222,7 +231,7 @@ def main(argv=None) -> int:
                 raise AdbError(f"{path}: file not found")
         args.serial = pick_device(args)
         out = args.out or f"device_results_android_{args.serial}.json"
-        created = prepare_remote(args)
+        created = prepare_remote(args, ["benchmark_model", *(os.path.basename(m) for m in args.models)])
         binary = f"{args.remote_dir}/benchmark_model"
         pushed.append(binary)
         adb(args, ["push", args.binary, binary], timeout=600)

@@ -93,12 +93,12 @@ class Model:
             delegates = [load_delegate(delegate)] if delegate else None
         except Exception as e:  # missing file, wrong ABI, a library that is no delegate
             raise BenchError(f"{delegate}: cannot load the delegate ({str(e).splitlines()[0][:200]}); check the path "
-                             f"and that it is built for this board and runtime version") from None
+                             f"and that it is built for this board and runtime version") from e
         try:
             self.interpreter = interpreter_cls(model_path=path, num_threads=threads, experimental_delegates=delegates)
             self.interpreter.allocate_tensors()
         except Exception as e:  # the runtimes raise ValueError or RuntimeError, worded differently
-            raise BenchError(f"{path}: the runtime cannot load it ({str(e).splitlines()[0][:200]})") from None
+            raise BenchError(f"{path}: the runtime cannot load it ({str(e).splitlines()[0][:200]})") from e
         self.input = self.interpreter.get_input_details()[0]
         self.output = self.interpreter.get_output_details()[0]
 
@@ -240,8 +240,8 @@ def parse_args(argv):
     args = p.parse_args(argv)
     try:
         args.thread_list = sorted({int(t) for t in (args.threads or f"1,{os.cpu_count() or 1}").split(",") if t})
-    except ValueError:
-        raise BenchError(f"--threads {args.threads}: expected comma-separated integers, e.g. 1,4") from None
+    except ValueError as e:
+        raise BenchError(f"--threads {args.threads}: expected comma-separated integers, e.g. 1,4") from e
     if not args.thread_list or args.thread_list[0] < 1 or args.runs < 1 or args.warmup < 0:
         raise BenchError("need --threads >= 1, --runs >= 1 and --warmup >= 0")
     return args
@@ -268,7 +268,7 @@ def main(argv=None) -> int:
                     missing = {"x", "labels"} - set(data.files)
                     n = len(data["labels"]) if not missing else 0
             except (OSError, ValueError) as e:
-                raise BenchError(f"{args.eval}: not a readable .npz ({e})") from None
+                raise BenchError(f"{args.eval}: not a readable .npz ({e})") from e
             if missing:
                 raise BenchError(f"{args.eval}: missing arrays {sorted(missing)}; use the bundle's eval.npz")
             side = os.path.join(os.path.dirname(os.path.abspath(args.eval)), "expected.json")

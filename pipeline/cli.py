@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import EdgeError
+from .layout import Layout
 
 
 @dataclass
@@ -70,7 +71,6 @@ def _config(words: list[str], fresh: bool = False):
     """[config.yaml] key=value. Without a YAML file, a verb after train starts from the run's saved config
     (<runs_dir>/<name>/config.yaml), so `resnet-edge export name=x` needs no repeat of the training keys."""
     from .config import load_config
-    from .layout import Layout
 
     path, overrides = _split(words)
     if path is None and not fresh:
@@ -82,7 +82,6 @@ def _config(words: list[str], fresh: bool = False):
 def _run_config(run_dir: str, overrides: dict | None = None):
     """The saved config of an existing run directory, pointed at where that directory is now."""
     from .config import load_config
-    from .layout import Layout
 
     layout = Layout(Path(run_dir))
     if not layout.config.is_file():
@@ -98,14 +97,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     _, overrides = _split(args.overrides)
     cfg = _config(args.overrides, fresh=not parse_bool("resume", overrides.get("resume", "false")))
     try:
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # torchrun: every rank trains, rank 0 writes
+        if int(os.environ.get("RANK", "0")) > 0:  # torchrun: every rank trains; rank 0 keeps the books
             from .train import train
 
             train(cfg)
             return 0
         return run_one("train", cfg)
     except KeyboardInterrupt:
-        print(f"error: interrupted; {cfg.run_dir / 'train' / 'last.pt'} holds the last completed epoch: continue "
+        print(f"error: interrupted; {Layout(cfg.run_dir).last} holds the last completed epoch: continue "
               f"with resume=true (or `resnet-edge run`)", file=sys.stderr)
         return 130
 
@@ -153,10 +152,9 @@ def _artifact_context(args: argparse.Namespace):
     runs_dir=/name= when given, else the run directory the first artifact lives in; its config (data set, image size,
     normalisation) applies. Results go into that run only: an artifact from elsewhere is recorded as external/."""
     from .config import load_config, parse_overrides
-    from .layout import Layout
     from .stage import Context
 
-    artifacts = [Path(a) for a in args.artifacts if "=" not in a]
+    artifacts = [Path(a).resolve() for a in args.artifacts if "=" not in a]
     if not artifacts:
         raise EdgeError(f"{args.verb}: name at least one artifact (.pt, .onnx or .tflite)")
     missing = [str(a) for a in artifacts if not a.is_file()]
@@ -182,6 +180,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     for artifact in artifacts:
         inside = ctx.layout.holds(artifact)
         old = records.read(ctx.layout, ctx.layout.rel(artifact)) if inside else {}
+        if old and (old.get("build") or {}).get("status") != "ok":
+            raise EdgeError(f"{artifact}: its last build {old['build'].get('status')} ({old['build'].get('error')}); "
+                            f"the file on disk is not that build: rebuild it (resnet-edge run) before evaluating")
         parent = (old.get("evaluation") or {}).get("parent")
         record = assess(ctx, artifact, parent=ctx.layout.path(parent) if parent else None,
                         compressed=bool((old.get("build") or {}).get("compressed")), build=old.get("build"))

@@ -63,7 +63,10 @@ def gates_for(precision: str, compressed: bool, parent: Path | None, ev: dict, m
     if parent is not None and precision == "fp16":
         gates.append(Gate.at_least("agreement", f"top-1 agreement with {ev['parent']}", ev["parent_agreement"],
                                    FP16_AGREEMENT))
-    if (precision in QUANTIZED or compressed) and ev.get("reference_top1") is not None:
+    if (precision in QUANTIZED or compressed) and ev.get("reference_top1") is None:
+        gates.append(Gate("top-1 drop", "top-1 drop vs the fp32 model: onnx/model.onnx missing, run export",
+                          float("nan"), max_int8_drop, False))  # an unmeasured drop is no pass
+    elif precision in QUANTIZED or compressed:
         drop = 100 * (ev["reference_top1"] - ev["top1"])
         gates.append(Gate.at_most("top-1 drop", f"top-1 drop vs {ev['reference']} (points)", drop, max_int8_drop))
     return gates
@@ -91,10 +94,16 @@ def assess(ctx, artifact: Path, parent: Path | None = None, compressed: bool = F
     built = {**(build or {}), "status": "ok", "stage": ctx.stage, "invocation": ctx.invocation,
              "format": format_of(artifact), "precision": precision, "compressed": compressed, **file_facts(artifact)}
     built.pop("error", None)
-    return records.write(layout, layout.rel(artifact) if layout.holds(artifact) else external(artifact),
-                         build=built, evaluation=evaluation, gates=[g.to_dict() for g in all_gates])
+    name = layout.rel(artifact) if layout.holds(artifact) else external(artifact)
+    stale = (records.read(layout, name).get("build") or {}).get("sha256") != built["sha256"]
+    return records.write(layout, name, build=built, evaluation=evaluation, gates=[g.to_dict() for g in all_gates],
+                         **({"benchmark": None} if stale else {}))  # a new file's old latency is no figure of it
 
 
 def external(artifact: Path) -> str:
-    """The record name of an artifact that lives outside the run it was evaluated for."""
-    return f"external/{Path(artifact).name}"
+    """The record name of an artifact that lives outside the run it was evaluated for: its file name under a digest
+    of its full path, so two files of one name from two places never share a record."""
+    import hashlib
+
+    where = hashlib.sha256(str(Path(artifact).resolve()).encode()).hexdigest()[:8]
+    return f"external/{where}/{Path(artifact).name}"

@@ -22,8 +22,8 @@ from .layout import Layout
 BUILD_SECTIONS = ("build", "evaluation", "gates")
 STATUSES = ("pass", "gate", "failed", "bench failed", "skipped")
 LEGEND = ("status: pass = built and passed every gate; gate = built, failed a gate (named); failed = not built "
-          "(reason given); bench failed = built and gated, the benchmark failed (reason given); skipped = not "
-          "attempted because a stage it needs failed")
+          "(reason given); bench failed = built and gated, the benchmark failed (reason given); skipped = not built "
+          "because a stage it needs failed, or its stage has not run yet (reason given)")
 
 
 @dataclass(frozen=True)

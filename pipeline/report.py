@@ -58,7 +58,9 @@ def device_rows(layout) -> list[dict]:
     rows = []
     for path in sorted(layout.device_dir.glob("*.json")):
         found = _load(path).get("rows", [])
-        fp32 = next((r.get("top1") for r in found if r.get("precision") == "fp32" and r.get("top1")), None)
+        fp32_rows = sorted((r for r in found if r.get("precision") == "fp32" and r.get("top1") is not None),
+                           key=lambda r: r.get("artifact") != "fp32.tflite")  # the dense fp32 file first
+        fp32 = fp32_rows[0]["top1"] if fp32_rows else None
         for row in found:
             source = row.get("source") or path.stem
             top1 = row.get("top1")
@@ -76,9 +78,11 @@ def collect_rows(layout, cfg) -> list[dict]:
     return [host_row(layout, rel, cfg.max_size_mib) for rel in declared_rows(layout, cfg)] + device_rows(layout)
 
 
-def recommended(rows: list[dict]) -> dict | None:
-    """The phone file to ship: among host TFLite rows that passed, the fastest at 1 thread (then the smallest)."""
-    ok = [r for r in rows if r["source"] == "host" and r["status"] == "pass" and r["format"] == "tflite"]
+def recommended(rows: list[dict], reference: dict | None = None) -> dict | None:
+    """The phone file to ship: among host TFLite rows that passed, measured on the reference's images, the fastest
+    at 1 thread (then the smallest)."""
+    ok = [r for r in rows if r["source"] == "host" and r["status"] == "pass" and r["format"] == "tflite"
+          and (reference is None or r.get("data_id") == reference.get("data_id"))]
     return min(ok, key=lambda r: (r["ms_1"] if r["ms_1"] is not None else float("inf"), r["size_mib"]), default=None)
 
 
@@ -117,13 +121,14 @@ def _notes(rows: list[dict], reference: dict | None) -> list[str]:
     return out
 
 
-def _headline(rows: list[dict]) -> str:
-    best = recommended(rows)
+def _headline(rows: list[dict], reference: dict | None) -> str:
+    best = recommended(rows, reference)
     if best is None:
         return "Recommended phone file: none (no TFLite file passed every gate)."
     speed = f", {best['ms_1']:.2f} ms at 1 thread" if best["ms_1"] is not None else ""
-    return (f"Recommended phone file: {best['artifact']} ({best['size_mib']:.2f} MiB, top-1 {100 * best['top1']:.2f}%, "
-            f"Δ {best['delta_top1']:+.2f} points vs fp32{speed}): the fastest TFLite file that passed every gate.")
+    delta = f", Δ {best['delta_top1']:+.2f} points vs fp32" if best["delta_top1"] is not None else ""
+    return (f"Recommended phone file: {best['artifact']} ({best['size_mib']:.2f} MiB, top-1 {100 * best['top1']:.2f}%"
+            f"{delta}{speed}): the fastest TFLite file that passed every gate.")
 
 
 def _table(rows: list[dict], reference: dict | None) -> list[str]:
@@ -133,7 +138,7 @@ def _table(rows: list[dict], reference: dict | None) -> list[str]:
 
 def to_markdown(rows: list[dict], meta: dict) -> str:
     reference = meta.get("reference")
-    out = [f"# resnet-edge report: {meta['run']}", "", _headline(rows), "",
+    out = [f"# resnet-edge report: {meta['run']}", "", _headline(rows, reference), "",
            f"Host: {meta['host']['cpu']}, {meta['host']['cores']} cores ({meta['host']['machine']}); "
            f"MiB = 2^20 bytes; latency = median ms per image, batch 1, after warm-up; top-1 on "
            + (f"{reference['images']} {reference['split']} images." if reference else "the test split."), "",
@@ -161,14 +166,15 @@ def latency_markdown(table: dict) -> str:
     return "\n".join(out)
 
 
-def pareto_png(rows: list[dict], path: Path) -> Path:
+def pareto_png(rows: list[dict], path: Path, reference: dict | None = None) -> Path:
     import matplotlib
     import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    pts = [r for r in rows if r.get("size_mib") and r.get("top1") is not None and r.get("source") == "host"]
+    pts = [r for r in rows if r.get("size_mib") and r.get("top1") is not None and r.get("source") == "host"
+           and (reference is None or r.get("data_id") == reference["data_id"])]  # one measurement set
     fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
     labels: dict[tuple, list[str]] = {}  # points that sit on each other (fp32.tflite and model.onnx) share a label
     for r in pts:
@@ -243,7 +249,7 @@ def to_html(rows: list[dict], meta: dict, png: Path) -> str:
 padding:3px 8px;text-align:right}}td:first-child{{text-align:left}}tr.bad{{background:#fdd}}
 table{{margin-bottom:1em}}</style></head><body>
 <h1>{title}</h1>
-<p><b>{html.escape(_headline(rows))}</b></p>
+<p><b>{html.escape(_headline(rows, reference))}</b></p>
 <p>Host: {html.escape(meta['host']['cpu'])}, {meta['host']['cores']} cores. MiB = 2<sup>20</sup> bytes; latency =
 median ms per image, batch 1, after warm-up.</p>
 <img alt="accuracy vs size" src="data:image/png;base64,{img}">
@@ -273,13 +279,18 @@ def report(layout, cfg) -> dict[str, Path]:
     """report/{report.json, report.md, report.html, pareto.png} from the run's records."""
     rows = collect_rows(layout, cfg)
     reference = next((r for r in rows if r["artifact"] == layout.rel(layout.onnx) and r.get("data_id")), None)
-    meta = {"run": str(layout.root), "host": host(), "versions": versions(), "architecture": architecture(layout, cfg),
-            "reference": reference and {k: reference[k] for k in ("images", "split", "data_id")},
-            "recommended": (recommended(rows) or {}).get("artifact"), "legend": records.LEGEND,
+    reference = reference and {k: reference[k] for k in ("images", "split", "data_id")}
+    # the host the latencies were measured on (the benchmark's own record), the versions the run was made with
+    measured_on = next((b["host"] for rel in (r["artifact"] for r in rows if r["source"] == "host")
+                        for b in [records.read(layout, rel).get("benchmark") or {}] if b.get("host")), host())
+    manifest = _load(layout.manifest)
+    meta = {"run": str(layout.root), "host": measured_on, "versions": manifest.get("versions") or versions(),
+            "architecture": architecture(layout, cfg), "reference": reference,
+            "recommended": (recommended(rows, reference) or {}).get("artifact"), "legend": records.LEGEND,
             "latency_tables": [t for t in map(_load, sorted(layout.companion("latency").glob("latency_*.json")))
                                if t]}
     out = layout.report_dir
-    png = pareto_png(rows, out / "pareto.png")
+    png = pareto_png(rows, out / "pareto.png", reference)
     return {"json": atomic_write_json(out / "report.json", {**meta, "columns": COLUMNS, "rows": rows}),
             "md": atomic_write_text(out / "report.md", to_markdown(rows, meta)),
             "html": atomic_write_text(out / "report.html", to_html(rows, meta, png)), "png": png}

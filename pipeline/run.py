@@ -24,9 +24,12 @@ def run(cfg: Config, force: bool = False, ctx: Context | None = None) -> Outcome
     ctx.data  # noqa: B018  (at the door: the data loads, and fits the config, before any stage starts)
     open_run(ctx)
     outcome = Outcome()
+    roots: dict[str, list[str]] = {}  # a skipped stage -> the failed stage(s) behind it
     for stage in stages_for(cfg):
-        missing = [n for n in stage.needs if n in outcome.failed or n in outcome.skipped]
+        missing = sorted({r for n in stage.needs if n in outcome.failed or n in outcome.skipped
+                          for r in roots.get(n, [n])})
         if missing:
+            roots[stage.name] = missing
             outcome.skipped[stage.name] = f"needs {', '.join(missing)}"
             mark_skipped(stage, ctx, outcome.skipped[stage.name])
             continue
@@ -55,7 +58,8 @@ def run(cfg: Config, force: bool = False, ctx: Context | None = None) -> Outcome
              + ", ".join(f"{k} ({v})" for k, v in outcome.skipped.items()) + ")" if outcome.skipped else ""),
           file=sys.stderr)
     if problems:
-        raise EdgeError("run failed: " + " | ".join(problems))
+        cause = next(iter(ctx.errors.values()), None)
+        raise EdgeError("run failed: " + " | ".join(problems)) from cause
     return outcome
 
 
@@ -71,7 +75,7 @@ def run_one(stage_name: str, cfg: Config) -> int:
     open_run(ctx)
     entry = run_stage(stage, ctx)
     if entry["status"] != "ok":
-        raise EdgeError(f"{stage_name} failed: {entry['error']}")
+        raise EdgeError(f"{stage_name} failed: {entry['error']}") from ctx.errors.get(stage_name)
     failed = [f"{rel}: {reason}" for rel in stage.records(ctx.layout, cfg)
               for st, reason in [records.status(records.read(ctx.layout, rel))] if st == "gate"]
     if failed:

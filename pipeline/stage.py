@@ -14,6 +14,7 @@ import hashlib
 import json
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import import_module
@@ -59,6 +60,7 @@ class Context:
         self._logits: dict[tuple, np.ndarray] = {}
         self.stage: str | None = None  # set by run_stage
         self.invocation: str | None = None  # marks the records written by this run of the stage
+        self.errors: dict[str, BaseException] = {}  # a failed stage's exception, its cause kept
 
     @property
     def data(self):
@@ -92,10 +94,19 @@ class Context:
         return {"split": "train (calibration subset)", "images": int(len(self.calib_u8)),
                 "sha256": hashlib.sha256(np.ascontiguousarray(self.calib_u8).tobytes()).hexdigest()}
 
-    @property
+    @functools.cached_property
     def dense_macs(self) -> int | None:
-        """MACs of the trained model, as the export stage counted them (None before export)."""
-        return (records.read(self.layout, self.layout.rel(self.layout.onnx)).get("build") or {}).get("macs")
+        """MACs of the trained model: as the export stage counted them, else counted here (None before train)."""
+        macs = (records.read(self.layout, self.layout.rel(self.layout.onnx)).get("build") or {}).get("macs")
+        if macs is None and self.layout.best.is_file():
+            import torch
+
+            from .checkpoint import load_checkpoint, model_from_checkpoint
+            from .summary import count_macs
+
+            macs = count_macs(model_from_checkpoint(load_checkpoint(self.layout.best)),
+                              torch.from_numpy(self.eval_set.x[:1]))
+        return macs
 
     @property
     def config_sha(self) -> str:
@@ -254,12 +265,16 @@ def run_stage(stage: Stage, ctx: Context, key: str | None = None) -> dict:
                if not layout.path(rel).is_file() or layout.path(rel).stat().st_size == 0]
         if bad:
             raise EdgeError(f"{stage.name}: declared output(s) {', '.join(bad)} missing or empty after the stage")
-    except EdgeError as e:
-        status, error = "failed", str(e)
+    except Exception as e:  # noqa: BLE001  a tool's own exception (NNCF, onnx2tf, torch) fails the stage, not the run
+        ctx.errors[stage.name] = e  # the cause, for --verbose and the verb's `raise ... from`
+        status, error = "failed", str(e) if isinstance(e, EdgeError) else f"{type(e).__name__}: {e}".splitlines()[0]
+        if not isinstance(e, EdgeError):  # unexpected: keep its traceback in view
+            traceback.print_exception(e, file=sys.stderr)
         if stage.builds():
             mark_failed(stage, ctx, error)
     wall = time.perf_counter() - start
-    outputs = {rel: fingerprint(layout, rel) for rel in stage.outputs(layout, ctx.cfg) if layout.path(rel).is_file()}
+    outputs = {rel: fingerprint(layout, rel) for rel in stage.outputs(layout, ctx.cfg)
+               if status == "ok" and layout.path(rel).is_file()}  # a failed stage produced nothing to vouch for
     entry = {"key": key, "status": status, "error": error, "wall_s": round(wall, 2), "outputs": outputs,
              "records": owned(stage, ctx)}
     _update_manifest(layout, stage.name, entry)

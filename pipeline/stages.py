@@ -64,7 +64,7 @@ def _declared_rows(layout: Layout, cfg: Config) -> list[str]:
 def _report_inputs(layout: Layout, cfg: Config) -> list[str]:
     extra = sorted(layout.device_dir.glob("*.json")) + sorted(layout.companion("latency").glob("latency_*.json"))
     return ([layout.rel(layout.record(rel)) for rel in _declared_rows(layout, cfg)] + _rel(layout, layout.best)
-            + [str(p) for p in extra])
+            + [str(p.resolve()) for p in extra])  # absolute: the latency tables live beside the run
 
 
 def _bundle_candidates(layout: Layout, cfg: Config) -> list[str]:

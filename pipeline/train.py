@@ -254,12 +254,11 @@ def train(cfg: Config, data=None) -> Path:
     """Train cfg.model; returns <run>/train/ holding best.pt, last.pt and metrics.json."""
     rt = setup_runtime(cfg)
     layout = Layout(cfg.run_dir)
-    out = layout.train_dir
     data = data if data is not None else load_data_for(cfg)
     train_split = _subset(data.train, cfg.train_subset)
     val_split, test_split = _subset(data.val, cfg.eval_subset), _subset(data.test, cfg.eval_subset)
     if cfg.epochs == 0:
-        return import_weights(cfg, rt, data, out, test_split)
+        return import_weights(cfg, rt, data, layout, test_split)
     if cfg.batch_size % rt.world:
         raise EdgeError(f"batch_size={cfg.batch_size} does not divide evenly across {rt.world} processes; use a "
                         f"multiple of {rt.world} (each process trains on batch_size / {rt.world} images a step)")
@@ -286,9 +285,9 @@ def train(cfg: Config, data=None) -> Path:
     scaler = torch.amp.GradScaler("cuda", enabled=rt.amp_dtype == torch.float16)
     state = {"epoch": 0, "best_acc": -1.0, "history": []}
     if cfg.resume:
-        state = resume_from(out / "last.pt", cfg, model, opt, sched, scaler)
+        state = resume_from(layout.last, cfg, model, opt, sched, scaler)
     if rt.main:
-        out.mkdir(parents=True, exist_ok=True)
+        layout.train_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, layout.config)
     net: nn.Module = model
     if rt.world > 1:
@@ -299,7 +298,7 @@ def train(cfg: Config, data=None) -> Path:
     run_start = time.perf_counter()
     for epoch in range(state["epoch"], cfg.epochs):
         torch.manual_seed(cfg.seed * 1000 + epoch)  # dropout etc.: the same stream on resume
-        last_good = str(out / "last.pt") if state["epoch"] else "none (first epoch)"
+        last_good = str(layout.last) if state["epoch"] else "none (first epoch)"
         stats = train_epoch(net, train_loader, opt, sched, scaler, rt, cfg, data.norm, epoch, small_images,
                             last_good)
         if rt.main:
@@ -314,10 +313,10 @@ def train(cfg: Config, data=None) -> Path:
                                scaler=scaler.state_dict(),
                                rng={"torch": torch.get_rng_state(),
                                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []})
-            save_checkpoint(ckpt, out / "last.pt")
+            save_checkpoint(ckpt, layout.last)
             if improved:
-                save_checkpoint(ckpt, out / "best.pt")
-            atomic_write_json(out / "metrics.json", {"epochs": state["history"], "best_val_acc": state["best_acc"]})
+                save_checkpoint(ckpt, layout.best)
+            atomic_write_json(layout.metrics, {"epochs": state["history"], "best_val_acc": state["best_acc"]})
             print(f"epoch {epoch + 1}/{cfg.epochs}  loss {stats['train_loss']:.4f}  acc {stats['train_acc']:.4f}  "
                   f"val_acc {val['acc']:.4f}  {stats['images_per_s']:.0f} img/s  {row['wall_s']:.0f} s",
                   file=sys.stderr)
@@ -325,14 +324,14 @@ def train(cfg: Config, data=None) -> Path:
             dist.barrier()
 
     if rt.main:
-        finish(out, cfg, rt, data, test_split, time.perf_counter() - run_start, per_rank_batch)
+        finish(layout, cfg, rt, data, test_split, time.perf_counter() - run_start, per_rank_batch)
     if rt.world > 1:
         dist.barrier()
         dist.destroy_process_group()
-    return out
+    return layout.train_dir
 
 
-def import_weights(cfg: Config, rt: Runtime, data, out: Path, test_split: ImageSet) -> Path:
+def import_weights(cfg: Config, rt: Runtime, data, layout: Layout, test_split: ImageSet) -> Path:
     """epochs=0: the model is the given weights (e.g. torchvision's ImageNet ResNet-18), scored on the test split and
     written as best.pt / last.pt so every later stage works as after training."""
     if not cfg.weights:
@@ -341,14 +340,14 @@ def import_weights(cfg: Config, rt: Runtime, data, out: Path, test_split: ImageS
     model = build_model(cfg.model, **cfg.model_options(data.num_classes, data.in_channels))
     if rt.main:
         print("\n".join(load_weights(model, resolve_weights(cfg.weights, cfg.model))), file=sys.stderr)
-        out.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, Layout(cfg.run_dir).config)
+        layout.train_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, layout.config)
         ckpt = _checkpoint(model, {"epoch": 0, "best_acc": -1.0, "history": []}, cfg, data, weights=str(cfg.weights))
-        save_checkpoint(ckpt, out / "last.pt")
-        save_checkpoint(ckpt, out / "best.pt")
-        atomic_write_json(out / "metrics.json", {"epochs": [], "best_val_acc": None, "weights": str(cfg.weights)})
-        finish(out, cfg, rt, data, test_split, 0.0)
-    return out
+        save_checkpoint(ckpt, layout.last)
+        save_checkpoint(ckpt, layout.best)
+        atomic_write_json(layout.metrics, {"epochs": [], "best_val_acc": None, "weights": str(cfg.weights)})
+        finish(layout, cfg, rt, data, test_split, 0.0)
+    return layout.train_dir
 
 
 def _checkpoint(model, state: dict, cfg: Config, data, **extra) -> dict:
@@ -387,30 +386,30 @@ def resume_from(path: Path, cfg: Config, model, opt, sched, scaler) -> dict:
     return {"epoch": ckpt["epoch"], "best_acc": ckpt["best_acc"], "history": ckpt["history"]}
 
 
-def finish(out: Path, cfg: Config, rt: Runtime, data, test_split: ImageSet, wall: float,
+def finish(layout: Layout, cfg: Config, rt: Runtime, data, test_split: ImageSet, wall: float,
            per_rank_batch: int | None = None) -> None:
     """Score best.pt on the test split and close metrics.json; a model that learned nothing is an error."""
-    best = load_checkpoint(out / "best.pt")
+    best = load_checkpoint(layout.best)
     model = model_from_checkpoint(best).to(rt.device)
     test_loader = make_loader(test_split, 512, False, cfg.seed, 1, 0, cfg.workers, rt.device.type == "cuda")
     test = evaluate_model(model, test_loader, rt, cfg, data.norm)
-    metrics = json.loads((out / "metrics.json").read_text())
+    metrics = json.loads((layout.metrics).read_text())
     metrics |= {"best_epoch": best["epoch"], "test_loss": test["loss"], "test_acc": test["acc"],
                 "test_images": len(test_split), "device": str(rt.device), "world_size": rt.world,
                 "amp": str(rt.amp_dtype).replace("torch.", "") if rt.amp_dtype else "fp32",
                 "channels_last": rt.channels_last, "compile": cfg.compile, "train_wall_s": wall,
                 "preset": cfg.preset, "batch_size": cfg.batch_size, "per_rank_batch": per_rank_batch}
-    atomic_write_json(out / "metrics.json", metrics)
+    atomic_write_json(layout.metrics, metrics)
     k = data.num_classes
     last_loss = metrics["epochs"][-1]["train_loss"] if metrics["epochs"] else 0.0
     if best["epoch"] > 0 and best["best_acc"] <= CHANCE_MARGIN / k and last_loss > 2 * math.log(k):
         raise EdgeError(f"training diverged: last epoch's train loss {last_loss:.4g} (a uniform guess scores "
                         f"{math.log(k):.2f}) and best validation top-1 {best['best_acc']:.4f} is chance level "
-                        f"(1/{k}); lower lr={cfg.lr}; checkpoints kept in {out}")
+                        f"(1/{k}); lower lr={cfg.lr}; checkpoints kept in {layout.train_dir}")
     source = f"weights {cfg.weights} as given" if best["epoch"] == 0 else \
         f"best epoch {best['epoch']}, val {best['best_acc']:.4f}"
     print(f"trained: {source}, test {test['acc']:.4f} "
-          f"({len(test_split)} images), {wall:.0f} s -> {out}", file=sys.stderr)
+          f"({len(test_split)} images), {wall:.0f} s -> {layout.train_dir}", file=sys.stderr)
 
 
 def fine_tune(model: nn.Module, cfg: Config, data, epochs: int, lr: float, before_epoch=None) -> list[dict]:

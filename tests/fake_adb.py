@@ -52,7 +52,7 @@ elif args[0] == "shell":
     if words[:2] == ["mkdir", "-p"]:
         on_phone(words[2]).mkdir(parents=True, exist_ok=True)
     elif words[:2] == ["ls", "-d"]:
-        if not on_phone(words[2]).is_dir():
+        if not on_phone(words[2]).exists():
             print(f"ls: {words[2]}: No such file or directory")
             sys.exit(1)
         print(words[2])

@@ -85,3 +85,23 @@ def test_latency_bench_reads_the_run_and_writes_beside_it(tiny_run):
 
     md = report(Layout(run), tiny_run)["md"].read_text()
     assert "## Latency at 56x56 (bench/latency.py)" in md and "| resnet18 | onnxruntime | int8 |" in md
+
+
+def test_compression_bench_runs_beside_the_run_with_the_real_gate(tiny_run):
+    """bench/compression.py: each variant a run of its own under runs/<name>-compression/, at the run's own gate."""
+    run = tiny_run.run_dir
+    before = {p: p.stat().st_mtime_ns for p in run.rglob("*")}
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "compression.py"), f"runs_dir={run.parent}",
+                           f"name={run.name}", "variants=magnitude30", "prune_epochs=0"],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert {p: p.stat().st_mtime_ns for p in run.rglob("*")} == before  # nothing in the run changed
+    table = json.loads((run.parent / f"{run.name}-compression" / "compression.json").read_text())
+    assert table["max_int8_drop"] == 1.0  # the run's gate, not a loosened one
+    rows = {(r["variant"], r["artifact"]): r for r in table["rows"]}
+    assert set(rows) == {("run", "onnx/model.onnx"), ("run", "tflite/fp32.tflite"), ("run", "tflite/int8.tflite"),
+                         ("magnitude30", "tflite/pruned30_fp32.tflite"), ("magnitude30", "tflite/pruned30_int8.tflite")}
+    int8 = rows[("magnitude30", "tflite/pruned30_int8.tflite")]
+    assert int8["status"] == ("pass" if int8["drop_points"] <= 1.0 else "gate") and abs(int8["sparsity"] - 0.3) < 0.02
+    assert (run.parent / f"{run.name}-compression" / "magnitude30" / "tflite" / "pruned30_int8.tflite").is_file()
+    assert "| magnitude30 | tflite/pruned30_int8.tflite | nncf_magnitude |" in proc.stdout

@@ -233,6 +233,14 @@ def test_android_leaves_what_it_did_not_bring(phone, tmp_path):
     shell = [c[3] for c in calls if c[2:3] == ["shell"]]
     assert not [c for c in shell if c.startswith(("rmdir", "rm -r", "pkill", "mkdir"))]
 
+    (shared / "benchmark_model").write_bytes(b"their own binary")  # a name it would push: refuse, touch nothing
+    proc, calls, rows, _ = phone("ok", "--remote-dir", "/data/local/tmp")
+    assert proc.returncode == 2 and rows is None
+    assert proc.stderr.strip() == ("error: --remote-dir /data/local/tmp already holds benchmark_model, which this "
+                                   "script would overwrite and then delete: choose another --remote-dir")
+    assert (shared / "benchmark_model").read_bytes() == b"their own binary"
+    assert not [c for c in calls if "push" in c or any("rm " in w for w in c)]
+
 
 def test_android_pinned_multithread_median_and_memory_delta(phone):
     proc, calls, rows, _ = phone("ok", "--threads", "4", "--cpu-mask", "f0", "--use-gpu", "--op-profiling",

@@ -79,7 +79,8 @@ def test_evaluate_pointed_elsewhere_writes_only_there(run, tmp_path, capsys):
     before = {p: p.read_bytes() for p in run.run_dir.rglob("*") if p.is_file()}
     assert main(["evaluate", str(artifact), "eval_subset=500", f"runs_dir={tmp_path}", "name=side"]) == 0
     assert {p: p.read_bytes() for p in run.run_dir.rglob("*") if p.is_file()} == before  # the run is untouched
-    row = json.loads((tmp_path / "side" / "results" / "external" / "fp16.tflite.json").read_text())
+    (found,) = (tmp_path / "side" / "results" / "external").glob("*/fp16.tflite.json")
+    row = json.loads(found.read_text())
     ev = row["evaluation"]
     assert ev["images"] == 500 and row["build"]["format"] == "tflite" and row["build"]["precision"] == "fp16"
     assert ev["top5"] >= ev["top1"] > 0.7

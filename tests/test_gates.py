@@ -96,9 +96,10 @@ def test_artifact_that_cannot_be_built_is_a_failed_row_with_its_reason(tiny_run,
     _lppool_onnx(onnx_path, 28)
     base = [f"runs_dir={tmp_path}", "name=lp"]
     assert main(["evaluate", str(onnx_path)]) == 0  # the model itself runs (onnxruntime)
-    assert main(["convert", *base]) == 2
+    assert main(["--verbose", "convert", *base]) == 2
     err = capsys.readouterr().err
     assert "error: convert failed: " in err and "onnx2tf failed" in err and "LpPool" in err
+    assert "Traceback" in err and "in convert_tflite" in err  # --verbose: the cause, where it was raised
     assert main(["report", str(cfg.run_dir)]) == 0
     rows = {r["artifact"]: r for r in json.loads((cfg.run_dir / "report" / "report.json").read_text())["rows"]}
     for variant in ("fp32", "fp16", "dynamic_range", "int8"):
@@ -109,6 +110,8 @@ def test_artifact_that_cannot_be_built_is_a_failed_row_with_its_reason(tiny_run,
     assert onnx_row["status"] == "gate" and "parity FAILED: max |dlogit| vs train/best.pt" in onnx_row["reason"]
     assert onnx_row["images"] == 1000 and onnx_row["top1"] is not None
     assert rows["quant/ptq_int8.onnx"]["status"] == "skipped"  # never run in this directory
+    assert main(["evaluate", str(cfg.run_dir / "tflite" / "int8.tflite")]) == 2  # the stale file is not that build
+    assert "its last build failed" in capsys.readouterr().err
     md = (cfg.run_dir / "report" / "report.md").read_text()
     assert "| tflite/int8.tflite | - | - |" in md and "- tflite/int8.tflite: failed: " in md
     assert "failed = not built (reason given)" in md

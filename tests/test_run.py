@@ -105,7 +105,7 @@ def test_run_killed_then_continued_cached_and_forced(tmp_path, capsys):
     assert _ran(capsys.readouterr().err) == STAGES
 
 
-def test_changed_file_on_disk_reruns_its_stage(tiny_run, tmp_path, capsys):
+def test_changed_file_on_disk_reruns_its_stage(tiny_run, tmp_path, capsys, monkeypatch):
     """A side command pointed at the run rewrites a record: the report marks the row, and `run` notices the changed
     section and rebuilds it."""
     from conftest import copy_run
@@ -120,12 +120,40 @@ def test_changed_file_on_disk_reruns_its_stage(tiny_run, tmp_path, capsys):
     assert "†" in next(line for line in md.splitlines() if line.startswith("| tflite/int8.tflite"))
     assert "measured on other images than the fp32 reference (1000 test images)" in md
     capsys.readouterr()
+    import pipeline.data
+
+    loads = []
+    real_load = pipeline.data.load_data
+    monkeypatch.setattr(pipeline.data, "load_data", lambda *a, **k: loads.append(a) or real_load(*a, **k))
     assert main(["run", str(cfg.run_dir / "config.yaml"), "run_structured=false", "run_magnitude=false",
                  "bench_runs=3"]) == 0
+    assert len(loads) == 1  # one process, one load of the data, shared by every stage that ran
     err = capsys.readouterr().err
     assert "convert ok" in err and "train unchanged, skipped" in err
     record = json.loads((cfg.run_dir / "results" / "tflite" / "int8.tflite.json").read_text())
     assert record["evaluation"]["images"] == 1000
+
+    fp16 = cfg.run_dir / "tflite" / "fp16.tflite"  # an output itself changed on disk: its stage runs again
+    fp16.write_bytes(b"not the file convert wrote")
+    assert main(["run", str(cfg.run_dir / "config.yaml")]) == 0
+    err = capsys.readouterr().err
+    assert _ran(err)[0] == "convert" and "export unchanged, skipped" in err
+    assert fp16.stat().st_size > 1000
+
+
+def test_report_cache_key_sees_device_results_with_a_relative_runs_dir(tmp_path, monkeypatch):
+    from pipeline.config import load_config
+    from pipeline.stage import Context, stage_key
+    from pipeline.stages import STAGES
+
+    monkeypatch.chdir(tmp_path)
+    ctx = Context(load_config(None, {"runs_dir": "runs", "name": "rel", "preset": "cpu"}))
+    (tmp_path / "runs" / "rel" / "device").mkdir(parents=True)
+    results = tmp_path / "runs" / "rel" / "device" / "device_results_pi.json"
+    results.write_text('{"rows": []}')
+    before = stage_key(STAGES["report"], ctx)
+    results.write_text('{"rows": [{"artifact": "int8.tflite", "top1": 0.9}]}')
+    assert stage_key(STAGES["report"], ctx) != before  # new device figures re-make the report
 
 
 def test_failed_stage_skips_its_dependents_and_names_only_the_cause(tmp_path, capsys):

@@ -150,7 +150,7 @@ def test_ddp_batch_that_does_not_divide_is_an_error(tmp_path):
 def test_ddp_more_processes_than_data(tmp_path):
     proc = _torchrun(tmp_path, "name=ddp2", "train_subset=1", "batch_size=2")
     assert proc.returncode != 0
-    assert "error: 2 processes x batch 1 need at least 2 training images; have 1" in proc.stderr
+    assert "error: train failed: 2 processes x batch 1 need at least 2 training images; have 1" in proc.stderr
 
 
 def test_presets_and_overrides(tmp_path):
