@@ -4,7 +4,7 @@ fully convolutional, so the same weights run at any size) through every runtime 
     python bench/latency.py [name=default size=224 calib=64 mobilenet=true bench_runs=50 bench_warmup=10 ...]
 
 Rows: torch fp32 eager; onnxruntime fp32 and NNCF int8 (QDQ); TFLite fp32, fp16, dynamic-range and full int8
-(onnx2tf); the run's structured- and magnitude-pruned models as int8 TFLite; MobileNetV2 (random weights, the run's
+(onnx2tf); TFLite fp32 and NNCF PT2E int8 (litert-torch); the run's structured- and magnitude-pruned models as int8 TFLite; MobileNetV2 (random weights, the run's
 input channels and classes) as TFLite fp32 and int8 and onnxruntime fp32. Each artifact is timed in its own process
 (pipeline.benchmark) with the run's bench_runs / bench_warmup / bench_threads (key=value overrides them). int8 files
 are calibrated on the run's training images upsampled to the size; their accuracy is not the point here (the model was
@@ -73,6 +73,17 @@ def build(cfg, run: Layout, out: Path, size: int, calib_n: int, with_mobilenet: 
         ckpt = mobilenet_checkpoint(load_checkpoint(run.best), out / "mobilenet_v2.pt")
         sources.append(("mobilenet_v2 (random)", ckpt, "mobilenet_v2", ("fp32", "int8"), ("fp32",)))
     rows = [(cfg.model, "torch", "fp32", run.best)]
+    if cfg.run_litert:  # the second converter: litert-torch from torch, fp32 and NNCF PT2E int8
+        from pipeline.checkpoint import model_from_checkpoint
+        from pipeline.litert import convert_fp32, convert_int8
+
+        t = time.perf_counter()
+        model = model_from_checkpoint(load_checkpoint(run.best))
+        rows.append((cfg.model, "tflite (litert-torch)", "fp32", convert_fp32(model, x, out / "model_fp32_litert.tflite")))
+        rows.append((cfg.model, "tflite (litert-torch)", "NNCF int8", convert_int8(
+            model, preprocess(calib_u8, data.norm, size), out / "model_nncf_int8.tflite", cfg.pt2e_algorithm)))
+        print(f"latency: built {cfg.model} with litert-torch at {size} px in {time.perf_counter() - t:.0f} s",
+              file=sys.stderr)
     for label, ckpt, stem, variants, ort in sources:
         t = time.perf_counter()
         onnx = out / f"{stem}.onnx"

@@ -110,7 +110,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_stage(args: argparse.Namespace) -> int:
-    """export, convert, quantize: the verb is the stage."""
+    """export, convert, litert, quantize: the verb is the stage."""
     from .run import run_one
 
     return run_one(args.verb, _config(args.overrides))
@@ -233,7 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
         ("train", cmd_train, "train a model (GPU: AMP, channels_last; torchrun for DDP); resumable",
          "e.g. model=resnet18 epochs=6 preset=cpu|gpu resume=true weights=PATH"),
         ("export", cmd_stage, "torch checkpoint -> ONNX, with onnxruntime parity gate", "e.g. name=default"),
-        ("convert", cmd_stage, "ONNX -> TFLite fp32/fp16/dynamic-range/int8, gated", "e.g. name=default"),
+        ("convert", cmd_stage, "ONNX -> TFLite fp32/fp16/dynamic-range/int8 with onnx2tf, gated", "e.g. name=default"),
+        ("litert", cmd_stage, "torch -> TFLite with litert-torch: fp32 and NNCF PT2E int8 (nncf_int8.tflite), gated",
+         "pt2e_algorithm=minmax|nncf|nncf_bias|observers"),
         ("quantize", cmd_stage, "NNCF int8 PTQ of the fp32 ONNX; qat=true adds quantization-aware training",
          "qat=true qat_epochs=1 qat_lr= quant_preset=performance|mixed ignored_scope=a,b calib_size=300"),
         ("prune", cmd_prune, "NNCF magnitude pruning or channel pruning, fine-tuned, to fp32 and int8 TFLite",

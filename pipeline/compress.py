@@ -23,8 +23,9 @@ def _ignored(cfg) -> list[str]:
 
 
 def deliver(ctx, checkpoint: Path, name: str, build: dict) -> None:
-    """A compressed checkpoint -> quant/<name>.onnx (parity-checked) -> tflite/<name>_{fp32,int8}.tflite, each
-    evaluated and gated against the dense fp32 model."""
+    """A compressed checkpoint -> quant/<name>.onnx (parity-checked) -> tflite/<name>_{fp32,int8}.tflite (onnx2tf),
+    and with run_litert tflite/<name>_nncf_int8.tflite (NNCF PT2E + litert-torch), each evaluated and gated against
+    the dense fp32 model."""
     layout = ctx.layout
     onnx_path = layout.quant(f"{name}.onnx")
     export_onnx(checkpoint, onnx_path, ctx.eval_set.x[:64])
@@ -34,6 +35,10 @@ def deliver(ctx, checkpoint: Path, name: str, build: dict) -> None:
     sparsity = tflite_weight_sparsity(paths["int8"])["zero_share"]
     assess(ctx, paths["int8"], parent=onnx_path, compressed=True,
            build={**build, "sparsity_tflite_int8": sparsity, "calibration": ctx.calibration})
+    if ctx.cfg.run_litert:
+        from .litert import deliver_int8
+
+        deliver_int8(ctx, checkpoint, name, build)
 
 
 def quantize_stage(ctx) -> None:

@@ -65,6 +65,8 @@ class Config:
     qat: bool = False  # quantize: also run quantization-aware fine-tuning
     qat_epochs: int = 1
     qat_lr: float = 0.001
+    pt2e_algorithm: str = "minmax"  # NNCF PT2E int8 for litert-torch: minmax | nncf (+ fast bias correction) |
+    # nncf_bias (+ full bias correction, slow) | observers (the quantizer's own, no NNCF); see quantization/pt2e.py
     prune_method: str = "magnitude"  # the `prune` verb: magnitude (NNCF, sparsity) | structured (fewer channels)
     prune_ratio: float = 0.5  # NNCF global magnitude pruning: share of weights set to zero
     prune_epochs: int = 1  # fine-tuning epochs under the pruning schedule; 0: batch-norm adaptation only
@@ -77,6 +79,7 @@ class Config:
     # run (pipeline.run): which optional stages the chain includes
     run_structured: bool = True  # channel pruning at structured_ratio -> int8 TFLite (the fast phone variant)
     run_magnitude: bool = True  # NNCF magnitude pruning at prune_ratio -> int8 TFLite (the small download)
+    run_litert: bool = True  # litert-torch: fp32_litert.tflite and NNCF PT2E int8 (nncf_int8, <pruned>_nncf_int8)
     # benchmark (host latency and memory); bench/latency.py and the device bundle's README use the same values
     bench_runs: int = 50  # timed runs per artifact and thread count
     bench_warmup: int = 10  # untimed runs before them
@@ -163,7 +166,7 @@ CHOICES = {
     "stem": ("imagenet", "small"), "shortcut": ("A", "B"), "data_source": ("fashion_mnist", "cifar10", "imagefolder"),
     "optimizer": ("sgd", "adamw"), "schedule": ("onecycle", "cosine"), "device": ("auto", "cpu", "cuda"),
     "quant_preset": ("performance", "mixed"), "structured_importance": ("l1", "l2"),
-    "prune_method": ("magnitude", "structured"),
+    "prune_method": ("magnitude", "structured"), "pt2e_algorithm": ("minmax", "nncf", "nncf_bias", "observers"),
 }
 # key: (lowest, highest, what the range means); None = unbounded. Bounds are inclusive unless noted in `open_low`.
 RANGES = {

@@ -2,7 +2,7 @@
 agreement with the dense fp32 model on the same images, and the comparison with the model it was made from.
 
 Gates (one Gate type, pipeline.records.Gate):
-  parity      an fp32 file against its parent: torch -> ONNX max |dlogit| <= 1e-4, ONNX -> TFLite <= 1e-3
+  parity      an fp32 file against its parent: an ONNX file max |dlogit| <= 1e-4, a TFLite file <= 1e-3
   agreement   an fp16 file's top-1 agreement with its parent >= 99.5%
   top-1 drop  an int8 / dynamic-range / mixed file, or any compressed (pruned, QAT) model: the dense fp32 model's
               top-1 minus its own, on the same images, <= max_int8_drop points
@@ -27,7 +27,7 @@ except ImportError:
     tqdm = None
 
 ONNX_PARITY = 1e-4  # max |logit difference|, onnxruntime vs torch
-TFLITE_PARITY = 1e-3  # max |logit difference|, TFLite fp32 vs its ONNX model
+TFLITE_PARITY = 1e-3  # max |logit difference|, TFLite fp32 vs its parent (ONNX for onnx2tf, torch for litert-torch)
 FP16_AGREEMENT = 0.995  # top-1 agreement of an fp16 file with its parent
 
 
@@ -55,10 +55,11 @@ def compare(logits: np.ndarray, other: np.ndarray) -> dict:
             "max_abs_diff": float(np.abs(logits - other).max())}
 
 
-def gates_for(precision: str, compressed: bool, parent: Path | None, ev: dict, max_int8_drop: float) -> list[Gate]:
+def gates_for(artifact: Path, precision: str, compressed: bool, parent: Path | None, ev: dict,
+              max_int8_drop: float) -> list[Gate]:
     gates = []
     if parent is not None and precision == "fp32":
-        threshold = ONNX_PARITY if format_of(parent) == "torch" else TFLITE_PARITY
+        threshold = TFLITE_PARITY if format_of(artifact) == "tflite" else ONNX_PARITY
         gates.append(Gate.at_most("parity", f"max |dlogit| vs {ev['parent']}", ev["parent_max_abs_diff"], threshold))
     if parent is not None and precision == "fp16":
         gates.append(Gate.at_least("agreement", f"top-1 agreement with {ev['parent']}", ev["parent_agreement"],
@@ -90,7 +91,7 @@ def assess(ctx, artifact: Path, parent: Path | None = None, compressed: bool = F
         evaluation |= {"parent": layout.rel(parent) if layout.holds(parent) else str(parent),
                        "parent_agreement": figures["agreement"], "parent_max_abs_diff": figures["max_abs_diff"]}
     precision = precision_of(artifact)
-    all_gates = [*gates, *gates_for(precision, compressed, parent, evaluation, cfg.max_int8_drop)]
+    all_gates = [*gates, *gates_for(artifact, precision, compressed, parent, evaluation, cfg.max_int8_drop)]
     built = {**(build or {}), "status": "ok", "stage": ctx.stage, "invocation": ctx.invocation,
              "format": format_of(artifact), "precision": precision, "compressed": compressed, **file_facts(artifact)}
     built.pop("error", None)

@@ -43,6 +43,24 @@ def tflite_precision(path: Path) -> str:
     return "dynamic_range" if constants & INT8_TYPES else "fp32"
 
 
+def tflite_ops(path: Path) -> list[dict]:
+    """The main subgraph's operators in graph order: op name, input and output tensor types (constants included)."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    types = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+    model = schema.Model.GetRootAs(Path(path).read_bytes(), 0)
+    graph = model.Subgraphs(0)
+    ops = []
+    for i in range(graph.OperatorsLength()):
+        op = graph.Operators(i)
+        code = model.OperatorCodes(op.OpcodeIndex())
+        ops.append({"op": names.get(max(code.BuiltinCode(), code.DeprecatedBuiltinCode()), "CUSTOM"),
+                    "inputs": [types[graph.Tensors(t).Type()] for t in op.InputsAsNumpy() if t >= 0],
+                    "outputs": [types[graph.Tensors(t).Type()] for t in op.OutputsAsNumpy()]})
+    return ops
+
+
 def onnx_precision(path: Path) -> str:
     import onnx
 

@@ -131,6 +131,22 @@ def _headline(rows: list[dict], reference: dict | None) -> str:
             f"{delta}{speed}): the fastest TFLite file that passed every gate.")
 
 
+def converters_line(layout) -> str | None:
+    """The two fp32 routes compared (onnx2tf via ONNX, litert-torch from torch): do they agree, and if not, which
+    one left torch."""
+    rel = layout.rel(layout.tflite("fp32_litert"))
+    check = (records.read(layout, rel).get("build") or {}).get("cross_check")
+    if not check:
+        return None
+    (a, da), (b, db) = check["vs_torch"].items()
+    farther = a if da > db else b
+    verdict = ("they agree" if check["agreement"] >= 0.999 else
+               f"they disagree, and {farther} is the one that left torch")
+    return (f"Two fp32 converters: {a} (onnx2tf, from ONNX) and {b} (litert-torch, from torch) give the same top-1 on "
+            f"{100 * check['agreement']:.2f}% of the test images, max |dlogit| between them {check['max_abs_diff']:.2g}; "
+            f"against torch {da:.2g} and {db:.2g}: {verdict}.")
+
+
 def _table(rows: list[dict], reference: dict | None) -> list[str]:
     return ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)] + \
         ["| " + " | ".join(_cells(r, reference)) + " |" for r in rows]
@@ -142,7 +158,8 @@ def to_markdown(rows: list[dict], meta: dict) -> str:
            f"Host: {meta['host']['cpu']}, {meta['host']['cores']} cores ({meta['host']['machine']}); "
            f"MiB = 2^20 bytes; latency = median ms per image, batch 1, after warm-up; top-1 on "
            + (f"{reference['images']} {reference['split']} images." if reference else "the test split."), "",
-           *_table(rows, reference), "", *_notes(rows, reference)]
+           *_table(rows, reference), "", *_notes(rows, reference),
+           *([meta["converters"]] if meta.get("converters") else [])]
     for table in meta.get("latency_tables", []):
         out += ["", latency_markdown(table)]
     out += ["", "## Architecture", "", meta.get("architecture", "(summary not available)"), "",
@@ -242,7 +259,8 @@ def to_html(rows: list[dict], meta: dict, png: Path) -> str:
     head = "".join(f"<th>{html.escape(c)}</th>" for c in COLUMNS)
     body = "".join(f"<tr class=\"{'ok' if r['status'] == 'pass' else 'bad'}\">"
                    + "".join(f"<td>{html.escape(c)}</td>" for c in _cells(r, reference)) + "</tr>" for r in rows)
-    notes = "".join(f"<p>{html.escape(n)}</p>" for n in _notes(rows, reference))
+    notes = "".join(f"<p>{html.escape(n)}</p>" for n in [*_notes(rows, reference), meta.get("converters") or ""]
+                    if n)
     title = f"resnet-edge report: {html.escape(meta['run'])}"
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>{title}</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;
@@ -287,6 +305,7 @@ def report(layout, cfg) -> dict[str, Path]:
     meta = {"run": str(layout.root), "host": measured_on, "versions": manifest.get("versions") or versions(),
             "architecture": architecture(layout, cfg), "reference": reference,
             "recommended": (recommended(rows, reference) or {}).get("artifact"), "legend": records.LEGEND,
+            "converters": converters_line(layout),
             "latency_tables": [t for t in map(_load, sorted(layout.companion("latency").glob("latency_*.json")))
                                if t]}
     out = layout.report_dir

@@ -20,7 +20,8 @@ FINETUNE_KEYS = frozenset({"batch_size", "optimizer", "momentum", "weight_decay"
                            "finetune_subset", "train_subset", "seed", "device", "val_size"})
 # Keys that change no stage's result: where the run lives, how fast it goes, notes.
 NEUTRAL_KEYS = frozenset({"name", "runs_dir", "resume", "threads", "workers", "extra", "preset", "prune_method",
-                          "run_structured", "run_magnitude", "amp", "channels_last", "compile"})
+                          "run_structured", "run_magnitude", "amp", "channels_last", "compile"})  # run_litert: a key
+# of the prune stages (their outputs depend on it) and the switch of the litert stage
 
 
 def magnitude_name(cfg: Config) -> str:
@@ -39,10 +40,11 @@ def _qat_rows(layout: Layout, cfg: Config) -> list[Path]:
     return [layout.quant("qat_int8.onnx"), layout.tflite("qat_fp32"), layout.tflite("qat_int8")] if cfg.qat else []
 
 
-def _derived(layout: Layout, name: str) -> list[Path]:
-    """The files a compressed checkpoint becomes: its ONNX export (intermediate) and two TFLite rows."""
+def _derived(layout: Layout, name: str, cfg: Config) -> list[Path]:
+    """The files a compressed checkpoint becomes: its checkpoint and ONNX export (intermediates), then the TFLite
+    rows: onnx2tf's fp32 and int8, and NNCF's PT2E int8 through litert-torch."""
     return [layout.quant(f"{name}.pt"), layout.quant(f"{name}.onnx"), layout.tflite(f"{name}_fp32"),
-            layout.tflite(f"{name}_int8")]
+            layout.tflite(f"{name}_int8"), *([layout.tflite(f"{name}_nncf_int8")] if cfg.run_litert else [])]
 
 
 def _weights_file(layout: Layout, cfg: Config) -> list[str]:
@@ -50,11 +52,11 @@ def _weights_file(layout: Layout, cfg: Config) -> list[str]:
 
 
 def _structured(layout: Layout, cfg: Config) -> list[Path]:
-    return _derived(layout, structured_name(cfg))
+    return _derived(layout, structured_name(cfg), cfg)
 
 
 def _magnitude(layout: Layout, cfg: Config) -> list[Path]:
-    return _derived(layout, magnitude_name(cfg))
+    return _derived(layout, magnitude_name(cfg), cfg)
 
 
 def _declared_rows(layout: Layout, cfg: Config) -> list[str]:
@@ -96,6 +98,10 @@ STAGES = {s.name: s for s in [
     Stage("convert", "pipeline.convert:convert_stage", needs=("export",), keys=EVAL_KEYS | CALIB_KEYS | GATE_KEYS,
           inputs=lambda la, c: _rel(la, la.onnx), outputs=lambda la, c: _rel(la, *map(la.tflite, VARIANTS)),
           records=lambda la, c: _rel(la, *map(la.tflite, VARIANTS))),
+    Stage("litert", "pipeline.litert:litert_stage", needs=("export",), keys=EVAL_KEYS | CALIB_KEYS | GATE_KEYS
+          | {"pt2e_algorithm"}, inputs=lambda la, c: _rel(la, la.best, la.onnx, la.tflite("fp32")),
+          outputs=lambda la, c: _rel(la, la.tflite("fp32_litert"), la.tflite("nncf_int8")),
+          records=lambda la, c: _rel(la, la.tflite("fp32_litert"), la.tflite("nncf_int8"))),
     Stage("quantize", "pipeline.compress:quantize_stage", needs=("export",),
           keys=EVAL_KEYS | CALIB_KEYS | GATE_KEYS | FINETUNE_KEYS | {"quant_preset", "ignored_scope", "qat",
                                                                      "qat_epochs", "qat_lr"},
@@ -105,11 +111,13 @@ STAGES = {s.name: s for s in [
           records=lambda la, c: _rel(la, la.quant("ptq_int8.onnx"), *_qat_rows(la, c))),
     Stage("prune_structured", "pipeline.compress:prune_structured_stage", needs=("export",),
           keys=EVAL_KEYS | CALIB_KEYS | GATE_KEYS | FINETUNE_KEYS | {"structured_ratio", "structured_importance",
-                                                                     "structured_epochs", "structured_lr"},
+                                                                     "structured_epochs", "structured_lr",
+                                                                     "pt2e_algorithm", "run_litert"},
           inputs=lambda la, c: _rel(la, la.onnx, la.best), outputs=lambda la, c: _rel(la, *_structured(la, c)),
           records=lambda la, c: _rel(la, *_structured(la, c)[2:])),
     Stage("prune_magnitude", "pipeline.compress:prune_magnitude_stage", needs=("export",),
-          keys=EVAL_KEYS | CALIB_KEYS | GATE_KEYS | FINETUNE_KEYS | {"prune_ratio", "prune_epochs", "prune_lr"},
+          keys=EVAL_KEYS | CALIB_KEYS | GATE_KEYS | FINETUNE_KEYS | {"prune_ratio", "prune_epochs", "prune_lr",
+                                                                     "pt2e_algorithm", "run_litert"},
           inputs=lambda la, c: _rel(la, la.onnx, la.best), outputs=lambda la, c: _rel(la, *_magnitude(la, c)),
           records=lambda la, c: _rel(la, *_magnitude(la, c)[2:])),
     Stage("benchmark", "pipeline.benchmark:benchmark_stage", needs=("export",),
@@ -129,7 +137,8 @@ STAGES = {s.name: s for s in [
 
 def stages_for(cfg: Config) -> list[Stage]:
     """The chain `run` runs for this config, in order."""
-    skip = {"prune_structured": not cfg.run_structured, "prune_magnitude": not cfg.run_magnitude}
+    skip = {"prune_structured": not cfg.run_structured, "prune_magnitude": not cfg.run_magnitude,
+            "litert": not cfg.run_litert}
     return [s for name, s in STAGES.items() if not skip.get(name)]
 
 

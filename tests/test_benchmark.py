@@ -72,7 +72,8 @@ def test_latency_bench_reads_the_run_and_writes_beside_it(tiny_run):
     assert table["runs"] == 3 and table["warmup"] == 1
     rows = {(r["runtime"], r["precision"]): r for r in table["rows"]}
     assert set(rows) == {("torch", "fp32"), ("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("tflite", "fp32"),
-                         ("tflite", "fp16"), ("tflite", "dynamic_range"), ("tflite", "int8")}
+                         ("tflite", "fp16"), ("tflite", "dynamic_range"), ("tflite", "int8"),
+                         ("tflite (litert-torch)", "fp32"), ("tflite (litert-torch)", "NNCF int8")}
     assert all(r["ms_1"] > 0 and r["errors"] is None for r in rows.values())
     assert rows[("tflite", "int8")]["size_mib"] < 0.3 * rows[("tflite", "fp32")]["size_mib"]
     from ai_edge_litert.interpreter import Interpreter
@@ -92,7 +93,7 @@ def test_compression_bench_runs_beside_the_run_with_the_real_gate(tiny_run):
     run = tiny_run.run_dir
     before = {p: p.stat().st_mtime_ns for p in run.rglob("*")}
     proc = subprocess.run([sys.executable, str(ROOT / "bench" / "compression.py"), f"runs_dir={run.parent}",
-                           f"name={run.name}", "variants=magnitude30", "prune_epochs=0"],
+                           f"name={run.name}", "variants=magnitude30", "prune_epochs=0", "run_litert=false"],
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert {p: p.stat().st_mtime_ns for p in run.rglob("*")} == before  # nothing in the run changed

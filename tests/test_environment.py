@@ -9,7 +9,7 @@ import torch
 from conftest import locked
 
 TOOLS = ["torch", "tensorflow", "onnx", "onnxruntime", "onnx2tf", "nncf", "ai_edge_litert", "tf_keras",
-         "onnx_graphsurgeon", "onnxsim", "sng4onnx", "torch_pruning"]
+         "onnx_graphsurgeon", "onnxsim", "sng4onnx", "torch_pruning", "litert_torch"]
 
 
 def _tiny_onnx(path):

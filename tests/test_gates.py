@@ -36,6 +36,7 @@ def test_int8_calibrated_on_constant_images_fails_the_default_gate(tiny_run, tmp
     assert err.startswith("error: run failed: ") and "tflite/int8.tflite: gate: top-1 drop FAILED" in err
     assert "(need <= 1)" in err and "tflite/fp32.tflite" not in err and "tflite/fp16.tflite" not in err
     assert "quant/ptq_int8.onnx: gate: top-1 drop FAILED" in err  # NNCF calibrates on the same black images
+    assert "tflite/nncf_int8.tflite: gate: top-1 drop FAILED" in err  # and so does its PT2E route
     run = tmp_path / "black"
     rows = {r["artifact"]: r for r in json.loads((run / "report" / "report.json").read_text())["rows"]}
     int8 = rows["tflite/int8.tflite"]

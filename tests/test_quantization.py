@@ -58,7 +58,8 @@ def test_calibration_comes_from_the_training_split(tiny_run, tmp_path, fmnist):
 
 
 def test_magnitude_pruning_sparsity_reaches_the_int8_tflite(tiny_run, tmp_path):
-    cfg = copy_run(tiny_run, tmp_path, "magnitude", prune_ratio=0.5, prune_epochs=1, prune_method="magnitude")
+    cfg = copy_run(tiny_run, tmp_path, "magnitude", prune_ratio=0.5, prune_epochs=1, prune_method="magnitude",
+                   run_litert=False)
     code = main(["prune", f"runs_dir={tmp_path}", "name=magnitude"])
     int8 = record(cfg, "tflite/pruned50_int8.tflite")
     build = int8["build"]
@@ -79,7 +80,7 @@ def test_magnitude_pruning_sparsity_reaches_the_int8_tflite(tiny_run, tmp_path):
 
 def test_structured_pruning_cuts_macs_and_still_converts(tiny_run, tmp_path):
     cfg = copy_run(tiny_run, tmp_path, "structured", structured_ratio=0.5, structured_epochs=3, structured_lr=0.05,
-                   finetune_subset=6000)
+                   finetune_subset=6000, run_litert=False)
     code = main(["prune", "prune_method=structured", f"runs_dir={tmp_path}", "name=structured"])
     int8 = record(cfg, "tflite/structured50_int8.tflite")
     build = int8["build"]
@@ -123,7 +124,7 @@ def test_bad_compression_input(tiny_run, tmp_path, capsys):
 
 def test_quantization_modules_load_no_pipeline_stage():
     """quantization/ is algorithms only: importing it brings models/ and the error type, no stage of pipeline/."""
-    code = ("import sys, quantization.nncf_ops, quantization.structured; "
+    code = ("import sys, quantization.nncf_ops, quantization.structured, quantization.pt2e; "
             "print(sorted(m for m in sys.modules if m == 'pipeline' or m.startswith('pipeline.')))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr

@@ -17,12 +17,13 @@ SMALL = ["model=resnet18", "width=0.25", "stem=imagenet", "image_size=28", "pres
          "train_subset=6000", "epochs=3", "lr=0.1", "eval_subset=1000", "finetune_subset=3000", "structured_ratio=0.25",
          "structured_epochs=3", "structured_lr=0.05", "prune_ratio=0.3", "prune_epochs=1", "qat=true", "bench_runs=5",
          "bench_threads=1,2", "name=small"]
-STAGES = ["train", "export", "convert", "quantize", "prune_structured", "prune_magnitude", "benchmark", "report",
-          "bundle"]
+STAGES = ["train", "export", "convert", "litert", "quantize", "prune_structured", "prune_magnitude", "benchmark",
+          "report", "bundle"]
 ROWS = ["onnx/model.onnx", "tflite/fp32.tflite", "tflite/fp16.tflite", "tflite/dynamic_range.tflite",
-        "tflite/int8.tflite", "quant/ptq_int8.onnx", "quant/qat_int8.onnx", "tflite/qat_fp32.tflite",
-        "tflite/qat_int8.tflite", "tflite/structured25_fp32.tflite", "tflite/structured25_int8.tflite",
-        "tflite/pruned30_fp32.tflite", "tflite/pruned30_int8.tflite"]
+        "tflite/int8.tflite", "tflite/fp32_litert.tflite", "tflite/nncf_int8.tflite", "quant/ptq_int8.onnx",
+        "quant/qat_int8.onnx", "tflite/qat_fp32.tflite", "tflite/qat_int8.tflite", "tflite/structured25_fp32.tflite",
+        "tflite/structured25_int8.tflite", "tflite/structured25_nncf_int8.tflite", "tflite/pruned30_fp32.tflite",
+        "tflite/pruned30_int8.tflite", "tflite/pruned30_nncf_int8.tflite"]
 
 
 def _ran(err: str) -> list[str]:
@@ -91,8 +92,9 @@ def test_run_killed_then_continued_cached_and_forced(tmp_path, capsys):
     assert f"Recommended phone file: {report['recommended']}" in md
     assert (run / "report" / "pareto.png").read_bytes()[:4] == b"\x89PNG"
     bundled = sorted(p.name for p in (run / "device_bundle" / "models").iterdir())
-    assert bundled == ["fp32.tflite", "int8.tflite", "pruned30_int8.tflite", "qat_int8.tflite",
-                       "structured25_int8.tflite"]
+    assert bundled == ["fp32.tflite", "int8.tflite", "nncf_int8.tflite", "pruned30_int8.tflite",
+                       "pruned30_nncf_int8.tflite", "qat_int8.tflite", "structured25_int8.tflite",
+                       "structured25_nncf_int8.tflite"]
 
     assert main(args) == 0  # unchanged: every stage skipped
     assert capsys.readouterr().err.count("unchanged, skipped") == len(STAGES)
@@ -126,7 +128,7 @@ def test_changed_file_on_disk_reruns_its_stage(tiny_run, tmp_path, capsys, monke
     real_load = pipeline.data.load_data
     monkeypatch.setattr(pipeline.data, "load_data", lambda *a, **k: loads.append(a) or real_load(*a, **k))
     assert main(["run", str(cfg.run_dir / "config.yaml"), "run_structured=false", "run_magnitude=false",
-                 "bench_runs=3"]) == 0
+                 "run_litert=false", "bench_runs=3"]) == 0
     assert len(loads) == 1  # one process, one load of the data, shared by every stage that ran
     err = capsys.readouterr().err
     assert "convert ok" in err and "train unchanged, skipped" in err
@@ -164,8 +166,8 @@ def test_failed_stage_skips_its_dependents_and_names_only_the_cause(tmp_path, ca
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert errors == ["error: run failed: train: 1 processes x batch 128 need at least 128 training images; have 100: "
                       "lower --nproc_per_node or batch_size"]
-    for stage in ("export", "convert", "quantize", "benchmark", "bundle"):
-        assert f"{stage} skipped (needs " in err
+    for stage in ("export", "convert", "litert", "quantize", "benchmark", "bundle"):
+        assert f"{stage} skipped (needs train)" in err  # the root cause, not the stage in between
     assert "report ok" in err  # the report still says what happened
     rows = json.loads((tmp_path / "few" / "report" / "report.json").read_text())["rows"]
     assert {r["status"] for r in rows} == {"skipped"}
