@@ -37,7 +37,10 @@ def _rel(layout: Layout, *paths: Path) -> list[str]:
 
 
 def _qat_rows(layout: Layout, cfg: Config) -> list[Path]:
-    return [layout.quant("qat_int8.onnx"), layout.tflite("qat_fp32"), layout.tflite("qat_int8")] if cfg.qat else []
+    if not cfg.qat:
+        return []
+    return [layout.quant("qat_int8.onnx"), layout.tflite("qat_fp32"), layout.tflite("qat_int8"),
+            *([layout.tflite("qat_nncf_int8")] if cfg.run_litert else [])]
 
 
 def _derived(layout: Layout, name: str, cfg: Config) -> list[Path]:
@@ -104,7 +107,8 @@ STAGES = {s.name: s for s in [
           records=lambda la, c: _rel(la, la.tflite("fp32_litert"), la.tflite("nncf_int8"))),
     Stage("quantize", "pipeline.compress:quantize_stage", needs=("export",),
           keys=EVAL_KEYS | CALIB_KEYS | GATE_KEYS | FINETUNE_KEYS | {"quant_preset", "ignored_scope", "qat",
-                                                                     "qat_epochs", "qat_lr"},
+                                                                     "qat_epochs", "qat_lr", "pt2e_algorithm",
+                                                                     "run_litert"},
           inputs=lambda la, c: _rel(la, la.onnx, la.best),
           outputs=lambda la, c: _rel(la, la.quant("ptq_int8.onnx"), *_qat_rows(la, c), *(
               [la.quant("qat_nncf.pt"), la.quant("qat.pt"), la.quant("qat.onnx")] if c.qat else [])),

@@ -21,7 +21,8 @@ STAGES = ["train", "export", "convert", "litert", "quantize", "prune_structured"
           "report", "bundle"]
 ROWS = ["onnx/model.onnx", "tflite/fp32.tflite", "tflite/fp16.tflite", "tflite/dynamic_range.tflite",
         "tflite/int8.tflite", "tflite/fp32_litert.tflite", "tflite/nncf_int8.tflite", "quant/ptq_int8.onnx",
-        "quant/qat_int8.onnx", "tflite/qat_fp32.tflite", "tflite/qat_int8.tflite", "tflite/structured25_fp32.tflite",
+        "quant/qat_int8.onnx", "tflite/qat_fp32.tflite", "tflite/qat_int8.tflite", "tflite/qat_nncf_int8.tflite",
+        "tflite/structured25_fp32.tflite",
         "tflite/structured25_int8.tflite", "tflite/structured25_nncf_int8.tflite", "tflite/pruned30_fp32.tflite",
         "tflite/pruned30_int8.tflite", "tflite/pruned30_nncf_int8.tflite"]
 
@@ -93,8 +94,8 @@ def test_run_killed_then_continued_cached_and_forced(tmp_path, capsys):
     assert (run / "report" / "pareto.png").read_bytes()[:4] == b"\x89PNG"
     bundled = sorted(p.name for p in (run / "device_bundle" / "models").iterdir())
     assert bundled == ["fp32.tflite", "int8.tflite", "nncf_int8.tflite", "pruned30_int8.tflite",
-                       "pruned30_nncf_int8.tflite", "qat_int8.tflite", "structured25_int8.tflite",
-                       "structured25_nncf_int8.tflite"]
+                       "pruned30_nncf_int8.tflite", "qat_int8.tflite", "qat_nncf_int8.tflite",
+                       "structured25_int8.tflite", "structured25_nncf_int8.tflite"]
 
     assert main(args) == 0  # unchanged: every stage skipped
     assert capsys.readouterr().err.count("unchanged, skipped") == len(STAGES)
