@@ -217,6 +217,30 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_explain(args: argparse.Namespace) -> int:
+    """explain ARTIFACT... [reference=FLOAT.tflite] [explain_images=64]: per-layer int8 error, into explain/."""
+    from .explain import reference_for, write_explanation
+
+    given = [w.partition("=")[2] for w in args.artifacts if w.startswith("reference=")]
+    args.artifacts = [w for w in args.artifacts if not w.startswith("reference=")]
+    artifacts, ctx = _artifact_context(args)
+    if given and not Path(given[0]).is_file():
+        raise EdgeError(f"reference={given[0]}: file not found")
+    for artifact in artifacts:
+        if given:
+            reference = Path(given[0]).resolve()
+        elif ctx.layout.holds(artifact):
+            reference = reference_for(ctx, ctx.layout.rel(artifact))
+        else:
+            raise EdgeError(f"{artifact}: outside a run; name its float file with reference=")
+        result = write_explanation(ctx, artifact, reference)
+        print(f"{result['artifact']} vs {result['reference']} ({result['images']} images): {result['verdict']}")
+        print("  worst: " + "; ".join(f"{lay['layer']} {lay['op']} {lay['snr_db']:.1f} dB (adds noise at "
+                                      f"{lay['snr_added_db']:.1f} dB)"
+                                      for lay in (result["layers"][i] for i in result["worst"])))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="resnet-edge", description=__doc__.split("\n\n")[0])
     parser.add_argument("--verbose", action="store_true", help="print the traceback of an error too")
@@ -240,8 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
          "qat=true qat_epochs=1 qat_lr= quant_preset=performance|mixed ignored_scope=a,b calib_size=300"),
         ("prune", cmd_prune, "NNCF magnitude pruning or channel pruning, fine-tuned, to fp32 and int8 TFLite",
          "prune_method=magnitude prune_ratio=0.5 prune_epochs=1 | prune_method=structured structured_ratio=0.5"),
-        ("run", cmd_run, "the whole chain into runs/<name>/: train, export, convert, quantize, prune, benchmark, "
-                         "report, bundle (cached per stage; force=true redoes)", "e.g. name=default force=true"),
+        ("run", cmd_run, "the whole chain into runs/<name>/: train, export, convert, litert, quantize, prune, "
+                         "explain, benchmark, report, bundle (cached per stage; force=true redoes)", "e.g. name=default force=true"),
     ]
     for verb, func, text, example in config_verbs:
         p = add(verb, help=text)
@@ -259,7 +283,10 @@ def build_parser() -> argparse.ArgumentParser:
             ("evaluate", cmd_evaluate, "top-1/top-5, agreement with fp32, per-class accuracy, gates of any artifact",
              "eval_subset=1000"),
             ("benchmark", cmd_benchmark, "host latency (median/p90, 1 thread and all cores), peak RSS",
-             "bench_runs=50 bench_warmup=10 bench_threads=1,2 image_size=224")):
+             "bench_runs=50 bench_warmup=10 bench_threads=1,2 image_size=224"),
+            ("explain", cmd_explain, "per-layer error of an int8 TFLite file against its float sibling: SNR, "
+                                     "cosine, max error, the layers adding most noise",
+             "reference=FLOAT.tflite explain_images=64")):
         p = add(verb, help=text)
         p.add_argument("artifacts", nargs="+", metavar="ARTIFACT|key=value", help=f".pt/.onnx/.tflite files; {example}")
         p.set_defaults(func=func)

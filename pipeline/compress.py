@@ -49,10 +49,23 @@ def quantize_stage(ctx) -> None:
 
     layout, cfg = ctx.layout, ctx.cfg
     ctx.require(layout.onnx, "export")
+    fixed = layout.quant("ptq_int8_fallback.onnx")
+    for stale in (fixed, layout.record(fixed)):  # a new PTQ file makes its old repair stale
+        stale.unlink(missing_ok=True)
     quantized = nncf_ops.ptq_onnx(onnx.load(str(layout.onnx)), ctx.calib, cfg.quant_preset, _ignored(cfg))
     out = atomic_write(layout.quant("ptq_int8.onnx"), lambda tmp: onnx.save(quantized, str(tmp)))
-    assess(ctx, out, parent=layout.onnx, build={"method": "nncf_ptq", "preset": cfg.quant_preset,
-                                                "calibration": ctx.calibration, "macs": ctx.dense_macs})
+    build = {"method": "nncf_ptq", "preset": cfg.quant_preset, "calibration": ctx.calibration,
+             "macs": ctx.dense_macs}
+    record = assess(ctx, out, parent=layout.onnx, build=build)
+    if cfg.quant_fallback == "auto" and any(g["name"] == "top-1 drop" and not g["passed"] for g in record["gates"]):
+        x, labels = ctx.val_set  # NNCF's accuracy-control loop: ranked and stopped on validation images
+        repaired = nncf_ops.ptq_onnx_with_accuracy_control(
+            onnx.load(str(layout.onnx)), ctx.calib, x, labels, cfg.max_int8_drop / 100, cfg.quant_preset,
+            _ignored(cfg), cfg.max_float_layers)
+        atomic_write(fixed, lambda tmp: onnx.save(repaired, str(tmp)))
+        assess(ctx, fixed, parent=layout.onnx, build={
+            **build, "method": "nncf_ptq with accuracy control (nncf.quantize_with_accuracy_control)",
+            "repairs": layout.rel(out), "float_layers": nncf_ops.float_nodes_onnx(repaired)})
     if cfg.qat:
         qat(ctx)
 

@@ -67,6 +67,11 @@ class Config:
     qat_lr: float = 0.001
     pt2e_algorithm: str = "minmax"  # NNCF PT2E int8 for litert-torch: minmax | nncf (+ fast bias correction) |
     # nncf_bias (+ full bias correction, slow) | observers (the quantizer's own, no NNCF); see quantization/pt2e.py
+    quant_fallback: str = "auto"  # auto: an NNCF int8 file that fails its top-1 gate is quantized again with its
+    # worst layers (explain's ranking) kept in float, one more at a time up to max_float_layers, beside the original
+    # row | off
+    max_float_layers: int = 4
+    explain_images: int = 64  # test images the per-layer error (explain) is measured on
     prune_method: str = "magnitude"  # the `prune` verb: magnitude (NNCF, sparsity) | structured (fewer channels)
     prune_ratio: float = 0.5  # NNCF global magnitude pruning: share of weights set to zero
     prune_epochs: int = 1  # fine-tuning epochs under the pruning schedule; 0: batch-norm adaptation only
@@ -86,7 +91,7 @@ class Config:
     bench_threads: str = ""  # comma-separated thread counts, e.g. "1,4"; "": 1 and all cores
     # report and bundle
     max_size_mib: float = 0.0  # gate: > 0 fails any int8 .tflite file larger than this (MiB)
-    bundle_models: str = "fp32,*int8"  # device bundle: comma-separated globs on the .tflite stems ("*": all)
+    bundle_models: str = "fp32,*int8,*_fallback"  # device bundle: comma-separated globs on the .tflite stems ("*": all)
     bundle_images: int = 1000  # device bundle: test images in eval.npz
     extra: dict = field(default_factory=dict)  # free-form notes carried into the manifest (YAML only)
 
@@ -167,6 +172,7 @@ CHOICES = {
     "optimizer": ("sgd", "adamw"), "schedule": ("onecycle", "cosine"), "device": ("auto", "cpu", "cuda"),
     "quant_preset": ("performance", "mixed"), "structured_importance": ("l1", "l2"),
     "prune_method": ("magnitude", "structured"), "pt2e_algorithm": ("minmax", "nncf", "nncf_bias", "observers"),
+    "quant_fallback": ("auto", "off"),
 }
 # key: (lowest, highest, what the range means); None = unbounded. Bounds are inclusive unless noted in `open_low`.
 RANGES = {
@@ -182,6 +188,7 @@ RANGES = {
     "structured_lr": (0.0, 10.0, "a learning rate"), "finetune_subset": (0, None, "images"),
     "bench_runs": (1, None, "runs"), "bench_warmup": (0, None, "runs"), "max_size_mib": (0.0, None, "MiB"),
     "bundle_images": (1, None, "images"), "image_size": (1, 4096, "pixels"),
+    "max_float_layers": (1, 64, "layers"), "explain_images": (1, None, "images"),
 }
 OPEN_LOW = {"width", "lr", "qat_lr", "prune_lr", "structured_lr", "prune_ratio", "structured_ratio"}  # > low
 OPEN_HIGH = {"prune_ratio", "structured_ratio", "momentum"}  # < high

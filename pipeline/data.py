@@ -133,6 +133,30 @@ def preprocess(images: np.ndarray, norm: Normalization, image_size: int | None =
     return to_input(torch.from_numpy(np.ascontiguousarray(images)), norm, image_size).numpy()
 
 
+MAX_CONSTANT_SHARE = 0.1  # calibration: more constant images than this and the activation ranges are not the data's
+MAX_MEAN_SHIFT, STD_RANGE = 1.0, (1 / 3, 3.0)  # normalised like training: mean ~ 0, std ~ 1 per channel
+
+
+def check_calibration(images_u8: np.ndarray, norm: Normalization, image_size: int | None = None) -> None:
+    """Refuse calibration images that would calibrate int8 on something other than the data: mostly constant (or
+    all-black) images, or images whose normalised statistics are far from the training set's (mean 0, std 1)."""
+    n = len(images_u8)
+    if n == 0:
+        raise EdgeError("calibration: no images (calib_size=0 or an empty training split)")
+    flat = np.asarray(images_u8).reshape(n, -1)
+    constant = flat.min(axis=1) == flat.max(axis=1)
+    if constant.mean() > MAX_CONSTANT_SHARE:
+        black = int((constant & (flat.max(axis=1) == 0)).sum())
+        raise EdgeError(f"calibration: {int(constant.sum())} of {n} calibration images are constant ({black} all "
+                        f"black); int8 ranges calibrated on them would not be the data's: check the training images")
+    x = preprocess(images_u8, norm, image_size)
+    mean, std = x.mean(axis=(0, 2, 3)), x.std(axis=(0, 2, 3))
+    if np.any(np.abs(mean) > MAX_MEAN_SHIFT) or np.any(std < STD_RANGE[0]) or np.any(std > STD_RANGE[1]):
+        raise EdgeError(f"calibration: images are not normalised like training: per-channel mean "
+                        f"{np.round(mean, 2).tolist()}, std {np.round(std, 2).tolist()} after normalisation (expected "
+                        f"about 0 and 1: the training set's mean {list(norm.mean)} and std {list(norm.std)})")
+
+
 # --- readers -------------------------------------------------------------------------------------------------------
 
 def _read_idx(path: Path) -> np.ndarray:

@@ -68,6 +68,10 @@ class Layout:
     def report_dir(self) -> Path:
         return self.root / "report"
 
+    def explanation(self, artifact: str | Path) -> Path:
+        """explain/<artifact path>.json: an int8 file's per-layer error (pipeline.explain)."""
+        return self.root / "explain" / f"{self.rel(artifact)}.json"
+
     @property
     def device_dir(self) -> Path:
         """Results measured on devices (bench_tflite.py, android_benchmark.py), copied here by the user."""

@@ -38,13 +38,14 @@ def convert_fp32(model, example: np.ndarray, out: Path) -> Path:
     return to_tflite(model, example[:1], out)
 
 
-def convert_int8(model, calib: np.ndarray, out: Path, algorithm: str) -> Path:
-    """NNCF PT2E int8 of `model` calibrated on `calib`, converted with its scales."""
+def convert_int8(model, calib: np.ndarray, out: Path, algorithm: str, float_layers: tuple[str, ...] = ()) -> Path:
+    """NNCF PT2E int8 of `model` calibrated on `calib`, converted with its scales; `float_layers` (module names)
+    stay in float."""
     from litert_torch.quantize.quant_config import QuantConfig
 
     from quantization import pt2e
 
-    quantized, quantizer = pt2e.quantize(model, calib, algorithm)
+    quantized, quantizer = pt2e.quantize(model, calib, algorithm, float_layers=float_layers)
     return to_tflite(quantized, calib[:1], out, QuantConfig(pt2e_quantizer=quantizer))
 
 
@@ -59,6 +60,78 @@ def cross_check(ctx, onnx2tf: Path, litert: Path) -> dict:
                          ctx.layout.rel(litert): compare(b, torch_logits)["max_abs_diff"]}}
 
 
+def fallback_path(int8: Path) -> Path:
+    return int8.with_name(f"{int8.stem}_fallback.tflite")
+
+
+def fallbacks(layout, *int8: Path) -> list[Path]:
+    """The repaired files (quant_fallback) that exist for these int8 rows: they are rows only when made."""
+    return [fallback_path(p) for p in int8 if layout.record(fallback_path(p)).is_file()]
+
+
+def _clear_fallback(layout, int8: Path) -> None:
+    """A new int8 file makes its old repair stale: file, record and explanation go."""
+    fixed = fallback_path(int8)
+    for stale in (fixed, layout.record(fixed), layout.explanation(fixed)):
+        stale.unlink(missing_ok=True)
+
+
+def quantize_gated(ctx, model, out: Path, parent: Path, build: dict, compressed: bool = False) -> dict:
+    """NNCF PT2E int8 of `model` -> `out`, evaluated and gated; with quant_fallback=auto a file that fails its top-1
+    gate gets a repaired sibling, <out>_fallback.tflite (see `repair`). Returns the int8 file's record."""
+    from . import records
+    from .evaluate import assess
+
+    layout, cfg = ctx.layout, ctx.cfg
+    _clear_fallback(layout, out)
+    convert_int8(model, ctx.calib, out, cfg.pt2e_algorithm)
+    build = {**build, "calibration": ctx.calibration}
+    if compressed:
+        from .runners import tflite_weight_sparsity
+
+        build["sparsity_tflite_int8"] = tflite_weight_sparsity(out)["zero_share"]
+    record = assess(ctx, out, parent=parent, compressed=compressed, build=build)
+    if cfg.quant_fallback == "auto" and records.status(record)[0] == "gate" and any(
+            g["name"] == "top-1 drop" and not g["passed"] for g in record["gates"]):
+        repair(ctx, model, out, parent, build, compressed)
+    return record
+
+
+def repair(ctx, model, failed: Path, parent: Path, build: dict, compressed: bool) -> Path:
+    """Quantize again keeping the worst layers in float, one more at a time up to max_float_layers, until the top-1
+    drop on the validation split is within the gate; the result is gated on the test split like any file. The
+    ranking is explain's (the noise each conv / fully-connected layer adds), measured on training images, and the
+    stopping rule on validation images: the test split only judges. NNCF's accuracy-control loop does the same
+    (rank once, revert in rank order, stop at max_drop)."""
+    from .evaluate import assess, predict
+    from .explain import WEIGHTED_OPS, explain
+    from .explain import reference_for as float_sibling
+    from .runners import TorchRunner, open_runner
+
+    layout, cfg = ctx.layout, ctx.cfg
+    ranked = explain(failed, float_sibling(ctx, layout.rel(failed)), ctx.calib[: cfg.explain_images])
+    layers = ranked["layers"]
+    order = sorted(range(len(layers)), key=lambda i: layers[i]["snr_added_db"])
+    names = list(dict.fromkeys(layers[i]["layer"] for i in order if layers[i]["op"] in WEIGHTED_OPS
+                               and layers[i]["module"]))[: cfg.max_float_layers]
+    if not names:
+        raise EdgeError(f"{failed.name}: no layer to keep in float (no torch module names in the file)")
+    x, labels = ctx.val_set
+    reference = float((predict(TorchRunner.from_model(model), x).argmax(1) == labels).mean())
+    out, tried = fallback_path(failed), []
+    for name in names:
+        tried.append(name)
+        convert_int8(model, ctx.calib, out, cfg.pt2e_algorithm, tuple(tried))
+        drop = 100 * (reference - float((predict(open_runner(out), x).argmax(1) == labels).mean()))
+        if drop <= cfg.max_int8_drop:
+            break
+    assess(ctx, out, parent=parent, compressed=compressed,
+           build={**build, "method": f"{build['method']}, {len(tried)} layer(s) in float", "repairs":
+                  layout.rel(failed), "float_layers": tried, "ranking": [layers[i]["layer"] for i in order[:10]],
+                  "validation_drop": round(drop, 3)})
+    return out
+
+
 def litert_stage(ctx) -> None:
     from .evaluate import assess
 
@@ -68,20 +141,14 @@ def litert_stage(ctx) -> None:
     fp32 = convert_fp32(model, ctx.eval_set.x, layout.tflite("fp32_litert"))
     check = {"cross_check": cross_check(ctx, layout.tflite("fp32"), fp32)} if layout.tflite("fp32").is_file() else {}
     assess(ctx, fp32, parent=layout.best, build={"method": "litert-torch fp32", "macs": ctx.dense_macs, **check})
-    int8 = convert_int8(model, ctx.calib, layout.tflite("nncf_int8"), cfg.pt2e_algorithm)
-    assess(ctx, int8, parent=layout.best, build={"method": f"nncf pt2e ({cfg.pt2e_algorithm}) + litert-torch",
-                                                 "calibration": ctx.calibration, "macs": ctx.dense_macs})
+    quantize_gated(ctx, model, layout.tflite("nncf_int8"), layout.best,
+                   {"method": f"nncf pt2e ({cfg.pt2e_algorithm}) + litert-torch", "macs": ctx.dense_macs})
 
 
 def deliver_int8(ctx, checkpoint: Path, name: str, build: dict) -> Path:
     """A compressed checkpoint's NNCF PT2E int8 file, tflite/<name>_nncf_int8.tflite, evaluated and gated."""
-    from .evaluate import assess
-
-    from .runners import tflite_weight_sparsity
-
     model = model_from_checkpoint(load_checkpoint(checkpoint))
-    out = convert_int8(model, ctx.calib, ctx.layout.tflite(f"{name}_nncf_int8"), ctx.cfg.pt2e_algorithm)
-    assess(ctx, out, parent=checkpoint, compressed=True,
-           build={**build, "method": f"{build['method']} -> nncf pt2e ({ctx.cfg.pt2e_algorithm}) + litert-torch",
-                  "calibration": ctx.calibration, "sparsity_tflite_int8": tflite_weight_sparsity(out)["zero_share"]})
+    out = ctx.layout.tflite(f"{name}_nncf_int8")
+    quantize_gated(ctx, model, out, checkpoint, compressed=True, build={
+        **build, "method": f"{build['method']} -> nncf pt2e ({ctx.cfg.pt2e_algorithm}) + litert-torch"})
     return out

@@ -1,7 +1,8 @@
 """The accuracy-vs-size report of a run, read only from the run's result records: one row per artifact the run's
 stages declare (like Ultralytics' benchmark table, plus memory), a failed or skipped artifact a row with its reason,
 device results merged as extra rows, the architecture table, host and versions. Writes report.json, report.md, a
-self-contained report.html (plot embedded) and pareto.png (top-1 against size, marker size = latency)."""
+self-contained report.html (plots embedded), pareto.png (top-1 against size, marker size = latency) and layers.png
+(each int8 file's per-layer error, from explain/)."""
 
 from __future__ import annotations
 
@@ -49,6 +50,7 @@ def host_row(layout, rel: str, max_size_mib: float) -> dict:
         "ms_n": ok.get(top_n, {}).get("latency_ms_median") if top_n else None, "threads_n": top_n,
         "peak_rss_mib": max((c.get("peak_rss_mib") or 0 for c in ok.values()), default=None) or None,
         "gates": [*(record.get("gates") or []), *(g.to_dict() for g in size_gates)], "source": "host",
+        "repairs": build.get("repairs"), "float_layers": build.get("float_layers"),
     }
 
 
@@ -111,6 +113,12 @@ def _notes(rows: list[dict], reference: dict | None) -> list[str]:
     for r in rows:
         if r["status"] != "pass":
             out.append(f"- {r['artifact']}: {r['status']}: {r['reason']}")
+    for r in rows:
+        if r.get("repairs"):
+            speed = f", {r['ms_1']:.2f} ms at 1 thread" if r.get("ms_1") is not None else ""
+            out.append(f"- {r['artifact']}: the repair of {r['repairs']} (quant_fallback=auto): "
+                       f"{len(r['float_layers'])} layer(s) kept in float ({', '.join(r['float_layers'])}), "
+                       f"{r['status']}, {_fmt(r.get('size_mib'))} MiB{speed}")
     if reference and any(r["source"] == "host" and r.get("data_id") and r["data_id"] != reference.get("data_id")
                          for r in rows):
         out.append(f"- †: top-1 measured on other images than the fp32 reference ({reference['images']} "
@@ -147,6 +155,59 @@ def converters_line(layout) -> str | None:
             f"against torch {da:.2g} and {db:.2g}: {verdict}.")
 
 
+def explanations(layout, rows: list[dict]) -> list[dict]:
+    """explain/<artifact>.json of the host rows that have one (pipeline.explain), in row order."""
+    found = [_load(layout.explanation(r["artifact"])) for r in rows if r["source"] == "host"]
+    return [e for e in found if e.get("layers")]
+
+
+def explain_markdown(found: list[dict]) -> str:
+    out = ["## Per-layer int8 error (explain)", "",
+           "Each int8 file against the float file of the same converter and weights, every op output compared on the "
+           "same test images: SNR of the int8 output (dB), and the SNR of the noise the layer itself added, by which "
+           "layers are ranked (a later layer inherits an earlier one's noise without causing it). Bars: "
+           "report/layers.png.", ""]
+    for e in found:
+        out += [f"- {e['artifact']} vs {e['reference']} ({e['images']} {e.get('split', 'test')} images, "
+                f"{len(e['layers'])} layers): {e['verdict']}", ""]
+        out += ["| worst layers | op | output shape | int8 | output SNR dB | added-noise SNR dB | cosine | max abs err |",
+                "|---|---|---|---|---:|---:|---:|---:|"]
+        for i in e["worst"]:
+            lay = e["layers"][i]
+            out.append(f"| {lay['layer']} | {lay['op']} | {'x'.join(map(str, lay['shape']))} | "
+                       f"{'yes' if lay['int8'] else 'no'} | {lay['snr_db']:.1f} | {lay['snr_added_db']:.1f} | "
+                       f"{lay['cosine']:.5f} | {lay['max_abs_err']:.3g} |")
+        out.append("")
+    return "\n".join(out).rstrip()
+
+
+def layers_png(found: list[dict], path: Path) -> Path:
+    """One panel per explained file: output SNR per layer in graph order, the five worst in red."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(max(1, len(found)), 1, figsize=(10, 2.6 * max(1, len(found))), dpi=100, squeeze=False)
+    for ax, e in zip(axes[:, 0], found):
+        snr = [lay["snr_db"] for lay in e["layers"]]
+        colors = ["tab:red" if i in e["worst"] else "tab:blue" for i in range(len(snr))]
+        ax.bar(range(len(snr)), snr, color=colors)
+        ax.axhline(20, color="k", lw=0.8, ls="--")
+        for i in e["worst"]:
+            ax.annotate(e["layers"][i]["layer"], (i, snr[i]), fontsize=6, rotation=60, xytext=(0, 3),
+                        textcoords="offset points")
+        ax.set_title(f"{e['artifact']}: {e['verdict']}", fontsize=8)
+        ax.set_ylabel("SNR dB")
+    if not found:
+        axes[0, 0].text(0.5, 0.5, "no int8 file explained", ha="center")
+    axes[-1, 0].set_xlabel("layer (graph order); red: the five adding most noise")
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+    plt.close(fig)
+    return path
+
+
 def _table(rows: list[dict], reference: dict | None) -> list[str]:
     return ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)] + \
         ["| " + " | ".join(_cells(r, reference)) + " |" for r in rows]
@@ -162,6 +223,8 @@ def to_markdown(rows: list[dict], meta: dict) -> str:
            *([meta["converters"]] if meta.get("converters") else [])]
     for table in meta.get("latency_tables", []):
         out += ["", latency_markdown(table)]
+    if meta.get("explain"):
+        out += ["", explain_markdown(meta["explain"])]
     out += ["", "## Architecture", "", meta.get("architecture", "(summary not available)"), "",
             "## Versions", "", ", ".join(f"{k} {v}" for k, v in meta.get("versions", {}).items())]
     return "\n".join(out) + "\n"
@@ -253,9 +316,13 @@ def markdown_html(text: str) -> str:
     return "\n".join(out)
 
 
-def to_html(rows: list[dict], meta: dict, png: Path) -> str:
+def to_html(rows: list[dict], meta: dict, png: Path, layers: Path) -> str:
     reference = meta.get("reference")
     img = base64.b64encode(png.read_bytes()).decode()
+    explained = ""
+    if meta.get("explain"):
+        explained = (markdown_html(explain_markdown(meta["explain"])) + '<img alt="per-layer SNR" '
+                     f'src="data:image/png;base64,{base64.b64encode(layers.read_bytes()).decode()}">')
     head = "".join(f"<th>{html.escape(c)}</th>" for c in COLUMNS)
     body = "".join(f"<tr class=\"{'ok' if r['status'] == 'pass' else 'bad'}\">"
                    + "".join(f"<td>{html.escape(c)}</td>" for c in _cells(r, reference)) + "</tr>" for r in rows)
@@ -273,6 +340,7 @@ median ms per image, batch 1, after warm-up.</p>
 <img alt="accuracy vs size" src="data:image/png;base64,{img}">
 <table><tr>{head}</tr>{body}</table>{notes}
 {''.join(markdown_html(latency_markdown(t)) for t in meta.get("latency_tables", []))}
+{explained}
 <h2>Architecture</h2>{markdown_html(meta.get('architecture', ''))}
 <h2>Versions</h2><p>{html.escape(', '.join(f'{k} {v}' for k, v in meta.get('versions', {}).items()))}</p>
 </body></html>
@@ -308,11 +376,14 @@ def report(layout, cfg) -> dict[str, Path]:
             "converters": converters_line(layout),
             "latency_tables": [t for t in map(_load, sorted(layout.companion("latency").glob("latency_*.json")))
                                if t]}
+    meta["explain"] = explanations(layout, rows)
     out = layout.report_dir
     png = pareto_png(rows, out / "pareto.png", reference)
+    layers = layers_png(meta["explain"], out / "layers.png")
     return {"json": atomic_write_json(out / "report.json", {**meta, "columns": COLUMNS, "rows": rows}),
             "md": atomic_write_text(out / "report.md", to_markdown(rows, meta)),
-            "html": atomic_write_text(out / "report.html", to_html(rows, meta, png)), "png": png}
+            "html": atomic_write_text(out / "report.html", to_html(rows, meta, png, layers)), "png": png,
+            "layers": layers}
 
 
 def report_stage(ctx) -> None:

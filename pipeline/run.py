@@ -51,7 +51,7 @@ def run(cfg: Config, force: bool = False, ctx: Context | None = None) -> Outcome
         status, reason = records.status(record, records.size_gates(record, cfg.max_size_mib))
         if status in ("gate", "bench failed") or (status == "failed" and record.get("build", {}).get("stage")
                                                    not in failed_stages):
-            outcome.rows.append(f"{rel}: {status}: {reason}")
+            outcome.rows.append(f"{rel}: {status}: {reason}{_repair(ctx.layout, rel)}")
     problems = outcome.problems()
     print(f"run {'FAILED' if problems else 'ok'}: {ctx.layout.root}"
           + (f" ({len(outcome.skipped)} stage(s) skipped: "
@@ -76,11 +76,23 @@ def run_one(stage_name: str, cfg: Config) -> int:
     entry = run_stage(stage, ctx)
     if entry["status"] != "ok":
         raise EdgeError(f"{stage_name} failed: {entry['error']}") from ctx.errors.get(stage_name)
-    failed = [f"{rel}: {reason}" for rel in stage.records(ctx.layout, cfg)
+    failed = [f"{rel}: {reason}{_repair(ctx.layout, rel)}" for rel in stage.records(ctx.layout, cfg)
               for st, reason in [records.status(records.read(ctx.layout, rel))] if st == "gate"]
     if failed:
         raise EdgeError(f"{stage_name}: gate failed: " + " | ".join(failed))
     return 0
+
+
+def _repair(layout, rel: str) -> str:
+    """What quant_fallback made of a row that failed its gate, if anything."""
+    from .litert import fallback_path
+
+    fixed = layout.rel(fallback_path(layout.path(rel)))
+    record = records.read(layout, fixed) if rel.endswith(".tflite") else {}
+    if not record.get("build"):
+        return ""
+    return (f" (repaired: {fixed} {records.status(record)[0]} with "
+            f"{len(record['build'].get('float_layers') or [])} layer(s) in float)")
 
 
 def _resumed(cfg: Config) -> Config:

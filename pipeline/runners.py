@@ -93,14 +93,18 @@ class TFLiteRunner:
 
     format = "tflite"
 
-    def __init__(self, path: Path, threads: int | None = None) -> None:
+    def __init__(self, path: Path, threads: int | None = None, make_interpreter=None) -> None:
+        """make_interpreter(model_path) -> Interpreter: another way to open the file (explain keeps every
+        intermediate tensor); by default LiteRT's Interpreter with XNNPACK on `threads` threads."""
         from ai_edge_litert.interpreter import Interpreter
 
         self.path = Path(path)
         if not self.path.is_file():
             raise EdgeError(f"{self.path}: TFLite file not found")
+        make_interpreter = make_interpreter or (lambda p: Interpreter(model_path=p, num_threads=threads or
+                                                                      os.cpu_count()))
         try:
-            self.interpreter = Interpreter(model_path=str(self.path), num_threads=threads or os.cpu_count())
+            self.interpreter = make_interpreter(str(self.path))
             self.interpreter.allocate_tensors()
         except Exception as e:
             raise EdgeError(f"{self.path}: LiteRT cannot load it ({str(e).splitlines()[0][:200]})") from e

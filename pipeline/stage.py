@@ -78,9 +78,26 @@ class Context:
         return EvalSet(x, labels, "test", _short_hash(x, labels))
 
     @functools.cached_property
+    def val_set(self) -> tuple[np.ndarray, np.ndarray]:
+        """(images, labels) of the validation split (at most eval_subset, else 2,000): for choices made during a
+        stage, which must not look at the test split that judges the result."""
+        from .data import preprocess
+
+        n = min(len(self.data.val), self.cfg.eval_subset or 2000)
+        if n == 0:
+            raise EdgeError("val_size=0: this step needs a validation split; set val_size > 0")
+        return (preprocess(np.asarray(self.data.val.images[:n]), self.data.norm, self.cfg.image_size),
+                np.asarray(self.data.val.labels[:n]))
+
+    @functools.cached_property
     def calib_u8(self) -> np.ndarray:
-        """The training split's calibration subset (uint8 NHWC): every int8 route calibrates on exactly these."""
-        return np.asarray(self.data.calibration.images[: len(self.data.calibration)])
+        """The training split's calibration subset (uint8 NHWC): every int8 route calibrates on exactly these, checked
+        first (pipeline.data.check_calibration)."""
+        from .data import check_calibration
+
+        images = np.asarray(self.data.calibration.images[: len(self.data.calibration)])
+        check_calibration(images, self.data.norm, self.cfg.image_size)
+        return images
 
     @functools.cached_property
     def calib(self) -> np.ndarray:

@@ -40,14 +40,27 @@ def _qat_rows(layout: Layout, cfg: Config) -> list[Path]:
     if not cfg.qat:
         return []
     return [layout.quant("qat_int8.onnx"), layout.tflite("qat_fp32"), layout.tflite("qat_int8"),
-            *([layout.tflite("qat_nncf_int8")] if cfg.run_litert else [])]
+            *(_nncf_int8(layout, "qat_nncf_int8") if cfg.run_litert else [])]
+
+
+def _ptq(layout: Layout) -> list[Path]:
+    """NNCF's PTQ QDQ ONNX, and its accuracy-controlled repair when quant_fallback made one."""
+    fixed = layout.quant("ptq_int8_fallback.onnx")
+    return [layout.quant("ptq_int8.onnx"), *([fixed] if layout.record(fixed).is_file() else [])]
+
+
+def _nncf_int8(layout: Layout, name: str) -> list[Path]:
+    """NNCF's PT2E int8 through litert-torch, and its repaired sibling when quant_fallback made one."""
+    from .litert import fallbacks
+
+    return [layout.tflite(name), *fallbacks(layout, layout.tflite(name))]
 
 
 def _derived(layout: Layout, name: str, cfg: Config) -> list[Path]:
     """The files a compressed checkpoint becomes: its checkpoint and ONNX export (intermediates), then the TFLite
     rows: onnx2tf's fp32 and int8, and NNCF's PT2E int8 through litert-torch."""
     return [layout.quant(f"{name}.pt"), layout.quant(f"{name}.onnx"), layout.tflite(f"{name}_fp32"),
-            layout.tflite(f"{name}_int8"), *([layout.tflite(f"{name}_nncf_int8")] if cfg.run_litert else [])]
+            layout.tflite(f"{name}_int8"), *(_nncf_int8(layout, f"{name}_nncf_int8") if cfg.run_litert else [])]
 
 
 def _weights_file(layout: Layout, cfg: Config) -> list[str]:
@@ -69,7 +82,21 @@ def _declared_rows(layout: Layout, cfg: Config) -> list[str]:
 def _report_inputs(layout: Layout, cfg: Config) -> list[str]:
     extra = sorted(layout.device_dir.glob("*.json")) + sorted(layout.companion("latency").glob("latency_*.json"))
     return ([layout.rel(layout.record(rel)) for rel in _declared_rows(layout, cfg)] + _rel(layout, layout.best)
+            + [rel for rel in map(layout.rel, map(layout.explanation, _declared_rows(layout, cfg)))
+               if layout.path(rel).is_file()]
             + [str(p.resolve()) for p in extra])  # absolute: the latency tables live beside the run
+
+
+def _explain_inputs(layout: Layout, cfg: Config) -> list[str]:
+    from .explain import explained_rows
+
+    return [spec for rel in explained_rows(layout, cfg) for spec in (rel, f"{layout.rel(layout.record(rel))}#build")]
+
+
+def _explain_outputs(layout: Layout, cfg: Config) -> list[str]:
+    from .explain import explained_rows
+
+    return [layout.rel(layout.explanation(rel)) for rel in explained_rows(layout, cfg)]
 
 
 def _bundle_candidates(layout: Layout, cfg: Config) -> list[str]:
@@ -103,16 +130,16 @@ STAGES = {s.name: s for s in [
           records=lambda la, c: _rel(la, *map(la.tflite, VARIANTS))),
     Stage("litert", "pipeline.litert:litert_stage", needs=("export",), keys=EVAL_KEYS | CALIB_KEYS | GATE_KEYS
           | {"pt2e_algorithm"}, inputs=lambda la, c: _rel(la, la.best, la.onnx, la.tflite("fp32")),
-          outputs=lambda la, c: _rel(la, la.tflite("fp32_litert"), la.tflite("nncf_int8")),
-          records=lambda la, c: _rel(la, la.tflite("fp32_litert"), la.tflite("nncf_int8"))),
+          outputs=lambda la, c: _rel(la, la.tflite("fp32_litert"), *_nncf_int8(la, "nncf_int8")),
+          records=lambda la, c: _rel(la, la.tflite("fp32_litert"), *_nncf_int8(la, "nncf_int8"))),
     Stage("quantize", "pipeline.compress:quantize_stage", needs=("export",),
           keys=EVAL_KEYS | CALIB_KEYS | GATE_KEYS | FINETUNE_KEYS | {"quant_preset", "ignored_scope", "qat",
                                                                      "qat_epochs", "qat_lr", "pt2e_algorithm",
                                                                      "run_litert"},
           inputs=lambda la, c: _rel(la, la.onnx, la.best),
-          outputs=lambda la, c: _rel(la, la.quant("ptq_int8.onnx"), *_qat_rows(la, c), *(
+          outputs=lambda la, c: _rel(la, *_ptq(la), *_qat_rows(la, c), *(
               [la.quant("qat_nncf.pt"), la.quant("qat.pt"), la.quant("qat.onnx")] if c.qat else [])),
-          records=lambda la, c: _rel(la, la.quant("ptq_int8.onnx"), *_qat_rows(la, c))),
+          records=lambda la, c: _rel(la, *_ptq(la), *_qat_rows(la, c))),
     Stage("prune_structured", "pipeline.compress:prune_structured_stage", needs=("export",),
           keys=EVAL_KEYS | CALIB_KEYS | GATE_KEYS | FINETUNE_KEYS | {"structured_ratio", "structured_importance",
                                                                      "structured_epochs", "structured_lr",
@@ -124,6 +151,8 @@ STAGES = {s.name: s for s in [
                                                                      "pt2e_algorithm", "run_litert"},
           inputs=lambda la, c: _rel(la, la.onnx, la.best), outputs=lambda la, c: _rel(la, *_magnitude(la, c)),
           records=lambda la, c: _rel(la, *_magnitude(la, c)[2:])),
+    Stage("explain", "pipeline.explain:explain_stage", needs=("convert",), keys=EVAL_KEYS | {"explain_images"},
+          inputs=lambda la, c: _explain_inputs(la, c), outputs=lambda la, c: _explain_outputs(la, c), sections=()),
     Stage("benchmark", "pipeline.benchmark:benchmark_stage", needs=("export",),
           keys=frozenset({"bench_runs", "bench_warmup", "bench_threads", "image_size", "in_channels",
                           "data_source"}),
@@ -132,7 +161,7 @@ STAGES = {s.name: s for s in [
     Stage("report", "pipeline.report:report_stage", needs=(), keys=frozenset({"max_size_mib"}),
           inputs=_report_inputs, sections=(), uses_data=False,
           outputs=lambda la, c: _rel(la, *(la.report_dir / f for f in ("report.json", "report.md", "report.html",
-                                                                        "pareto.png")))),
+                                                                        "pareto.png", "layers.png")))),
     Stage("bundle", "pipeline.bundle:bundle_stage", needs=("convert",),
           keys=EVAL_KEYS | {"bundle_models", "bundle_images", "bench_runs", "bench_warmup"}, inputs=_bundle_inputs, outputs=_bundle_outputs,
           sections=()),

@@ -59,6 +59,43 @@ def ptq_onnx(model, calib: np.ndarray, preset: str = "performance", ignored: lis
                          subset_size=len(items), ignored_scope=_ignored_scope(model, ignored or []))
 
 
+def ptq_onnx_with_accuracy_control(model, calib: np.ndarray, val_x: np.ndarray, val_y: np.ndarray, max_drop: float,
+                                   preset: str = "performance", ignored: list[str] | None = None,
+                                   max_float_layers: int = 4):
+    """NNCF PTQ with accuracy control of a float ONNX model: quantize, rank the quantizer groups by how much
+    reverting each to float restores top-1 on the validation images, revert in rank order until the drop is at most
+    `max_drop` (a fraction: 0.01 = 1 point) or `max_float_layers` are float. -> int8 QDQ ModelProto (mixed)."""
+    import nncf
+    import onnxruntime as ort
+    from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
+
+    dim0 = model.graph.input[0].type.tensor_type.shape.dim[0]
+    batch = dim0.dim_value if dim0.HasField("dim_value") else 32
+    name = model.graph.input[0].name
+    labelled = list(zip(_batches(val_x, batch), _batches(val_y, batch)))
+
+    def validate(candidate, items) -> tuple[float, list[float]]:
+        session = ort.InferenceSession(candidate.SerializeToString(), providers=["CPUExecutionProvider"])
+        per_item = [float((session.run(None, {name: x})[0].argmax(1) == y).mean()) for x, y in items]
+        sizes = [len(y) for _, y in items]
+        return float(np.average(per_item, weights=sizes)) if per_item else 0.0, per_item
+
+    calib_items = _batches(calib, batch)
+    return nncf.quantize_with_accuracy_control(
+        model, nncf.Dataset(calib_items, lambda a: {name: a}), nncf.Dataset(labelled, lambda item: {name: item[0]}),
+        validate, max_drop=max_drop, preset=_preset(preset), subset_size=len(calib_items),
+        ignored_scope=_ignored_scope(model, ignored or []),
+        advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(
+            max_num_iterations=max_float_layers))
+
+
+def float_nodes_onnx(model) -> list[str]:
+    """Conv / Gemm / MatMul nodes of a QDQ ONNX model whose weights are not dequantized from int8: float layers."""
+    produced_by = {out: n.op_type for n in model.graph.node for out in n.output}
+    return [n.name for n in model.graph.node if n.op_type in ("Conv", "Gemm", "MatMul")
+            and len(n.input) > 1 and produced_by.get(n.input[1]) != "DequantizeLinear"]
+
+
 # --- quantization-aware training (torch) ---------------------------------------------------------------------------
 
 def qat_model(model: nn.Module, calib: np.ndarray, preset: str = "performance",

@@ -17,8 +17,8 @@ SMALL = ["model=resnet18", "width=0.25", "stem=imagenet", "image_size=28", "pres
          "train_subset=6000", "epochs=3", "lr=0.1", "eval_subset=1000", "finetune_subset=3000", "structured_ratio=0.25",
          "structured_epochs=3", "structured_lr=0.05", "prune_ratio=0.3", "prune_epochs=1", "qat=true", "bench_runs=5",
          "bench_threads=1,2", "name=small"]
-STAGES = ["train", "export", "convert", "litert", "quantize", "prune_structured", "prune_magnitude", "benchmark",
-          "report", "bundle"]
+STAGES = ["train", "export", "convert", "litert", "quantize", "prune_structured", "prune_magnitude", "explain",
+          "benchmark", "report", "bundle"]
 ROWS = ["onnx/model.onnx", "tflite/fp32.tflite", "tflite/fp16.tflite", "tflite/dynamic_range.tflite",
         "tflite/int8.tflite", "tflite/fp32_litert.tflite", "tflite/nncf_int8.tflite", "quant/ptq_int8.onnx",
         "quant/qat_int8.onnx", "tflite/qat_fp32.tflite", "tflite/qat_int8.tflite", "tflite/qat_nncf_int8.tflite",
@@ -92,6 +92,12 @@ def test_run_killed_then_continued_cached_and_forced(tmp_path, capsys):
     assert "| tflite/int8.tflite | tflite | int8 |" in md and report["recommended"] in ROWS
     assert f"Recommended phone file: {report['recommended']}" in md
     assert (run / "report" / "pareto.png").read_bytes()[:4] == b"\x89PNG"
+    int8_rows = [rel for rel in ROWS if rel.endswith("int8.tflite")]
+    explained = sorted(str(p.relative_to(run / "explain")) for p in (run / "explain").rglob("*.tflite.json"))
+    assert explained == sorted(f"{rel}.json" for rel in int8_rows)  # every int8 phone file, per layer
+    assert md.count("vs tflite/fp32_litert.tflite") == 1 and "tflite/int8.tflite vs tflite/fp32.tflite" in md
+    assert "## Per-layer int8 error (explain)" in md and "pruned30_nncf_int8.tflite vs explain/refs/pruned30_fp32" in md
+    assert (run / "report" / "layers.png").read_bytes()[:4] == b"\x89PNG"
     bundled = sorted(p.name for p in (run / "device_bundle" / "models").iterdir())
     assert bundled == ["fp32.tflite", "int8.tflite", "nncf_int8.tflite", "pruned30_int8.tflite",
                        "pruned30_nncf_int8.tflite", "qat_int8.tflite", "qat_nncf_int8.tflite",

@@ -1,0 +1,143 @@
+"""Per-layer int8 error (explain), the automatic float fallback (quant_fallback=auto) and the calibration data check,
+on copies of the tiny trained run at the default gates."""
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import copy_run
+
+from pipeline.checkpoint import derived_checkpoint, load_checkpoint, model_from_checkpoint, save_checkpoint
+from pipeline.cli import main
+from pipeline.data import Normalization, check_calibration
+from pipeline.errors import EdgeError
+from pipeline.precision import tflite_ops
+from pipeline.run import run_one
+
+OUTLIER = 1000.0
+
+
+def read(cfg, rel: str, kind: str = "results") -> dict:
+    return json.loads((cfg.run_dir / kind / f"{rel}.json").read_text())
+
+
+def plant_outlier(cfg) -> None:
+    """Make one activation hard to quantize without changing what the float model computes: channel 0 of layer1.0's
+    bn1 output scaled by OUTLIER (ReLU commutes with a positive scale) and conv2's weights that read it divided by
+    the same, so one per-tensor int8 scale must cover that channel and the ordinary ones. Re-exported."""
+    best = cfg.run_dir / "train" / "best.pt"
+    parent = load_checkpoint(best)
+    model = model_from_checkpoint(parent)
+    block = model.layer1[0]
+    with torch.no_grad():
+        block.bn1.weight[0] *= OUTLIER
+        block.bn1.bias[0] *= OUTLIER
+        block.conv2.weight[:, 0] /= OUTLIER
+    save_checkpoint(derived_checkpoint(parent, model), best)
+    assert run_one("export", cfg) == 0  # the float model is unchanged: the ONNX parity gate still passes
+
+
+@pytest.fixture(scope="module")
+def outlier_run(tiny_run, tmp_path_factory):
+    cfg = copy_run(tiny_run, tmp_path_factory.mktemp("outlier"), "outlier", run_structured=False,
+                   run_magnitude=False)
+    plant_outlier(cfg)
+    with pytest.raises(EdgeError, match=r"nncf_int8.tflite: top-1 drop FAILED.*repaired: "
+                                        r"tflite/nncf_int8_fallback.tflite pass"):
+        run_one("litert", cfg)
+    return cfg
+
+
+def test_explain_a_good_int8_file(tiny_run, tmp_path):
+    cfg = copy_run(tiny_run, tmp_path, "explained")
+    assert main(["explain", str(cfg.run_dir / "tflite" / "int8.tflite")]) == 0
+    result = read(cfg, "tflite/int8.tflite", "explain")
+    assert result["reference"] == "tflite/fp32.tflite" and result["images"] == 64 and result["unmatched"] == 0
+    layers = result["layers"]
+    assert len(layers) >= 30 and all(lay["int8"] for lay in layers)  # onnx2tf's int8: every op output int8
+    assert sum(lay["op"] == "CONV_2D" for lay in layers) == 20 and layers[-1]["op"] == "FULLY_CONNECTED"
+    assert min(lay["snr_db"] for lay in layers) >= 20 and min(lay["cosine"] for lay in layers) > 0.99
+    assert result["verdict"].startswith("no layer below 20 dB")
+    assert len(result["worst"]) == 5 and result["layers"][result["worst"][0]]["snr_added_db"] == min(
+        lay["snr_added_db"] for lay in layers)
+
+
+def test_explain_ranks_the_hard_layer_worst(outlier_run, tiny_run):
+    assert run_one("explain", outlier_run) == 0
+    result = read(outlier_run, "tflite/nncf_int8.tflite", "explain")
+    assert result["reference"] == "tflite/fp32_litert.tflite" and result["unmatched"] == 0
+    worst = result["layers"][result["worst"][0]]
+    assert worst["layer"] == "layer1.0.conv2" and worst["op"] == "CONV_2D"  # the conv that reads the outlier
+    assert worst["snr_added_db"] < 10 and result["verdict"].startswith("layer1.0.conv2 (CONV_2D")
+    # the same layer is unremarkable in the untouched model's file: the ranking is the outlier's doing
+    run_one("litert", copy_run(tiny_run, outlier_run.run_dir.parent, "clean", run_structured=False,
+                               run_magnitude=False))
+    clean = main(["explain", str(outlier_run.run_dir.parent / "clean" / "tflite" / "nncf_int8.tflite")])
+    assert clean == 0
+    layers = json.loads((outlier_run.run_dir.parent / "clean" / "explain" / "tflite" / "nncf_int8.tflite.json")
+                        .read_text())["layers"]
+    assert next(lay for lay in layers if lay["layer"] == "layer1.0.conv2")["snr_added_db"] > 25
+
+
+def test_fallback_turns_a_failed_int8_file_into_a_passing_one(outlier_run):
+    int8 = read(outlier_run, "tflite/nncf_int8.tflite")
+    drop = {g["name"]: g for g in int8["gates"]}["top-1 drop"]
+    assert drop["threshold"] == 1.0 and not drop["passed"] and drop["value"] > 10  # the default gate, failed
+    fixed = read(outlier_run, "tflite/nncf_int8_fallback.tflite")
+    gate = {g["name"]: g for g in fixed["gates"]}["top-1 drop"]
+    assert gate["threshold"] == 1.0 and gate["passed"] and fixed["build"]["repairs"] == "tflite/nncf_int8.tflite"
+    assert fixed["build"]["float_layers"][0] == "layer1.0.conv2" and len(fixed["build"]["float_layers"]) <= 4
+    assert fixed["build"]["precision"] == "mixed" and fixed["evaluation"]["parent"] == "train/best.pt"
+    ops = tflite_ops(outlier_run.run_dir / "tflite" / "nncf_int8_fallback.tflite")
+    convs = [o for o in ops if o["op"] in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")]
+    floats = [o for o in convs if o["outputs"] == ["FLOAT32"]]
+    assert 1 <= len(floats) <= 2 * len(fixed["build"]["float_layers"]) and len(convs) - len(floats) >= 15
+
+    assert main(["report", str(outlier_run.run_dir)]) == 0
+    rows = {r["artifact"]: r for r in json.loads((outlier_run.run_dir / "report" / "report.json").read_text())["rows"]}
+    assert rows["tflite/nncf_int8.tflite"]["status"] == "gate"
+    assert rows["tflite/nncf_int8_fallback.tflite"]["status"] == "pass"
+    md = (outlier_run.run_dir / "report" / "report.md").read_text()
+    assert "tflite/nncf_int8_fallback.tflite: the repair of tflite/nncf_int8.tflite (quant_fallback=auto): " in md
+    assert "kept in float (layer1.0.conv2" in md
+
+    off = dataclasses.replace(outlier_run, quant_fallback="off")
+    with pytest.raises(EdgeError, match="nncf_int8.tflite: top-1 drop FAILED"):
+        run_one("litert", off)
+    assert not (outlier_run.run_dir / "tflite" / "nncf_int8_fallback.tflite").exists()  # a stale repair goes
+    assert not (outlier_run.run_dir / "results" / "tflite" / "nncf_int8_fallback.tflite.json").exists()
+
+
+def test_calibration_images_are_checked(fmnist, tiny_run, tmp_path):
+    real = np.asarray(fmnist.calibration.images[:300])
+    check_calibration(real, fmnist.norm, 28)  # the training split's own images pass
+    with pytest.raises(EdgeError, match=r"^calibration: 300 of 300 calibration images are constant \(300 all black\)"):
+        check_calibration(np.zeros_like(real), fmnist.norm, 28)
+    with pytest.raises(EdgeError, match="calibration: images are not normalised like training"):
+        check_calibration(real, Normalization((0.9,), (0.05,)), 28)
+
+    from pipeline.stage import Context, run_stage
+    from pipeline.stages import STAGES
+
+    black = dataclasses.replace(fmnist, calibration=dataclasses.replace(fmnist.calibration, images=np.zeros_like(
+        np.asarray(fmnist.calibration.images))))
+    cfg = copy_run(tiny_run, tmp_path, "black")
+    before = (cfg.run_dir / "tflite" / "int8.tflite").read_bytes()
+    entry = run_stage(STAGES["convert"], Context(cfg, data=black))
+    assert entry["status"] == "failed" and entry["error"].startswith("calibration: 300 of 300 calibration images")
+    assert "\n" not in entry["error"]
+    assert (cfg.run_dir / "tflite" / "int8.tflite").read_bytes() == before  # nothing already produced is lost
+
+
+def test_accuracy_control_repairs_the_qdq_onnx(outlier_run):
+    """NNCF's own loop (quantize_with_accuracy_control) for the QDQ ONNX file, at the default gate."""
+    with pytest.raises(EdgeError, match=r"quant/ptq_int8.onnx: top-1 drop FAILED"):
+        run_one("quantize", outlier_run)
+    ptq = read(outlier_run, "quant/ptq_int8.onnx")
+    assert not {g["name"]: g for g in ptq["gates"]}["top-1 drop"]["passed"]
+    fixed = read(outlier_run, "quant/ptq_int8_fallback.onnx")
+    gate = {g["name"]: g for g in fixed["gates"]}["top-1 drop"]
+    assert gate["threshold"] == 1.0 and gate["passed"] and fixed["build"]["repairs"] == "quant/ptq_int8.onnx"
+    assert 1 <= len(fixed["build"]["float_layers"]) <= 4 and fixed["build"]["precision"] == "int8"
