@@ -80,8 +80,10 @@ def run_onnx2tf(onnx_path: Path, workdir: Path, calib: np.ndarray, norm: Normali
 
 
 def convert_tflite(onnx_path: Path, out_dir: Path, calib_u8: np.ndarray, norm: Normalization, image_size: int,
-                   variants: tuple[str, ...] = tuple(VARIANTS), prefix: str = "") -> dict[str, Path]:
-    """Write out_dir/<prefix><variant>.tflite for each variant; returns their paths (gated by the caller)."""
+                   variants: tuple[str, ...] = tuple(VARIANTS), prefix: str = "",
+                   keep_saved_model: Path | None = None) -> dict[str, Path]:
+    """Write out_dir/<prefix><variant>.tflite for each variant; returns their paths (gated by the caller).
+    keep_saved_model: a folder to copy onnx2tf's SavedModel into (the int8 fallback quantizes it again)."""
     if not Path(onnx_path).is_file():
         raise EdgeError(f"{onnx_path}: ONNX file missing; run `resnet-edge export` first")
     unknown = set(variants) - set(VARIANTS)
@@ -101,7 +103,57 @@ def convert_tflite(onnx_path: Path, out_dir: Path, calib_u8: np.ndarray, norm: N
                 raise EdgeError(f"{onnx_path}: onnx2tf produced no {variant} file ({reason})")
             paths[variant] = atomic_write(out_dir / f"{prefix}{variant}.tflite",
                                           lambda t, src=produced: shutil.copyfile(src, t))
+        if keep_saved_model is not None:
+            shutil.copytree(tf_dir, keep_saved_model, ignore=shutil.ignore_patterns("*.tflite"))
     return paths
+
+
+def requantize(saved_model: Path, out: Path, calib_u8: np.ndarray, norm: Normalization, image_size: int,
+               float_tensors: list[str]) -> Path:
+    """onnx2tf's SavedModel quantized again by TFLite's converter, the ops whose output tensors are named in
+    `float_tensors` (names in the int8 file onnx2tf made from that SavedModel) kept in float: the deny list of
+    TFLite's QuantizationDebugger, the documented way. Calibrated on the same images; float input and output."""
+    import tensorflow as tf
+
+    calib = calibration_nhwc(calib_u8, image_size)
+    channels = calib.shape[-1]
+    calib = (calib - np.asarray(norm.mean, np.float32).reshape(1, 1, 1, channels)) / \
+        np.asarray(norm.std, np.float32).reshape(1, 1, 1, channels)
+
+    def images():
+        for i in range(len(calib)):
+            yield [calib[i: i + 1]]
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = images
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
+        debugger = tf.lite.experimental.QuantizationDebugger(
+            converter=converter, debug_dataset=images,
+            debug_options=tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=list(float_tensors)))
+        model = debugger.get_nondebug_quantized_model()
+    return atomic_write(out, lambda tmp: Path(tmp).write_bytes(model))
+
+
+def gated_int8(ctx, onnx_path: Path, int8: Path, saved_model: Path, build: dict, compressed: bool = False) -> dict:
+    """onnx2tf's int8 file evaluated and gated; with quant_fallback=auto a failed top-1 gate gets a repaired sibling,
+    <int8>_fallback.tflite, its worst layers (and the convs only they read) in float (pipeline.fallback)."""
+    from . import fallback
+    from .evaluate import assess
+
+    fallback.clear(ctx.layout, int8)
+    record = assess(ctx, int8, parent=onnx_path, compressed=compressed, build=build)
+    if ctx.cfg.quant_fallback == "auto" and fallback.failed_top1(record):
+        def float_layers(layers: list[dict], out: Path) -> None:
+            names = [t["tensor"] for lay in layers for t in [lay, *lay["sole_producers"]]]
+            requantize(saved_model, out, ctx.calib_u8, ctx.data.norm, ctx.cfg.image_size, list(dict.fromkeys(names)))
+
+        sibling = int8.with_name(int8.name.replace("int8.tflite", "fp32.tflite"))
+        fallback.repair(ctx, int8, sibling, fallback.validation_top1(ctx, onnx_path), float_layers,
+                        lambda lay: lay["layer"], onnx_path, {**build, "method": f"{build['method']} -> TFLite "
+                                                              f"converter, deny list"}, compressed)
+    return record
 
 
 def convert_stage(ctx) -> None:
@@ -111,7 +163,14 @@ def convert_stage(ctx) -> None:
 
     layout = ctx.layout
     ctx.require(layout.onnx, "export")
-    paths = convert_tflite(layout.onnx, layout.tflite_dir, ctx.calib_u8, ctx.data.norm, ctx.cfg.image_size)
-    for variant, path in paths.items():
-        assess(ctx, path, parent=layout.onnx, build={"method": f"onnx2tf {variant}", "calibration": ctx.calibration,
-                                                     "macs": ctx.dense_macs})
+    layout.tflite_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".savedmodel-", dir=layout.tflite_dir) as tmp:
+        saved = Path(tmp) / "saved_model"
+        paths = convert_tflite(layout.onnx, layout.tflite_dir, ctx.calib_u8, ctx.data.norm, ctx.cfg.image_size,
+                               keep_saved_model=saved)
+        for variant, path in paths.items():
+            build = {"method": f"onnx2tf {variant}", "calibration": ctx.calibration, "macs": ctx.dense_macs}
+            if variant == "int8":
+                gated_int8(ctx, layout.onnx, path, saved, build)
+            else:
+                assess(ctx, path, parent=layout.onnx, build=build)

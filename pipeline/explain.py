@@ -155,6 +155,7 @@ def explain(artifact: Path, reference: Path, images: np.ndarray) -> dict:
     noise = {t: e.relative_noise for t, e in errors.items()}
     counts = defaultdict(int)
     totals = defaultdict(int)
+    producer = {q["tensor"]: i for i, (q, _) in enumerate(pairs)}  # tensor -> the row that writes it
     for q, _ in pairs:
         totals[q["op"]] += 1
     rows = []
@@ -169,7 +170,8 @@ def explain(artifact: Path, reference: Path, images: np.ndarray) -> dict:
                      "int8": q["dtype"] in ("int8", "uint8"), "snr_db": round(e.snr_db, 2),
                      "snr_added_db": round(min(CAPPED_DB, -10 * math.log10(added)) if added > 0 else CAPPED_DB, 2),
                      "cosine": round(e.cosine, 6), "max_abs_err": float(f"{e.max_abs:.6g}"),
-                     "tensor": q["name"][:200], "reference_tensor": r["name"][:200]})
+                     "tensor": q["name"], "reference_tensor": r["name"],
+                     "reads": [producer[t] for t in q["inputs"] if t in producer]})
     worst = sorted(range(len(rows)), key=lambda i: rows[i]["snr_added_db"])[:5]
     return {"artifact": str(artifact), "reference": str(reference), "images": int(len(images)),
             "input_snr_db": round(errors[inputs[0][0]].snr_db, 2), "layers": rows, "worst": worst,
@@ -196,7 +198,7 @@ def reference_for(ctx, rel: str) -> Path:
     layout = ctx.layout
     record = records.read(layout, rel)
     if "litert-torch" not in ((record.get("build") or {}).get("method") or ""):
-        sibling = layout.path(rel.replace("int8.tflite", "fp32.tflite"))
+        sibling = layout.path(rel.replace("_fallback", "").replace("int8.tflite", "fp32.tflite"))
         if not sibling.is_file():
             raise EdgeError(f"{rel}: no float sibling {layout.rel(sibling)} to explain it against; name one with "
                             f"reference=")

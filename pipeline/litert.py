@@ -60,30 +60,16 @@ def cross_check(ctx, onnx2tf: Path, litert: Path) -> dict:
                          ctx.layout.rel(litert): compare(b, torch_logits)["max_abs_diff"]}}
 
 
-def fallback_path(int8: Path) -> Path:
-    return int8.with_name(f"{int8.stem}_fallback.tflite")
-
-
-def fallbacks(layout, *int8: Path) -> list[Path]:
-    """The repaired files (quant_fallback) that exist for these int8 rows: they are rows only when made."""
-    return [fallback_path(p) for p in int8 if layout.record(fallback_path(p)).is_file()]
-
-
-def _clear_fallback(layout, int8: Path) -> None:
-    """A new int8 file makes its old repair stale: file, record and explanation go."""
-    fixed = fallback_path(int8)
-    for stale in (fixed, layout.record(fixed), layout.explanation(fixed)):
-        stale.unlink(missing_ok=True)
-
-
 def quantize_gated(ctx, model, out: Path, parent: Path, build: dict, compressed: bool = False) -> dict:
     """NNCF PT2E int8 of `model` -> `out`, evaluated and gated; with quant_fallback=auto a file that fails its top-1
-    gate gets a repaired sibling, <out>_fallback.tflite (see `repair`). Returns the int8 file's record."""
-    from . import records
+    gate gets a repaired sibling, <out>_fallback.tflite, with its worst modules in float (pipeline.fallback).
+    Returns the int8 file's record."""
+    from . import fallback
     from .evaluate import assess
+    from .explain import reference_for
 
     layout, cfg = ctx.layout, ctx.cfg
-    _clear_fallback(layout, out)
+    fallback.clear(layout, out)
     convert_int8(model, ctx.calib, out, cfg.pt2e_algorithm)
     build = {**build, "calibration": ctx.calibration}
     if compressed:
@@ -91,45 +77,17 @@ def quantize_gated(ctx, model, out: Path, parent: Path, build: dict, compressed:
 
         build["sparsity_tflite_int8"] = tflite_weight_sparsity(out)["zero_share"]
     record = assess(ctx, out, parent=parent, compressed=compressed, build=build)
-    if cfg.quant_fallback == "auto" and records.status(record)[0] == "gate" and any(
-            g["name"] == "top-1 drop" and not g["passed"] for g in record["gates"]):
-        repair(ctx, model, out, parent, build, compressed)
+    if cfg.quant_fallback == "auto" and fallback.failed_top1(record):
+        from .evaluate import predict
+        from .runners import TorchRunner
+
+        x, labels = ctx.val_set
+        top1 = float((predict(TorchRunner.from_model(model), x).argmax(1) == labels).mean())
+        fallback.repair(ctx, out, reference_for(ctx, layout.rel(out)), top1,
+                        lambda layers, path: convert_int8(model, ctx.calib, path, cfg.pt2e_algorithm,
+                                                          tuple(lay["module"] for lay in layers if lay["module"])),
+                        lambda lay: lay["module"] or lay["layer"], parent, build, compressed)
     return record
-
-
-def repair(ctx, model, failed: Path, parent: Path, build: dict, compressed: bool) -> Path:
-    """Quantize again keeping the worst layers in float, one more at a time up to max_float_layers, until the top-1
-    drop on the validation split is within the gate; the result is gated on the test split like any file. The
-    ranking is explain's (the noise each conv / fully-connected layer adds), measured on training images, and the
-    stopping rule on validation images: the test split only judges. NNCF's accuracy-control loop does the same
-    (rank once, revert in rank order, stop at max_drop)."""
-    from .evaluate import assess, predict
-    from .explain import WEIGHTED_OPS, explain
-    from .explain import reference_for as float_sibling
-    from .runners import TorchRunner, open_runner
-
-    layout, cfg = ctx.layout, ctx.cfg
-    ranked = explain(failed, float_sibling(ctx, layout.rel(failed)), ctx.calib[: cfg.explain_images])
-    layers = ranked["layers"]
-    order = sorted(range(len(layers)), key=lambda i: layers[i]["snr_added_db"])
-    names = list(dict.fromkeys(layers[i]["layer"] for i in order if layers[i]["op"] in WEIGHTED_OPS
-                               and layers[i]["module"]))[: cfg.max_float_layers]
-    if not names:
-        raise EdgeError(f"{failed.name}: no layer to keep in float (no torch module names in the file)")
-    x, labels = ctx.val_set
-    reference = float((predict(TorchRunner.from_model(model), x).argmax(1) == labels).mean())
-    out, tried = fallback_path(failed), []
-    for name in names:
-        tried.append(name)
-        convert_int8(model, ctx.calib, out, cfg.pt2e_algorithm, tuple(tried))
-        drop = 100 * (reference - float((predict(open_runner(out), x).argmax(1) == labels).mean()))
-        if drop <= cfg.max_int8_drop:
-            break
-    assess(ctx, out, parent=parent, compressed=compressed,
-           build={**build, "method": f"{build['method']}, {len(tried)} layer(s) in float", "repairs":
-                  layout.rel(failed), "float_layers": tried, "ranking": [layers[i]["layer"] for i in order[:10]],
-                  "validation_drop": round(drop, 3)})
-    return out
 
 
 def litert_stage(ctx) -> None:

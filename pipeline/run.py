@@ -85,10 +85,10 @@ def run_one(stage_name: str, cfg: Config) -> int:
 
 def _repair(layout, rel: str) -> str:
     """What quant_fallback made of a row that failed its gate, if anything."""
-    from .litert import fallback_path
+    from .fallback import fallback_path
 
     fixed = layout.rel(fallback_path(layout.path(rel)))
-    record = records.read(layout, fixed) if rel.endswith(".tflite") else {}
+    record = records.read(layout, fixed)
     if not record.get("build"):
         return ""
     return (f" (repaired: {fixed} {records.status(record)[0]} with "

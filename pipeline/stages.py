@@ -39,28 +39,38 @@ def _rel(layout: Layout, *paths: Path) -> list[str]:
 def _qat_rows(layout: Layout, cfg: Config) -> list[Path]:
     if not cfg.qat:
         return []
-    return [layout.quant("qat_int8.onnx"), layout.tflite("qat_fp32"), layout.tflite("qat_int8"),
+    return [layout.quant("qat_int8.onnx"), *_onnx2tf(layout, "qat_"),
             *(_nncf_int8(layout, "qat_nncf_int8") if cfg.run_litert else [])]
+
+
+def _onnx2tf(layout: Layout, prefix: str = "") -> list[Path]:
+    """onnx2tf's files (all four variants, or fp32 and int8 of a compressed model), and the int8 file's repair when
+    quant_fallback made one."""
+    from .fallback import existing
+
+    files = [layout.tflite(f"{prefix}{v}") for v in (VARIANTS if not prefix else ("fp32", "int8"))]
+    return [*files, *existing(layout, layout.tflite(f"{prefix}int8"))]
 
 
 def _ptq(layout: Layout) -> list[Path]:
     """NNCF's PTQ QDQ ONNX, and its accuracy-controlled repair when quant_fallback made one."""
-    fixed = layout.quant("ptq_int8_fallback.onnx")
-    return [layout.quant("ptq_int8.onnx"), *([fixed] if layout.record(fixed).is_file() else [])]
+    from .fallback import existing
+
+    return [layout.quant("ptq_int8.onnx"), *existing(layout, layout.quant("ptq_int8.onnx"))]
 
 
 def _nncf_int8(layout: Layout, name: str) -> list[Path]:
     """NNCF's PT2E int8 through litert-torch, and its repaired sibling when quant_fallback made one."""
-    from .litert import fallbacks
+    from .fallback import existing
 
-    return [layout.tflite(name), *fallbacks(layout, layout.tflite(name))]
+    return [layout.tflite(name), *existing(layout, layout.tflite(name))]
 
 
 def _derived(layout: Layout, name: str, cfg: Config) -> list[Path]:
     """The files a compressed checkpoint becomes: its checkpoint and ONNX export (intermediates), then the TFLite
     rows: onnx2tf's fp32 and int8, and NNCF's PT2E int8 through litert-torch."""
-    return [layout.quant(f"{name}.pt"), layout.quant(f"{name}.onnx"), layout.tflite(f"{name}_fp32"),
-            layout.tflite(f"{name}_int8"), *(_nncf_int8(layout, f"{name}_nncf_int8") if cfg.run_litert else [])]
+    return [layout.quant(f"{name}.pt"), layout.quant(f"{name}.onnx"), *_onnx2tf(layout, f"{name}_"),
+            *(_nncf_int8(layout, f"{name}_nncf_int8") if cfg.run_litert else [])]
 
 
 def _weights_file(layout: Layout, cfg: Config) -> list[str]:
@@ -126,8 +136,8 @@ STAGES = {s.name: s for s in [
           inputs=lambda la, c: _rel(la, la.best), outputs=lambda la, c: _rel(la, la.onnx),
           records=lambda la, c: _rel(la, la.onnx)),
     Stage("convert", "pipeline.convert:convert_stage", needs=("export",), keys=EVAL_KEYS | CALIB_KEYS | GATE_KEYS,
-          inputs=lambda la, c: _rel(la, la.onnx), outputs=lambda la, c: _rel(la, *map(la.tflite, VARIANTS)),
-          records=lambda la, c: _rel(la, *map(la.tflite, VARIANTS))),
+          inputs=lambda la, c: _rel(la, la.onnx), outputs=lambda la, c: _rel(la, *_onnx2tf(la)),
+          records=lambda la, c: _rel(la, *_onnx2tf(la))),
     Stage("litert", "pipeline.litert:litert_stage", needs=("export",), keys=EVAL_KEYS | CALIB_KEYS | GATE_KEYS
           | {"pt2e_algorithm"}, inputs=lambda la, c: _rel(la, la.best, la.onnx, la.tflite("fp32")),
           outputs=lambda la, c: _rel(la, la.tflite("fp32_litert"), *_nncf_int8(la, "nncf_int8")),

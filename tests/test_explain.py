@@ -141,3 +141,19 @@ def test_accuracy_control_repairs_the_qdq_onnx(outlier_run):
     gate = {g["name"]: g for g in fixed["gates"]}["top-1 drop"]
     assert gate["threshold"] == 1.0 and gate["passed"] and fixed["build"]["repairs"] == "quant/ptq_int8.onnx"
     assert 1 <= len(fixed["build"]["float_layers"]) <= 4 and fixed["build"]["precision"] == "int8"
+
+
+def test_fallback_for_onnx2tf_int8(outlier_run):
+    """onnx2tf's route: its SavedModel quantized again by TFLite's converter with explain's worst layer (and the
+    conv that only it reads) on the QuantizationDebugger's deny list."""
+    with pytest.raises(EdgeError, match=r"tflite/int8.tflite: top-1 drop FAILED.*repaired: "
+                                        r"tflite/int8_fallback.tflite pass with 1 layer"):
+        run_one("convert", outlier_run)
+    assert not {g["name"]: g for g in read(outlier_run, "tflite/int8.tflite")["gates"]}["top-1 drop"]["passed"]
+    fixed = read(outlier_run, "tflite/int8_fallback.tflite")
+    gate = {g["name"]: g for g in fixed["gates"]}["top-1 drop"]
+    assert gate["threshold"] == 1.0 and gate["passed"] and fixed["build"]["precision"] == "mixed"
+    assert fixed["build"]["float_layers"] == ["conv_2d 3/20"]  # layer1.0.conv2, onnx2tf's third conv
+    ops = tflite_ops(outlier_run.run_dir / "tflite" / "int8_fallback.tflite")
+    convs = [o for o in ops if o["op"] == "CONV_2D"]
+    assert [i for i, o in enumerate(convs) if o["outputs"] == ["FLOAT32"]] == [1, 2]  # layer1.0's two convs

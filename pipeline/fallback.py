@@ -1,0 +1,85 @@
+"""quant_fallback=auto: an int8 file that fails its top-1 gate is quantized again with its worst layers kept in
+float, one more at a time up to max_float_layers, until the top-1 drop on the validation split is within the gate.
+The ranking is explain's (the noise each conv / fully-connected layer adds, measured on training images); the stop
+rule looks at validation images; the test split only judges the result, as for every file. NNCF's own loop for ONNX
+(quantize_with_accuracy_control: rank once, revert in rank order, stop at max_drop) is followed, not reinvented.
+
+Each route says how to quantize with some layers in float: NNCF PT2E (pipeline.litert) by module name, onnx2tf's
+SavedModel through TFLite's QuantizationDebugger deny list (pipeline.convert) by op output name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from .errors import EdgeError
+
+
+def fallback_path(int8: Path) -> Path:
+    return int8.with_name(f"{int8.stem}_fallback{int8.suffix}")
+
+
+def existing(layout, *int8: Path) -> list[Path]:
+    """The repaired files that exist for these int8 rows: they are rows only when made."""
+    return [fallback_path(p) for p in int8 if layout.record(fallback_path(p)).is_file()]
+
+
+def clear(layout, int8: Path) -> None:
+    """A new int8 file makes its old repair stale: file, record and explanation go."""
+    fixed = fallback_path(int8)
+    for stale in (fixed, layout.record(fixed), layout.explanation(fixed)):
+        stale.unlink(missing_ok=True)
+
+
+def failed_top1(record: dict) -> bool:
+    return any(g["name"] == "top-1 drop" and not g["passed"] for g in record.get("gates") or [])
+
+
+def ranked(failed: Path, reference: Path, images) -> list[dict]:
+    """The file's conv and fully-connected layers, the one adding most noise first (pipeline.explain); each with
+    `sole_producers`: the conv layers whose output only it reads (a layer kept in float must not read int8)."""
+    from collections import Counter
+
+    from .explain import WEIGHTED_OPS, explain
+
+    layers = explain(failed, reference, images)["layers"]
+    readers = Counter(j for lay in layers for j in lay["reads"])
+    for lay in layers:
+        lay["sole_producers"] = [layers[j] for j in lay["reads"]
+                                 if readers[j] == 1 and layers[j]["op"] in WEIGHTED_OPS]
+    return sorted((lay for lay in layers if lay["op"] in WEIGHTED_OPS), key=lambda lay: lay["snr_added_db"])
+
+
+def repair(ctx, failed: Path, reference: Path, reference_top1: float, requantize: Callable[[list[dict], Path], None],
+           name: Callable[[dict], str], parent: Path, build: dict, compressed: bool) -> Path:
+    """Quantize again (`requantize(layers, out)`) with 1, 2, ... of the worst layers in float until the validation
+    drop against `reference_top1` is within max_int8_drop; the last try is evaluated and gated like any file."""
+    from .evaluate import assess, predict
+    from .runners import open_runner
+
+    layout, cfg = ctx.layout, ctx.cfg
+    candidates = ranked(failed, reference, ctx.calib[: cfg.explain_images])[: cfg.max_float_layers]
+    if not candidates:
+        raise EdgeError(f"{failed.name}: no conv or fully-connected layer to keep in float")
+    x, labels = ctx.val_set
+    out, tried = fallback_path(failed), []
+    for layer in candidates:
+        tried.append(layer)
+        requantize(tried, out)
+        drop = 100 * (reference_top1 - float((predict(open_runner(out), x).argmax(1) == labels).mean()))
+        if drop <= cfg.max_int8_drop:
+            break
+    assess(ctx, out, parent=parent, compressed=compressed,
+           build={**build, "method": f"{build['method']}, {len(tried)} layer(s) in float", "repairs":
+                  layout.rel(failed), "float_layers": [name(lay) for lay in tried],
+                  "validation_drop": round(drop, 3)})
+    return out
+
+
+def validation_top1(ctx, path: Path) -> float:
+    from .evaluate import predict
+    from .runners import open_runner
+
+    x, labels = ctx.val_set
+    return float((predict(open_runner(path), x).argmax(1) == labels).mean())
