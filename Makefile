@@ -35,7 +35,7 @@ demo: setup
 
 # The README's demo figures come from here: after `make demo` on a fresh clone, copy its report into docs/.
 demo-docs:
-	mkdir -p docs && cp runs/default/report/report.md docs/demo-report.md && cp runs/default/report/pareto.png docs/pareto.png
+	mkdir -p docs && cp runs/default/report/report.md docs/demo-report.md && cp runs/default/report/pareto.png docs/pareto.png && cp runs/default/report/layers.png docs/layers.png
 
 # Re-resolve the lock from pyproject.toml's ranges (needs the registry).
 lock:

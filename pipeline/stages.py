@@ -15,7 +15,8 @@ from .stage import Stage
 # What an evaluation (the test split), a calibration (the training split's subset) and a gate depend on.
 EVAL_KEYS = frozenset({"data_source", "data_root", "image_size", "eval_subset", "num_classes", "in_channels"})
 CALIB_KEYS = frozenset({"data_source", "data_root", "image_size", "val_size", "calib_size", "seed"})
-GATE_KEYS = frozenset({"max_int8_drop"})
+GATE_KEYS = frozenset({"max_int8_drop", "quant_fallback", "max_float_layers", "explain_images"})  # the gate, and
+# what quant_fallback does when an int8 file fails it
 FINETUNE_KEYS = frozenset({"batch_size", "optimizer", "momentum", "weight_decay", "label_smoothing", "augment",
                            "finetune_subset", "train_subset", "seed", "device", "val_size"})
 # Keys that change no stage's result: where the run lives, how fast it goes, notes.

@@ -102,6 +102,9 @@ def test_fallback_turns_a_failed_int8_file_into_a_passing_one(outlier_run):
     md = (outlier_run.run_dir / "report" / "report.md").read_text()
     assert "tflite/nncf_int8_fallback.tflite: the repair of tflite/nncf_int8.tflite (quant_fallback=auto): " in md
     assert "kept in float (layer1.0.conv2" in md
+    assert main(["bundle", str(outlier_run.run_dir)]) == 0  # the repaired file ships, the failed one does not
+    bundled = {p.name for p in (outlier_run.run_dir / "device_bundle" / "models").iterdir()}
+    assert "nncf_int8_fallback.tflite" in bundled and "nncf_int8.tflite" not in bundled
 
     off = dataclasses.replace(outlier_run, quant_fallback="off")
     with pytest.raises(EdgeError, match="nncf_int8.tflite: top-1 drop FAILED"):
