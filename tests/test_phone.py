@@ -44,8 +44,8 @@ def test_phone_preset_runs_torchvision_weights_at_224(tmp_path, fmnist, monkeypa
     manifest = json.loads((run / "manifest.json").read_text())
     cfg = manifest["config"]
     assert (cfg["image_size"], cfg["num_classes"], cfg["in_channels"], cfg["epochs"]) == (224, 1000, 3, 0)
-    assert list(manifest["stages"]) == ["train", "export", "convert", "litert", "quantize", "benchmark", "report",
-                                        "bundle"]
+    assert list(manifest["stages"]) == ["train", "export", "convert", "litert", "quantize", "explain", "benchmark",
+                                        "report", "bundle"]
 
     best = load_checkpoint(run / "train" / "best.pt")
     assert best["epoch"] == 0 and best["model_options"]["num_classes"] == 1000
