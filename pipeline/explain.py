@@ -12,6 +12,7 @@ token of the output tensor), k-th with k-th, then by (op, shape) for what is lef
 from __future__ import annotations
 
 import math
+import sys
 from collections import defaultdict, deque
 from pathlib import Path
 
@@ -237,5 +238,6 @@ def write_explanation(ctx, artifact: Path, reference: Path) -> dict:
 
 def explain_stage(ctx) -> None:
     """explain/<artifact>.json for every int8 TFLite row of the run."""
-    for rel in tqdm(explained_rows(ctx.layout, ctx.cfg), desc="explain", unit="file", leave=False):
+    rows = explained_rows(ctx.layout, ctx.cfg)
+    for rel in tqdm(rows, desc="explain", unit="file", leave=False, disable=not sys.stderr.isatty()):
         write_explanation(ctx, ctx.layout.path(rel), reference_for(ctx, rel))
