@@ -71,6 +71,13 @@ def test_explain_ranks_the_hard_layer_worst(outlier_run, tiny_run):
     worst = result["layers"][result["worst"][0]]
     assert worst["layer"] == "layer1.0.conv2" and worst["op"] == "CONV_2D"  # the conv that reads the outlier
     assert worst["snr_added_db"] < 10 and result["verdict"].startswith("layer1.0.conv2 (CONV_2D")
+    # every later layer inherits the damage; a layer that only passes it on is not blamed for it
+    layers = result["layers"]
+    inherited = next(lay for lay in layers if lay["layer"] == "layer2.1.conv1")
+    assert inherited["snr_db"] < 10 and inherited["snr_added_db"] > 20
+    by_added = sorted(range(len(layers)), key=lambda i: layers[i]["snr_added_db"])[:5]
+    by_output = sorted(range(len(layers)), key=lambda i: layers[i]["snr_db"])[:5]
+    assert result["worst"] == by_added != by_output
     # the same layer is unremarkable in the untouched model's file: the ranking is the outlier's doing
     run_one("litert", copy_run(tiny_run, outlier_run.run_dir.parent, "clean", run_structured=False,
                                run_magnitude=False))
