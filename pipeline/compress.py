@@ -81,7 +81,7 @@ def qat(ctx) -> None:
     layout, cfg = ctx.layout, ctx.cfg
     parent = load_checkpoint(ctx.require(layout.best, "train"))
     qmodel = nncf_ops.qat_model(model_from_checkpoint(parent), ctx.calib, cfg.quant_preset, _ignored(cfg))
-    history = fine_tune(qmodel, cfg, ctx.data, cfg.qat_epochs, cfg.qat_lr)
+    history = fine_tune(qmodel, cfg, ctx.data, cfg.qat_epochs, cfg.qat_lr, teacher=model_from_checkpoint(parent))
     qmodel.cpu().eval()
     save_checkpoint(derived_checkpoint(parent, model_from_checkpoint(parent), qat=nncf_ops.qat_state(qmodel),
                                        history=history), layout.quant("qat_nncf.pt"))
@@ -131,11 +131,12 @@ def prune_structured_stage(ctx) -> None:
     example = torch.from_numpy(ctx.eval_set.x[:1])
     macs_before = count_macs(model, example)
     stats = prune_channels(model, cfg.structured_ratio, example, cfg.structured_importance)
-    fine_tune(model, cfg, ctx.data, cfg.structured_epochs, cfg.structured_lr)
+    fine_tune(model, cfg, ctx.data, cfg.structured_epochs, cfg.structured_lr, teacher=model_from_checkpoint(parent))
     plain = model.cpu().eval()
     macs = count_macs(plain, example)
     build = {"method": "torch_pruning", "ratio": cfg.structured_ratio, "importance": cfg.structured_importance,
-             "epochs": cfg.structured_epochs, **stats, "macs_before": macs_before, "macs": macs,
+             "epochs": cfg.structured_epochs, "kd": {"alpha": cfg.kd_alpha, "temperature": cfg.kd_temperature},
+             **stats, "macs_before": macs_before, "macs": macs,
              "macs_cut": 1 - macs / macs_before}
     name = structured_name(cfg)
     ckpt = save_checkpoint(derived_checkpoint(parent, plain, compression=build), layout.quant(f"{name}.pt"))

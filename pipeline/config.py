@@ -81,6 +81,9 @@ class Config:
     structured_epochs: int = 2
     structured_lr: float = 0.02
     finetune_subset: int = 0  # > 0: fine-tuning epochs see that many training images (0: the whole split)
+    kd_alpha: float = 0.0  # structured-prune and QAT fine-tuning: weight of knowledge distillation from the dense
+    # fp32 model (loss = (1 - a) CE + a T^2 KL); 0 turns it off
+    kd_temperature: float = 4.0  # softens both models' predictions for the KL term
     # run (pipeline.run): which optional stages the chain includes
     run_structured: bool = True  # channel pruning at structured_ratio -> int8 TFLite (the fast phone variant)
     run_magnitude: bool = True  # NNCF magnitude pruning at prune_ratio -> int8 TFLite (the small download)
@@ -188,9 +191,11 @@ RANGES = {
     "structured_lr": (0.0, 10.0, "a learning rate"), "finetune_subset": (0, None, "images"),
     "bench_runs": (1, None, "runs"), "bench_warmup": (0, None, "runs"), "max_size_mib": (0.0, None, "MiB"),
     "bundle_images": (1, None, "images"), "image_size": (1, 4096, "pixels"),
-    "max_float_layers": (1, 64, "layers"), "explain_images": (1, None, "images"),
+    "max_float_layers": (1, 64, "layers"), "explain_images": (1, None, "images"), "kd_alpha": (0.0, 1.0, "a weight"),
+    "kd_temperature": (0.0, 100.0, "a temperature"),
 }
-OPEN_LOW = {"width", "lr", "qat_lr", "prune_lr", "structured_lr", "prune_ratio", "structured_ratio"}  # > low
+OPEN_LOW = {"kd_temperature", "width", "lr", "qat_lr", "prune_lr", "structured_lr", "prune_ratio",
+            "structured_ratio"}  # > low
 OPEN_HIGH = {"prune_ratio", "structured_ratio", "momentum"}  # < high
 # The stem and the three strided stages downsample 16x before the last stage (the small stem: 4x); below this the
 # last stage sees a single pixel and the model trains at chance.

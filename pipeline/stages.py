@@ -18,7 +18,8 @@ CALIB_KEYS = frozenset({"data_source", "data_root", "image_size", "val_size", "c
 GATE_KEYS = frozenset({"max_int8_drop", "quant_fallback", "max_float_layers", "explain_images"})  # the gate, and
 # what quant_fallback does when an int8 file fails it
 FINETUNE_KEYS = frozenset({"batch_size", "optimizer", "momentum", "weight_decay", "label_smoothing", "augment",
-                           "finetune_subset", "train_subset", "seed", "device", "val_size"})
+                           "finetune_subset", "train_subset", "seed", "device", "val_size", "kd_alpha",
+                           "kd_temperature"})
 # Keys that change no stage's result: where the run lives, how fast it goes, notes.
 NEUTRAL_KEYS = frozenset({"name", "runs_dir", "resume", "threads", "workers", "extra", "preset", "prune_method",
                           "run_structured", "run_magnitude", "amp", "channels_last", "compile"})  # run_litert: a key

@@ -188,8 +188,19 @@ def _autocast(rt: Runtime):
     return torch.autocast("cuda", dtype=rt.amp_dtype)
 
 
+def distillation_loss(logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor, alpha: float,
+                      temperature: float, label_smoothing: float = 0.0) -> torch.Tensor:
+    """(1 - alpha) CE(labels) + alpha T^2 KL(teacher/T || student/T) (Hinton et al.): T^2 keeps the soft term's
+    gradient on the scale of the hard one's as T grows."""
+    hard = F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
+    soft = F.kl_div(F.log_softmax(logits.float() / temperature, 1), F.log_softmax(teacher_logits.float() / temperature,
+                    1), reduction="batchmean", log_target=True)
+    return (1 - alpha) * hard + alpha * temperature ** 2 * soft
+
+
 def train_epoch(model, loader, opt, sched, scaler, rt: Runtime, cfg: Config, norm: Normalization, epoch: int,
-                small_images: bool, last_good: str) -> dict:
+                small_images: bool, last_good: str, teacher: nn.Module | None = None) -> dict:
+    """One epoch; with a teacher (eval mode, no grad, the same augmented inputs) the loss is distillation_loss."""
     model.train()
     if isinstance(loader.sampler, DistributedSampler):
         loader.sampler.set_epoch(epoch)
@@ -205,7 +216,13 @@ def train_epoch(model, loader, opt, sched, scaler, rt: Runtime, cfg: Config, nor
         y = labels.to(rt.device, non_blocking=True)
         with _autocast(rt):
             logits = model(x)
-            loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+            if teacher is None:
+                loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+            else:
+                with torch.no_grad():
+                    teacher_logits = teacher(x)
+                loss = distillation_loss(logits, teacher_logits, y, cfg.kd_alpha, cfg.kd_temperature,
+                                         cfg.label_smoothing)
         if not torch.isfinite(loss):
             raise EdgeError(f"epoch {epoch + 1} step {step + 1}: loss is {loss.item()}; training stopped "
                             f"(lower lr={cfg.lr}?); last good checkpoint: {last_good}")
@@ -412,14 +429,22 @@ def finish(layout: Layout, cfg: Config, rt: Runtime, data, test_split: ImageSet,
           f"({len(test_split)} images), {wall:.0f} s -> {layout.train_dir}", file=sys.stderr)
 
 
-def fine_tune(model: nn.Module, cfg: Config, data, epochs: int, lr: float, before_epoch=None) -> list[dict]:
+def fine_tune(model: nn.Module, cfg: Config, data, epochs: int, lr: float, before_epoch=None,
+              teacher: nn.Module | None = None) -> list[dict]:
     """A short run of the same loop on an already trained model (pruned, quantization-aware): cosine from `lr`,
     on `cfg.finetune_subset` training images per epoch (0: all); no checkpoints (the calling stage saves the
-    result). `before_epoch(epoch)` runs first each epoch, e.g. a pruning-ratio scheduler."""
+    result). `before_epoch(epoch)` runs first each epoch, e.g. a pruning-ratio scheduler. With `teacher` (the
+    dense fp32 model) and kd_alpha > 0 the student also learns the teacher's soft predictions."""
     run = dataclasses.replace(cfg, epochs=epochs, lr=lr, schedule="cosine", warmup_epochs=0.0)
     rt = setup_runtime(run)
     rt.channels_last = False  # NNCF-wrapped models trace their own layout
     model.to(rt.device)
+    if teacher is not None and cfg.kd_alpha > 0:
+        teacher = teacher.to(rt.device).eval()
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+    else:
+        teacher = None
     split = _subset(data.train, cfg.finetune_subset or cfg.train_subset)
     loader = make_loader(split, min(cfg.batch_size, len(split)), True, cfg.seed, 1, 0, cfg.workers, False)
     val_loader = make_loader(_subset(data.val, cfg.eval_subset), 512, False, cfg.seed, 1, 0, cfg.workers, False)
@@ -431,7 +456,7 @@ def fine_tune(model: nn.Module, cfg: Config, data, epochs: int, lr: float, befor
         if before_epoch is not None:
             before_epoch(epoch)
         stats = train_epoch(model, loader, opt, sched, scaler, rt, run, data.norm, epoch,
-                            data.name != "imagefolder", "none (fine-tuning)")
+                            data.name != "imagefolder", "none (fine-tuning)", teacher)
         val = evaluate_model(model, val_loader, rt, run, data.norm)
         history.append({"epoch": epoch + 1, **stats, "val_loss": val["loss"], "val_acc": val["acc"]})
         print(f"  fine-tune {epoch + 1}/{epochs}  loss {stats['train_loss']:.4f}  val_acc {val['acc']:.4f}",
