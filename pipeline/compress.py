@@ -130,14 +130,15 @@ def prune_structured_stage(ctx) -> None:
     model = model_from_checkpoint(parent)
     example = torch.from_numpy(ctx.eval_set.x[:1])
     macs_before = count_macs(model, example)
-    stats = prune_channels(model, cfg.structured_ratio, example, cfg.structured_importance)
+    stats = prune_channels(model, cfg.structured_ratio, example, cfg.structured_importance,
+                           cfg.structured_round_to)
     fine_tune(model, cfg, ctx.data, cfg.structured_epochs, cfg.structured_lr, teacher=model_from_checkpoint(parent))
     plain = model.cpu().eval()
     macs = count_macs(plain, example)
     build = {"method": "torch_pruning", "ratio": cfg.structured_ratio, "importance": cfg.structured_importance,
-             "epochs": cfg.structured_epochs, "kd": {"alpha": cfg.kd_alpha, "temperature": cfg.kd_temperature},
-             **stats, "macs_before": macs_before, "macs": macs,
-             "macs_cut": 1 - macs / macs_before}
+             "epochs": cfg.structured_epochs, "round_to": cfg.structured_round_to,
+             "kd": {"alpha": cfg.kd_alpha, "temperature": cfg.kd_temperature}, **stats, "macs_before": macs_before,
+             "macs": macs, "macs_cut": 1 - macs / macs_before}
     name = structured_name(cfg)
     ckpt = save_checkpoint(derived_checkpoint(parent, plain, compression=build), layout.quant(f"{name}.pt"))
     deliver(ctx, ckpt, name, build)

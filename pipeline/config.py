@@ -78,6 +78,8 @@ class Config:
     prune_lr: float = 0.01
     structured_ratio: float = 0.5  # torch-pruning: share of channels removed per prunable layer
     structured_importance: str = "l1"  # l1 | l2 filter magnitude
+    structured_round_to: int = 8  # keep channel counts multiples of this: XNNPACK's int8 kernels favour multiples of
+    # 8 (measured at 224 px, 70% of channels removed: 1.25-1.53 ms with 8, 2.17-2.51 ms with 1); 1 = exact ratio
     structured_epochs: int = 2
     structured_lr: float = 0.02
     finetune_subset: int = 0  # > 0: fine-tuning epochs see that many training images (0: the whole split)
@@ -192,6 +194,7 @@ RANGES = {
     "bench_runs": (1, None, "runs"), "bench_warmup": (0, None, "runs"), "max_size_mib": (0.0, None, "MiB"),
     "bundle_images": (1, None, "images"), "image_size": (1, 4096, "pixels"),
     "max_float_layers": (1, 64, "layers"), "explain_images": (1, None, "images"), "kd_alpha": (0.0, 1.0, "a weight"),
+    "structured_round_to": (1, 256, "channels"),
     "kd_temperature": (0.0, 100.0, "a temperature"),
 }
 OPEN_LOW = {"kd_temperature", "width", "lr", "qat_lr", "prune_lr", "structured_lr", "prune_ratio",

@@ -153,7 +153,7 @@ STAGES = {s.name: s for s in [
               [la.quant("qat_nncf.pt"), la.quant("qat.pt"), la.quant("qat.onnx")] if c.qat else [])),
           records=lambda la, c: _rel(la, *_ptq(la), *_qat_rows(la, c))),
     Stage("prune_structured", "pipeline.compress:prune_structured_stage", needs=("export",),
-          keys=EVAL_KEYS | CALIB_KEYS | GATE_KEYS | FINETUNE_KEYS | {"structured_ratio", "structured_importance",
+          keys=EVAL_KEYS | CALIB_KEYS | GATE_KEYS | FINETUNE_KEYS | {"structured_ratio", "structured_importance", "structured_round_to",
                                                                      "structured_epochs", "structured_lr",
                                                                      "pt2e_algorithm", "run_litert"},
           inputs=lambda la, c: _rel(la, la.onnx, la.best), outputs=lambda la, c: _rel(la, *_structured(la, c)),

@@ -13,9 +13,11 @@ from pipeline.errors import EdgeError
 IMPORTANCE = {"l1": 1, "l2": 2}
 
 
-def prune_channels(model: nn.Module, ratio: float, example: torch.Tensor, importance: str = "l1") -> dict:
-    """Remove `ratio` of the channels of every prunable layer (the classifier's outputs stay), in place.
-    Returns the parameter count before and after."""
+def prune_channels(model: nn.Module, ratio: float, example: torch.Tensor, importance: str = "l1",
+                   round_to: int = 1) -> dict:
+    """Remove `ratio` of the channels of every prunable layer (the classifier's outputs stay), in place, keeping
+    channel counts multiples of `round_to` (int8 kernels favour multiples of 8). Returns the parameter count before
+    and after."""
     import torch_pruning as tp
 
     if not 0 < ratio < 1:
@@ -26,7 +28,8 @@ def prune_channels(model: nn.Module, ratio: float, example: torch.Tensor, import
     before = sum(p.numel() for p in model.parameters())
     classifier = [m for m in model.modules() if isinstance(m, nn.Linear)]
     magnitude = tp.importance.MagnitudeImportance(p=IMPORTANCE[importance])
-    pruner = tp.pruner.MetaPruner(model, example, importance=magnitude, pruning_ratio=ratio, ignored_layers=classifier)
+    pruner = tp.pruner.MetaPruner(model, example, importance=magnitude, pruning_ratio=ratio, ignored_layers=classifier,
+                                  round_to=round_to if round_to > 1 else None)
     pruner.step()
     after = sum(p.numel() for p in model.parameters())
     print(f"  structured pruning {ratio:.0%} ({importance}): params {before:,} -> {after:,}", file=sys.stderr)

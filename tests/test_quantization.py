@@ -129,3 +129,19 @@ def test_quantization_modules_load_no_pipeline_stage():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split("\n")[0] == "['pipeline', 'pipeline.errors']"
+
+
+def test_channel_rounding_keeps_multiples_of_eight():
+    """structured_round_to: 70% of ResNet-18's channels removed leaves 19/38/76/153 per stage exactly, and
+    multiples of 8 with round_to=8 (what XNNPACK's int8 kernels favour)."""
+    from models import build_model
+    from quantization.structured import prune_channels
+
+    widths = {}
+    for round_to in (1, 8):
+        torch.manual_seed(0)
+        model = build_model("resnet18", num_classes=10, in_channels=1)
+        prune_channels(model, 0.7, torch.randn(1, 1, 64, 64), "l1", round_to)
+        widths[round_to] = [getattr(model, f"layer{i}")[0].conv1.out_channels for i in range(1, 5)]
+    assert widths[1] == [19, 38, 76, 153]
+    assert widths[8] == [16, 32, 72, 152] and all(w % 8 == 0 for w in widths[8])
