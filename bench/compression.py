@@ -21,8 +21,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline import records  # noqa: E402
-from pipeline.artifacts import atomic_write_json  # noqa: E402
 from pipeline.config import load_config, parse_overrides  # noqa: E402
+from benchkit import entry, write_table  # noqa: E402
 from pipeline.errors import EdgeError  # noqa: E402
 from pipeline.host import host  # noqa: E402
 from pipeline.layout import Layout  # noqa: E402
@@ -106,15 +106,9 @@ def main(argv: list[str]) -> int:
     for r in rows:
         if r["status"] != "pass":
             print(f"- {r['variant']} {r['artifact']}: {r['status']}: {r['reason']}")
-    path = atomic_write_json(out / "compression.json", {"run": str(source.root), "host": host(),
-                                                         "max_int8_drop": cfg.max_int8_drop, "rows": rows})
-    print(f"wrote {path}")
-    return 0
+    return write_table(out / "compression.json", {"run": str(source.root), "host": host(),
+                                                  "max_int8_drop": cfg.max_int8_drop, "rows": rows})
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main(sys.argv[1:]))
-    except EdgeError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    entry(main)

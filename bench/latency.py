@@ -22,12 +22,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.artifacts import atomic_write, atomic_write_json  # noqa: E402
+from pipeline.artifacts import atomic_write  # noqa: E402
 from pipeline.benchmark import benchmark  # noqa: E402
 from pipeline.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from pipeline.config import load_config, parse_bool, parse_overrides  # noqa: E402
 from pipeline.convert import convert_tflite  # noqa: E402
 from pipeline.data import eval_arrays, input_shape, load_data_for, preprocess  # noqa: E402
+from benchkit import entry, write_table  # noqa: E402
 from pipeline.errors import EdgeError  # noqa: E402
 from pipeline.export import export_onnx  # noqa: E402
 from pipeline.host import host  # noqa: E402
@@ -133,14 +134,8 @@ def main(argv: list[str]) -> int:
     table = {"run": str(run.root), "image_size": size, "in_channels": in_channels, "threads": threads,
              "runs": cfg.bench_runs, "warmup": cfg.bench_warmup, "host": host(), "rows": rows}
     print(latency_markdown(table))
-    path = atomic_write_json(out / f"latency_{size}.json", table)
-    print(f"wrote {path}")
-    return 0
+    return write_table(out / f"latency_{size}.json", table)
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main(sys.argv[1:]))
-    except EdgeError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    entry(main)

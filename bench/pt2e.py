@@ -16,10 +16,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.artifacts import atomic_write_json  # noqa: E402
 from pipeline.checkpoint import load_checkpoint, model_from_checkpoint  # noqa: E402
 from pipeline.config import load_config, parse_overrides  # noqa: E402
 from pipeline.data import load_data_for, preprocess  # noqa: E402
+from benchkit import entry, write_table  # noqa: E402
 from pipeline.errors import EdgeError  # noqa: E402
 from pipeline.evaluate import predict  # noqa: E402
 from pipeline.host import host  # noqa: E402
@@ -76,14 +76,8 @@ def main(argv: list[str]) -> int:
         print(f"| {r['algorithm']} | {r.get('calibration_batch', '-')} | {r.get('quantize_s', '-')} | "
               f"{r.get('convert_s', '-')} | {100 * r['val_top1']:.2f} | {100 * r['test_top1']:.2f} | "
               + (f"{100 * r['test_agreement']:.2f} |" if "test_agreement" in r else "- |"))
-    path = atomic_write_json(out / f"pt2e_{size}.json", {"run": str(run.root), "host": host(), "rows": rows})
-    print(f"wrote {path}")
-    return 0
+    return write_table(out / f"pt2e_{size}.json", {"run": str(run.root), "host": host(), "rows": rows})
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main(sys.argv[1:]))
-    except EdgeError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    entry(main)

@@ -10,10 +10,9 @@ import torch
 from . import fallback
 from .artifacts import atomic_write
 from .checkpoint import derived_checkpoint, load_checkpoint, model_from_checkpoint, save_checkpoint
-from .convert import convert_tflite, gated_int8
+from .convert import convert_gated
 from .evaluate import assess
 from .export import export_onnx
-from .runners import tflite_weight_sparsity
 from .stages import magnitude_name, structured_name
 from .summary import count_macs
 from .train import fine_tune
@@ -27,20 +26,9 @@ def deliver(ctx, checkpoint: Path, name: str, build: dict) -> None:
     """A compressed checkpoint -> quant/<name>.onnx (parity-checked) -> tflite/<name>_{fp32,int8}.tflite (onnx2tf),
     and with run_litert tflite/<name>_nncf_int8.tflite (NNCF PT2E + litert-torch), each evaluated and gated against
     the dense fp32 model."""
-    import tempfile
-
-    layout = ctx.layout
-    onnx_path = layout.quant(f"{name}.onnx")
+    onnx_path = ctx.layout.quant(f"{name}.onnx")
     export_onnx(checkpoint, onnx_path, ctx.eval_set.x[:64])
-    layout.tflite_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".savedmodel-", dir=layout.tflite_dir) as tmp:
-        saved = Path(tmp) / "saved_model"
-        paths = convert_tflite(onnx_path, layout.tflite_dir, ctx.calib_u8, ctx.data.norm, ctx.cfg.image_size,
-                               ("fp32", "int8"), prefix=f"{name}_", keep_saved_model=saved)
-        assess(ctx, paths["fp32"], parent=onnx_path, compressed=True, build=build)
-        sparsity = tflite_weight_sparsity(paths["int8"])["zero_share"]
-        gated_int8(ctx, onnx_path, paths["int8"], saved, {**build, "sparsity_tflite_int8": sparsity,
-                                                          "calibration": ctx.calibration}, compressed=True)
+    convert_gated(ctx, onnx_path, {"fp32": build, "int8": build}, prefix=f"{name}_", compressed=True)
     if ctx.cfg.run_litert:
         from .litert import deliver_int8
 
@@ -62,7 +50,7 @@ def quantize_stage(ctx) -> None:
     build = {"method": "nncf_ptq", "preset": cfg.quant_preset, "calibration": ctx.calibration,
              "macs": ctx.dense_macs}
     record = assess(ctx, out, parent=layout.onnx, build=build)
-    if cfg.quant_fallback == "auto" and fallback.failed_top1(record):
+    if fallback.wanted(ctx, record):
         x, labels = ctx.val_set  # NNCF's accuracy-control loop: ranked and stopped on validation images
         repaired = nncf_ops.ptq_onnx_with_accuracy_control(
             onnx.load(str(layout.onnx)), ctx.calib, x, labels, cfg.max_int8_drop / 100, cfg.quant_preset,

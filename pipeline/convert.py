@@ -20,6 +20,7 @@ from .errors import EdgeError
 
 # our variant name -> the suffix onnx2tf gives the file
 VARIANTS = {"fp32": "float32", "fp16": "float16", "dynamic_range": "dynamic_range_quant", "int8": "full_integer_quant"}
+CALIBRATED = ("dynamic_range", "int8")  # the variants onnx2tf makes in its calibrated (integer) pass
 # onnx2tf looks for this file in its working directory for static-batch RGB inputs and downloads it when absent.
 ONNX2TF_SAMPLE = "calibration_image_sample_data_20x128x128x3_float32.npy"
 
@@ -94,7 +95,7 @@ def convert_tflite(onnx_path: Path, out_dir: Path, calib_u8: np.ndarray, norm: N
         shutil.rmtree(stale, ignore_errors=True)
     with tempfile.TemporaryDirectory(prefix=f".onnx2tf-{prefix}", dir=out_dir) as tmp:
         tf_dir = run_onnx2tf(Path(onnx_path), Path(tmp), calibration_nhwc(calib_u8, image_size), norm,
-                             int8=bool({"int8", "dynamic_range"} & set(variants)))
+                             int8=bool(set(CALIBRATED) & set(variants)))
         paths = {}
         for variant in variants:
             produced = tf_dir / f"model_{VARIANTS[variant]}.tflite"
@@ -136,7 +137,7 @@ def requantize(saved_model: Path, out: Path, calib_u8: np.ndarray, norm: Normali
     return atomic_write(out, lambda tmp: Path(tmp).write_bytes(model))
 
 
-def gated_int8(ctx, onnx_path: Path, int8: Path, saved_model: Path, build: dict, compressed: bool = False) -> dict:
+def _gated_int8(ctx, onnx_path: Path, int8: Path, saved_model: Path, build: dict, compressed: bool) -> None:
     """onnx2tf's int8 file evaluated and gated; with quant_fallback=auto a failed top-1 gate gets a repaired sibling,
     <int8>_fallback.tflite, its worst layers (and the convs only they read) in float (pipeline.fallback)."""
     from . import fallback
@@ -144,33 +145,39 @@ def gated_int8(ctx, onnx_path: Path, int8: Path, saved_model: Path, build: dict,
 
     fallback.clear(ctx.layout, int8)
     record = assess(ctx, int8, parent=onnx_path, compressed=compressed, build=build)
-    if ctx.cfg.quant_fallback == "auto" and fallback.failed_top1(record):
+    if fallback.wanted(ctx, record):
         def float_layers(layers: list[dict], out: Path) -> None:
             names = [t["tensor"] for lay in layers for t in [lay, *lay["sole_producers"]]]
             requantize(saved_model, out, ctx.calib_u8, ctx.data.norm, ctx.cfg.image_size, list(dict.fromkeys(names)))
 
-        sibling = int8.with_name(int8.name.replace("int8.tflite", "fp32.tflite"))
-        fallback.repair(ctx, int8, sibling, fallback.validation_top1(ctx, onnx_path), float_layers,
-                        lambda lay: lay["layer"], onnx_path, {**build, "method": f"{build['method']} -> TFLite "
-                                                              f"converter, deny list"}, compressed)
-    return record
+        fallback.repair(ctx, int8, onnx_path, {**build, "method": f"{build['method']} -> TFLite converter, deny list"},
+                        compressed, float_layers, lambda lay: lay["layer"])
+
+
+def convert_gated(ctx, onnx_path: Path, builds: dict[str, dict], prefix: str = "", compressed: bool = False) -> None:
+    """tflite/<prefix><variant>.tflite for each variant in `builds` (one onnx2tf run), each evaluated on the test
+    split against `onnx_path` and gated, its record's build section from `builds`; the int8 file with its fallback."""
+    from .evaluate import assess
+    from .runners import tflite_weight_sparsity
+
+    layout = ctx.layout
+    layout.tflite_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".savedmodel-", dir=layout.tflite_dir) as tmp:
+        saved = Path(tmp) / "saved_model"
+        paths = convert_tflite(onnx_path, layout.tflite_dir, ctx.calib_u8, ctx.data.norm, ctx.cfg.image_size,
+                               tuple(builds), prefix=prefix, keep_saved_model=saved)
+        for variant, path in paths.items():
+            build = {**builds[variant], **({"calibration": ctx.calibration} if variant in CALIBRATED else {})}
+            if variant != "int8":
+                assess(ctx, path, parent=onnx_path, compressed=compressed, build=build)
+                continue
+            if compressed:
+                build["sparsity_tflite_int8"] = tflite_weight_sparsity(path)["zero_share"]
+            _gated_int8(ctx, onnx_path, path, saved, build, compressed)
 
 
 def convert_stage(ctx) -> None:
     """onnx/model.onnx -> tflite/{fp32,fp16,dynamic_range,int8}.tflite, each evaluated on the test split against the
     ONNX model and gated."""
-    from .evaluate import assess
-
-    layout = ctx.layout
-    ctx.require(layout.onnx, "export")
-    layout.tflite_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".savedmodel-", dir=layout.tflite_dir) as tmp:
-        saved = Path(tmp) / "saved_model"
-        paths = convert_tflite(layout.onnx, layout.tflite_dir, ctx.calib_u8, ctx.data.norm, ctx.cfg.image_size,
-                               keep_saved_model=saved)
-        for variant, path in paths.items():
-            build = {"method": f"onnx2tf {variant}", "calibration": ctx.calibration, "macs": ctx.dense_macs}
-            if variant == "int8":
-                gated_int8(ctx, layout.onnx, path, saved, build)
-            else:
-                assess(ctx, path, parent=layout.onnx, build=build)
+    ctx.require(ctx.layout.onnx, "export")
+    convert_gated(ctx, ctx.layout.onnx, {v: {"method": f"onnx2tf {v}", "macs": ctx.dense_macs} for v in VARIANTS})

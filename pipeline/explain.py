@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import sys
-from collections import defaultdict, deque
+from collections import Counter, defaultdict, deque
 from pathlib import Path
 
 import numpy as np
@@ -154,11 +154,8 @@ def explain(artifact: Path, reference: Path, images: np.ndarray) -> dict:
             qv, rv = _dequantize(quant.interpreter, qi), _dequantize(ref.interpreter, ri)
             errors[qi].add(qv, rv.reshape(qv.shape))  # one converter: the same layout in both files
     noise = {t: e.relative_noise for t, e in errors.items()}
-    counts = defaultdict(int)
-    totals = defaultdict(int)
+    counts, totals = Counter(), Counter(q["op"] for q, _ in pairs)
     producer = {q["tensor"]: i for i, (q, _) in enumerate(pairs)}  # tensor -> the row that writes it
-    for q, _ in pairs:
-        totals[q["op"]] += 1
     rows = []
     for q, r in pairs:
         counts[q["op"]] += 1

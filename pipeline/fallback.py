@@ -32,8 +32,10 @@ def clear(layout, int8: Path) -> None:
         stale.unlink(missing_ok=True)
 
 
-def failed_top1(record: dict) -> bool:
-    return any(g["name"] == "top-1 drop" and not g["passed"] for g in record.get("gates") or [])
+def wanted(ctx, record: dict) -> bool:
+    """quant_fallback=auto and the file failed its top-1 gate."""
+    return ctx.cfg.quant_fallback == "auto" and any(g["name"] == "top-1 drop" and not g["passed"]
+                                                    for g in record.get("gates") or [])
 
 
 def ranked(failed: Path, reference: Path, images) -> list[dict]:
@@ -51,23 +53,25 @@ def ranked(failed: Path, reference: Path, images) -> list[dict]:
     return sorted((lay for lay in layers if lay["op"] in WEIGHTED_OPS), key=lambda lay: lay["snr_added_db"])
 
 
-def repair(ctx, failed: Path, reference: Path, reference_top1: float, requantize: Callable[[list[dict], Path], None],
-           name: Callable[[dict], str], parent: Path, build: dict, compressed: bool) -> Path:
+def repair(ctx, failed: Path, parent: Path, build: dict, compressed: bool,
+           requantize: Callable[[list[dict], Path], None], name: Callable[[dict], str]) -> Path:
     """Quantize again (`requantize(layers, out)`) with 1, 2, ... of the worst layers in float until the validation
-    drop against `reference_top1` is within max_int8_drop; the last try is evaluated and gated like any file."""
-    from .evaluate import assess, predict
-    from .runners import open_runner
+    drop against `parent` (the float model the int8 file was made from) is within max_int8_drop; the last try is
+    evaluated and gated like any file. `name(layer)`: how the record lists a float layer."""
+    from .evaluate import assess
+    from .explain import reference_for
 
     layout, cfg = ctx.layout, ctx.cfg
+    reference = reference_for(ctx, layout.rel(failed))
     candidates = ranked(failed, reference, ctx.calib[: cfg.explain_images])[: cfg.max_float_layers]
     if not candidates:
         raise EdgeError(f"{failed.name}: no conv or fully-connected layer to keep in float")
-    x, labels = ctx.val_set
+    parent_top1 = validation_top1(ctx, parent)
     out, tried = fallback_path(failed), []
     for layer in candidates:
         tried.append(layer)
         requantize(tried, out)
-        drop = 100 * (reference_top1 - float((predict(open_runner(out), x).argmax(1) == labels).mean()))
+        drop = 100 * (parent_top1 - validation_top1(ctx, out))
         if drop <= cfg.max_int8_drop:
             break
     assess(ctx, out, parent=parent, compressed=compressed,
@@ -78,6 +82,7 @@ def repair(ctx, failed: Path, reference: Path, reference_top1: float, requantize
 
 
 def validation_top1(ctx, path: Path) -> float:
+    """Top-1 of any artifact on the validation images (ctx.val_set)."""
     from .evaluate import predict
     from .runners import open_runner
 

@@ -66,7 +66,6 @@ def quantize_gated(ctx, model, out: Path, parent: Path, build: dict, compressed:
     Returns the int8 file's record."""
     from . import fallback
     from .evaluate import assess
-    from .explain import reference_for
 
     layout, cfg = ctx.layout, ctx.cfg
     fallback.clear(layout, out)
@@ -77,16 +76,11 @@ def quantize_gated(ctx, model, out: Path, parent: Path, build: dict, compressed:
 
         build["sparsity_tflite_int8"] = tflite_weight_sparsity(out)["zero_share"]
     record = assess(ctx, out, parent=parent, compressed=compressed, build=build)
-    if cfg.quant_fallback == "auto" and fallback.failed_top1(record):
-        from .evaluate import predict
-        from .runners import TorchRunner
-
-        x, labels = ctx.val_set
-        top1 = float((predict(TorchRunner.from_model(model), x).argmax(1) == labels).mean())
-        fallback.repair(ctx, out, reference_for(ctx, layout.rel(out)), top1,
+    if fallback.wanted(ctx, record):
+        fallback.repair(ctx, out, parent, build, compressed,
                         lambda layers, path: convert_int8(model, ctx.calib, path, cfg.pt2e_algorithm,
                                                           tuple(lay["module"] for lay in layers if lay["module"])),
-                        lambda lay: lay["module"] or lay["layer"], parent, build, compressed)
+                        lambda lay: lay["module"] or lay["layer"])
     return record
 
 
