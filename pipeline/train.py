@@ -22,6 +22,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, SequentialSampler
 
 from models import build_model
@@ -81,11 +82,12 @@ def make_loader(split: ImageSet, batch_size: int, shuffle: bool, seed: int, worl
                       num_workers=workers if files else 0, pin_memory=pin, persistent_workers=files and workers > 0)
 
 
-def augment(x: torch.Tensor, small_images: bool, generator: torch.Generator) -> torch.Tensor:
+def augment(x: torch.Tensor, small_images: bool, generator: torch.Generator, erasing: float = 0.0) -> torch.Tensor:
     """One affine resample per image on the device. Small images: pad 4 px with zeros, random crop, horizontal flip.
-    Others: random resized crop (scale 0.25-1, aspect 3/4-4/3) and flip. x is float N,C,H,W in 0..1."""
+    Others: random resized crop (scale 0.25-1, aspect 3/4-4/3) and flip. Then, with probability `erasing`, one
+    rectangle (2-25% of the area, aspect 1/3-3) set to zero (Zhong et al.). x is float N,C,H,W in 0..1."""
     n, _, h, w = x.shape
-    rand = torch.rand(n, 4, generator=generator).to(x.device)
+    rand = torch.rand(n, 9, generator=generator).to(x.device)
     flip = torch.where(rand[:, 0] < 0.5, -1.0, 1.0).to(x.device)
     if small_images:
         shifts = (torch.randint(-4, 5, (n, 2), generator=generator).to(x.device).float()
@@ -102,17 +104,28 @@ def augment(x: torch.Tensor, small_images: bool, generator: torch.Generator) -> 
     theta[:, 0, 0], theta[:, 1, 1] = sx * flip, sy
     theta[:, :, 2] = shifts
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode=mode, padding_mode="zeros", align_corners=False)
+    x = F.grid_sample(x, grid, mode=mode, padding_mode="zeros", align_corners=False)
+    if erasing > 0:
+        area = (0.02 + 0.23 * rand[:, 4]) * h * w
+        aspect = torch.exp(math.log(1 / 3) + rand[:, 5] * math.log(9))
+        eh, ew = (area * aspect).sqrt().clamp(max=h), (area / aspect).sqrt().clamp(max=w)
+        top, left = rand[:, 6] * (h - eh), rand[:, 7] * (w - ew)
+        rows = torch.arange(h, device=x.device)[None, :, None]
+        cols = torch.arange(w, device=x.device)[None, None, :]
+        box = ((rows >= top[:, None, None]) & (rows < (top + eh)[:, None, None]) & (cols >= left[:, None, None])
+               & (cols < (left + ew)[:, None, None]) & (rand[:, 8] < erasing)[:, None, None])
+        x = x.masked_fill(box[:, None], 0.0)
+    return x
 
 
 def to_device_input(images: torch.Tensor, norm: Normalization, image_size: int, device: torch.device,
                     channels_last: bool, augment_with: torch.Generator | None = None,
-                    small_images: bool = True) -> torch.Tensor:
+                    small_images: bool = True, erasing: float = 0.0) -> torch.Tensor:
     images = images.to(device, non_blocking=True)
     if augment_with is None:
         x = to_input(images, norm, image_size)
     else:
-        x = normalize(augment(images.permute(0, 3, 1, 2).float().div_(255), small_images, augment_with), norm,
+        x = normalize(augment(images.permute(0, 3, 1, 2).float().div_(255), small_images, augment_with, erasing), norm,
                       image_size)
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
@@ -149,10 +162,12 @@ def setup_runtime(cfg: Config) -> Runtime:
     amp = None
     if want_cuda and cfg.amp:
         amp = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    elif cfg.amp and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        amp = torch.bfloat16  # oneDNN's native bf16 convolutions; emulated bf16 would be slower than fp32
     if want_cuda:
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    return Runtime(device, rank, world, amp, want_cuda and cfg.channels_last)
+    return Runtime(device, rank, world, amp, amp is not None and cfg.channels_last)
 
 
 def make_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
@@ -185,7 +200,7 @@ def make_scheduler(opt: torch.optim.Optimizer, cfg: Config, steps_per_epoch: int
 def _autocast(rt: Runtime):
     if rt.amp_dtype is None:
         return contextlib.nullcontext()
-    return torch.autocast("cuda", dtype=rt.amp_dtype)
+    return torch.autocast(rt.device.type, dtype=rt.amp_dtype)
 
 
 def distillation_loss(logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor, alpha: float,
@@ -199,8 +214,9 @@ def distillation_loss(logits: torch.Tensor, teacher_logits: torch.Tensor, labels
 
 
 def train_epoch(model, loader, opt, sched, scaler, rt: Runtime, cfg: Config, norm: Normalization, epoch: int,
-                small_images: bool, last_good: str, teacher: nn.Module | None = None) -> dict:
-    """One epoch; with a teacher (eval mode, no grad, the same augmented inputs) the loss is distillation_loss."""
+                small_images: bool, last_good: str, teacher: nn.Module | None = None, ema=None) -> dict:
+    """One epoch; with a teacher (eval mode, no grad, the same augmented inputs) the loss is distillation_loss; with
+    `ema` (an AveragedModel) the average follows every step."""
     model.train()
     if isinstance(loader.sampler, DistributedSampler):
         loader.sampler.set_epoch(epoch)
@@ -212,7 +228,8 @@ def train_epoch(model, loader, opt, sched, scaler, rt: Runtime, cfg: Config, nor
                dynamic_ncols=True) if tqdm else loader
     seen, correct, loss_sum, start = 0, 0, 0.0, time.perf_counter()
     for step, (images, labels) in enumerate(bar):
-        x = to_device_input(images, norm, cfg.image_size, rt.device, rt.channels_last, aug, small_images)
+        x = to_device_input(images, norm, cfg.image_size, rt.device, rt.channels_last, aug, small_images,
+                            cfg.random_erasing)
         y = labels.to(rt.device, non_blocking=True)
         with _autocast(rt):
             logits = model(x)
@@ -231,6 +248,8 @@ def train_epoch(model, loader, opt, sched, scaler, rt: Runtime, cfg: Config, nor
         scaler.step(opt)
         scaler.update()
         sched.step()
+        if ema is not None:
+            ema.update_parameters(model)
         n = len(y)
         seen += n
         loss_sum += loss.item() * n
@@ -300,9 +319,12 @@ def train(cfg: Config, data=None) -> Path:
     opt = make_optimizer(model, cfg)
     sched = make_scheduler(opt, cfg, len(train_loader))
     scaler = torch.amp.GradScaler("cuda", enabled=rt.amp_dtype == torch.float16)
+    # The average (weights and BN statistics) is what is validated, checkpointed as "model" and exported.
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True) if cfg.ema else None
+    kept = ema.module if ema is not None else model
     state = {"epoch": 0, "best_acc": -1.0, "history": []}
     if cfg.resume:
-        state = resume_from(layout.last, cfg, model, opt, sched, scaler)
+        state = resume_from(layout.last, cfg, model, opt, sched, scaler, ema)
     if rt.main:
         layout.train_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, layout.config)
@@ -317,17 +339,18 @@ def train(cfg: Config, data=None) -> Path:
         torch.manual_seed(cfg.seed * 1000 + epoch)  # dropout etc.: the same stream on resume
         last_good = str(layout.last) if state["epoch"] else "none (first epoch)"
         stats = train_epoch(net, train_loader, opt, sched, scaler, rt, cfg, data.norm, epoch, small_images,
-                            last_good)
+                            last_good, ema=ema)
         if rt.main:
-            val = evaluate_model(model, val_loader, rt, cfg, data.norm)
+            val = evaluate_model(kept, val_loader, rt, cfg, data.norm)
             row = {"epoch": epoch + 1, **stats, "val_loss": val["loss"], "val_acc": val["acc"],
                    "lr": opt.param_groups[0]["lr"], "wall_s": time.perf_counter() - run_start}
             state["history"].append(row)
             state["epoch"] = epoch + 1
             improved = val["acc"] > state["best_acc"]
             state["best_acc"] = max(state["best_acc"], val["acc"])
-            ckpt = _checkpoint(model, state, cfg, data, optimizer=opt.state_dict(), scheduler=sched.state_dict(),
-                               scaler=scaler.state_dict(),
+            raw = {"train_model": _cpu_state(model), "ema_steps": ema.n_averaged.item()} if ema is not None else {}
+            ckpt = _checkpoint(kept, state, cfg, data, optimizer=opt.state_dict(), scheduler=sched.state_dict(),
+                               scaler=scaler.state_dict(), **raw,
                                rng={"torch": torch.get_rng_state(),
                                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []})
             save_checkpoint(ckpt, layout.last)
@@ -335,7 +358,7 @@ def train(cfg: Config, data=None) -> Path:
                 save_checkpoint(ckpt, layout.best)
             atomic_write_json(layout.metrics, {"epochs": state["history"], "best_val_acc": state["best_acc"]})
             print(f"epoch {epoch + 1}/{cfg.epochs}  loss {stats['train_loss']:.4f}  acc {stats['train_acc']:.4f}  "
-                  f"val_acc {val['acc']:.4f}  {stats['images_per_s']:.0f} img/s  {row['wall_s']:.0f} s",
+                  f"val top-1 {100 * val['acc']:.2f}%  {stats['images_per_s']:.0f} img/s  {row['wall_s']:.0f} s",
                   file=sys.stderr)
         if rt.world > 1:
             dist.barrier()
@@ -367,12 +390,16 @@ def import_weights(cfg: Config, rt: Runtime, data, layout: Layout, test_split: I
     return layout.train_dir
 
 
+def _cpu_state(model: nn.Module) -> dict:
+    return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+
+
 def _checkpoint(model, state: dict, cfg: Config, data, **extra) -> dict:
     """A resnet-edge checkpoint; `extra`: the optimizer, scheduler, scaler and RNG states a resume needs (training),
     or a note of where the weights came from (epochs=0)."""
     return {
         "format": CHECKPOINT_FORMAT,
-        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "model": _cpu_state(model),
         "model_name": cfg.model,
         "model_options": cfg.model_options(data.num_classes, data.in_channels),
         "epoch": state["epoch"],
@@ -384,7 +411,7 @@ def _checkpoint(model, state: dict, cfg: Config, data, **extra) -> dict:
     }
 
 
-def resume_from(path: Path, cfg: Config, model, opt, sched, scaler) -> dict:
+def resume_from(path: Path, cfg: Config, model, opt, sched, scaler, ema=None) -> dict:
     if not path.is_file():
         raise EdgeError(f"{path}: no checkpoint to resume; run train without resume=true first")
     ckpt = load_checkpoint(path)
@@ -394,7 +421,12 @@ def resume_from(path: Path, cfg: Config, model, opt, sched, scaler) -> dict:
         was = ", ".join(f"{k}={saved.get(k)}" for k in changed)
         raise EdgeError(f"{path}: resume with a different {', '.join(changed)} ({was} in the checkpoint); "
                         f"use the same values or a new name=")
-    model.load_state_dict(ckpt["model"])
+    if ema is not None:
+        model.load_state_dict(ckpt["train_model"])
+        ema.module.load_state_dict(ckpt["model"])
+        ema.n_averaged.fill_(ckpt["ema_steps"])
+    else:
+        model.load_state_dict(ckpt["model"])
     opt.load_state_dict(ckpt["optimizer"])
     sched.load_state_dict(ckpt["scheduler"])
     scaler.load_state_dict(ckpt["scaler"])
@@ -421,11 +453,11 @@ def finish(layout: Layout, cfg: Config, rt: Runtime, data, test_split: ImageSet,
     last_loss = metrics["epochs"][-1]["train_loss"] if metrics["epochs"] else 0.0
     if best["epoch"] > 0 and best["best_acc"] <= CHANCE_MARGIN / k and last_loss > 2 * math.log(k):
         raise EdgeError(f"training diverged: last epoch's train loss {last_loss:.4g} (a uniform guess scores "
-                        f"{math.log(k):.2f}) and best validation top-1 {best['best_acc']:.4f} is chance level "
+                        f"{math.log(k):.2f}) and best validation top-1 {100 * best['best_acc']:.2f}% is chance level "
                         f"(1/{k}); lower lr={cfg.lr}; checkpoints kept in {layout.train_dir}")
     source = f"weights {cfg.weights} as given" if best["epoch"] == 0 else \
-        f"best epoch {best['epoch']}, val {best['best_acc']:.4f}"
-    print(f"trained: {source}, test {test['acc']:.4f} "
+        f"best epoch {best['epoch']}, val top-1 {100 * best['best_acc']:.2f}%"
+    print(f"trained: {source}, test top-1 {100 * test['acc']:.2f}% "
           f"({len(test_split)} images), {wall:.0f} s -> {layout.train_dir}", file=sys.stderr)
 
 
@@ -438,6 +470,8 @@ def fine_tune(model: nn.Module, cfg: Config, data, epochs: int, lr: float, befor
     run = dataclasses.replace(cfg, epochs=epochs, lr=lr, schedule="cosine", warmup_epochs=0.0)
     rt = setup_runtime(run)
     rt.channels_last = False  # NNCF-wrapped models trace their own layout
+    if rt.device.type == "cpu":
+        rt.amp_dtype = None  # fake-quantize and pruning masks stay in fp32 on a CPU
     model.to(rt.device)
     if teacher is not None and cfg.kd_alpha > 0:
         teacher = teacher.to(rt.device).eval()
@@ -459,6 +493,6 @@ def fine_tune(model: nn.Module, cfg: Config, data, epochs: int, lr: float, befor
                             data.name != "imagefolder", "none (fine-tuning)", teacher)
         val = evaluate_model(model, val_loader, rt, run, data.norm)
         history.append({"epoch": epoch + 1, **stats, "val_loss": val["loss"], "val_acc": val["acc"]})
-        print(f"  fine-tune {epoch + 1}/{epochs}  loss {stats['train_loss']:.4f}  val_acc {val['acc']:.4f}",
+        print(f"  fine-tune {epoch + 1}/{epochs}  loss {stats['train_loss']:.4f}  val top-1 {100 * val['acc']:.2f}%",
               file=sys.stderr)
     return history

@@ -29,7 +29,9 @@ def test_loss_falls_and_accuracy_beats_chance(tmp_path):
     losses = [e["train_loss"] for e in metrics["epochs"]]
     assert losses[-1] < 0.75 * losses[0]
     assert metrics["test_acc"] > 0.5  # chance is 0.1
-    assert metrics["device"] == "cpu" and metrics["amp"] == "fp32" and metrics["test_images"] == 500
+    native_bf16 = torch.ops.mkldnn._is_mkldnn_bf16_supported()  # amp=true: bf16 autocast where the CPU has it
+    assert metrics["device"] == "cpu" and metrics["amp"] == ("bfloat16" if native_bf16 else "fp32")
+    assert metrics["channels_last"] == native_bf16 and metrics["test_images"] == 500
     assert all(e["images_per_s"] > 0 and 0 <= e["val_acc"] <= 1 for e in metrics["epochs"])
     ckpt = load_checkpoint(out / "best.pt")
     assert ckpt["epoch"] == metrics["best_epoch"] and ckpt["config"]["width"] == 0.25
@@ -40,7 +42,9 @@ def test_loss_falls_and_accuracy_beats_chance(tmp_path):
 
 
 def test_resume_after_interruption_reaches_the_same_weights(tmp_path, monkeypatch):
-    straight = train_module.train(tiny(tmp_path, name="straight", epochs=3))
+    """With the most state a run carries: the weight average (ema), augmentation with random erasing."""
+    recipe = {"ema": 0.9, "augment": "true", "random_erasing": 0.5}
+    straight = train_module.train(tiny(tmp_path, name="straight", epochs=3, **recipe))
     real_epoch = train_module.train_epoch
 
     def interrupted(*args, **kwargs):
@@ -50,14 +54,17 @@ def test_resume_after_interruption_reaches_the_same_weights(tmp_path, monkeypatc
 
     monkeypatch.setattr(train_module, "train_epoch", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        train_module.train(tiny(tmp_path, name="resumed", epochs=3))
+        train_module.train(tiny(tmp_path, name="resumed", epochs=3, **recipe))
     assert load_checkpoint(tmp_path / "resumed" / "train" / "last.pt")["epoch"] == 2  # still valid
     monkeypatch.setattr(train_module, "train_epoch", real_epoch)
-    resumed = train_module.train(tiny(tmp_path, name="resumed", epochs=3, resume="true"))
+    resumed = train_module.train(tiny(tmp_path, name="resumed", epochs=3, resume="true", **recipe))
     a, b = load_checkpoint(straight / "last.pt"), load_checkpoint(resumed / "last.pt")
-    assert a["epoch"] == b["epoch"] == 3
-    for key, tensor in a["model"].items():
-        assert torch.equal(tensor, b["model"][key]), key
+    assert a["epoch"] == b["epoch"] == 3 and a["ema_steps"] == b["ema_steps"] == 3 * (1024 // 64)
+    for section in ("model", "train_model"):  # the average (what is exported) and the raw weights
+        for key, tensor in a[section].items():
+            assert torch.equal(tensor, b[section][key]), (section, key)
+    conv = "conv1.weight"
+    assert not torch.equal(a["model"][conv], a["train_model"][conv])  # the average is not the last step
     assert [e["val_acc"] for e in a["history"]] == [e["val_acc"] for e in b["history"]]
 
 
@@ -183,7 +190,8 @@ def test_a_run_that_learns_nothing_is_an_error(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert code == 2
     assert err.startswith("error: train failed: training diverged: last epoch's train loss ")
-    assert "(a uniform guess scores 2.30) and best validation top-1 0.1" in err
+    assert "(a uniform guess scores 2.30) and best validation top-1 " in err
+    assert float(err.split("best validation top-1 ")[1].split("%")[0]) <= 15.0  # chance level, in percent
     assert "is chance level (1/10); lower lr=10.0" in err
     assert (tmp_path / "diverged" / "train" / "last.pt").is_file()  # kept, to look at
 
@@ -225,3 +233,19 @@ def test_fine_tune_with_a_teacher_learns_the_teacher(fmnist):
     plain = fine_tune(build_model("resnet18", num_classes=10, in_channels=1, width=0.125),
                       dataclasses.replace(cfg, kd_alpha=0.0), fmnist, 1, 0.05, teacher=teacher)
     assert plain[0]["train_loss"] > 1.0  # kd_alpha=0 ignores the teacher: plain cross-entropy on 10 classes
+
+
+def test_random_erasing_zeroes_one_rectangle_of_the_stated_area():
+    x = torch.rand(256, 1, 28, 28) + 0.5  # no zeros of its own
+    g = torch.Generator().manual_seed(0)
+    # flip and shift off the table: erase only (shifts of a zero-padded image would add zeros of their own)
+    plain = train_module.augment(x, True, torch.Generator().manual_seed(0), erasing=0.0)
+    erased = train_module.augment(x, True, g, erasing=1.0)
+    zeros = (erased == 0).float() - (plain == 0).float()  # same generator seed: the same crop and flip
+    share = zeros.flatten(1).mean(1)
+    assert (share > 0).all() and 0.01 < share.min() and share.max() <= 0.3  # 2-25%, rounded to whole pixels
+    rows, cols = zeros[:, 0].any(2), zeros[:, 0].any(1)
+    assert torch.equal(zeros[:, 0].sum((1, 2)), (rows.sum(1) * cols.sum(1)).float())  # one filled rectangle
+    half = train_module.augment(x, True, torch.Generator().manual_seed(1), erasing=0.5)
+    hit = ((half == 0).float() - (train_module.augment(x, True, torch.Generator().manual_seed(1)) == 0).float())
+    assert 0.3 < (hit.flatten(1).sum(1) > 0).float().mean() < 0.7
