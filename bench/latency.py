@@ -60,6 +60,13 @@ def ptq(onnx_path: Path, out: Path, calib) -> Path:
     return atomic_write(out, lambda tmp: onnx.save(quantized, str(tmp)))
 
 
+def tflite_at(ckpt: Path, onnx: Path, variants: tuple[str, ...], calib_u8: np.ndarray, norm, size: int,
+              x: np.ndarray) -> dict[str, Path]:
+    """A checkpoint re-exported at `size` (parity-gated on `x`) -> <onnx stem>_<variant>.tflite beside the ONNX file."""
+    export_onnx(ckpt, onnx, x)
+    return convert_tflite(onnx, onnx.parent, calib_u8, norm, size, variants, prefix=f"{onnx.stem}_")
+
+
 def build(cfg, run: Layout, out: Path, size: int, calib_n: int, with_mobilenet: bool) -> list[tuple]:
     """(model, runtime, precision, artifact) at `size`, written under `out` (never into the run)."""
     data = load_data_for(cfg)
@@ -88,8 +95,7 @@ def build(cfg, run: Layout, out: Path, size: int, calib_n: int, with_mobilenet: 
     for label, ckpt, stem, variants, ort in sources:
         t = time.perf_counter()
         onnx = out / f"{stem}.onnx"
-        export_onnx(ckpt, onnx, x)
-        paths = convert_tflite(onnx, out, calib_u8, data.norm, size, variants, prefix=f"{stem}_")
+        paths = tflite_at(ckpt, onnx, variants, calib_u8, data.norm, size, x)
         if "fp32" in ort:
             rows.append((label, "onnxruntime", "fp32", onnx))
         if "int8" in ort:

@@ -118,13 +118,17 @@ def prune_structured_stage(ctx) -> None:
     model = model_from_checkpoint(parent)
     example = torch.from_numpy(ctx.eval_set.x[:1])
     macs_before = count_macs(model, example)
-    stats = prune_channels(model, cfg.structured_ratio, example, cfg.structured_importance,
-                           cfg.structured_round_to)
-    fine_tune(model, cfg, ctx.data, cfg.structured_epochs, cfg.structured_lr, teacher=model_from_checkpoint(parent))
+    teacher = model_from_checkpoint(parent)
+    steps = cfg.structured_steps
+    epochs = [cfg.structured_epochs // steps + (i >= steps - cfg.structured_epochs % steps) for i in range(steps)]
+    # one-shot: prune, then fine-tune all epochs; iterative: each step's share of them after it (same compute)
+    stats = prune_channels(model, cfg.structured_ratio, example, cfg.structured_importance, cfg.structured_round_to,
+                           steps, lambda step: fine_tune(model, cfg, ctx.data, epochs[step], cfg.structured_lr,
+                                                         teacher=teacher) if epochs[step] else None)
     plain = model.cpu().eval()
     macs = count_macs(plain, example)
     build = {"method": "torch_pruning", "ratio": cfg.structured_ratio, "importance": cfg.structured_importance,
-             "epochs": cfg.structured_epochs, "round_to": cfg.structured_round_to,
+             "epochs": cfg.structured_epochs, "round_to": cfg.structured_round_to, "steps": steps,
              "kd": {"alpha": cfg.kd_alpha, "temperature": cfg.kd_temperature}, **stats, "macs_before": macs_before,
              "macs": macs, "macs_cut": 1 - macs / macs_before}
     name = structured_name(cfg)

@@ -5,6 +5,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from conftest import ROOT
 
 from pipeline.benchmark import benchmark
@@ -84,8 +86,18 @@ def test_latency_bench_reads_the_run_and_writes_beside_it(tiny_run):
     from pipeline.layout import Layout
     from pipeline.report import report
 
-    md = report(Layout(run), tiny_run)["md"].read_text()
+    written = report(Layout(run), tiny_run)
+    md = written["md"].read_text()
     assert "## Latency at 56x56 (bench/latency.py)" in md and "| resnet18 | onnxruntime | int8 |" in md
+    # each run row the bench re-made carries its 56 px figures, as columns and in the top-1-vs-latency plot
+    report_rows = {r["artifact"]: r for r in json.loads(written["json"].read_text())["rows"]}
+    int8_56 = report_rows["tflite/int8.tflite"]["at_size"]["56"]
+    assert int8_56["ms_1"] == rows[("tflite", "int8")]["ms_1"]
+    assert report_rows["quant/ptq_int8.onnx"]["at_size"]["56"]["ms_1"] == rows[("onnxruntime", "int8")]["ms_1"]
+    assert report_rows["tflite/nncf_int8.tflite"]["at_size"]["56"]["ms_1"] == \
+        rows[("tflite (litert-torch)", "NNCF int8")]["ms_1"]
+    assert "| ms @1 at 56px | x fp32 TFLite at 56px |" in md and "report/latency.png" in md
+    assert written["latency"].read_bytes()[:4] == b"\x89PNG"
 
 
 def test_compression_bench_runs_beside_the_run_with_the_real_gate(tiny_run):
@@ -93,7 +105,8 @@ def test_compression_bench_runs_beside_the_run_with_the_real_gate(tiny_run):
     run = tiny_run.run_dir
     before = {p: p.stat().st_mtime_ns for p in run.rglob("*")}
     proc = subprocess.run([sys.executable, str(ROOT / "bench" / "compression.py"), f"runs_dir={run.parent}",
-                           f"name={run.name}", "variants=magnitude30", "prune_epochs=0", "run_litert=false"],
+                           f"name={run.name}", "variants=magnitude30,structured30", "prune_epochs=0",
+                           "structured_epochs=0", "quant_fallback=off", "run_litert=false", "size=56", "bench_threads=1", "bench_runs=3"],
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert {p: p.stat().st_mtime_ns for p in run.rglob("*")} == before  # nothing in the run changed
@@ -101,8 +114,22 @@ def test_compression_bench_runs_beside_the_run_with_the_real_gate(tiny_run):
     assert table["max_int8_drop"] == 1.0  # the run's gate, not a loosened one
     rows = {(r["variant"], r["artifact"]): r for r in table["rows"]}
     assert set(rows) == {("run", "onnx/model.onnx"), ("run", "tflite/fp32.tflite"), ("run", "tflite/int8.tflite"),
-                         ("magnitude30", "tflite/pruned30_fp32.tflite"), ("magnitude30", "tflite/pruned30_int8.tflite")}
+                         ("magnitude30", "tflite/pruned30_fp32.tflite"), ("magnitude30", "tflite/pruned30_int8.tflite"),
+                         ("structured30", "tflite/structured30_fp32.tflite"),
+                         ("structured30", "tflite/structured30_int8.tflite")}
     int8 = rows[("magnitude30", "tflite/pruned30_int8.tflite")]
     assert int8["status"] == ("pass" if int8["drop_points"] <= 1.0 else "gate") and abs(int8["sparsity"] - 0.3) < 0.02
     assert (run.parent / f"{run.name}-compression" / "magnitude30" / "tflite" / "pruned30_int8.tflite").is_file()
     assert "| magnitude30 | tflite/pruned30_int8.tflite | nncf_magnitude |" in proc.stdout
+    # at 56 px: the dense fp32 and int8 files and the channel-pruned int8 file, benchmarked together
+    timed = {k for k, r in rows.items() if r.get("ms_56_1")}
+    assert timed == {("run", "tflite/fp32.tflite"), ("run", "tflite/int8.tflite"),
+                     ("structured30", "tflite/structured30_int8.tflite")}
+    fp32 = rows[("run", "tflite/fp32.tflite")]["ms_56_1"]
+    assert all(rows[k]["x_fp32_56"] == pytest.approx(fp32 / rows[k]["ms_56_1"]) for k in timed)
+    s30 = rows[("structured30", "tflite/structured30_int8.tflite")]
+    assert 0.6 < s30["channels_kept"] < 0.8 and s30["macs"] < rows[("run", "tflite/int8.tflite")]["macs"]
+    from ai_edge_litert.interpreter import Interpreter
+
+    made = run.parent / f"{run.name}-compression" / "56px" / "structured30_structured30_int8.tflite"
+    assert Interpreter(model_path=str(made)).get_input_details()[0]["shape"].tolist() == [1, 56, 56, 1]

@@ -145,3 +145,49 @@ def test_channel_rounding_keeps_multiples_of_eight():
         widths[round_to] = [getattr(model, f"layer{i}")[0].conv1.out_channels for i in range(1, 5)]
     assert widths[1] == [19, 38, 76, 153]
     assert widths[8] == [16, 32, 72, 152] and all(w % 8 == 0 for w in widths[8])
+
+
+def test_iterative_channel_pruning_reaches_the_same_widths_in_steps():
+    """structured_steps: the ratio is reached in equal steps with `between` (fine-tuning) after each, the widths
+    shrinking step by step to the one-shot result."""
+    from models import build_model
+    from quantization.structured import prune_channels
+
+    torch.manual_seed(0)
+    model = build_model("resnet18", num_classes=10, in_channels=1)
+    seen = []
+    stats = prune_channels(model, 0.7, torch.randn(1, 1, 64, 64), "l1", 1, steps=3,
+                           between=lambda step: seen.append((step, model.layer1[0].conv1.out_channels)))
+    assert seen == [(0, 49), (1, 34), (2, 19)]  # 64 channels: 23%, 47%, 70% removed
+    assert [getattr(model, f"layer{i}")[0].conv1.out_channels for i in range(1, 5)] == [19, 38, 76, 153]
+    assert abs(stats["channels_kept"] - 0.3) < 0.01
+
+
+def test_rounded_channel_counts_survive_into_the_int8_tflite(tiny_run, tmp_path):
+    """round_to=8: every convolution of the exported int8 TFLite file has a multiple of 8 output channels (1: it
+    does not), so XNNPACK's int8 kernels see the shapes they favour."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from pipeline.checkpoint import derived_checkpoint
+    from pipeline.convert import convert_tflite
+    from pipeline.data import load_data_for
+    from pipeline.export import export_onnx
+    from quantization.structured import prune_channels
+
+    parent = load_checkpoint(tiny_run.run_dir / "train" / "best.pt")
+    data = load_data_for(tiny_run)
+    x = preprocess(data.test.images[:8], data.norm, 28)
+    channels = {}
+    for round_to in (1, 8):
+        model = model_from_checkpoint(parent)
+        prune_channels(model, 0.4, torch.from_numpy(x[:1]), "l1", round_to)
+        ckpt = save_checkpoint(derived_checkpoint(parent, model), tmp_path / f"r{round_to}.pt")
+        export_onnx(ckpt, tmp_path / f"r{round_to}.onnx", x)
+        path = convert_tflite(tmp_path / f"r{round_to}.onnx", tmp_path, data.calibration.images[:16], data.norm, 28,
+                              ("int8",), prefix=f"r{round_to}_")["int8"]
+        interpreter = Interpreter(model_path=str(path))
+        filters = [t["shape"] for t in interpreter.get_tensor_details()
+                   if t["dtype"] == np.int8 and len(t["shape"]) == 4 and t["shape"][0] > 1]  # OHWI conv weights
+        channels[round_to] = sorted({int(s[0]) for s in filters})
+    assert channels[8] and all(c % 8 == 0 for c in channels[8]), channels
+    assert any(c % 8 for c in channels[1]), channels  # 40% of 16/32/64/128 is not a multiple of 8
