@@ -147,6 +147,15 @@ def cmd_bundle(args: argparse.Namespace) -> int:
     return run_one("bundle", _run_config(args.run_dir, parse_overrides(args.overrides)))
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .compare import compare
+
+    written = compare([Path(d) for d in args.run_dirs], Path(args.out))
+    print(written["md"].read_text(), end="")
+    print(f"wrote {', '.join(str(p) for p in written.values())}", file=sys.stderr)
+    return 0
+
+
 def _artifact_context(args: argparse.Namespace):
     """ARTIFACT... key=value -> (artifacts, Context of the run the results belong to). That run is the one named by
     runs_dir=/name= when given, else the run directory the first artifact lives in; its config (data set, image size,
@@ -188,8 +197,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                         compressed=bool((old.get("build") or {}).get("compressed")), build=old.get("build"))
         ev = record["evaluation"]
         status, reason = records.status(record)
-        vs = f", {ev['agreement']:.4f} agreement with {ev['reference']}" if ev.get("agreement") is not None else ""
-        print(f"{record['artifact']}: top-1 {ev['top1']:.4f}, top-5 {ev['top5']:.4f}{vs} ({ev['images']} "
+        vs = f", {100 * ev['agreement']:.2f}% agreement with {ev['reference']}" if ev.get("agreement") is not None \
+            else ""
+        print(f"{record['artifact']}: top-1 {100 * ev['top1']:.2f}%, top-5 {100 * ev['top5']:.2f}%{vs} ({ev['images']} "
               f"{ev['split']} images) {status}{': ' + reason if reason else ''}")
     return 0
 
@@ -279,6 +289,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("overrides", nargs="*", metavar="key=value",
                        help="e.g. max_size_mib=3 bundle_models=fp32,*int8 bundle_images=1000")
         p.set_defaults(func=func)
+    p = add("compare", help="which model to ship: several runs in one table and two Pareto plots (size, latency)")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("--out", default="runs/compare", help="where compare.{md,html,json}, size.png, latency.png go")
+    p.set_defaults(func=cmd_compare)
     for verb, func, text, example in (
             ("evaluate", cmd_evaluate, "top-1/top-5, agreement with fp32, per-class accuracy, gates of any artifact",
              "eval_subset=1000"),

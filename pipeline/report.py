@@ -1,8 +1,8 @@
 """The accuracy-vs-size report of a run, read only from the run's result records: one row per artifact the run's
 stages declare (like Ultralytics' benchmark table, plus memory), a failed or skipped artifact a row with its reason,
 device results merged as extra rows, the architecture table, host and versions. Writes report.json, report.md, a
-self-contained report.html (plots embedded), pareto.png (top-1 against size, marker size = latency) and layers.png
-(each int8 file's per-layer error, from explain/)."""
+self-contained report.html (plots embedded), pareto.png (top-1 against size), latency.png (top-1 against latency at
+224 px where bench/latency.py ran) and layers.png (each int8 file's per-layer error, from explain/)."""
 
 from __future__ import annotations
 
@@ -16,8 +16,19 @@ from .artifacts import atomic_write, atomic_write_json, atomic_write_text
 from .errors import EdgeError
 from .host import host, versions
 
-COLUMNS = ["artifact", "format", "precision", "sparsity", "MMACs", "status", "size MiB", "gzip MiB", "top-1 %",
-           "Δ top-1 vs fp32 (points)", "agreement", "ms @1 thread", "ms @N", "peak RSS MiB"]
+COLUMNS = ["artifact", "format", "precision", "sparsity", "channels kept", "MMACs", "status", "size MiB", "gzip MiB",
+           "top-1 %", "Δ top-1 vs fp32 (points)", "agreement", "ms @1 thread", "ms @N", "peak RSS MiB"]
+LATENCY_COLUMNS = ["ms @1 at {size}px", "x fp32 TFLite at {size}px"]  # where bench/latency.py measured the run
+
+
+def latency_size(rows: list[dict]) -> int | None:
+    """The largest size bench/latency.py measured this run's artifacts at (224 by default), or None."""
+    return max((size for r in rows for size in r.get("at_size") or {}), default=None)
+
+
+def columns(rows: list[dict]) -> list[str]:
+    size = latency_size(rows)
+    return COLUMNS + ([c.format(size=size) for c in LATENCY_COLUMNS] if size else [])
 DEVICE_NOTE = ("rows `@ device:...` / `@ android:...`: measured on the device (device/*.json); top-1 on the bundle's "
                "images (eval.npz), Δ against the fp32 file measured there on the same images")
 
@@ -39,9 +50,11 @@ def host_row(layout, rel: str, max_size_mib: float) -> dict:
     ok = {int(n): c for n, c in cells.items() if "error" not in c}
     top_n = max(ok, default=None)
     top1, ref = ev.get("top1"), ev.get("reference_top1")
+    channel_pruned = build.get("channels_kept") is not None  # its weight sparsity is near zero: not the figure
     return {
         "artifact": rel, "format": build.get("format"), "precision": build.get("precision"),
-        "sparsity": build.get("sparsity_tflite_int8", build.get("nncf_sparsity_prunable")),
+        "sparsity": None if channel_pruned else build.get("sparsity_tflite_int8", build.get("nncf_sparsity_prunable")),
+        "channels_kept": build.get("channels_kept") if channel_pruned else None,
         "macs": build.get("macs"), "method": build.get("method"), "status": status, "reason": reason,
         "size_mib": build.get("size_mib"), "gzip_mib": build.get("gzip_mib"), "top1": top1,
         "delta_top1": None if top1 is None or ref is None else 100 * (top1 - ref),
@@ -80,12 +93,23 @@ def collect_rows(layout, cfg) -> list[dict]:
     return [host_row(layout, rel, cfg.max_size_mib) for rel in declared_rows(layout, cfg)] + device_rows(layout)
 
 
+def _shippable(rows: list[dict], reference: dict | None) -> list[dict]:
+    """Host int8 TFLite rows that passed every gate, measured on the reference's images."""
+    return [r for r in rows if r["source"] == "host" and r["status"] == "pass" and r["format"] == "tflite"
+            and r.get("precision") in ("int8", "mixed")
+            and (reference is None or r.get("data_id") == reference.get("data_id"))]
+
+
 def recommended(rows: list[dict], reference: dict | None = None) -> dict | None:
-    """The phone file to ship: among host TFLite rows that passed, measured on the reference's images, the fastest
-    at 1 thread (then the smallest)."""
-    ok = [r for r in rows if r["source"] == "host" and r["status"] == "pass" and r["format"] == "tflite"
-          and (reference is None or r.get("data_id") == reference.get("data_id"))]
-    return min(ok, key=lambda r: (r["ms_1"] if r["ms_1"] is not None else float("inf"), r["size_mib"]), default=None)
+    """The phone file to ship: the fastest passing int8 TFLite file at 1 thread (then the smallest)."""
+    return min(_shippable(rows, reference),
+               key=lambda r: (r["ms_1"] if r["ms_1"] is not None else float("inf"), r["size_mib"]), default=None)
+
+
+def smallest(rows: list[dict], reference: dict | None = None) -> dict | None:
+    """The smallest passing int8 TFLite file (then the fastest)."""
+    return min(_shippable(rows, reference),
+               key=lambda r: (r["size_mib"], r["ms_1"] if r["ms_1"] is not None else float("inf")), default=None)
 
 
 def _fmt(v, digits=2):
@@ -96,16 +120,20 @@ def _fmt(v, digits=2):
     return str(v)
 
 
-def _cells(r: dict, reference: dict | None) -> list[str]:
-    """One report row as the table's text cells, in COLUMNS order. † marks a top-1 measured on other images than the
+def _cells(r: dict, reference: dict | None, size: int | None = None) -> list[str]:
+    """One report row as the table's text cells, in columns() order. † marks a top-1 measured on other images than the
     fp32 reference row's."""
     other_set = reference and r["source"] == "host" and r.get("data_id") and r["data_id"] != reference.get("data_id")
     top1 = None if r.get("top1") is None else _fmt(100 * r["top1"]) + ("†" if other_set else "")
-    return [_fmt(c) for c in (
+    cells = [_fmt(c) for c in (
         r["artifact"], r.get("format"), r.get("precision"), _fmt(r.get("sparsity"), 3),
-        _fmt(r["macs"] / 1e6, 1) if r.get("macs") else None, r.get("status"), _fmt(r.get("size_mib")),
-        _fmt(r.get("gzip_mib")), top1, _fmt(r.get("delta_top1")), _fmt(r.get("agreement"), 4), _fmt(r.get("ms_1")),
-        _fmt(r.get("ms_n")), _fmt(r.get("peak_rss_mib"), 0))]
+        _fmt(r.get("channels_kept"), 2), _fmt(r["macs"] / 1e6, 1) if r.get("macs") else None, r.get("status"),
+        _fmt(r.get("size_mib")), _fmt(r.get("gzip_mib")), top1, _fmt(r.get("delta_top1")), _fmt(r.get("agreement"), 4),
+        _fmt(r.get("ms_1")), _fmt(r.get("ms_n")), _fmt(r.get("peak_rss_mib"), 0))]
+    if size:
+        at = (r.get("at_size") or {}).get(size, {})
+        cells += [_fmt(at.get("ms_1")), _fmt(at.get("speedup"), 1)]
+    return cells
 
 
 def _notes(rows: list[dict], reference: dict | None) -> list[str]:
@@ -129,14 +157,24 @@ def _notes(rows: list[dict], reference: dict | None) -> list[str]:
     return out
 
 
+def _described(r: dict, rows: list[dict]) -> str:
+    """artifact (size, top-1, drop, speed and speed-up over the fp32 TFLite file at 1 thread)."""
+    fp32 = next((x["ms_1"] for x in rows if x["artifact"] == "tflite/fp32.tflite" and x.get("ms_1")), None)
+    speed = f", {r['ms_1']:.2f} ms at 1 thread" if r["ms_1"] is not None else ""
+    if speed and fp32:
+        speed += f", {fp32 / r['ms_1']:.1f}x the fp32 TFLite file"
+    delta = f", Δ {r['delta_top1']:+.2f} points vs fp32" if r["delta_top1"] is not None else ""
+    return f"{r['artifact']} ({r['size_mib']:.2f} MiB, top-1 {100 * r['top1']:.2f}%{delta}{speed})"
+
+
 def _headline(rows: list[dict], reference: dict | None) -> str:
-    best = recommended(rows, reference)
+    best, small = recommended(rows, reference), smallest(rows, reference)
     if best is None:
-        return "Recommended phone file: none (no TFLite file passed every gate)."
-    speed = f", {best['ms_1']:.2f} ms at 1 thread" if best["ms_1"] is not None else ""
-    delta = f", Δ {best['delta_top1']:+.2f} points vs fp32" if best["delta_top1"] is not None else ""
-    return (f"Recommended phone file: {best['artifact']} ({best['size_mib']:.2f} MiB, top-1 {100 * best['top1']:.2f}%"
-            f"{delta}{speed}): the fastest TFLite file that passed every gate.")
+        return "Recommended phone file: none (no int8 TFLite file passed every gate)."
+    line = f"Recommended phone file: {_described(best, rows)}: the fastest int8 TFLite file that passed every gate."
+    if small is not best:
+        line += f" Smallest: {_described(small, rows)}."
+    return line
 
 
 def converters_line(layout) -> str | None:
@@ -209,8 +247,9 @@ def layers_png(found: list[dict], path: Path) -> Path:
 
 
 def _table(rows: list[dict], reference: dict | None) -> list[str]:
-    return ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)] + \
-        ["| " + " | ".join(_cells(r, reference)) + " |" for r in rows]
+    cols, size = columns(rows), latency_size(rows)
+    return ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)] + \
+        ["| " + " | ".join(_cells(r, reference, size)) + " |" for r in rows]
 
 
 def to_markdown(rows: list[dict], meta: dict) -> str:
@@ -223,6 +262,8 @@ def to_markdown(rows: list[dict], meta: dict) -> str:
            *([meta["converters"]] if meta.get("converters") else [])]
     for table in meta.get("latency_tables", []):
         out += ["", latency_markdown(table)]
+    if latency_size(rows):
+        out += ["", f"Top-1 against latency at {latency_size(rows)} px, 1 thread: report/latency.png."]
     if meta.get("explain"):
         out += ["", explain_markdown(meta["explain"])]
     out += ["", "## Architecture", "", meta.get("architecture", "(summary not available)"), "",
@@ -246,46 +287,90 @@ def latency_markdown(table: dict) -> str:
     return "\n".join(out)
 
 
-def pareto_png(rows: list[dict], path: Path, reference: dict | None = None) -> Path:
+def front_png(points: list[dict], path: Path, xlabel: str, title: str) -> Path:
+    """Top-1 (%) against a cost (log x axis), each point {x, top1, label, ok}, points on each other sharing one label,
+    and the Pareto front through the passing points: each the cheapest that beats every cheaper one."""
     import matplotlib
     import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    pts = [r for r in rows if r.get("size_mib") and r.get("top1") is not None and r.get("source") == "host"
-           and (reference is None or r.get("data_id") == reference["data_id"])]  # one measurement set
     fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
-    labels: dict[tuple, list[str]] = {}  # points that sit on each other (fp32.tflite and model.onnx) share a label
-    for r in pts:
-        size = 30 + 20 * (r.get("ms_1") or 1)
-        ax.scatter(r["size_mib"], 100 * r["top1"], s=size, alpha=0.6,
-                   color="tab:red" if r.get("status") != "pass" else "tab:blue")
-        labels.setdefault((round(r["size_mib"], 1), round(100 * r["top1"], 2)), []).append(Path(r["artifact"]).name)
+    labels: dict[tuple, list[str]] = {}
+    for p in points:
+        ax.scatter(p["x"], 100 * p["top1"], s=40, alpha=0.6, color="tab:blue" if p["ok"] else "tab:red")
+        labels.setdefault((round(p["x"], 2), round(100 * p["top1"], 2)), []).append(p["label"])
     for (x, y), names in labels.items():
         ax.annotate(", ".join(names), (x, y), fontsize=7, xytext=(4, 3), textcoords="offset points")
     front, best = [], -1.0
-    for r in sorted((r for r in pts if r["status"] == "pass"), key=lambda r: r["size_mib"]):  # smallest file that
-        # beats every smaller one
-        if r["top1"] > best:
-            front.append(r)
-            best = r["top1"]
-    ax.plot([r["size_mib"] for r in front], [100 * r["top1"] for r in front], "k--", lw=1, label="Pareto front")
+    for p in sorted((p for p in points if p["ok"]), key=lambda p: p["x"]):
+        if p["top1"] > best:
+            front.append(p)
+            best = p["top1"]
+    ax.plot([p["x"] for p in front], [100 * p["top1"] for p in front], "k--", lw=1, label="Pareto front")
     ax.set_xscale("log")
-    if pts:  # plain-number ticks (1, 2, 5, 10, ...) across the sizes shown
-        lo, hi = min(r["size_mib"] for r in pts), max(r["size_mib"] for r in pts)
-        ticks = [t * 10**e for e in range(-3, 4) for t in (1, 2, 5) if lo / 1.5 <= t * 10**e <= hi * 1.5]
+    if points:  # plain-number ticks (1, 2, 5, 10, ...) across the values shown
+        lo, hi = min(p["x"] for p in points), max(p["x"] for p in points)
+        ticks = [t * 10**e for e in range(-3, 5) for t in (1, 2, 5) if lo / 1.5 <= t * 10**e <= hi * 1.5]
         ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-    ax.set_xlabel("file size (MiB, log scale)")
+    else:
+        ax.text(0.5, 0.5, "nothing measured", ha="center", transform=ax.transAxes)
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("top-1 (%)")
-    ax.set_title("accuracy vs size (marker area ~ latency at 1 thread)")
+    ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
     plt.close(fig)
     return path
+
+
+def _measured(rows: list[dict], reference: dict | None) -> list[dict]:
+    """Host rows with a top-1 on the reference's images (one measurement set)."""
+    return [r for r in rows if r.get("top1") is not None and r.get("source") == "host"
+            and (reference is None or r.get("data_id") == reference["data_id"])]
+
+
+def pareto_png(rows: list[dict], path: Path, reference: dict | None = None) -> Path:
+    points = [{"x": r["size_mib"], "top1": r["top1"], "label": Path(r["artifact"]).name, "ok": r["status"] == "pass"}
+              for r in _measured(rows, reference) if r.get("size_mib")]
+    return front_png(points, path, "file size (MiB, log scale)", "accuracy vs size")
+
+
+def latency_png(rows: list[dict], path: Path, size: int, reference: dict | None = None) -> Path:
+    """Top-1 against latency at `size` px, 1 thread (bench/latency.py), for the rows it measured."""
+    points = [{"x": r["at_size"][size]["ms_1"], "top1": r["top1"], "label": Path(r["artifact"]).name,
+               "ok": r["status"] == "pass"} for r in _measured(rows, reference)
+              if (r.get("at_size") or {}).get(size, {}).get("ms_1")]
+    return front_png(points, path, f"ms per image at {size}x{size}, 1 thread (log scale)",
+                     f"accuracy vs latency at {size} px (bench/latency.py)")
+
+
+def latency_artifact(name: str, runtime: str) -> str | None:
+    """The run artifact a bench/latency.py file stands for (the same weights at another size): model_int8.tflite is
+    tflite/int8.tflite, structured50_int8.tflite is tflite/structured50_int8.tflite; None for its own models."""
+    if runtime.startswith("tflite"):
+        return f"tflite/{name.removeprefix('model_')}"
+    if runtime == "onnxruntime":
+        return {"model.onnx": "onnx/model.onnx", "model_ptq_int8.onnx": "quant/ptq_int8.onnx"}.get(name)
+    return None
+
+
+def attach_latency(rows: list[dict], tables: list[dict]) -> None:
+    """rows[i]["at_size"][size] = {ms_1, ms_n, speedup} from bench/latency.py's tables (first and last thread count;
+    speed-up over its fp32 TFLite file at the first)."""
+    by_artifact = {r["artifact"]: r for r in rows if r["source"] == "host"}
+    for table in tables:
+        first, last = table["threads"][0], table["threads"][-1]
+        for lat in table["rows"]:
+            row = by_artifact.get(latency_artifact(lat["artifact"], lat["runtime"]))
+            if row is not None and lat.get(f"ms_{first}"):
+                row.setdefault("at_size", {})[table["image_size"]] = {
+                    "ms_1": lat[f"ms_{first}"], "ms_n": lat.get(f"ms_{last}"), "threads": [first, last],
+                    "speedup": lat.get("speedup_vs_tflite_fp32")}
 
 
 def markdown_html(text: str) -> str:
@@ -316,16 +401,19 @@ def markdown_html(text: str) -> str:
     return "\n".join(out)
 
 
-def to_html(rows: list[dict], meta: dict, png: Path, layers: Path) -> str:
+def _img(path: Path, alt: str) -> str:
+    return f'<img alt="{alt}" src="data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()}">'
+
+
+def to_html(rows: list[dict], meta: dict, png: Path, layers: Path, latency: Path | None = None) -> str:
     reference = meta.get("reference")
-    img = base64.b64encode(png.read_bytes()).decode()
     explained = ""
     if meta.get("explain"):
-        explained = (markdown_html(explain_markdown(meta["explain"])) + '<img alt="per-layer SNR" '
-                     f'src="data:image/png;base64,{base64.b64encode(layers.read_bytes()).decode()}">')
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in COLUMNS)
+        explained = markdown_html(explain_markdown(meta["explain"])) + _img(layers, "per-layer SNR")
+    size = latency_size(rows)
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns(rows))
     body = "".join(f"<tr class=\"{'ok' if r['status'] == 'pass' else 'bad'}\">"
-                   + "".join(f"<td>{html.escape(c)}</td>" for c in _cells(r, reference)) + "</tr>" for r in rows)
+                   + "".join(f"<td>{html.escape(c)}</td>" for c in _cells(r, reference, size)) + "</tr>" for r in rows)
     notes = "".join(f"<p>{html.escape(n)}</p>" for n in [*_notes(rows, reference), meta.get("converters") or ""]
                     if n)
     title = f"resnet-edge report: {html.escape(meta['run'])}"
@@ -337,9 +425,10 @@ table{{margin-bottom:1em}}</style></head><body>
 <p><b>{html.escape(_headline(rows, reference))}</b></p>
 <p>Host: {html.escape(meta['host']['cpu'])}, {meta['host']['cores']} cores. MiB = 2<sup>20</sup> bytes; latency =
 median ms per image, batch 1, after warm-up.</p>
-<img alt="accuracy vs size" src="data:image/png;base64,{img}">
+{_img(png, "accuracy vs size")}
 <table><tr>{head}</tr>{body}</table>{notes}
 {''.join(markdown_html(latency_markdown(t)) for t in meta.get("latency_tables", []))}
+{_img(latency, "accuracy vs latency") if latency and latency_size(rows) else ""}
 {explained}
 <h2>Architecture</h2>{markdown_html(meta.get('architecture', ''))}
 <h2>Versions</h2><p>{html.escape(', '.join(f'{k} {v}' for k, v in meta.get('versions', {}).items()))}</p>
@@ -361,11 +450,21 @@ def architecture(layout, cfg) -> str:
     return summary_markdown(summarize(model, cfg.model, cfg.image_size, input_shape(cfg)[1]))
 
 
-def report(layout, cfg) -> dict[str, Path]:
-    """report/{report.json, report.md, report.html, pareto.png} from the run's records."""
+def run_rows(layout, cfg) -> tuple[list[dict], dict | None, list[dict]]:
+    """The run's rows (with bench/latency.py's figures attached where it ran), the fp32 reference's measurement set
+    and the latency tables: what report and compare read."""
     rows = collect_rows(layout, cfg)
     reference = next((r for r in rows if r["artifact"] == layout.rel(layout.onnx) and r.get("data_id")), None)
     reference = reference and {k: reference[k] for k in ("images", "split", "data_id")}
+    tables = [t for t in map(_load, sorted(layout.companion("latency").glob("latency_*.json"))) if t]
+    attach_latency(rows, tables)
+    return rows, reference, tables
+
+
+def report(layout, cfg) -> dict[str, Path]:
+    """report/{report.json, report.md, report.html, pareto.png, layers.png, latency.png} from the run's records (and
+    bench/latency.py's tables of the run, where it ran)."""
+    rows, reference, tables = run_rows(layout, cfg)
     # the host the latencies were measured on (the benchmark's own record), the versions the run was made with
     measured_on = next((b["host"] for rel in (r["artifact"] for r in rows if r["source"] == "host")
                         for b in [records.read(layout, rel).get("benchmark") or {}] if b.get("host")), host())
@@ -373,17 +472,17 @@ def report(layout, cfg) -> dict[str, Path]:
     meta = {"run": str(layout.root), "host": measured_on, "versions": manifest.get("versions") or versions(),
             "architecture": architecture(layout, cfg), "reference": reference,
             "recommended": (recommended(rows, reference) or {}).get("artifact"), "legend": records.LEGEND,
-            "converters": converters_line(layout),
-            "latency_tables": [t for t in map(_load, sorted(layout.companion("latency").glob("latency_*.json")))
-                               if t]}
+            "converters": converters_line(layout), "latency_tables": tables}
     meta["explain"] = explanations(layout, rows)
+    meta["smallest"] = (smallest(rows, reference) or {}).get("artifact")
     out = layout.report_dir
     png = pareto_png(rows, out / "pareto.png", reference)
     layers = layers_png(meta["explain"], out / "layers.png")
-    return {"json": atomic_write_json(out / "report.json", {**meta, "columns": COLUMNS, "rows": rows}),
+    latency = latency_png(rows, out / "latency.png", latency_size(rows) or 224, reference)
+    return {"json": atomic_write_json(out / "report.json", {**meta, "columns": columns(rows), "rows": rows}),
             "md": atomic_write_text(out / "report.md", to_markdown(rows, meta)),
-            "html": atomic_write_text(out / "report.html", to_html(rows, meta, png, layers)), "png": png,
-            "layers": layers}
+            "html": atomic_write_text(out / "report.html", to_html(rows, meta, png, layers, latency)), "png": png,
+            "layers": layers, "latency": latency}
 
 
 def report_stage(ctx) -> None:

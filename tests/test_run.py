@@ -89,9 +89,22 @@ def test_run_killed_then_continued_cached_and_forced(tmp_path, capsys):
         json.loads((run / "results" / "tflite" / "qat_int8.tflite.json").read_text())["build"]["sha256"]
     assert rows["tflite/structured25_int8.tflite"]["macs"] < 0.7 * rows["tflite/int8.tflite"]["macs"]
     assert rows["tflite/pruned30_int8.tflite"]["sparsity"] > 0.28
+    # channel-pruned rows: the share of channels kept, not a weight sparsity near zero
+    structured = rows["tflite/structured25_int8.tflite"]
+    assert structured["sparsity"] is None and 0.7 < structured["channels_kept"] < 0.8
+    assert rows["tflite/int8.tflite"]["channels_kept"] is None
     md = (run / "report" / "report.md").read_text()
-    assert "| tflite/int8.tflite | tflite | int8 |" in md and report["recommended"] in ROWS
-    assert f"Recommended phone file: {report['recommended']}" in md
+    assert "| tflite/int8.tflite | tflite | int8 | - | - |" in md and "| sparsity | channels kept | MMACs |" in md
+    assert f"| tflite/structured25_int8.tflite | tflite | int8 | - | {structured['channels_kept']:.2f} |" in md
+    # the headline: the fastest and the smallest int8 phone files that passed every gate
+    best, small = rows[report["recommended"]], rows[report["smallest"]]
+    assert best["status"] == small["status"] == "pass" and best["precision"] == small["precision"] == "int8"
+    assert best["ms_1"] == min(r["ms_1"] for r in rows.values() if r["precision"] == "int8" and
+                               r["format"] == "tflite")
+    assert small["size_mib"] == min(r["size_mib"] for r in rows.values() if r["precision"] == "int8" and
+                                    r["format"] == "tflite")
+    assert f"Recommended phone file: {report['recommended']} ({best['size_mib']:.2f} MiB, top-1 " in md
+    assert ("Smallest: " in md) == (small is not best)
     assert (run / "report" / "pareto.png").read_bytes()[:4] == b"\x89PNG"
     int8_rows = [rel for rel in ROWS if rel.endswith("int8.tflite")]
     explained = sorted(str(p.relative_to(run / "explain")) for p in (run / "explain").rglob("*.tflite.json"))

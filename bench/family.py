@@ -1,0 +1,63 @@
+"""Which model to ship, across the family: one recipe (the run's config, default the cpu preset on Fashion-MNIST)
+trains and runs the whole chain for resnet18, resnet18 at half width, resnet34 and mobilenet_v2, each a run of its own
+under runs/family/<member>/, then `resnet-edge compare` merges them into runs/family/compare/ (one table, top-1 vs
+size and vs latency, markdown + HTML). Prints the compare table and writes family.json (wall time per member).
+
+    python bench/family.py [members=resnet18,resnet18_w0.5,resnet34,mobilenet_v2 epochs=6 train_subset=0 ...]
+
+Any other key=value is a config override for every member (e.g. run_magnitude=false to save time). Members already
+complete are not redone (the stage cache); force=true redoes them.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchkit import entry, write_table  # noqa: E402
+from pipeline.compare import compare  # noqa: E402
+from pipeline.config import load_config, parse_bool, parse_overrides  # noqa: E402
+from pipeline.errors import EdgeError  # noqa: E402
+from pipeline.host import host  # noqa: E402
+from pipeline.run import run  # noqa: E402
+from pipeline.stage import Context  # noqa: E402
+
+MEMBERS = {  # name: what differs from the shared recipe
+    "resnet18": {"model": "resnet18"},
+    "resnet18_w0.5": {"model": "resnet18", "width": 0.5},
+    "resnet34": {"model": "resnet34"},
+    "mobilenet_v2": {"model": "mobilenet_v2"},
+}
+
+
+def main(argv: list[str]) -> int:
+    overrides = parse_overrides(argv)
+    names = [m.strip() for m in overrides.pop("members", ",".join(MEMBERS)).split(",") if m.strip()]
+    unknown = sorted(set(names) - set(MEMBERS))
+    if unknown:
+        raise EdgeError(f"members={','.join(unknown)}: choose from {', '.join(MEMBERS)}")
+    force = parse_bool("force", overrides.pop("force", "false"))
+    root = Path(overrides.pop("runs_dir", "runs")) / "family"
+    walls, data = {}, None
+    for name in names:
+        cfg = load_config(None, {"preset": "cpu", **overrides, **{k: str(v) for k, v in MEMBERS[name].items()},
+                                 "runs_dir": str(root), "name": name})
+        start = time.perf_counter()
+        ctx = Context(cfg, data)
+        outcome = run(cfg, force=force, ctx=ctx)
+        data = ctx.data  # one data set for every member
+        walls[name] = round(time.perf_counter() - start, 1)
+        failed = ", ".join(outcome.failed) or "none"
+        print(f"family: {name} done in {walls[name]:.0f} s (failed stages: {failed})", file=sys.stderr)
+    written = compare([root / name for name in names], root / "compare")
+    print(written["md"].read_text(), end="")
+    print("| member | wall s |\n|---|---:|\n" + "".join(f"| {n} | {w:.0f} |\n" for n, w in walls.items()))
+    return write_table(root / "family.json", {"members": names, "overrides": overrides, "wall_s": walls,
+                                              "host": host(), "compare": str(root / "compare")})
+
+
+if __name__ == "__main__":
+    entry(main)
