@@ -22,7 +22,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, SequentialSampler
 
 from models import build_model
@@ -168,6 +168,23 @@ def setup_runtime(cfg: Config) -> Runtime:
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     return Runtime(device, rank, world, amp, amp is not None and cfg.channels_last)
+
+
+def ema_update(decay: float):
+    """AveragedModel's update with TensorFlow's ExponentialMovingAverage warm-up: decay min(decay, (1 + n) / (10 + n))
+    at step n, so the average forgets the random initial weights within a short run too (a 150-step test run averages
+    over its last ~15 steps; 10 epochs of the demo reach 0.9958)."""
+
+    @torch.no_grad()
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], n: torch.Tensor) -> None:
+        d = min(decay, (1 + n.item()) / (10 + n.item()))
+        if torch.is_floating_point(averaged[0]):
+            torch._foreach_lerp_(averaged, current, 1 - d)
+        else:  # BN's batch counters
+            for a, c in zip(averaged, current, strict=True):
+                a.copy_(c)
+
+    return update
 
 
 def make_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
@@ -320,7 +337,7 @@ def train(cfg: Config, data=None) -> Path:
     sched = make_scheduler(opt, cfg, len(train_loader))
     scaler = torch.amp.GradScaler("cuda", enabled=rt.amp_dtype == torch.float16)
     # The average (weights and BN statistics) is what is validated, checkpointed as "model" and exported.
-    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True) if cfg.ema else None
+    ema = AveragedModel(model, multi_avg_fn=ema_update(cfg.ema), use_buffers=True) if cfg.ema else None
     kept = ema.module if ema is not None else model
     state = {"epoch": 0, "best_acc": -1.0, "history": []}
     if cfg.resume:

@@ -249,3 +249,16 @@ def test_random_erasing_zeroes_one_rectangle_of_the_stated_area():
     half = train_module.augment(x, True, torch.Generator().manual_seed(1), erasing=0.5)
     hit = ((half == 0).float() - (train_module.augment(x, True, torch.Generator().manual_seed(1)) == 0).float())
     assert 0.3 < (hit.flatten(1).sum(1) > 0).float().mean() < 0.7
+
+
+def test_ema_warms_up_then_holds_its_decay():
+    """TensorFlow's warm-up: step n averages with decay min(ema, (1 + n) / (10 + n)), so the random initial weights
+    are forgotten in a short run, and a long run averages at the configured decay."""
+    update = train_module.ema_update(0.998)
+    for n, decay in ((0, 0.1), (90, 0.91), (10_000, 0.998)):
+        avg, cur = [torch.zeros(3)], [torch.ones(3)]
+        update(avg, cur, torch.tensor(n))
+        assert torch.allclose(avg[0], torch.full((3,), 1 - decay)), (n, avg)
+    counters = [torch.tensor(5)]
+    update(counters, [torch.tensor(7)], torch.tensor(3))
+    assert counters[0].item() == 7  # BN's batch counter follows the model
