@@ -32,19 +32,22 @@ from pipeline.stage import Context, open_run, run_stage  # noqa: E402
 from pipeline.stages import STAGES  # noqa: E402
 
 VARIANTS = [  # (folder, stage, config changes)
-    ("ptq_qat", "quantize", {"qat": True}),
+    ("ptq_qat", "quantize", {"qat": True}),  # QAT with the run's kd_alpha
     ("magnitude30", "prune_magnitude", {"prune_ratio": 0.3}),
     ("magnitude50", "prune_magnitude", {"prune_ratio": 0.5}),
     ("magnitude70", "prune_magnitude", {"prune_ratio": 0.7}),
-    ("structured30", "prune_structured", {"structured_ratio": 0.3}),
-    ("structured50", "prune_structured", {"structured_ratio": 0.5}),
-    ("structured70", "prune_structured", {"structured_ratio": 0.7}),
-    ("structured80", "prune_structured", {"structured_ratio": 0.8}),
+    ("structured30", "prune_structured", {"structured_ratio": 0.3, "kd_alpha": 0.0}),
+    ("structured50", "prune_structured", {"structured_ratio": 0.5, "kd_alpha": 0.0}),
+    ("structured70", "prune_structured", {"structured_ratio": 0.7, "kd_alpha": 0.0}),
+    ("structured80", "prune_structured", {"structured_ratio": 0.8, "kd_alpha": 0.0}),
     ("structured50_kd", "prune_structured", {"structured_ratio": 0.5, "kd_alpha": 0.5}),
     ("structured70_kd", "prune_structured", {"structured_ratio": 0.7, "kd_alpha": 0.5}),
     ("structured80_kd", "prune_structured", {"structured_ratio": 0.8, "kd_alpha": 0.5}),
     ("structured70_kd_iter", "prune_structured", {"structured_ratio": 0.7, "kd_alpha": 0.5, "structured_steps": 2}),
     ("structured80_kd_iter", "prune_structured", {"structured_ratio": 0.8, "kd_alpha": 0.5, "structured_steps": 2}),
+    # channel rounding at the ratio where 20x lives: every count a multiple of 1 (none), 8 (the default) or 16
+    ("structured70_kd_r1", "prune_structured", {"structured_ratio": 0.7, "kd_alpha": 0.5, "structured_round_to": 1}),
+    ("structured70_kd_r16", "prune_structured", {"structured_ratio": 0.7, "kd_alpha": 0.5, "structured_round_to": 16}),
 ]
 
 

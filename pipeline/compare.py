@@ -12,6 +12,7 @@ from pathlib import Path
 
 from .artifacts import atomic_write_json, atomic_write_text
 from .errors import EdgeError
+from .evaluate import drop_points
 from .layout import Layout
 from .report import _fmt, _img, front_png, markdown_html, run_rows
 
@@ -66,7 +67,7 @@ def ship(rows: list[dict], size: int | None, max_drop: float) -> dict | None:
     if not fp32:
         return None
     ok = [r for r in rows if r["status"] == "pass" and r.get("format") == "tflite"
-          and r.get("precision") in ("int8", "mixed") and 100 * (max(fp32) - r["top1"]) <= max_drop]
+          and r.get("precision") in ("int8", "mixed") and drop_points(max(fp32), r["top1"]) <= max_drop]
 
     def speed(r):
         at = (r.get("at_size") or {}).get(size, {}).get("ms_1") if size else None

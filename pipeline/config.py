@@ -89,8 +89,9 @@ class Config:
     # pruning; torch-pruning's iterative_steps); 1: one shot, then fine-tune
     structured_lr: float = 0.02
     finetune_subset: int = 0  # > 0: fine-tuning epochs see that many training images (0: the whole split)
-    kd_alpha: float = 0.0  # structured-prune and QAT fine-tuning: weight of knowledge distillation from the dense
-    # fp32 model (loss = (1 - a) CE + a T^2 KL); 0 turns it off
+    kd_alpha: float = 0.5  # structured-prune and QAT fine-tuning: weight of knowledge distillation from the dense
+    # fp32 model (loss = (1 - a) CE + a T^2 KL); 0 turns it off. On by default: it recovered more of what channel
+    # pruning loses in every case measured (a quarter-width model at 25%: 84.6% against 83.1% without, fp32 84.9%)
     kd_temperature: float = 4.0  # softens both models' predictions for the KL term
     # run (pipeline.run): which optional stages the chain includes
     run_structured: bool = True  # channel pruning at structured_ratio -> int8 TFLite (the fast phone variant)

@@ -58,7 +58,7 @@ def repair(ctx, failed: Path, parent: Path, build: dict, compressed: bool,
     """Quantize again (`requantize(layers, out)`) with 1, 2, ... of the worst layers in float until the validation
     drop against `parent` (the float model the int8 file was made from) is within max_int8_drop; the last try is
     evaluated and gated like any file. `name(layer)`: how the record lists a float layer."""
-    from .evaluate import assess
+    from .evaluate import assess, drop_points
     from .explain import reference_for
 
     layout, cfg = ctx.layout, ctx.cfg
@@ -71,7 +71,7 @@ def repair(ctx, failed: Path, parent: Path, build: dict, compressed: bool,
     for layer in candidates:
         tried.append(layer)
         requantize(tried, out)
-        drop = 100 * (parent_top1 - validation_top1(ctx, out))
+        drop = drop_points(parent_top1, validation_top1(ctx, out))
         if drop <= cfg.max_int8_drop:
             break
     assess(ctx, out, parent=parent, compressed=compressed,

@@ -108,3 +108,18 @@ def test_artifact_that_cannot_be_built_is_a_failed_row_with_its_reason(tiny_run,
     md = (cfg.run_dir / "report" / "report.md").read_text()
     assert "| tflite/int8.tflite | - | - |" in md and "- tflite/int8.tflite: failed: " in md
     assert "failed = not built (reason given)" in md
+
+
+def test_a_drop_of_exactly_the_gate_passes_and_one_image_more_fails():
+    # 849 then 839 of 1,000 images right is a drop of exactly 1 point; in floats 100 * (0.849 - 0.839) is 1.0000000000000009
+    from pathlib import Path
+
+    from pipeline.evaluate import gates_for
+
+    def drop_gate(top1):
+        ev = {"reference": "onnx/model.onnx", "reference_top1": 0.849, "top1": top1}
+        (gate,) = gates_for(Path("int8.tflite"), "int8", False, None, ev, 1.0)
+        return gate
+
+    assert drop_gate(0.839).passed and drop_gate(0.839).value == 1.0
+    assert not drop_gate(0.838).passed and "FAILED" in drop_gate(0.838).text()

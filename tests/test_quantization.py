@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import onnx
+import pytest
 import torch
 from conftest import ROOT, copy_run
 
@@ -70,7 +71,7 @@ def test_magnitude_pruning_sparsity_reaches_the_int8_tflite(tiny_run, tmp_path):
     assert gate["threshold"] == 1.0 and gate["passed"] == (gate["value"] <= 1.0)
     assert code == (0 if all(g["passed"] for f in ("fp32", "int8")
                              for g in record(cfg, f"tflite/pruned50_{f}.tflite")["gates"]) else 2)
-    assert gate["value"] == 100 * (int8["evaluation"]["reference_top1"] - int8["evaluation"]["top1"])
+    assert gate["value"] == pytest.approx(100 * (int8["evaluation"]["reference_top1"] - int8["evaluation"]["top1"]))
     ckpt = load_checkpoint(cfg.run_dir / "quant" / "pruned50.pt")
     weights = [v for k, v in ckpt["model"].items() if k.endswith("weight") and v.dim() > 1]
     zero = sum(int((w == 0).sum()) for w in weights) / sum(w.numel() for w in weights)
