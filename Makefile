@@ -7,7 +7,7 @@ FMNIST := /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz
 # The venv's bin must be on PATH: onnx2tf runs the `onnxsim` program.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup test demo demo-docs lock clean
+.PHONY: setup test demo demo-docs device-check-arm64 lock clean
 
 setup: $(STAMP) $(FMNIST)
 
@@ -36,6 +36,14 @@ demo: setup
 # The README's demo figures come from here: after `make demo` on a fresh clone, copy its report into docs/.
 demo-docs:
 	mkdir -p docs && cp runs/default/report/report.md docs/demo-report.md && cp runs/default/report/pareto.png docs/pareto.png && cp runs/default/report/layers.png docs/layers.png
+
+# The device bundle of RUN on arm64 under qemu-user (root; minutes; not part of test or CI): device_tests/arm64_check.py.
+RUN ?= runs/default
+ARM64_DEBS := mmdebstrap qemu-user-static binfmt-support
+device-check-arm64: setup
+	@command -v mmdebstrap >/dev/null && test -x /usr/bin/qemu-aarch64-static && command -v update-binfmts >/dev/null || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && apt-get install -y $(ARM64_DEBS); } || true
+	$(BIN)/python device_tests/arm64_check.py $(RUN)
 
 # Re-resolve the lock from pyproject.toml's ranges (needs the registry).
 lock:

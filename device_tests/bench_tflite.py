@@ -25,6 +25,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from tflite_precision import tflite_precision  # noqa: E402  (the bundle's own copy of the precision rule)
 
 RUNTIMES = ("ai_edge_litert.interpreter", "tflite_runtime.interpreter", "tensorflow.lite")
+DISTRIBUTIONS = {"ai_edge_litert.interpreter": "ai-edge-litert", "tflite_runtime.interpreter": "tflite-runtime",
+                 "tensorflow.lite": "tensorflow"}
 INSTALL_HINT = ("pip install numpy ai-edge-litert (or, where it has no wheel: pip install 'numpy<2' tflite-runtime; "
                 "tflite-runtime 2.14 needs numpy<2 and glibc>=2.34 on aarch64)")
 
@@ -46,6 +48,18 @@ def find_runtime():
             return name, module.Interpreter, module.experimental.load_delegate
         return name, module.Interpreter, module.load_delegate
     raise BenchError(f"no TFLite runtime found (tried {', '.join(RUNTIMES)}): {INSTALL_HINT}")
+
+
+def runtime_version(name: str) -> str | None:
+    """The installed version of the runtime's package, e.g. 2.3.0 for ai_edge_litert.interpreter."""
+    try:
+        from importlib.metadata import PackageNotFoundError, version
+    except ImportError:
+        return None
+    try:
+        return version(DISTRIBUTIONS[name])
+    except (PackageNotFoundError, KeyError):
+        return None
 
 
 def _status_mib(field: str) -> float | None:
@@ -120,7 +134,8 @@ class Model:
         return y
 
 
-def measure(path: str, threads: int, warmup: int, runs: int, eval_path: str | None, delegate: str | None) -> dict:
+def measure(path: str, threads: int, warmup: int, runs: int, eval_path: str | None, delegate: str | None,
+            keep_predictions: bool = False) -> dict:
     """Inside the worker process: load, time, read the peak, then score on eval.npz."""
     import numpy as np
 
@@ -147,6 +162,8 @@ def measure(path: str, threads: int, warmup: int, runs: int, eval_path: str | No
         n = int(model.input["shape"][0]) or 1
         pred = np.concatenate([model(images[i: i + n]).argmax(-1) for i in range(0, len(images), n)])
         row |= {"top1": float((pred == labels).mean()), "images": int(len(labels))}
+        if keep_predictions:
+            row["predictions"] = [int(p) for p in pred]
     return row
 
 
@@ -158,6 +175,8 @@ def run_worker(path: str, threads: int, args) -> dict:
         cmd += ["--eval", args.eval]
     if args.delegate:
         cmd += ["--delegate", args.delegate]
+    if args.predictions:
+        cmd += ["--predictions"]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
     except subprocess.TimeoutExpired:
@@ -197,9 +216,11 @@ def make_row(path: str, cells: dict[int, dict], expected: dict, runtime: str, wh
            "size_mib": os.path.getsize(path) / 2**20 if os.path.isfile(path) else None,
            "top1": next((c["top1"] for c in ok.values() if "top1" in c), None),
            "images": next((c["images"] for c in ok.values() if "images" in c), None),
+           "predictions": next((c["predictions"] for c in ok.values() if "predictions" in c), None),
            "ms_1": ok.get(1, {}).get("latency_ms_median"), "ms_n": ok.get(threads[-1], {}).get("latency_ms_median"),
            "threads_n": threads[-1], "peak_rss_mib": max((c["peak_rss_mib"] or 0 for c in ok.values()), default=None),
-           "source": f"device:{where['name']}", "runtime": runtime, "per_thread": {f"t{n}": c for n, c in cells.items()}}
+           "source": f"device:{where['name']}", "runtime": runtime,
+           "per_thread": {f"t{n}": {k: v for k, v in c.items() if k != "predictions"} for n, c in cells.items()}}
     host_top1 = expected.get(name)
     if host_top1 is not None and row["top1"] is not None:
         row["host_top1"] = host_top1
@@ -210,7 +231,8 @@ def make_row(path: str, cells: dict[int, dict], expected: dict, runtime: str, wh
 def write_json(path: str, rows: list[dict], where: dict, runtime: str) -> None:
     tmp = f"{path}.tmp"
     with open(tmp, "w") as f:
-        json.dump({"host": where, "runtime": runtime, "rows": rows}, f, indent=2)
+        json.dump({"host": where, "runtime": runtime, "runtime_version": runtime_version(runtime), "rows": rows}, f,
+                  indent=2)
     os.replace(tmp, path)
 
 
@@ -236,6 +258,8 @@ def parse_args(argv):
     p.add_argument("--delegate", help="path of a delegate library (.so) to load, e.g. an NPU's")
     p.add_argument("--timeout", type=int, default=900, help="seconds per model and thread count")
     p.add_argument("--out", help="JSON file (default: device_results_<hostname>.json)")
+    p.add_argument("--predictions", action="store_true",
+                   help="keep every image's predicted class in the JSON (to compare two runtimes image by image)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     try:
@@ -251,7 +275,8 @@ def main(argv=None) -> int:
     try:
         args = parse_args(argv)
         if args.worker:
-            result = measure(args.worker, args.thread_list[0], args.warmup, args.runs, args.eval, args.delegate)
+            result = measure(args.worker, args.thread_list[0], args.warmup, args.runs, args.eval, args.delegate,
+                             args.predictions)
             print("RESULT " + json.dumps(result))
             return 0
         runtime = find_runtime()[0]

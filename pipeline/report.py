@@ -33,6 +33,11 @@ DEVICE_NOTE = ("rows `@ device:...` / `@ android:...`: measured on the device (d
                "images (eval.npz), Δ against the fp32 file measured there on the same images")
 
 
+EMULATED_NOTE = ("rows `@ arm64 (emulated, ...)`: the bundle run on arm64 under qemu-user (device_tests/arm64_check.py); "
+                 "their top-1 is the arm64 kernels' answer, their latency is emulation's and NOT representative of "
+                 "real hardware (qemu is many times slower)")
+
+
 def _load(path: Path) -> dict:
     try:
         return json.loads(path.read_text())
@@ -79,6 +84,7 @@ def device_rows(layout) -> list[dict]:
         for row in found:
             source = row.get("source") or path.stem
             top1 = row.get("top1")
+            row = {k: v for k, v in row.items() if k != "predictions"}  # per-image classes: the JSON's, not the report's
             rows.append({**{c: None for c in ("sparsity", "gzip_mib", "agreement", "macs", "reason")}, **row,
                          "artifact": f"{row.get('artifact')} @ {source}", "source": source,
                          "status": "pass" if row.get("status") == "pass" else "bench failed",
@@ -154,6 +160,8 @@ def _notes(rows: list[dict], reference: dict | None) -> list[str]:
                    f"not comparable with the other rows; re-run the stage that built it")
     if any(r["source"] != "host" for r in rows):
         out.append(DEVICE_NOTE)
+    if any(r.get("emulated") for r in rows):
+        out.append(EMULATED_NOTE)
     return out
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import locked
 
 ROOT = Path(__file__).resolve().parents[1]
 ANDROID = ROOT / "device_tests" / "android_benchmark.py"
@@ -109,13 +110,18 @@ def test_board_script_in_bare_venv_matches_host_accuracy(litert_venv, device_bun
     out = tmp_path / "device_results_board.json"
     proc = subprocess.run(
         [str(litert_venv), "bench_tflite.py", "models/int8.tflite", "models/fp32.tflite", str(tmp_path / "bad.tflite"),
-         "--eval", "eval.npz", "--threads", "1,2", "--runs", "5", "--warmup", "1", "--out", str(out)],
+         "--eval", "eval.npz", "--threads", "1,2", "--runs", "5", "--warmup", "1", "--out", str(out), "--predictions"],
         cwd=device_bundle, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 1, proc.stderr  # the corrupt file fails; the others are kept
     assert "error: " in proc.stderr and "bad.tflite: the runtime cannot load it" in proc.stderr
     result = json.loads(out.read_text())
-    assert result["runtime"] == "ai_edge_litert.interpreter"
+    assert result["runtime"] == "ai_edge_litert.interpreter" and result["runtime_version"] == locked("ai-edge-litert")
     rows = {r["artifact"]: r for r in result["rows"]}
+    bundle_labels = np.load(device_bundle / "eval.npz")["labels"]
+    for name in ("int8.tflite", "fp32.tflite"):  # --predictions: every image's class, the top-1 they add up to
+        pred = np.asarray(rows[name]["predictions"])
+        assert len(pred) == len(bundle_labels) and (pred == bundle_labels).mean() == rows[name]["top1"]
+        assert "predictions" not in rows[name]["per_thread"]["t1"]
     assert rows["bad.tflite"]["status"] == "failed"
 
     n = len(np.load(device_bundle / "eval.npz")["labels"])

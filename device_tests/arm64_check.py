@@ -1,0 +1,337 @@
+#!/usr/bin/env python3
+"""The device bundle on arm64 before anyone owns a board: a Debian bookworm arm64 root file system run under
+qemu-user (binfmt_misc), the bundle's bench_tflite.py on every model under ai-edge-litert and under tflite-runtime,
+each compared with the host's top-1 (expected.json) and, image by image, with the same runtime on this x86_64 host.
+
+    sudo python3 device_tests/arm64_check.py runs/default [--cache ~/.cache/resnet-edge/arm64-bookworm]
+
+Needs root and the Debian packages mmdebstrap, qemu-user-static and binfmt-support; pip (for the wheels) and the
+network to Debian's mirror and PyPI the first time only. Builds once and caches outside the repo: the root file
+system (mmdebstrap, about 2 min and 255 MB), the aarch64 and x86_64 wheels and one venv per runtime inside the root
+file system; every piece is built in a temporary folder and renamed when complete, so an interrupted build leaves
+nothing half-made. Writes RUN/device/arm64-<runtime>.json (rows the report shows as `arm64 (emulated)`, latency not
+representative of real hardware) and RUN/device-arm64/host-<runtime>.json (the same runtime on this host), prints
+one table, and exits 1 when a model fails to load or its arm64 top-1 is more than 0.5 point from the host's.
+Standard library only (it runs before resnet-edge's venv is needed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SUITE, PYTHON = "bookworm", "3.11"  # bookworm's python3 is 3.11; its glibc is 2.36
+GLIBC = (2, 36)
+MIRROR = "http://deb.debian.org/debian"
+MAX_DIFF_POINTS = 0.5  # int8 kernels differ across architectures; more than this is a broken bundle, not rounding
+RUNTIMES = {  # name: (the packages pip installs, the module bench_tflite.py will find)
+    "ai-edge-litert": (["numpy", "ai-edge-litert"], "ai_edge_litert.interpreter"),
+    "tflite-runtime": (["numpy<2", "tflite-runtime"], "tflite_runtime.interpreter"),
+}
+QEMU = "/usr/bin/qemu-aarch64-static"
+BINFMT = Path("/proc/sys/fs/binfmt_misc")
+
+
+class CheckError(Exception):
+    """One line naming the problem and what to install or run."""
+
+
+def manylinux_tags(arch: str = "aarch64", glibc: tuple[int, int] = GLIBC) -> list[str]:
+    """Every manylinux platform tag a glibc-`glibc` system accepts, oldest first: pip download takes only the tags it
+    is given, so each one from 2_17 (manylinux2014) to the target's glibc must be listed."""
+    return [f"manylinux2014_{arch}"] + [f"manylinux_2_{minor}_{arch}" for minor in range(17, glibc[1] + 1)]
+
+
+def pip_download_command(packages: list[str], dest: Path, arch: str) -> list[str]:
+    platforms = [arg for tag in manylinux_tags(arch) for arg in ("--platform", tag)]
+    return [sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:", "--python-version", PYTHON,
+            *platforms, "--dest", str(dest), *packages]
+
+
+def mmdebstrap_command(target: Path) -> list[str]:
+    return ["mmdebstrap", "--arch=arm64", "--variant=minbase", "--include=python3,python3-venv", "--quiet", SUITE,
+            str(target), MIRROR]
+
+
+def chroot_command(root: Path, argv: list[str], cwd: str = "/") -> list[str]:
+    """A command inside the arm64 root file system with a clean environment; qemu runs it through binfmt_misc."""
+    return ["chroot", str(root), "/usr/bin/env", "-i", "PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/root",
+            "LANG=C.UTF-8", "/bin/sh", "-c", f"cd {shlex.quote(cwd)} && exec {shlex.join(argv)}"]
+
+
+def bench_command(python: str, models: list[str], out: str, runs: int, warmup: int, timeout: int) -> list[str]:
+    """bench_tflite.py as the bundle README has it, one thread (emulation), every image's prediction kept."""
+    return [python, "bench_tflite.py", *models, "--eval", "eval.npz", "--threads", "1", "--runs", str(runs),
+            "--warmup", str(warmup), "--timeout", str(timeout), "--predictions", "--out", out]
+
+
+def check_tools() -> None:
+    """Root, mmdebstrap, qemu-user-static and an enabled qemu-aarch64 binfmt_misc entry (mounted and enabled here if
+    only that is missing), or a one-line CheckError naming the package or command."""
+    if os.geteuid() != 0:
+        raise CheckError("needs root (mmdebstrap and chroot): run it as root or with sudo")
+    if shutil.which("mmdebstrap") is None:
+        raise CheckError("mmdebstrap not found: apt-get install mmdebstrap")
+    if not Path(QEMU).is_file():
+        raise CheckError(f"{QEMU} not found: apt-get install qemu-user-static")
+    if not (BINFMT / "register").exists():
+        subprocess.run(["mount", "-t", "binfmt_misc", "binfmt_misc", str(BINFMT)], capture_output=True)
+    entry = BINFMT / "qemu-aarch64"
+    if not entry.exists() and shutil.which("update-binfmts"):
+        subprocess.run(["update-binfmts", "--enable", "qemu-aarch64"], capture_output=True)
+    if not (BINFMT / "register").exists():
+        raise CheckError(f"binfmt_misc is not mounted at {BINFMT} and could not be: mount -t binfmt_misc binfmt_misc "
+                         f"{BINFMT} (a container may need --privileged)")
+    if not entry.exists() or not entry.read_text().startswith("enabled"):
+        raise CheckError("binfmt_misc has no enabled qemu-aarch64 entry: apt-get install binfmt-support "
+                         "qemu-user-static, then update-binfmts --enable qemu-aarch64")
+
+
+def _run(cmd: list[str], what: str, timeout: int = 3600) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        tail = [ln for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()][-1:] or ["no output"]
+        raise CheckError(f"{what} failed (exit {proc.returncode}): {tail[0][:300]}")
+    return proc
+
+
+def built_once(final: Path, build, what: str) -> Path:
+    """`build(tmp)` into a temporary sibling of `final`, renamed to `final` when it returns: nothing half-built."""
+    if final.exists():
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    for stale in final.parent.glob(f".{final.name}-*"):  # left by a build that was killed
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
+    start = time.perf_counter()
+    print(f"arm64: building {what} ...", file=sys.stderr)
+    try:
+        build(tmp)
+        os.chmod(tmp, 0o755)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    print(f"arm64: {what} built in {time.perf_counter() - start:.0f} s", file=sys.stderr)
+    return final
+
+
+def rootfs(cache: Path) -> Path:
+    def build(tmp: Path) -> None:
+        os.rmdir(tmp)  # mmdebstrap wants to make the directory itself
+        try:
+            _run(mmdebstrap_command(tmp), "mmdebstrap (bookworm arm64)")
+        finally:
+            tmp.mkdir(exist_ok=True)  # for built_once's clean-up or rename
+
+    return built_once(cache / "rootfs", build, f"the {SUITE} arm64 root file system (mmdebstrap, a few minutes)")
+
+
+def wheels(cache: Path, runtime: str, arch: str) -> Path:
+    packages = RUNTIMES[runtime][0]
+    return built_once(cache / "wheels" / f"{runtime}-{arch}",
+                      lambda tmp: _run(pip_download_command(packages, tmp, arch), f"pip download {runtime} ({arch})"),
+                      f"{arch} wheels for {runtime}")
+
+
+def venv_once(final: Path, build, what: str) -> None:
+    """A venv names its own path in its scripts, so it is built in place and marked complete last; one without the
+    marker (an interrupted build) is removed and built again."""
+    marker = final / ".complete"
+    if marker.exists():
+        return
+    start = time.perf_counter()
+    print(f"arm64: building {what} ...", file=sys.stderr)
+    shutil.rmtree(final, ignore_errors=True)
+    try:
+        build()
+        marker.write_text("ok\n")
+    except BaseException:
+        shutil.rmtree(final, ignore_errors=True)
+        raise
+    print(f"arm64: {what} built in {time.perf_counter() - start:.0f} s", file=sys.stderr)
+
+
+def arm64_venv(root: Path, runtime: str, wheel_dir: Path) -> str:
+    """/opt/<runtime> inside the root file system, installed from the downloaded wheels (no network inside)."""
+    venv, inside = f"/opt/{runtime}", root / "wheels" / runtime
+
+    def build() -> None:
+        shutil.rmtree(inside, ignore_errors=True)
+        shutil.copytree(wheel_dir, inside)
+        try:
+            _run(chroot_command(root, ["python3", "-m", "venv", venv]), f"python3 -m venv ({runtime}, arm64)")
+            _run(chroot_command(root, [f"{venv}/bin/pip", "install", "--quiet", "--no-index", "--find-links",
+                                       f"/wheels/{runtime}", *RUNTIMES[runtime][0]]), f"pip install {runtime} (arm64)")
+        finally:
+            shutil.rmtree(inside, ignore_errors=True)
+
+    venv_once(root / venv.lstrip("/"), build, f"the arm64 venv for {runtime} (under emulation)")
+    return f"{venv}/bin/python"
+
+
+def host_venv(cache: Path, runtime: str) -> Path:
+    """The same runtime on this x86_64 host, from its own downloaded wheels: the image-by-image reference."""
+    wheel_dir, final = wheels(cache, runtime, platform.machine()), cache / "host" / runtime
+
+    def build() -> None:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        python = shutil.which(f"python{PYTHON}") or sys.executable
+        _run([python, "-m", "venv", str(final)], f"venv ({runtime}, host)")
+        _run([str(final / "bin" / "pip"), "install", "--quiet", "--no-index", "--find-links", str(wheel_dir),
+              *RUNTIMES[runtime][0]], f"pip install {runtime} (host)")
+
+    venv_once(final, build, f"the host venv for {runtime}")
+    return final / "bin" / "python"
+
+
+def bench_in_rootfs(root: Path, bundle: Path, python: str, models: list[str], args) -> dict:
+    """Copy the bundle in, run bench_tflite.py under emulation with /proc only (the host's /sys crashes
+    ai-edge-litert under qemu), bring the JSON back, remove the copy."""
+    inside = Path(tempfile.mkdtemp(prefix="bundle-", dir=root / "tmp"))
+    proc_dir = root / "proc"
+    mounted = subprocess.run(["mount", "-t", "proc", "proc", str(proc_dir)], capture_output=True).returncode == 0
+    try:
+        shutil.copytree(bundle, inside, dirs_exist_ok=True)
+        cwd = "/" + str(inside.relative_to(root))
+        proc = subprocess.run(chroot_command(root, bench_command(python, models, "arm64.json", args.runs, args.warmup,
+                                                                 args.timeout), cwd),
+                              capture_output=True, text=True, timeout=args.timeout * (len(models) + 1))
+        out = inside / "arm64.json"
+        if not out.is_file():
+            tail = [ln for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()][-1:] or ["no output"]
+            raise CheckError(f"bench_tflite.py under arm64 wrote no results (exit {proc.returncode}): {tail[0][:300]}")
+        return json.loads(out.read_text())
+    finally:
+        if mounted:
+            subprocess.run(["umount", str(proc_dir)], capture_output=True)
+        shutil.rmtree(inside, ignore_errors=True)
+
+
+def bench_on_host(python: Path, bundle: Path, models: list[str], out: Path, args) -> dict:
+    cmd = bench_command(str(python), models, str(out), args.host_runs, 2, args.timeout)
+    subprocess.run(cmd, cwd=bundle, capture_output=True, text=True, timeout=args.timeout * (len(models) + 1))
+    if not out.is_file():
+        raise CheckError(f"bench_tflite.py on the host under {python} wrote no results")
+    return json.loads(out.read_text())
+
+
+def emulated(result: dict, runtime: str, host_cpu: str) -> dict:
+    """The arm64 results as device rows: machine from platform.machine() inside (qemu shows the host's /proc/cpuinfo,
+    so the CPU name is the host's and is replaced), source `arm64 (emulated)`, latency flagged."""
+    machine = result["host"].get("machine")
+    version = result.get("runtime_version")
+    source = f"arm64 (emulated, {runtime} {version or ''})".replace(" )", ")")
+    where = {**result["host"], "name": "arm64 (emulated)", "cpu": f"qemu-user {machine} on {host_cpu}",
+             "emulated": "qemu-user"}
+    rows = [{**r, "source": source, "emulated": True} for r in result["rows"]]
+    return {**result, "host": where, "rows": rows}
+
+
+def compare_rows(arm: dict, host: dict, expected: dict) -> list[dict]:
+    """Per model: arm64 top-1, the host's top-1 (expected.json, the pipeline's runtime), the same runtime's top-1 on
+    this host, and how many images' predictions differ between arm64 and the same runtime here."""
+    here = {r["artifact"]: r for r in host["rows"]}
+    out = []
+    for r in arm["rows"]:
+        same = here.get(r["artifact"], {})
+        a, b = r.get("predictions"), same.get("predictions")
+        differ = sum(x != y for x, y in zip(a, b)) if a and b and len(a) == len(b) else None
+        ref = expected.get(r["artifact"])
+        diff = None if ref is None or r.get("top1") is None else abs(100 * (r["top1"] - ref))
+        out.append({"model": r["artifact"], "precision": r.get("precision"), "status": r["status"],
+                    "error": r.get("error"), "arm64_top1": r.get("top1"), "host_top1": ref,
+                    "same_runtime_host_top1": same.get("top1"), "differ_vs_same_runtime": differ,
+                    "images": r.get("images"), "diff_points": diff, "ms_1": r.get("ms_1"),
+                    "ok": r["status"] == "pass" and diff is not None and diff <= MAX_DIFF_POINTS})
+    return out
+
+
+def table(rows: list[dict]) -> str:
+    def pct(v):
+        return "-" if v is None else f"{100 * v:.2f}"
+
+    lines = ["| model | runtime | arm64 top-1 % | host top-1 % (expected.json) | same runtime on host % | images differing "
+             "from the same runtime on host | \\|diff\\| pts | ms @1 (qemu, not representative) | ok |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---|"]
+    for r in rows:
+        lines.append(f"| {r['model']} | {r['runtime']} | {pct(r['arm64_top1'])} | {pct(r['host_top1'])} | "
+                     f"{pct(r['same_runtime_host_top1'])} | "
+                     f"{'-' if r['differ_vs_same_runtime'] is None else r['differ_vs_same_runtime']} / {r['images']} | "
+                     f"{'-' if r['diff_points'] is None else format(r['diff_points'], '.2f')} | "
+                     f"{'-' if r['ms_1'] is None else format(r['ms_1'], '.1f')} | "
+                     f"{'yes' if r['ok'] else 'NO: ' + (r['error'] or 'top-1 differs')} |")
+    return "\n".join(lines)
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("run", help="a run directory with a device_bundle/ (after make demo: runs/default)")
+    p.add_argument("--cache", default=os.path.expanduser("~/.cache/resnet-edge/arm64-bookworm"))
+    p.add_argument("--runtimes", default=",".join(RUNTIMES))
+    p.add_argument("--runs", type=int, default=3, help="timed runs per model under emulation")
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--host-runs", type=int, default=10, help="timed runs per model on the host")
+    p.add_argument("--timeout", type=int, default=1800, help="seconds per model")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    run, cache = Path(args.run), Path(args.cache)
+    bundle = run / "device_bundle"
+    try:
+        runtimes = [r.strip() for r in args.runtimes.split(",") if r.strip()]
+        unknown = sorted(set(runtimes) - set(RUNTIMES))
+        if unknown:
+            raise CheckError(f"--runtimes {','.join(unknown)}: choose from {', '.join(RUNTIMES)}")
+        if not (bundle / "expected.json").is_file():
+            raise CheckError(f"{bundle}: no device bundle; run `make demo` (or resnet-edge bundle {run}) first")
+        if "--predictions" not in (bundle / "bench_tflite.py").read_text():
+            raise CheckError(f"{bundle}/bench_tflite.py is older than this check (no --predictions): re-make the "
+                             f"bundle with `resnet-edge bundle {run}`")
+        expected = json.loads((bundle / "expected.json").read_text()).get("top1", {})
+        models = sorted(f"models/{p.name}" for p in (bundle / "models").glob("*.tflite"))
+        check_tools()
+        start = time.perf_counter()
+        root = rootfs(cache)
+        host_cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                         if ln.startswith("model name")), platform.processor() or platform.machine())
+        rows = []
+        (run / "device").mkdir(exist_ok=True)
+        (run / "device-arm64").mkdir(exist_ok=True)
+        for runtime in runtimes:
+            python = arm64_venv(root, runtime, wheels(cache, runtime, "aarch64"))
+            t = time.perf_counter()
+            print(f"arm64: {len(models)} model(s) under {runtime}, emulated ...", file=sys.stderr)
+            arm = emulated(bench_in_rootfs(root, bundle, python, models, args), runtime, host_cpu)
+            print(f"arm64: {runtime} done in {time.perf_counter() - t:.0f} s", file=sys.stderr)
+            host = bench_on_host(host_venv(cache, runtime), bundle, models,
+                                 (run / "device-arm64" / f"host-{runtime}.json").resolve(), args)
+            for r in compare_rows(arm, host, expected):
+                rows.append({**r, "runtime": f"{runtime} {arm.get('runtime_version') or ''}".strip()})
+            tmp = run / "device" / f".arm64-{runtime}.json.tmp"
+            tmp.write_text(json.dumps(arm, indent=2))
+            os.replace(tmp, run / "device" / f"arm64-{runtime}.json")
+    except CheckError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(table(rows))
+    bad = [r for r in rows if not r["ok"]]
+    print(f"arm64 check: {len(rows) - len(bad)}/{len(rows)} ok in {time.perf_counter() - start:.0f} s; wrote "
+          f"{', '.join(str(run / 'device' / f'arm64-{r}.json') for r in runtimes)}; report: resnet-edge report {run}",
+          file=sys.stderr)
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
