@@ -50,7 +50,7 @@ class Config:
     device: str = "auto"  # auto (cuda when present) | cpu | cuda
     amp: bool = True  # CUDA: bf16 autocast where supported, else fp16 with a grad scaler; CPU: bf16 autocast where
     # the CPU has native bf16 (AVX512-BF16/AMX; 1.53x the fp32 images/s on this project's 2-core EPYC), else fp32
-    channels_last: bool = True  # with amp (CPU and CUDA)
+    channels_last: bool = True  # CUDA: with amp; a CPU: always (fp32 too)
     compile: bool = False  # torch.compile the model (CUDA: worth it for long runs; first epoch pays compile time)
     workers: int = 4  # loader processes for imagefolder decoding (in-memory data sets use none)
     train_subset: int = 0  # > 0: train on that many images of the training split (tests, quick looks)

@@ -167,7 +167,33 @@ def setup_runtime(cfg: Config) -> Runtime:
     if want_cuda:
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    return Runtime(device, rank, world, amp, amp is not None and cfg.channels_last)
+    # channels_last: with AMP, and on a CPU in fp32 too (ResNet-18 at 32 px on an AVX2 EPYC: 344 vs 263 images/s)
+    return Runtime(device, rank, world, amp, cfg.channels_last and (amp is not None or device.type == "cpu"))
+
+
+class CenterTapConv2d(nn.Conv2d):
+    """A Conv2d whose k x k kernel, padded by k // 2, meets a 1 x 1 map: only the centre tap sees data (the others
+    multiply the zero padding), so the same output and gradients come from a matrix multiply. On an AVX2 CPU oneDNN's
+    backward for ResNet's 512-channel 3x3 convs at 1x1 (layer 4 at 32 px) took 280 ms a batch of 256 against 11 ms."""
+
+    def _conv_forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        if x.shape[-2:] != (1, 1):
+            return super()._conv_forward(x, weight, bias)
+        c = self.kernel_size[0] // 2
+        return F.linear(x.flatten(1), weight[:, :, c, c], bias)[:, :, None, None]
+
+
+def center_tap_convs(model: nn.Module) -> int:
+    """Turn every Conv2d that CenterTapConv2d computes exactly (odd square kernel, padding k // 2 with zeros, no
+    dilation or groups) into one, in place; the state_dict and every result stay as they were. Returns the count."""
+    n = 0
+    for m in model.modules():
+        k = m.kernel_size[0] if type(m) is nn.Conv2d else 0
+        if k % 2 and m.kernel_size == (k, k) and m.padding == (k // 2, k // 2) and m.dilation == (1, 1) \
+                and m.groups == 1 and m.padding_mode == "zeros":
+            m.__class__ = CenterTapConv2d
+            n += 1
+    return n
 
 
 def ema_update(decay: float):
@@ -331,6 +357,8 @@ def train(cfg: Config, data=None) -> Path:
         if rt.main:
             print("\n".join(notes), file=sys.stderr)
     model.to(rt.device)
+    if rt.device.type == "cpu":
+        center_tap_convs(model)
     if rt.channels_last:
         model.to(memory_format=torch.channels_last)
     opt = make_optimizer(model, cfg)
