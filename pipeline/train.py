@@ -183,17 +183,24 @@ class CenterTapConv2d(nn.Conv2d):
         return F.linear(x.flatten(1), weight[:, :, c, c], bias)[:, :, None, None]
 
 
-def center_tap_convs(model: nn.Module) -> int:
-    """Turn every Conv2d that CenterTapConv2d computes exactly (odd square kernel, padding k // 2 with zeros, no
-    dilation or groups) into one, in place; the state_dict and every result stay as they were. Returns the count."""
-    n = 0
-    for m in model.modules():
-        k = m.kernel_size[0] if type(m) is nn.Conv2d else 0
-        if k % 2 and m.kernel_size == (k, k) and m.padding == (k // 2, k // 2) and m.dilation == (1, 1) \
-                and m.groups == 1 and m.padding_mode == "zeros":
-            m.__class__ = CenterTapConv2d
-            n += 1
-    return n
+@contextlib.contextmanager
+def center_tap_convs(*models: nn.Module | None, enabled: bool = True):
+    """While inside, every Conv2d of `models` that CenterTapConv2d computes exactly (odd square kernel, padding k // 2
+    with zeros, no dilation or groups) is one; on the way out they are plain Conv2d again, so what is exported after
+    a fine-tune is the model as defined. The state_dict never changes. Yields how many were swapped."""
+    swapped = []
+    for model in (m for m in models if m is not None and enabled):
+        for m in model.modules():
+            k = m.kernel_size[0] if type(m) is nn.Conv2d else 0  # NNCF's wrapped convs are left as they are
+            if k % 2 and m.kernel_size == (k, k) and m.padding == (k // 2, k // 2) and m.dilation == (1, 1) \
+                    and m.groups == 1 and m.padding_mode == "zeros":
+                m.__class__ = CenterTapConv2d
+                swapped.append(m)
+    try:
+        yield len(swapped)
+    finally:
+        for m in swapped:
+            m.__class__ = nn.Conv2d
 
 
 def ema_update(decay: float):
@@ -357,8 +364,6 @@ def train(cfg: Config, data=None) -> Path:
         if rt.main:
             print("\n".join(notes), file=sys.stderr)
     model.to(rt.device)
-    if rt.device.type == "cpu":
-        center_tap_convs(model)
     if rt.channels_last:
         model.to(memory_format=torch.channels_last)
     opt = make_optimizer(model, cfg)
@@ -380,33 +385,34 @@ def train(cfg: Config, data=None) -> Path:
         net = torch.compile(net)
 
     run_start = time.perf_counter()
-    for epoch in range(state["epoch"], cfg.epochs):
-        torch.manual_seed(cfg.seed * 1000 + epoch)  # dropout etc.: the same stream on resume
-        last_good = str(layout.last) if state["epoch"] else "none (first epoch)"
-        stats = train_epoch(net, train_loader, opt, sched, scaler, rt, cfg, data.norm, epoch, small_images,
-                            last_good, ema=ema)
-        if rt.main:
-            val = evaluate_model(kept, val_loader, rt, cfg, data.norm)
-            row = {"epoch": epoch + 1, **stats, "val_loss": val["loss"], "val_acc": val["acc"],
-                   "lr": opt.param_groups[0]["lr"], "wall_s": time.perf_counter() - run_start}
-            state["history"].append(row)
-            state["epoch"] = epoch + 1
-            improved = val["acc"] > state["best_acc"]
-            state["best_acc"] = max(state["best_acc"], val["acc"])
-            raw = {"train_model": _cpu_state(model), "ema_steps": ema.n_averaged.item()} if ema is not None else {}
-            ckpt = _checkpoint(kept, state, cfg, data, optimizer=opt.state_dict(), scheduler=sched.state_dict(),
-                               scaler=scaler.state_dict(), **raw,
-                               rng={"torch": torch.get_rng_state(),
-                                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []})
-            save_checkpoint(ckpt, layout.last)
-            if improved:
-                save_checkpoint(ckpt, layout.best)
-            atomic_write_json(layout.metrics, {"epochs": state["history"], "best_val_acc": state["best_acc"]})
-            print(f"epoch {epoch + 1}/{cfg.epochs}  loss {stats['train_loss']:.4f}  acc {stats['train_acc']:.4f}  "
-                  f"val top-1 {100 * val['acc']:.2f}%  {stats['images_per_s']:.0f} img/s  {row['wall_s']:.0f} s",
-                  file=sys.stderr)
-        if rt.world > 1:
-            dist.barrier()
+    with center_tap_convs(model, ema.module if ema is not None else None, enabled=rt.device.type == "cpu"):
+        for epoch in range(state["epoch"], cfg.epochs):
+            torch.manual_seed(cfg.seed * 1000 + epoch)  # dropout etc.: the same stream on resume
+            last_good = str(layout.last) if state["epoch"] else "none (first epoch)"
+            stats = train_epoch(net, train_loader, opt, sched, scaler, rt, cfg, data.norm, epoch, small_images,
+                                last_good, ema=ema)
+            if rt.main:
+                val = evaluate_model(kept, val_loader, rt, cfg, data.norm)
+                row = {"epoch": epoch + 1, **stats, "val_loss": val["loss"], "val_acc": val["acc"],
+                       "lr": opt.param_groups[0]["lr"], "wall_s": time.perf_counter() - run_start}
+                state["history"].append(row)
+                state["epoch"] = epoch + 1
+                improved = val["acc"] > state["best_acc"]
+                state["best_acc"] = max(state["best_acc"], val["acc"])
+                raw = {"train_model": _cpu_state(model), "ema_steps": ema.n_averaged.item()} if ema is not None else {}
+                ckpt = _checkpoint(kept, state, cfg, data, optimizer=opt.state_dict(), scheduler=sched.state_dict(),
+                                   scaler=scaler.state_dict(), **raw,
+                                   rng={"torch": torch.get_rng_state(),
+                                        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []})
+                save_checkpoint(ckpt, layout.last)
+                if improved:
+                    save_checkpoint(ckpt, layout.best)
+                atomic_write_json(layout.metrics, {"epochs": state["history"], "best_val_acc": state["best_acc"]})
+                print(f"epoch {epoch + 1}/{cfg.epochs}  loss {stats['train_loss']:.4f}  acc {stats['train_acc']:.4f}  "
+                      f"val top-1 {100 * val['acc']:.2f}%  {stats['images_per_s']:.0f} img/s  {row['wall_s']:.0f} s",
+                      file=sys.stderr)
+            if rt.world > 1:
+                dist.barrier()
 
     if rt.main:
         finish(layout, cfg, rt, data, test_split, time.perf_counter() - run_start, per_rank_batch)
@@ -534,9 +540,10 @@ def fine_tune(model: nn.Module, cfg: Config, data, epochs: int, lr: float, befor
     for epoch in range(epochs):
         if before_epoch is not None:
             before_epoch(epoch)
-        stats = train_epoch(model, loader, opt, sched, scaler, rt, run, data.norm, epoch,
-                            data.name != "imagefolder", "none (fine-tuning)", teacher)
-        val = evaluate_model(model, val_loader, rt, run, data.norm)
+        with center_tap_convs(model, teacher, enabled=rt.device.type == "cpu"):  # not around the pruner's step
+            stats = train_epoch(model, loader, opt, sched, scaler, rt, run, data.norm, epoch,
+                                data.name != "imagefolder", "none (fine-tuning)", teacher)
+            val = evaluate_model(model, val_loader, rt, run, data.norm)
         history.append({"epoch": epoch + 1, **stats, "val_loss": val["loss"], "val_acc": val["acc"]})
         print(f"  fine-tune {epoch + 1}/{epochs}  loss {stats['train_loss']:.4f}  val top-1 {100 * val['acc']:.2f}%",
               file=sys.stderr)

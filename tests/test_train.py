@@ -265,23 +265,30 @@ def test_ema_warms_up_then_holds_its_decay():
 
 
 def test_center_tap_convs_give_the_same_outputs_and_gradients():
-    """The CPU training path's 1x1-map shortcut changes nothing but speed: same logits, same gradients, same keys."""
+    """The CPU training path's 1x1-map shortcut changes nothing but speed: same logits, same gradients, same keys, and
+    plain Conv2d again afterwards (what is exported after a fine-tune is the model as defined)."""
+    from torch import nn
+
     from pipeline.train import CenterTapConv2d, center_tap_convs
 
     torch.manual_seed(0)
     ref = build_model("resnet18", num_classes=10, in_channels=1, stem="imagenet", width=0.25).train()
     fast = build_model("resnet18", num_classes=10, in_channels=1, stem="imagenet", width=0.25).train()
     fast.load_state_dict(ref.state_dict())
-    assert center_tap_convs(fast) == 20  # the stem's 7x7 and every 3x3; the 1x1 shortcuts stay as they are
     x, y = torch.randn(8, 1, 32, 32), torch.randint(0, 10, (8,))  # layer 4 meets a 1x1 map at 32 px
     hit = []
-    for m in fast.modules():
-        if isinstance(m, CenterTapConv2d):
-            m.register_forward_hook(lambda mod, inp, out: hit.append(inp[0].shape[-1] == 1))
-    for m in (ref, fast):
-        torch.nn.functional.cross_entropy(m(x), y).backward()
-    assert sum(hit) == 3  # layer4.0.conv2, layer4.1.conv1, layer4.1.conv2 took the matrix multiply
-    assert torch.allclose(ref(x), fast(x), atol=1e-5)
+    with center_tap_convs(fast) as n:
+        assert n == 20  # the stem's 7x7 and every 3x3; the 1x1 shortcuts stay as they are
+        hooks = [m.register_forward_hook(lambda mod, inp, out: hit.append(inp[0].shape[-1] == 1))
+                 for m in fast.modules() if isinstance(m, CenterTapConv2d)]
+        for m in (ref, fast):
+            torch.nn.functional.cross_entropy(m(x), y).backward()
+        assert sum(hit) == 3  # layer4.0.conv2, layer4.1.conv1, layer4.1.conv2 took the matrix multiply
+        assert torch.allclose(ref(x), fast(x), atol=1e-5)
     for (name, a), b in zip(ref.named_parameters(), fast.parameters()):
         assert torch.allclose(a.grad, b.grad, atol=1e-5), name
     assert list(fast.state_dict()) == list(ref.state_dict())
+    assert not any(isinstance(m, CenterTapConv2d) for m in fast.modules())  # restored on the way out
+    assert sum(type(m) is nn.Conv2d for m in fast.modules()) == 23
+    for h in hooks:
+        h.remove()
