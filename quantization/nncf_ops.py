@@ -7,6 +7,7 @@ the caller names. No run paths, no stages: this imports models/ and the project'
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -17,6 +18,9 @@ from torch import nn
 from pipeline.errors import EdgeError
 
 PRESETS = ("performance", "mixed")
+# NNCF compiles its torch CPU extension (ninja, C++) on first use and gives the build 60 s by default: a fresh 2-core
+# machine that is busy took longer and the quantize stage failed. Ten minutes, unless the user set their own.
+os.environ.setdefault("NNCF_EXTENSION_LOAD_TIMEOUT", "600")
 
 
 def _preset(name: str):

@@ -8,9 +8,10 @@ from torch import nn
 
 from pipeline.checkpoint import load_checkpoint, model_from_checkpoint
 from pipeline.cli import main
+from pipeline.evaluate import drop_points
 
 MNV2 = ["model=mobilenet_v2", "width=0.5", "stem=imagenet", "image_size=28", "preset=cpu", "batch_size=128",
-        "train_subset=3000", "epochs=3", "lr=0.1", "eval_subset=500", "finetune_subset=3000", "structured_ratio=0.25",
+        "train_subset=3000", "epochs=3", "lr=0.1", "eval_subset=1000", "finetune_subset=3000", "structured_ratio=0.25",
         "structured_round_to=1", "structured_epochs=2", "run_magnitude=false", "run_litert=false", "bench_runs=3",
         "bench_threads=1", "name=mnv2"]
 
@@ -37,6 +38,6 @@ def test_mobilenet_v2_runs_the_whole_chain(tmp_path, capsys):
     assert pruned(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
     s_fp32, s_int8 = rows["tflite/structured25_fp32.tflite"], rows["tflite/structured25_int8.tflite"]
     assert s_int8["macs"] < 0.85 * rows["tflite/int8.tflite"]["macs"] and 0.7 < s_int8["channels_kept"] < 0.85
-    assert abs(s_int8["top1"] - s_fp32["top1"]) <= 0.01  # int8 of the pruned model: within a point of its fp32
+    assert abs(drop_points(s_fp32["top1"], s_int8["top1"])) <= 1.0  # int8 of the pruned model: within a point of fp32
     bundled = sorted(p.name for p in (run / "device_bundle" / "models").iterdir())
     assert {"fp32.tflite", "int8.tflite"} <= set(bundled)
