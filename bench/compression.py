@@ -26,6 +26,7 @@ from pipeline import records  # noqa: E402
 from pipeline.config import load_config, parse_overrides  # noqa: E402
 from benchkit import entry, write_table  # noqa: E402
 from pipeline.errors import EdgeError  # noqa: E402
+from pipeline.evaluate import drop_points  # noqa: E402
 from pipeline.host import host  # noqa: E402
 from pipeline.layout import Layout  # noqa: E402
 from pipeline.stage import Context, open_run, run_stage  # noqa: E402
@@ -64,7 +65,7 @@ def row(layout: Layout, rel: str, label: str) -> dict:
     record = records.read(layout, rel)
     build, ev = record.get("build") or {}, record.get("evaluation") or {}
     status, reason = records.status(record)
-    drop = 100 * (ev["reference_top1"] - ev["top1"]) if ev.get("reference_top1") is not None else None
+    drop = drop_points(ev["reference_top1"], ev["top1"]) if ev.get("reference_top1") is not None else None
     return {"variant": label, "artifact": rel, "method": build.get("method"), "status": status, "reason": reason,
             "top1": ev.get("top1"), "drop_points": drop, "size_mib": build.get("size_mib"),
             "gzip_mib": build.get("gzip_mib"), "macs": build.get("macs"), "channels_kept": build.get("channels_kept"),
