@@ -228,8 +228,13 @@ def test_fine_tune_with_a_teacher_learns_the_teacher(fmnist):
     torch.manual_seed(0)
     teacher = build_model("resnet18", num_classes=10, in_channels=1, width=0.125).eval()
     student = build_model("resnet18", num_classes=10, in_channels=1, width=0.125)
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
     history = fine_tune(student, cfg, fmnist, 3, 0.05, teacher=teacher)
     assert history[-1]["train_loss"] < 0.5 * history[0]["train_loss"]  # the distillation term falls
+    # the gradient reaches the student only: the teacher is unchanged (BN statistics too) and holds no gradient
+    assert all(torch.equal(before[k], v) for k, v in teacher.state_dict().items())
+    assert all(p.grad is None for p in teacher.parameters()) and not teacher.training
+    assert all(p.grad is not None for p in student.parameters() if p.requires_grad)
     plain = fine_tune(build_model("resnet18", num_classes=10, in_channels=1, width=0.125),
                       dataclasses.replace(cfg, kd_alpha=0.0), fmnist, 1, 0.05, teacher=teacher)
     assert plain[0]["train_loss"] > 1.0  # kd_alpha=0 ignores the teacher: plain cross-entropy on 10 classes
