@@ -17,6 +17,9 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/pip install --quiet -r requirements.lock
 	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	$(BIN)/pip check
+	@echo "compiling NNCF's torch CPU extension once (about a minute on 2 cores; QAT and magnitude pruning use it)"
+	$(BIN)/python -c "import nncf.torch; nncf.torch.force_build_cpu_extensions()" > $(VENV)/nncf-extension.log 2>&1 || \
+	  { tail -20 $(VENV)/nncf-extension.log; exit 1; }
 	touch $@
 
 # Fashion-MNIST comes from Debian (no downloads at run time).

@@ -9,12 +9,12 @@ import fnmatch
 import json
 import os
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from . import console
 from . import records
 from .errors import EdgeError
 
@@ -140,4 +140,4 @@ def bundle_stage(ctx) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     if left_out:
-        print(f"  bundle: left out (not built or failed a gate): {', '.join(left_out)}", file=sys.stderr)
+        print(f"  bundle: left out (not built or failed a gate): {', '.join(left_out)}", file=console.err())

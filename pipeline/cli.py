@@ -1,7 +1,8 @@
 """`resnet-edge [--verbose] VERB [config.yaml] key=value ...` — one verb per job.
 
 Every key is a Config key (pipeline/config.py), checked for type and range before any work starts; bad input is one
-line `error: ...` and exit 2. --verbose (or RESNET_EDGE_DEBUG=1) prints the traceback of an error as well.
+line `error: ...` and exit 2. --verbose (or RESNET_EDGE_DEBUG=1) prints the traceback of an error as well, and lets the tools' own output
+(onnx2tf, TensorFlow, litert-torch, NNCF) through to the console instead of runs/<name>/logs/<stage>.log.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import console
 from .errors import EdgeError
 from .layout import Layout
 
@@ -253,7 +255,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="resnet-edge", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--verbose", action="store_true", help="print the traceback of an error too")
+    parser.add_argument("--verbose", action="store_true", help="the tools' own output and the traceback of an error on the console too")
     common = argparse.ArgumentParser(add_help=False)  # --verbose after the verb works too
     common.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     verbs = parser.add_subparsers(dest="verb", required=True)
@@ -309,6 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    console.VERBOSE = args.verbose  # the tools' own output on the console too, not only in runs/<name>/logs/
     try:
         return args.func(args)
     except EdgeError as e:

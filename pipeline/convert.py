@@ -76,6 +76,7 @@ def run_onnx2tf(onnx_path: Path, workdir: Path, calib: np.ndarray, norm: Normali
                         f"(full log: {saved})") from e
     finally:
         os.chdir(cwd)
+        print(log.getvalue())  # into the stage's log (pipeline.console), or the console with --verbose
     (workdir / "onnx2tf.log").write_text(log.getvalue())
     return workdir / "tf"
 

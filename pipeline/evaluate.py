@@ -10,11 +10,11 @@ Gates (one Gate type, pipeline.records.Gate):
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 
+from . import console
 from . import records
 from .artifacts import file_facts
 from .precision import QUANTIZED, format_of, precision_of
@@ -34,8 +34,8 @@ FP16_AGREEMENT = 0.995  # top-1 agreement of an fp16 file with its parent
 def predict(runner: Runner, x: np.ndarray, batch: int = 256, desc: str | None = None) -> np.ndarray:
     """Logits for all of x (NCHW float32), a batch at a time, with a progress bar on a terminal."""
     starts = range(0, len(x), batch)
-    if tqdm and sys.stderr.isatty():
-        starts = tqdm(starts, desc=desc or runner.path.name, leave=False, unit="batch", file=sys.stderr)
+    if tqdm and console.err().isatty():
+        starts = tqdm(starts, desc=desc or runner.path.name, leave=False, unit="batch", file=console.err())
     return np.concatenate([runner(x[i: i + batch]) for i in starts])
 
 

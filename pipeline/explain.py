@@ -12,13 +12,13 @@ token of the output tensor), k-th with k-th, then by (op, shape) for what is lef
 from __future__ import annotations
 
 import math
-import sys
 from collections import Counter, defaultdict, deque
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
+from . import console
 from . import records
 from .artifacts import atomic_write_json
 from .errors import EdgeError
@@ -236,5 +236,5 @@ def write_explanation(ctx, artifact: Path, reference: Path) -> dict:
 def explain_stage(ctx) -> None:
     """explain/<artifact>.json for every int8 TFLite row of the run."""
     rows = explained_rows(ctx.layout, ctx.cfg)
-    for rel in tqdm(rows, desc="explain", unit="file", leave=False, disable=not sys.stderr.isatty()):
+    for rel in tqdm(rows, desc="explain", unit="file", leave=False, disable=not console.err().isatty(), file=console.err()):
         write_explanation(ctx, ctx.layout.path(rel), reference_for(ctx, rel))

@@ -81,6 +81,10 @@ class Layout:
     def bundle_dir(self) -> Path:
         return self.root / "device_bundle"
 
+    def log(self, stage: str) -> Path:
+        """logs/<stage>.log: the tools' own output while the stage ran (pipeline.console)."""
+        return self.root / "logs" / f"{stage}.log"
+
     # naming
     def rel(self, path: str | Path) -> str:
         """An artifact's name: its path relative to the run (a path already relative is taken as it is)."""

@@ -15,6 +15,7 @@ from . import records
 from .artifacts import atomic_write, atomic_write_json, atomic_write_text
 from .errors import EdgeError
 from .host import host, versions
+from .stage import manifest_stage_rows, stage_table
 
 COLUMNS = ["artifact", "format", "precision", "sparsity", "channels kept", "MMACs", "status", "size MiB", "gzip MiB",
            "top-1 %", "Δ top-1 vs fp32 (points)", "agreement", "ms @1 thread", "ms @N", "peak RSS MiB"]
@@ -274,6 +275,9 @@ def to_markdown(rows: list[dict], meta: dict) -> str:
         out += ["", f"Top-1 against latency at {latency_size(rows)} px, 1 thread: report/latency.png."]
     if meta.get("explain"):
         out += ["", explain_markdown(meta["explain"])]
+    if meta.get("stages"):
+        out += ["", "## Stages", "", "Wall time of each stage on this host as the manifest last recorded it (the report and "
+                "bundle stages' own times: the console's closing table and manifest.json).", "", *meta["stages"]]
     out += ["", "## Architecture", "", meta.get("architecture", "(summary not available)"), "",
             "## Versions", "", ", ".join(f"{k} {v}" for k, v in meta.get("versions", {}).items())]
     return "\n".join(out) + "\n"
@@ -438,6 +442,7 @@ median ms per image, batch 1, after warm-up.</p>
 {''.join(markdown_html(latency_markdown(t)) for t in meta.get("latency_tables", []))}
 {_img(latency, "accuracy vs latency") if latency and latency_size(rows) else ""}
 {explained}
+{"<h2>Stages</h2>" + markdown_html(chr(10).join(meta["stages"])) if meta.get("stages") else ""}
 <h2>Architecture</h2>{markdown_html(meta.get('architecture', ''))}
 <h2>Versions</h2><p>{html.escape(', '.join(f'{k} {v}' for k, v in meta.get('versions', {}).items()))}</p>
 </body></html>
@@ -480,7 +485,8 @@ def report(layout, cfg) -> dict[str, Path]:
     meta = {"run": str(layout.root), "host": measured_on, "versions": manifest.get("versions") or versions(),
             "architecture": architecture(layout, cfg), "reference": reference,
             "recommended": (recommended(rows, reference) or {}).get("artifact"), "legend": records.LEGEND,
-            "converters": converters_line(layout), "latency_tables": tables}
+            "converters": converters_line(layout), "latency_tables": tables,
+            "stages": stage_table(manifest_stage_rows(layout))}
     meta["explain"] = explanations(layout, rows)
     meta["smallest"] = (smallest(rows, reference) or {}).get("artifact")
     out = layout.report_dir

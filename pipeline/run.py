@@ -11,20 +11,25 @@ report is written, then run exits non-zero naming every failed stage and every r
 from __future__ import annotations
 
 import sys
+import time
 
 from . import records
 from .config import Config
 from .errors import EdgeError
-from .stage import Context, Outcome, mark_skipped, open_run, read_manifest, run_stage, stage_key, unchanged
+from .artifacts import atomic_write_json
+from .stage import (Context, Outcome, mark_skipped, open_run, read_manifest, run_stage, stage_key, stage_table,
+                    unchanged)
 from .stages import declared_rows, stages_for
 
 
 def run(cfg: Config, force: bool = False, ctx: Context | None = None) -> Outcome:
+    start = time.perf_counter()
     ctx = ctx or Context(cfg)
     ctx.data  # noqa: B018  (at the door: the data loads, and fits the config, before any stage starts)
     open_run(ctx)
     outcome = Outcome()
     roots: dict[str, list[str]] = {}  # a skipped stage -> the failed stage(s) behind it
+    table: list[tuple[str, str, float | None]] = []  # (stage, what happened this time, seconds)
     for stage in stages_for(cfg):
         missing = sorted({r for n in stage.needs if n in outcome.failed or n in outcome.skipped
                           for r in roots.get(n, [n])})
@@ -32,16 +37,19 @@ def run(cfg: Config, force: bool = False, ctx: Context | None = None) -> Outcome
             roots[stage.name] = missing
             outcome.skipped[stage.name] = f"needs {', '.join(missing)}"
             mark_skipped(stage, ctx, outcome.skipped[stage.name])
+            table.append((stage.name, "skipped", None))
             continue
         key = stage_key(stage, ctx)
         done = read_manifest(ctx.layout)["stages"].get(stage.name, {})
         if not force and done.get("key") == key and done.get("status") == "ok" and unchanged(stage, ctx, done):
             print(f"{stage.name} unchanged, skipped", file=sys.stderr)
+            table.append((stage.name, "cached", 0.0))
             continue
         if stage.name == "train" and done.get("key") == key and done.get("status") == "started" \
                 and ctx.layout.last.is_file():
             ctx.cfg = cfg = _resumed(cfg)  # an interrupted training continues from last.pt
         entry = run_stage(stage, ctx, key)
+        table.append((stage.name, entry["status"], entry["wall_s"]))
         if entry["status"] != "ok":
             outcome.failed[stage.name] = entry["error"]
             print(f"{stage.name} FAILED after {entry['wall_s']:.1f} s (the reason closes the run)", file=sys.stderr)
@@ -53,6 +61,9 @@ def run(cfg: Config, force: bool = False, ctx: Context | None = None) -> Outcome
                                                    not in failed_stages):
             outcome.rows.append(f"{rel}: {status}: {reason}{_repair(ctx.layout, rel)}")
     problems = outcome.problems()
+    total = time.perf_counter() - start
+    _record_run(ctx, table, total)
+    print("\n".join(stage_table(table, total)), file=sys.stderr)
     print(f"run {'FAILED' if problems else 'ok'}: {ctx.layout.root}"
           + (f" ({len(outcome.skipped)} stage(s) skipped: "
              + ", ".join(f"{k} ({v})" for k, v in outcome.skipped.items()) + ")" if outcome.skipped else ""),
@@ -61,6 +72,13 @@ def run(cfg: Config, force: bool = False, ctx: Context | None = None) -> Outcome
         cause = next(iter(ctx.errors.values()), None)
         raise EdgeError("run failed: " + " | ".join(problems)) from cause
     return outcome
+
+
+def _record_run(ctx: Context, table: list, total: float) -> None:
+    """The last run's stage table and wall time, in the manifest."""
+    manifest = read_manifest(ctx.layout)
+    manifest["last_run"] = {"stages": [list(row) for row in table], "wall_s": round(total, 2)}
+    atomic_write_json(ctx.layout.manifest, manifest)
 
 
 def run_one(stage_name: str, cfg: Config) -> int:

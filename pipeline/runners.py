@@ -93,6 +93,8 @@ class TFLiteRunner:
 
     format = "tflite"
 
+    BATCH = 32  # images per invoke when evaluating many: a batch-1 file resized, if it gives the same outputs
+
     def __init__(self, path: Path, threads: int | None = None, make_interpreter=None) -> None:
         """make_interpreter(model_path) -> Interpreter: another way to open the file (explain keeps every
         intermediate tensor); by default LiteRT's Interpreter with XNNPACK on `threads` threads."""
@@ -101,15 +103,16 @@ class TFLiteRunner:
         self.path = Path(path)
         if not self.path.is_file():
             raise EdgeError(f"{self.path}: TFLite file not found")
-        make_interpreter = make_interpreter or (lambda p: Interpreter(model_path=p, num_threads=threads or
-                                                                      os.cpu_count()))
+        self._default = make_interpreter is None
+        self._make = make_interpreter or (lambda p: Interpreter(model_path=p, num_threads=threads or os.cpu_count()))
         try:
-            self.interpreter = make_interpreter(str(self.path))
+            self.interpreter = self._make(str(self.path))
             self.interpreter.allocate_tensors()
         except Exception as e:
             raise EdgeError(f"{self.path}: LiteRT cannot load it ({str(e).splitlines()[0][:200]})") from e
         self.input = self.interpreter.get_input_details()[0]
         self.output = self.interpreter.get_output_details()[0]
+        self._batched = None  # None: not tried yet; False: this file does not batch; else (interpreter, in, out)
 
     @functools.cached_property
     def precision(self) -> str:
@@ -131,10 +134,7 @@ class TFLiteRunner:
         scale, zero = self.output["quantization"]
         return (y.astype(np.float32) - zero) * scale
 
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        x = np.asarray(batch, np.float32)
-        if x.ndim == 4 and self.input["shape"][-1] == x.shape[1] and self.input["shape"][1] != x.shape[1]:
-            x = x.transpose(0, 2, 3, 1)  # NCHW -> NHWC, as onnx2tf lays images out
+    def _one_at_a_time(self, x: np.ndarray) -> np.ndarray:
         n = int(self.input["shape"][0]) or 1
         outputs = []
         for i in range(0, len(x), n):  # onnx2tf bakes the batch size into the graph
@@ -142,6 +142,46 @@ class TFLiteRunner:
             self.interpreter.invoke()
             outputs.append(self._dequantize(self.interpreter.get_tensor(self.output["index"])))
         return np.concatenate(outputs)
+
+    def _invoke_batched(self, x: np.ndarray) -> np.ndarray:
+        interpreter, inp, out = self._batched
+        outputs = []
+        for i in range(0, len(x), self.BATCH):
+            chunk = self._quantize(x[i: i + self.BATCH])
+            pad = self.BATCH - len(chunk)  # the last chunk padded with zeros; their outputs are dropped
+            if pad:
+                chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), chunk.dtype)])
+            interpreter.set_tensor(inp["index"], chunk)
+            interpreter.invoke()
+            outputs.append(self._dequantize(interpreter.get_tensor(out["index"]))[: self.BATCH - pad])
+        return np.concatenate(outputs)
+
+    def _try_batched(self, x: np.ndarray) -> None:
+        """Evaluation speed (fp32 ResNet-18 at 32 px: 1.2 against 2.2 ms an image): a second interpreter with the
+        input resized to BATCH images, kept only if it gives exactly what the file gives one image at a time on
+        these images (a graph with the batch baked into a reshape fails here and stays at batch 1)."""
+        self._batched = False
+        try:
+            interpreter = self._make(str(self.path))
+            interpreter.resize_tensor_input(self.input["index"], [self.BATCH, *self.input["shape"][1:]])
+            interpreter.allocate_tensors()
+            self._batched = (interpreter, interpreter.get_input_details()[0], interpreter.get_output_details()[0])
+            same = np.array_equal(self._invoke_batched(x[: self.BATCH]), self._one_at_a_time(x[: self.BATCH]))
+        except Exception:  # noqa: BLE001  any refusal of the runtime: batch 1 it is
+            same = False
+        if not same:
+            self._batched = False
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        x = np.asarray(batch, np.float32)
+        if x.ndim == 4 and self.input["shape"][-1] == x.shape[1] and self.input["shape"][1] != x.shape[1]:
+            x = x.transpose(0, 2, 3, 1)  # NCHW -> NHWC, as onnx2tf lays images out
+        if len(x) > 1 and self._default and int(self.input["shape"][0]) == 1:
+            if self._batched is None:
+                self._try_batched(x)
+            if self._batched:
+                return self._invoke_batched(x)
+        return self._one_at_a_time(x)
 
 
 def tflite_weight_sparsity(path: Path) -> dict:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import records
+from . import console, records
 from .artifacts import MIB, atomic_write_json, sha256
 from .config import Config, save_config
 from .errors import EdgeError
@@ -212,6 +212,22 @@ def open_run(ctx: Context) -> dict:
     return manifest
 
 
+def stage_table(rows: list[tuple[str, str, float | None]], total_s: float | None = None) -> list[str]:
+    """(stage, status, seconds) as a markdown table, with the total wall time of the run when known: printed at the
+    end of `run` and kept in the report."""
+    out = ["| stage | status | s |", "|---|---|---:|"]
+    out += [f"| {name} | {status} | {'-' if s is None else f'{s:.1f}'} |" for name, status, s in rows]
+    if total_s is not None:
+        out.append(f"| **total wall time** | | **{total_s:.1f}** ({int(total_s // 60)} min {total_s % 60:.0f} s) |")
+    return out
+
+
+def manifest_stage_rows(layout: Layout) -> list[tuple[str, str, float | None]]:
+    """Each stage as the manifest last recorded it: status and seconds."""
+    return [(name, entry.get("status", "?"), entry.get("wall_s"))
+            for name, entry in read_manifest(layout)["stages"].items()]
+
+
 def _update_manifest(layout: Layout, name: str, entry: dict) -> None:
     manifest = read_manifest(layout)
     manifest["stages"][name] = entry
@@ -276,8 +292,16 @@ def run_stage(stage: Stage, ctx: Context, key: str | None = None) -> dict:
     _update_manifest(layout, stage.name, {"key": key, "status": "started"})
     start = time.perf_counter()
     status, error = "ok", None
+    log = layout.log(stage.name)
     try:
-        stage.call(ctx)
+        with console.tool_output_to(log) as captured:
+            if captured:
+                print(f"=== {stage.name} {time.strftime('%Y-%m-%d %H:%M:%S')} ===", flush=True)
+            try:
+                stage.call(ctx)
+            except Exception as e:
+                traceback.print_exception(e)  # the whole story in the log (or on the console with --verbose)
+                raise
         bad = [rel for rel in stage.outputs(layout, ctx.cfg)
                if not layout.path(rel).is_file() or layout.path(rel).stat().st_size == 0]
         if bad:
@@ -285,8 +309,8 @@ def run_stage(stage: Stage, ctx: Context, key: str | None = None) -> dict:
     except Exception as e:  # noqa: BLE001  a tool's own exception (NNCF, onnx2tf, torch) fails the stage, not the run
         ctx.errors[stage.name] = e  # the cause, for --verbose and the verb's `raise ... from`
         status, error = "failed", str(e) if isinstance(e, EdgeError) else f"{type(e).__name__}: {e}".splitlines()[0]
-        if not isinstance(e, EdgeError):  # unexpected: keep its traceback in view
-            traceback.print_exception(e, file=sys.stderr)
+        if log.is_file():
+            error += f" (tools' output and traceback: {log})"
         if stage.builds():
             mark_failed(stage, ctx, error)
     wall = time.perf_counter() - start

@@ -12,7 +12,6 @@ import dataclasses
 import json
 import math
 import os
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSamp
 
 from models import build_model
 
+from . import console
 from .artifacts import atomic_write_json
 from .checkpoint import (CHECKPOINT_FORMAT, load_checkpoint, load_weights, model_from_checkpoint, resolve_weights,
                          save_checkpoint)
@@ -273,8 +273,8 @@ def train_epoch(model, loader, opt, sched, scaler, rt: Runtime, cfg: Config, nor
     elif isinstance(loader.sampler, RandomSampler):
         loader.sampler.generator.manual_seed(cfg.seed * 1000 + epoch)
     aug = torch.Generator().manual_seed(cfg.seed * 1000 + 500 + epoch) if cfg.augment else None
-    show = rt.main and sys.stderr.isatty()  # logs get one line per epoch instead
-    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not show, file=sys.stderr,
+    show = rt.main and console.err().isatty()  # logs get one line per epoch instead
+    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not show, file=console.err(),
                dynamic_ncols=True) if tqdm else loader
     seen, correct, loss_sum, start = 0, 0, 0.0, time.perf_counter()
     for step, (images, labels) in enumerate(bar):
@@ -331,6 +331,29 @@ def _subset(split: ImageSet, n: int) -> ImageSet:
     return split.subset(np.arange(min(n, len(split)))) if n > 0 else split
 
 
+def check_learned(last_loss: float, best_val_acc: float, num_classes: int, lr: float, kept: Path) -> None:
+    """A run that learned nothing is an error: the last epoch's training loss above twice a uniform guess's (ln K)
+    and the best validation top-1 at chance (at most CHANCE_MARGIN / K)."""
+    k = num_classes
+    if best_val_acc <= CHANCE_MARGIN / k and last_loss > 2 * math.log(k):
+        raise EdgeError(f"training diverged: last epoch's train loss {last_loss:.4g} (a uniform guess scores "
+                        f"{math.log(k):.2f}) and best validation top-1 {100 * best_val_acc:.2f}% is chance level "
+                        f"(1/{k}); lower lr={lr}; checkpoints kept in {kept}")
+
+
+def check_batch(batch_size: int, world: int, train_images: int) -> int:
+    """The per-process batch under DDP; an error where the global batch does not divide across the processes or the
+    data has fewer images than one global batch."""
+    if batch_size % world:
+        raise EdgeError(f"batch_size={batch_size} does not divide evenly across {world} processes; use a "
+                        f"multiple of {world} (each process trains on batch_size / {world} images a step)")
+    per_rank_batch = batch_size // world
+    if train_images < batch_size:
+        raise EdgeError(f"{world} processes x batch {per_rank_batch} need at least {batch_size} "
+                        f"training images; have {train_images}: lower --nproc_per_node or batch_size")
+    return per_rank_batch
+
+
 def train_stage(ctx) -> None:
     """The train stage: the run's data, loaded once, into train()."""
     train(ctx.cfg, ctx.data)
@@ -345,13 +368,7 @@ def train(cfg: Config, data=None) -> Path:
     val_split, test_split = _subset(data.val, cfg.eval_subset), _subset(data.test, cfg.eval_subset)
     if cfg.epochs == 0:
         return import_weights(cfg, rt, data, layout, test_split)
-    if cfg.batch_size % rt.world:
-        raise EdgeError(f"batch_size={cfg.batch_size} does not divide evenly across {rt.world} processes; use a "
-                        f"multiple of {rt.world} (each process trains on batch_size / {rt.world} images a step)")
-    per_rank_batch = cfg.batch_size // rt.world
-    if len(train_split) < cfg.batch_size:
-        raise EdgeError(f"{rt.world} processes x batch {per_rank_batch} need at least {cfg.batch_size} "
-                        f"training images; have {len(train_split)}: lower --nproc_per_node or batch_size")
+    per_rank_batch = check_batch(cfg.batch_size, rt.world, len(train_split))
     pin = rt.device.type == "cuda"
     train_loader = make_loader(train_split, per_rank_batch, True, cfg.seed, rt.world, rt.rank, cfg.workers, pin)
     val_loader = make_loader(val_split, 512, False, cfg.seed, 1, 0, cfg.workers, pin)
@@ -362,7 +379,7 @@ def train(cfg: Config, data=None) -> Path:
     if cfg.weights and not cfg.resume:
         notes = load_weights(model, resolve_weights(cfg.weights, cfg.model))
         if rt.main:
-            print("\n".join(notes), file=sys.stderr)
+            print("\n".join(notes), file=console.err())
     model.to(rt.device)
     if rt.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -410,7 +427,7 @@ def train(cfg: Config, data=None) -> Path:
                 atomic_write_json(layout.metrics, {"epochs": state["history"], "best_val_acc": state["best_acc"]})
                 print(f"epoch {epoch + 1}/{cfg.epochs}  loss {stats['train_loss']:.4f}  acc {stats['train_acc']:.4f}  "
                       f"val top-1 {100 * val['acc']:.2f}%  {stats['images_per_s']:.0f} img/s  {row['wall_s']:.0f} s",
-                      file=sys.stderr)
+                      file=console.err())
             if rt.world > 1:
                 dist.barrier()
 
@@ -430,7 +447,7 @@ def import_weights(cfg: Config, rt: Runtime, data, layout: Layout, test_split: I
                         "weights=torchvision")
     model = build_model(cfg.model, **cfg.model_options(data.num_classes, data.in_channels))
     if rt.main:
-        print("\n".join(load_weights(model, resolve_weights(cfg.weights, cfg.model))), file=sys.stderr)
+        print("\n".join(load_weights(model, resolve_weights(cfg.weights, cfg.model))), file=console.err())
         layout.train_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, layout.config)
         ckpt = _checkpoint(model, {"epoch": 0, "best_acc": -1.0, "history": []}, cfg, data, weights=str(cfg.weights))
@@ -482,7 +499,7 @@ def resume_from(path: Path, cfg: Config, model, opt, sched, scaler, ema=None) ->
     sched.load_state_dict(ckpt["scheduler"])
     scaler.load_state_dict(ckpt["scaler"])
     torch.set_rng_state(ckpt["rng"]["torch"])
-    print(f"resuming {path} after epoch {ckpt['epoch']}", file=sys.stderr)
+    print(f"resuming {path} after epoch {ckpt['epoch']}", file=console.err())
     return {"epoch": ckpt["epoch"], "best_acc": ckpt["best_acc"], "history": ckpt["history"]}
 
 
@@ -500,16 +517,13 @@ def finish(layout: Layout, cfg: Config, rt: Runtime, data, test_split: ImageSet,
                 "channels_last": rt.channels_last, "compile": cfg.compile, "train_wall_s": wall,
                 "preset": cfg.preset, "batch_size": cfg.batch_size, "per_rank_batch": per_rank_batch}
     atomic_write_json(layout.metrics, metrics)
-    k = data.num_classes
     last_loss = metrics["epochs"][-1]["train_loss"] if metrics["epochs"] else 0.0
-    if best["epoch"] > 0 and best["best_acc"] <= CHANCE_MARGIN / k and last_loss > 2 * math.log(k):
-        raise EdgeError(f"training diverged: last epoch's train loss {last_loss:.4g} (a uniform guess scores "
-                        f"{math.log(k):.2f}) and best validation top-1 {100 * best['best_acc']:.2f}% is chance level "
-                        f"(1/{k}); lower lr={cfg.lr}; checkpoints kept in {layout.train_dir}")
+    if best["epoch"] > 0:
+        check_learned(last_loss, best["best_acc"], data.num_classes, cfg.lr, layout.train_dir)
     source = f"weights {cfg.weights} as given" if best["epoch"] == 0 else \
         f"best epoch {best['epoch']}, val top-1 {100 * best['best_acc']:.2f}%"
     print(f"trained: {source}, test top-1 {100 * test['acc']:.2f}% "
-          f"({len(test_split)} images), {wall:.0f} s -> {layout.train_dir}", file=sys.stderr)
+          f"({len(test_split)} images), {wall:.0f} s -> {layout.train_dir}", file=console.err())
 
 
 def fine_tune(model: nn.Module, cfg: Config, data, epochs: int, lr: float, before_epoch=None,
@@ -546,5 +560,5 @@ def fine_tune(model: nn.Module, cfg: Config, data, epochs: int, lr: float, befor
             val = evaluate_model(model, val_loader, rt, run, data.norm)
         history.append({"epoch": epoch + 1, **stats, "val_loss": val["loss"], "val_acc": val["acc"]})
         print(f"  fine-tune {epoch + 1}/{epochs}  loss {stats['train_loss']:.4f}  val top-1 {100 * val['acc']:.2f}%",
-              file=sys.stderr)
+              file=console.err())
     return history

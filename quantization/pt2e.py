@@ -92,6 +92,6 @@ def quantize(model: nn.Module, calib: np.ndarray, algorithm: str = "minmax", bat
                 prepared(b)
         return convert_pt2e(prepared, fold_quantize=False), annotator
     options = {"minmax": {"fast_bias_correction": None}, "nncf": {}, "nncf_bias": {"fast_bias_correction": False}}
-    quantized = quantize_pt2e(graph, annotator, nncf.Dataset(batches), subset_size=len(calib), fold_quantize=False,
+    quantized = quantize_pt2e(graph, annotator, nncf.Dataset(batches), subset_size=len(batches), fold_quantize=False,
                               **options[algorithm])
     return quantized, annotator

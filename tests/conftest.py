@@ -1,3 +1,5 @@
+import contextlib
+import io
 import os
 import shutil
 import sys
@@ -39,9 +41,36 @@ def tiny_run(tmp_path_factory):
     from pipeline.run import run_one
 
     cfg = load_config(None, {**TINY_RUN, "runs_dir": str(tmp_path_factory.mktemp("runs")), "name": "tiny"})
-    for stage in ("train", "export", "convert"):
-        run_one(stage, cfg)
+    with console_capture(tmp_path_factory.mktemp("console") / "fd.txt") as seen:
+        for stage in ("train", "export", "convert"):
+            run_one(stage, cfg)
+    TINY_CONSOLE.update(seen)
     return cfg
+
+
+TINY_CONSOLE: dict = {}  # what the tiny run printed: {"ours": Python-level stderr+stdout, "fd": file descriptors 1+2}
+
+
+@contextlib.contextmanager
+def console_capture(fd_file: Path):
+    """What a terminal would show, in two parts: Python's sys.stdout/sys.stderr (our lines, and any tool printing at
+    the Python level) and file descriptors 1 and 2 (what C++ libraries write past Python)."""
+    ours, seen = io.StringIO(), {}
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(fd_file, "w") as fds:
+        os.dup2(fds.fileno(), 1)
+        os.dup2(fds.fileno(), 2)
+        try:
+            with contextlib.redirect_stdout(ours), contextlib.redirect_stderr(ours):
+                yield seen
+        finally:
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+    seen.update(ours=ours.getvalue(), fd=fd_file.read_text())
 
 
 def copy_run(cfg, tmp_path, name: str, **changes):

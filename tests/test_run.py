@@ -195,3 +195,19 @@ def test_failed_stage_skips_its_dependents_and_names_only_the_cause(tmp_path, ca
     rows = json.loads((tmp_path / "few" / "report" / "report.json").read_text())["rows"]
     assert {r["status"] for r in rows} == {"skipped"}
     assert rows[0]["reason"] == "needs train"
+
+
+def test_tools_output_goes_to_the_stage_logs_not_the_console(tiny_run):
+    """The tiny run's train, export and convert (onnx2tf: TensorFlow, absl and the converter's own chatter) printed
+    our lines only: one per stage and one per training epoch; the tools' output is in runs/<name>/logs/<stage>.log."""
+    from conftest import TINY_CONSOLE
+
+    lines = [ln for ln in TINY_CONSOLE["ours"].splitlines() if ln.strip()]
+    assert TINY_CONSOLE["fd"] == ""  # nothing reached file descriptors 1 and 2 past Python
+    epochs = [ln for ln in lines if ln.startswith("epoch ")]
+    assert len(epochs) == tiny_run.epochs
+    assert [ln.split()[0] for ln in lines if ln not in epochs] == ["trained:", "train", "export", "convert"], lines
+    assert [ln.split()[1] for ln in lines if ln.split()[0] in ("train", "export", "convert")] == ["ok"] * 3
+    log = (tiny_run.run_dir / "logs" / "convert.log").read_text()
+    assert log.startswith("=== convert ") and "Model conversion started" in log  # onnx2tf's own story
+    assert "fully_quantize" in log  # TFLite's converter, C++, past Python
