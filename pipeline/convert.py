@@ -21,8 +21,6 @@ from .errors import EdgeError
 # our variant name -> the suffix onnx2tf gives the file
 VARIANTS = {"fp32": "float32", "fp16": "float16", "dynamic_range": "dynamic_range_quant", "int8": "full_integer_quant"}
 CALIBRATED = ("dynamic_range", "int8")  # the variants onnx2tf makes in its calibrated (integer) pass
-# onnx2tf looks for this file in its working directory for static-batch RGB inputs and downloads it when absent.
-ONNX2TF_SAMPLE = "calibration_image_sample_data_20x128x128x3_float32.npy"
 
 
 def calibration_nhwc(images_u8: np.ndarray, image_size: int) -> np.ndarray:
@@ -43,32 +41,32 @@ def _onnx2tf_reason(log: str) -> str:
     return " | ".join(keep[-4:])[:600] or (clean.strip().splitlines() or ["no output"])[-1][:300]
 
 
-def run_onnx2tf(onnx_path: Path, workdir: Path, calib: np.ndarray, norm: Normalization, int8: bool) -> Path:
+def run_onnx2tf(onnx_path: Path, workdir: Path, calib: np.ndarray, norm: Normalization, int8: bool,
+                dynamic_range: bool = True, saved_model: bool = False) -> Path:
+    """onnx2tf's fp32 and fp16 files (and dynamic_range), and with `int8` its SavedModel and our full-integer file
+    from it (full_integer_int8: onnx2tf's own recipe, without the three calibrated variants we never ship)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter hides the real messages
     import onnx2tf
 
     onnx_path, workdir = Path(onnx_path).resolve(), Path(workdir).resolve()
     model = workdir / "model.onnx"
     shutil.copy(onnx_path, model)  # onnx2tf rewrites its input file
-    np.save(workdir / "calib.npy", calib)
-    if calib.shape[-1] == 3:  # keeps onnx2tf offline even if it falls back to its sample file
-        np.save(workdir / ONNX2TF_SAMPLE, calib[:20])
     channels = calib.shape[-1]
     mean = np.asarray(norm.mean, np.float32).reshape(1, 1, 1, channels)
     std = np.asarray(norm.std, np.float32).reshape(1, 1, 1, channels)
     log = io.StringIO()
     cwd = Path.cwd()
     try:
-        os.chdir(workdir)  # onnx2tf looks for its sample calibration file in the working directory
-        with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+        os.chdir(workdir)  # whatever onnx2tf writes beside itself stays in the temporary directory
+        with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log), _int8_graph():
             onnx2tf.convert(
                 input_onnx_file_path=str(model), output_folder_path=str(workdir / "tf"),
-                output_integer_quantized_tflite=int8,
-                quant_type="per-channel",  # per-channel weight scales: the accuracy-preserving default
-                custom_input_op_name_np_data_path=[["input", str(workdir / "calib.npy"), mean, std]] if int8 else None,
-                input_quant_dtype="int8", output_quant_dtype="int8",  # int8 in and out: no float at the edges
+                output_signaturedefs=int8 or saved_model,  # the SavedModel the int8 file is calibrated from
+                output_dynamic_range_quantized_tflite=dynamic_range,
                 non_verbose=False,
             )
+            if int8:
+                full_integer_int8(workdir / "tf", calib, mean, std)
     except (SystemExit, Exception) as e:
         saved = workdir.parent / "onnx2tf.log"  # outlives the temporary directory, for the full story
         saved.write_text(log.getvalue() + f"\n{e.__class__.__name__}: {e}\n")
@@ -79,6 +77,49 @@ def run_onnx2tf(onnx_path: Path, workdir: Path, calib: np.ndarray, norm: Normali
         print(log.getvalue())  # into the stage's log (pipeline.console), or the console with --verbose
     (workdir / "onnx2tf.log").write_text(log.getvalue())
     return workdir / "tf"
+
+
+@contextlib.contextmanager
+def _int8_graph():
+    """onnx2tf builds one op differently when asked for int8 files: MaxPool pads with 0 instead of the dtype's minimum
+    (which wrecks an int8 scale; exact after a ReLU, and the fp32 parity gate checks it). Every file here is made from
+    that graph, as when onnx2tf made the int8 files itself, without its three extra calibrated variants."""
+    import onnx2tf.ops.MaxPool as maxpool
+
+    make_node = maxpool.make_node
+
+    def int8_make_node(*args, **kwargs):
+        return make_node(*args, **{**kwargs, "output_integer_quantized_tflite": True})
+
+    maxpool.make_node = int8_make_node
+    try:
+        yield
+    finally:
+        maxpool.make_node = make_node
+
+
+def full_integer_int8(tf_dir: Path, calib: np.ndarray, mean: np.ndarray, std: np.ndarray) -> Path:
+    """tf_dir/model_full_integer_quant.tflite from onnx2tf's SavedModel in tf_dir, as onnx2tf 1.28 makes it with
+    output_integer_quantized_tflite (the same converter settings and calibration feed: int8 kernels, per-channel
+    weights, int8 input and output, (x - mean) / std one image at a time), but alone: onnx2tf would also calibrate
+    three variants never shipped (float-I/O int8 and two int16-activation files), 3/5 of its int8 time."""
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(tf_dir))
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.SELECT_TF_OPS]
+    converter._experimental_disable_per_channel = False
+    converter.unfold_batchmatmul = False
+
+    def images():
+        for i in range(len(calib)):
+            yield [tf.cast(tf.convert_to_tensor((calib[i: i + 1] - mean) / std), tf.float32)]
+
+    converter.representative_dataset = images
+    converter.inference_input_type = converter.inference_output_type = tf.int8
+    out = tf_dir / f"model_{VARIANTS['int8']}.tflite"
+    out.write_bytes(converter.convert())
+    return out
 
 
 def convert_tflite(onnx_path: Path, out_dir: Path, calib_u8: np.ndarray, norm: Normalization, image_size: int,
@@ -96,7 +137,8 @@ def convert_tflite(onnx_path: Path, out_dir: Path, calib_u8: np.ndarray, norm: N
         shutil.rmtree(stale, ignore_errors=True)
     with tempfile.TemporaryDirectory(prefix=f".onnx2tf-{prefix}", dir=out_dir) as tmp:
         tf_dir = run_onnx2tf(Path(onnx_path), Path(tmp), calibration_nhwc(calib_u8, image_size), norm,
-                             int8=bool(set(CALIBRATED) & set(variants)))
+                             int8="int8" in variants, dynamic_range="dynamic_range" in variants,
+                             saved_model=keep_saved_model is not None)
         paths = {}
         for variant in variants:
             produced = tf_dir / f"model_{VARIANTS[variant]}.tflite"

@@ -39,14 +39,12 @@ def run(cfg: Config, force: bool = False, ctx: Context | None = None) -> Outcome
             mark_skipped(stage, ctx, outcome.skipped[stage.name])
             table.append((stage.name, "skipped", None))
             continue
-        key = stage_key(stage, ctx)
-        done = read_manifest(ctx.layout)["stages"].get(stage.name, {})
-        if not force and done.get("key") == key and done.get("status") == "ok" and unchanged(stage, ctx, done):
+        action, key = decide(stage, ctx, force)
+        if action == "cached":
             print(f"{stage.name} unchanged, skipped", file=sys.stderr)
             table.append((stage.name, "cached", 0.0))
             continue
-        if stage.name == "train" and done.get("key") == key and done.get("status") == "started" \
-                and ctx.layout.last.is_file():
+        if action == "resume":
             ctx.cfg = cfg = _resumed(cfg)  # an interrupted training continues from last.pt
         entry = run_stage(stage, ctx, key)
         table.append((stage.name, entry["status"], entry["wall_s"]))
@@ -72,6 +70,20 @@ def run(cfg: Config, force: bool = False, ctx: Context | None = None) -> Outcome
         cause = next(iter(ctx.errors.values()), None)
         raise EdgeError("run failed: " + " | ".join(problems)) from cause
     return outcome
+
+
+def decide(stage, ctx: Context, force: bool = False) -> tuple[str, str]:
+    """What `run` does with a stage whose needs are met, and its key: "cached" (key unchanged, it last ended ok, its
+    outputs and record sections on disk as recorded; never with force), "resume" (a training interrupted under the
+    same key, last.pt on disk) or "run"."""
+    key = stage_key(stage, ctx)
+    done = read_manifest(ctx.layout)["stages"].get(stage.name, {})
+    if not force and done.get("key") == key and done.get("status") == "ok" and unchanged(stage, ctx, done):
+        return "cached", key
+    if stage.name == "train" and done.get("key") == key and done.get("status") == "started" \
+            and ctx.layout.last.is_file():
+        return "resume", key
+    return "run", key
 
 
 def _record_run(ctx: Context, table: list, total: float) -> None:

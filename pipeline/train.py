@@ -69,12 +69,14 @@ def _keep(batch):
 
 
 def make_loader(split: ImageSet, batch_size: int, shuffle: bool, seed: int, world: int, rank: int, workers: int,
-                pin: bool) -> DataLoader:
+                pin: bool, samples: int = 0) -> DataLoader:
+    """samples > 0 (shuffled, one process): an epoch is that many images drawn anew from the whole split each epoch."""
     dataset = Split(split)
     if world > 1:
         sampler = DistributedSampler(dataset, world, rank, shuffle=shuffle, seed=seed, drop_last=shuffle)
     elif shuffle:
-        sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(seed))
+        sampler = RandomSampler(dataset, num_samples=min(samples, len(dataset)) or None,
+                                generator=torch.Generator().manual_seed(seed))
     else:
         sampler = SequentialSampler(dataset)
     files = isinstance(split.images, ImageFiles)
@@ -529,7 +531,7 @@ def finish(layout: Layout, cfg: Config, rt: Runtime, data, test_split: ImageSet,
 def fine_tune(model: nn.Module, cfg: Config, data, epochs: int, lr: float, before_epoch=None,
               teacher: nn.Module | None = None) -> list[dict]:
     """A short run of the same loop on an already trained model (pruned, quantization-aware): cosine from `lr`,
-    on `cfg.finetune_subset` training images per epoch (0: all); no checkpoints (the calling stage saves the
+    on `cfg.finetune_subset` training images per epoch, drawn anew each epoch from the whole split (0: all); no checkpoints (the calling stage saves the
     result). `before_epoch(epoch)` runs first each epoch, e.g. a pruning-ratio scheduler. With `teacher` (the
     dense fp32 model) and kd_alpha > 0 the student also learns the teacher's soft predictions."""
     run = dataclasses.replace(cfg, epochs=epochs, lr=lr, schedule="cosine", warmup_epochs=0.0)
@@ -544,8 +546,9 @@ def fine_tune(model: nn.Module, cfg: Config, data, epochs: int, lr: float, befor
             p.requires_grad_(False)
     else:
         teacher = None
-    split = _subset(data.train, cfg.finetune_subset or cfg.train_subset)
-    loader = make_loader(split, min(cfg.batch_size, len(split)), True, cfg.seed, 1, 0, cfg.workers, False)
+    split = _subset(data.train, cfg.train_subset)
+    n = min(cfg.finetune_subset or len(split), len(split))
+    loader = make_loader(split, min(cfg.batch_size, n), True, cfg.seed, 1, 0, cfg.workers, False, samples=n)
     val_loader = make_loader(_subset(data.val, cfg.eval_subset), 512, False, cfg.seed, 1, 0, cfg.workers, False)
     opt = make_optimizer(model, run)
     sched = make_scheduler(opt, run, len(loader))

@@ -161,9 +161,18 @@ def test_changed_file_on_disk_reruns_its_stage(tiny_run, tmp_path, capsys, monke
     err = capsys.readouterr().err
     assert _ran(err)[0] == "convert" and "export unchanged, skipped" in err
     assert fp16.stat().st_size > 1000
-    assert main(["run", str(cfg.run_dir / "config.yaml"), "force=true"]) == 0  # nothing changed, all of it again
-    assert _ran(capsys.readouterr().err) == [s for s in STAGES if s not in ("litert", "prune_structured",
-                                                                            "prune_magnitude")]
+    # what run would do next, decided without doing it (run executes exactly these decisions): nothing changed, so
+    # every stage is cached; force=true runs all of it again
+    from pipeline.config import load_config
+    from pipeline.run import decide
+    from pipeline.stage import Context
+    from pipeline.stages import stages_for
+
+    ctx = Context(load_config(cfg.run_dir / "config.yaml", {}))
+    chain = stages_for(ctx.cfg)
+    assert [s.name for s in chain] == [s for s in STAGES if s not in ("litert", "prune_structured", "prune_magnitude")]
+    assert [decide(s, ctx)[0] for s in chain] == ["cached"] * len(chain)
+    assert [decide(s, ctx, force=True)[0] for s in chain] == ["run"] * len(chain)
 
 
 def test_report_cache_key_sees_device_results_with_a_relative_runs_dir(tmp_path, monkeypatch):
