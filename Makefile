@@ -28,8 +28,11 @@ $(FMNIST):
 	$(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y dataset-fashion-mnist || \
 	  { $(if $(filter 0,$(shell id -u)),,sudo) apt-get update && $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y dataset-fashion-mnist; }
 
+# Two pytest workers (pytest-xdist): the suite's time is mostly one-threaded converters; TEST_WORKERS=0 runs it in
+# one process.
+TEST_WORKERS ?= 2
 test: setup
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 # The main job: train ResNet-18 on Fashion-MNIST, export, convert, quantize, prune, benchmark, report (runs/default).
 demo: setup

@@ -124,7 +124,7 @@ def prune_structured_stage(ctx) -> None:
     # one-shot: prune, then fine-tune all epochs; iterative: each step's share of them after it (same compute)
     stats = prune_channels(model, cfg.structured_ratio, example, cfg.structured_importance, cfg.structured_round_to,
                            steps, lambda step: fine_tune(model, cfg, ctx.data, epochs[step], cfg.structured_lr,
-                                                         teacher=teacher) if epochs[step] else None)
+                                                         teacher=teacher, plain=True) if epochs[step] else None)
     plain = model.cpu().eval()
     macs = count_macs(plain, example)
     build = {"method": "torch_pruning", "ratio": cfg.structured_ratio, "importance": cfg.structured_importance,

@@ -529,19 +529,25 @@ def finish(layout: Layout, cfg: Config, rt: Runtime, data, test_split: ImageSet,
 
 
 def fine_tune(model: nn.Module, cfg: Config, data, epochs: int, lr: float, before_epoch=None,
-              teacher: nn.Module | None = None) -> list[dict]:
+              teacher: nn.Module | None = None, plain: bool = False) -> list[dict]:
     """A short run of the same loop on an already trained model (pruned, quantization-aware): cosine from `lr`,
-    on `cfg.finetune_subset` training images per epoch, drawn anew each epoch from the whole split (0: all); no checkpoints (the calling stage saves the
-    result). `before_epoch(epoch)` runs first each epoch, e.g. a pruning-ratio scheduler. With `teacher` (the
-    dense fp32 model) and kd_alpha > 0 the student also learns the teacher's soft predictions."""
+    on `cfg.finetune_subset` training images per epoch, drawn anew each epoch from the whole split (0: all); no
+    checkpoints (the calling stage saves the result). `before_epoch(epoch)` runs first each epoch, e.g. a
+    pruning-ratio scheduler. With `teacher` (the dense fp32 model) and kd_alpha > 0 the student also learns the
+    teacher's soft predictions. `plain`: a plain torch model (channel-pruned), which trains as in `train` (bf16
+    autocast and channels_last where the CPU has native bf16); NNCF-wrapped ones stay fp32 and NCHW."""
     run = dataclasses.replace(cfg, epochs=epochs, lr=lr, schedule="cosine", warmup_epochs=0.0)
     rt = setup_runtime(run)
-    rt.channels_last = False  # NNCF-wrapped models trace their own layout
-    if rt.device.type == "cpu":
-        rt.amp_dtype = None  # fake-quantize and pruning masks stay in fp32 on a CPU
+    if not plain:
+        rt.channels_last = False  # NNCF-wrapped models trace their own layout
+        if rt.device.type == "cpu":
+            rt.amp_dtype = None  # fake-quantize and pruning masks stay in fp32 on a CPU
     model.to(rt.device)
+    if rt.channels_last:
+        model.to(memory_format=torch.channels_last)
     if teacher is not None and cfg.kd_alpha > 0:
-        teacher = teacher.to(rt.device).eval()
+        teacher = teacher.to(rt.device, memory_format=torch.channels_last if rt.channels_last else
+                             torch.preserve_format).eval()
         for p in teacher.parameters():
             p.requires_grad_(False)
     else:
@@ -564,4 +570,6 @@ def fine_tune(model: nn.Module, cfg: Config, data, epochs: int, lr: float, befor
         history.append({"epoch": epoch + 1, **stats, "val_loss": val["loss"], "val_acc": val["acc"]})
         print(f"  fine-tune {epoch + 1}/{epochs}  loss {stats['train_loss']:.4f}  val top-1 {100 * val['acc']:.2f}%",
               file=console.err())
+    if rt.channels_last:
+        model.to(memory_format=torch.contiguous_format)  # exported and saved as defined
     return history

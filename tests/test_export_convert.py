@@ -143,3 +143,43 @@ def test_every_model_exports_and_converts(name, options, tmp_path):
     for v in ("dynamic_range", "int8"):
         cos = (outs[v] * ref).sum() / (np.linalg.norm(outs[v]) * np.linalg.norm(ref))
         assert cos > 0.99, (v, cos)
+
+
+def test_our_int8_file_is_the_one_onnx2tf_makes(tiny_run, tmp_path):
+    """convert asks onnx2tf for fp32/fp16/dynamic-range and the SavedModel only, and makes the int8 file itself with
+    onnx2tf's recipe (pipeline.convert.full_integer_int8), skipping onnx2tf's three other calibrated variants. The
+    files must be byte for byte what onnx2tf 1.28 makes when it does all of it (its MaxPool pads with 0 for int8
+    graphs: the tiny run's ResNet-18 has the ImageNet stem's max-pool)."""
+    import contextlib
+    import hashlib
+    import io
+    import os
+    import shutil
+
+    import onnx2tf
+
+    from pipeline.convert import calibration_nhwc
+    from pipeline.stage import Context
+
+    ctx = Context(tiny_run)
+    calib_u8 = ctx.calib_u8[:32]
+    ours = convert_tflite(tiny_run.run_dir / "onnx" / "model.onnx", tmp_path / "ours", calib_u8, ctx.data.norm,
+                          tiny_run.image_size, ("fp32", "dynamic_range", "int8"))
+    shutil.copy(tiny_run.run_dir / "onnx" / "model.onnx", tmp_path / "model.onnx")
+    np.save(tmp_path / "calib.npy", calibration_nhwc(calib_u8, tiny_run.image_size))
+    mean, std = (np.asarray(v, np.float32).reshape(1, 1, 1, 1) for v in (ctx.data.norm.mean, ctx.data.norm.std))
+    cwd = os.getcwd()
+    try:
+        os.chdir(tmp_path)
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            onnx2tf.convert(input_onnx_file_path=str(tmp_path / "model.onnx"), output_folder_path=str(tmp_path / "tf"),
+                            output_integer_quantized_tflite=True, quant_type="per-channel",
+                            custom_input_op_name_np_data_path=[["input", str(tmp_path / "calib.npy"), mean, std]],
+                            input_quant_dtype="int8", output_quant_dtype="int8", non_verbose=True)
+    finally:
+        os.chdir(cwd)
+    theirs = {"fp32": "float32", "dynamic_range": "dynamic_range_quant", "int8": "full_integer_quant"}
+    for variant, suffix in theirs.items():
+        digest = [hashlib.sha256(p.read_bytes()).hexdigest() for p in (ours[variant], tmp_path / "tf" /
+                                                                        f"model_{suffix}.tflite")]
+        assert digest[0] == digest[1], variant
