@@ -21,6 +21,9 @@ from .errors import EdgeError
 # our variant name -> the suffix onnx2tf gives the file
 VARIANTS = {"fp32": "float32", "fp16": "float16", "dynamic_range": "dynamic_range_quant", "int8": "full_integer_quant"}
 CALIBRATED = ("dynamic_range", "int8")  # the variants onnx2tf makes in its calibrated (integer) pass
+# onnx2tf reads this file from its working directory for its check of static-batch RGB inputs, downloading it when
+# absent (no network here): real calibration images stand in for it.
+ONNX2TF_SAMPLE = "calibration_image_sample_data_20x128x128x3_float32.npy"
 
 
 def calibration_nhwc(images_u8: np.ndarray, image_size: int) -> np.ndarray:
@@ -47,10 +50,14 @@ def run_onnx2tf(onnx_path: Path, workdir: Path, calib: np.ndarray, norm: Normali
     from it (full_integer_int8: onnx2tf's own recipe, without the three calibrated variants we never ship)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter hides the real messages
     import onnx2tf
+    import tf_keras
 
+    tf_keras.backend.clear_session()  # layer names restart at 0: the same ONNX gives the same bytes in any process
     onnx_path, workdir = Path(onnx_path).resolve(), Path(workdir).resolve()
     model = workdir / "model.onnx"
     shutil.copy(onnx_path, model)  # onnx2tf rewrites its input file
+    if calib.shape[-1] == 3:  # keeps onnx2tf offline
+        np.save(workdir / ONNX2TF_SAMPLE, calib[:20])
     channels = calib.shape[-1]
     mean = np.asarray(norm.mean, np.float32).reshape(1, 1, 1, channels)
     std = np.asarray(norm.std, np.float32).reshape(1, 1, 1, channels)

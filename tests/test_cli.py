@@ -32,14 +32,14 @@ BAD = [  # (argv, what the one line must say)
     (["train", "stem=big"], "stem=big: choose imagenet | small"),
     (["train", "data_source=mnist"], "data_source=mnist: choose fashion_mnist | cifar10 | imagefolder"),
     (["train", "optimizer=lion"], "optimizer=lion: choose sgd | adamw"),
-    (["train", "preset=tpu"], "preset=tpu: choose auto, cpu, gpu, phone"),
+    (["train", "preset=tpu"], "preset=tpu: choose auto, cpu, cpu_long, gpu, phone"),
     (["train", "name=../elsewhere"], "name='../elsewhere': expected a non-empty folder name"),
     (["train", "depth=3"], "unknown config key 'depth'"),
     (["train", "epochs"], "'epochs': expected key=value (a config file, first, ends in .yaml)"),
     (["train", "extra=x"], "extra: cannot be set from the command line"),
     (["train", "data_source=imagefolder"], "data_source=imagefolder needs data_root="),
     (["quantize", "quant_preset=fast"], "quant_preset=fast: choose performance | mixed"),
-    (["quantize", "preset=mixed"], "preset=mixed: choose auto, cpu, gpu, phone"),  # one name: quant_preset
+    (["quantize", "preset=mixed"], "preset=mixed: choose auto, cpu, cpu_long, gpu, phone"),  # one name: quant_preset
     (["prune", "prune_method=random"], "prune_method=random: choose magnitude | structured"),
     (["prune", "prune_ratio=1.5"], "prune_ratio=1.5: expected 0 < prune_ratio < 1"),
     (["prune", "structured_ratio=0"], "structured_ratio=0.0: expected 0 < structured_ratio < 1"),

@@ -157,6 +157,7 @@ def test_our_int8_file_is_the_one_onnx2tf_makes(tiny_run, tmp_path):
     import shutil
 
     import onnx2tf
+    import tf_keras
 
     from pipeline.convert import calibration_nhwc
     from pipeline.stage import Context
@@ -171,6 +172,7 @@ def test_our_int8_file_is_the_one_onnx2tf_makes(tiny_run, tmp_path):
     cwd = os.getcwd()
     try:
         os.chdir(tmp_path)
+        tf_keras.backend.clear_session()  # as convert does: names (in the file) restart at 0
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             onnx2tf.convert(input_onnx_file_path=str(tmp_path / "model.onnx"), output_folder_path=str(tmp_path / "tf"),
                             output_integer_quantized_tflite=True, quant_type="per-channel",

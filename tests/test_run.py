@@ -196,8 +196,10 @@ def test_failed_stage_skips_its_dependents_and_names_only_the_cause(tmp_path, ca
     assert main(args) == 2
     err = capsys.readouterr().err
     errors = [line for line in err.splitlines() if line.startswith("error:")]
+    log = tmp_path / "few" / "logs" / "train.log"
     assert errors == ["error: run failed: train: 1 processes x batch 128 need at least 128 training images; have 100: "
-                      "lower --nproc_per_node or batch_size"]
+                      f"lower --nproc_per_node or batch_size (tools' output and traceback: {log})"]
+    assert "need at least 128 training images" in log.read_text()  # the log it names holds the story
     for stage in ("export", "convert", "litert", "quantize", "benchmark", "bundle"):
         assert f"{stage} skipped (needs train)" in err  # the root cause, not the stage in between
     assert "report ok" in err  # the report still says what happened
