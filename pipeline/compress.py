@@ -50,7 +50,7 @@ def quantize_stage(ctx) -> None:
     build = {"method": "nncf_ptq", "preset": cfg.quant_preset, "calibration": ctx.calibration,
              "macs": ctx.dense_macs}
     record = assess(ctx, out, parent=layout.onnx, build=build)
-    if fallback.wanted(ctx, record):
+    if fallback.wanted(ctx, record, out, layout.onnx):
         x, labels = ctx.val_set  # NNCF's accuracy-control loop: ranked and stopped on validation images
         repaired = nncf_ops.ptq_onnx_with_accuracy_control(
             onnx.load(str(layout.onnx)), ctx.calib, x, labels, cfg.max_int8_drop / 100, cfg.quant_preset,

@@ -195,7 +195,7 @@ def _gated_int8(ctx, onnx_path: Path, int8: Path, saved_model: Path, build: dict
 
     fallback.clear(ctx.layout, int8)
     record = assess(ctx, int8, parent=onnx_path, compressed=compressed, build=build)
-    if fallback.wanted(ctx, record):
+    if fallback.wanted(ctx, record, int8, onnx_path):
         def float_layers(layers: list[dict], out: Path) -> None:
             names = [t["tensor"] for lay in layers for t in [lay, *lay["sole_producers"]]]
             requantize(saved_model, out, ctx.calib_u8, ctx.data.norm, ctx.cfg.image_size, list(dict.fromkeys(names)))

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from . import console
 from .errors import EdgeError
 
 
@@ -32,10 +33,28 @@ def clear(layout, int8: Path) -> None:
         stale.unlink(missing_ok=True)
 
 
-def wanted(ctx, record: dict) -> bool:
-    """quant_fallback=auto and the file failed its top-1 gate."""
-    return ctx.cfg.quant_fallback == "auto" and any(g["name"] == "top-1 drop" and not g["passed"]
-                                                    for g in record.get("gates") or [])
+def wanted(ctx, record: dict, int8: Path, parent: Path) -> bool:
+    """quant_fallback=auto, the int8 file failed its top-1 gate, and int8 is the cause: its float `parent` passes that
+    gate on the same images. When pruning already cost the points, float layers cannot give them back (a repair of a
+    channel-pruned file was 2.2x its size and scored lower); the stage says which keys to change instead."""
+    if ctx.cfg.quant_fallback != "auto" or not any(g["name"] == "top-1 drop" and not g["passed"]
+                                                   for g in record.get("gates") or []):
+        return False
+    from .evaluate import drop_points, score
+
+    parent_drop = drop_points(record["evaluation"]["reference_top1"],
+                              score(ctx.logits(parent), ctx.eval_set.labels)["top1"])
+    if int8_is_the_cause(parent_drop, ctx.cfg.max_int8_drop):
+        return True
+    print(f"  {Path(int8).name}: no float fallback, int8 is not the cause: its float parent {Path(parent).name} "
+                f"is already {parent_drop:.2f} points below the fp32 model; prune less (structured_ratio, prune_ratio) "
+                "or fine-tune longer (structured_epochs, prune_epochs, kd_alpha)", file=console.err())
+    return False
+
+
+def int8_is_the_cause(parent_drop: float, max_drop: float) -> bool:
+    """The rule of the float fallback: the float model an int8 file was made from passes the top-1 gate itself."""
+    return parent_drop <= max_drop
 
 
 def ranked(failed: Path, reference: Path, images) -> list[dict]:

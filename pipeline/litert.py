@@ -76,7 +76,7 @@ def quantize_gated(ctx, model, out: Path, parent: Path, build: dict, compressed:
 
         build["sparsity_tflite_int8"] = tflite_weight_sparsity(out)["zero_share"]
     record = assess(ctx, out, parent=parent, compressed=compressed, build=build)
-    if fallback.wanted(ctx, record):
+    if fallback.wanted(ctx, record, out, parent):
         fallback.repair(ctx, out, parent, build, compressed,
                         lambda layers, path: convert_int8(model, ctx.calib, path, cfg.pt2e_algorithm,
                                                           tuple(lay["module"] for lay in layers if lay["module"])),

@@ -45,7 +45,16 @@ def tiny_run(tmp_path_factory):
         for stage in ("train", "export", "convert"):
             run_one(stage, cfg)
     TINY_CONSOLE.update(seen)
-    return cfg
+    before = snapshot(cfg.run_dir)
+    yield cfg
+    changed = sorted(set(before.items()) ^ set(snapshot(cfg.run_dir).items()))
+    assert not changed, f"a test changed the session's tiny run (copy it first: copy_run): {changed[:5]}"
+
+
+def snapshot(folder: Path) -> dict:
+    """Every file under a folder with its size and modification time: what a read-only fixture must keep."""
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*")
+            if p.is_file()}
 
 
 TINY_CONSOLE: dict = {}  # what the tiny run printed: {"ours": Python-level stderr+stdout, "fd": file descriptors 1+2}

@@ -59,9 +59,12 @@ def test_benchmark_error_is_a_bench_failed_row(tiny_run, tmp_path, capsys):
     assert "- tflite/fp16.tflite: bench failed: " in (cfg.run_dir / "report" / "report.md").read_text()
 
 
-def test_latency_bench_reads_the_run_and_writes_beside_it(tiny_run):
+def test_latency_bench_reads_the_run_and_writes_beside_it(tiny_run, tmp_path):
     """bench/latency.py re-exports the run's weights at another input size through every runtime, into
     runs/<name>-latency/, never into the run; the run's report shows its table."""
+    from conftest import copy_run
+
+    tiny_run = copy_run(tiny_run, tmp_path, tiny_run.name)  # the session's run stays as it is: the bench writes beside
     run = tiny_run.run_dir
     before = {p: p.stat().st_mtime_ns for p in run.rglob("*")}
     proc = subprocess.run([sys.executable, str(ROOT / "bench" / "latency.py"), f"runs_dir={run.parent}",
@@ -100,9 +103,11 @@ def test_latency_bench_reads_the_run_and_writes_beside_it(tiny_run):
     assert written["latency"].read_bytes()[:4] == b"\x89PNG"
 
 
-def test_compression_bench_runs_beside_the_run_with_the_real_gate(tiny_run):
+def test_compression_bench_runs_beside_the_run_with_the_real_gate(tiny_run, tmp_path):
     """bench/compression.py: each variant a run of its own under runs/<name>-compression/, at the run's own gate."""
-    run = tiny_run.run_dir
+    from conftest import copy_run
+
+    run = copy_run(tiny_run, tmp_path, tiny_run.name).run_dir  # the session's run stays as it is
     before = {p: p.stat().st_mtime_ns for p in run.rglob("*")}
     proc = subprocess.run([sys.executable, str(ROOT / "bench" / "compression.py"), f"runs_dir={run.parent}",
                            f"name={run.name}", "variants=magnitude30,structured30", "prune_epochs=0",

@@ -84,9 +84,11 @@ def test_bundle_holds_models_images_scripts_and_host_figures(device_bundle, tiny
         assert (device_bundle / script).read_bytes() == (ROOT / "device_tests" / script).read_bytes()
 
 
-def test_bundle_bad_input_is_one_line(tiny_run, capsys):
+def test_bundle_bad_input_is_one_line(tiny_run, tmp_path, capsys):
+    from conftest import copy_run
     from pipeline.cli import main
 
+    tiny_run = copy_run(tiny_run, tmp_path, "copy")  # a verb's keys are saved into the run's config: not the session's
     assert main(["bundle", str(tiny_run.run_dir), "bundle_models=resnet*"]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("error: bundle failed: bundle_models=resnet*: no built .tflite file that passed its gates "

@@ -99,6 +99,24 @@ def test_structured_pruning_cuts_macs_and_still_converts(tiny_run, tmp_path):
     assert model.conv1.out_channels == 8  # 16 at width 0.25, halved; rebuilt from the checkpoint's tensors
 
 
+def test_no_float_fallback_when_pruning_not_int8_costs_the_points(tiny_run, tmp_path, capsys):
+    """70% of the channels removed and no fine-tuning: the float parent is far below the fp32 model, so its int8 file
+    fails too, but keeping layers in float cannot repair what pruning lost: no fallback file, one line naming the
+    keys to change. (The fallback for an int8-caused failure: tests/test_explain.py.)"""
+    from pipeline.fallback import int8_is_the_cause
+
+    cfg = copy_run(tiny_run, tmp_path, "overpruned", structured_ratio=0.7, structured_epochs=0, run_litert=False)
+    assert cfg.quant_fallback == "auto"
+    assert main(["prune", "prune_method=structured", f"runs_dir={tmp_path}", "name=overpruned"]) == 2
+    fp32, int8 = (record(cfg, f"tflite/structured70_{f}.tflite") for f in ("fp32", "int8"))
+    assert not drop_gate(fp32)["passed"] and not drop_gate(int8)["passed"]  # a genuinely bad pruned model
+    assert not int8_is_the_cause(drop_gate(fp32)["value"], cfg.max_int8_drop)
+    assert not (cfg.run_dir / "tflite" / "structured70_int8_fallback.tflite").exists()
+    err = capsys.readouterr().err
+    assert "structured70_int8.tflite: no float fallback, int8 is not the cause" in err
+    assert "prune less (structured_ratio, prune_ratio) or fine-tune longer" in err
+
+
 def test_qat_checkpoint_round_trips_with_identical_outputs(tiny_run, tmp_path):
     data = load_data("fashion_mnist", val_size=500, calib_size=64)
     calib = preprocess(data.calibration.images, data.norm, 28)
