@@ -32,7 +32,7 @@ $(FMNIST):
 # one process.
 TEST_WORKERS ?= 2
 test: setup
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 # The main job: train ResNet-18 on Fashion-MNIST, export, convert, quantize, prune, benchmark, report (runs/default).
 demo: setup

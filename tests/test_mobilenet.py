@@ -13,7 +13,8 @@ from pipeline.evaluate import drop_points
 MNV2 = ["model=mobilenet_v2", "width=0.5", "stem=imagenet", "image_size=28", "preset=cpu", "batch_size=128",
         "train_subset=3000", "epochs=3", "lr=0.1", "eval_subset=1000", "finetune_subset=3000", "structured_ratio=0.25",
         "structured_round_to=1", "structured_epochs=2", "run_magnitude=false", "run_litert=false", "bench_runs=3",
-        "bench_threads=1", "name=mnv2"]
+        "bench_threads=1", "quant_fallback=off",  # NNCF's accuracy-control loop (60 s here): tests/test_explain.py
+        "name=mnv2"]
 
 
 def test_mobilenet_v2_runs_the_whole_chain(tmp_path, capsys):

@@ -16,7 +16,7 @@ from pipeline.cli import main
 SMALL = ["model=resnet18", "width=0.25", "stem=imagenet", "image_size=28", "preset=cpu", "batch_size=128",
          "train_subset=6000", "epochs=3", "lr=0.1", "eval_subset=1000", "finetune_subset=3000", "structured_ratio=0.25",
          "structured_round_to=1",  # 16 channels at quarter width: 25% off is 12, not a multiple of 8
-         "structured_epochs=3", "structured_lr=0.05", "prune_ratio=0.3", "prune_epochs=1", "qat=true", "bench_runs=5",
+         "structured_epochs=5", "structured_lr=0.05", "prune_ratio=0.3", "prune_epochs=1", "qat=true", "bench_runs=5",
          "bench_threads=1,2", "name=small"]
 STAGES = ["train", "export", "convert", "litert", "quantize", "prune_structured", "prune_magnitude", "explain",
           "benchmark", "report", "bundle"]
