@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import records
 from .artifacts import atomic_write
 from .checkpoint import load_checkpoint, model_from_checkpoint
 from .errors import EdgeError
@@ -91,7 +92,9 @@ def litert_stage(ctx) -> None:
     ctx.require(layout.onnx, "export")
     model = model_from_checkpoint(load_checkpoint(ctx.require(layout.best, "train")))
     fp32 = convert_fp32(model, ctx.eval_set.x, layout.tflite("fp32_litert"))
-    check = {"cross_check": cross_check(ctx, layout.tflite("fp32"), fp32)} if layout.tflite("fp32").is_file() else {}
+    onnx2tf_fp32 = layout.tflite("fp32")  # compared only when its record vouches for it (not a failed rebuild's)
+    check = ({"cross_check": cross_check(ctx, onnx2tf_fp32, fp32)}
+             if records.built(layout, layout.rel(onnx2tf_fp32)) else {})
     assess(ctx, fp32, parent=layout.best, build={"method": "litert-torch fp32", "macs": ctx.dense_macs, **check})
     quantize_gated(ctx, model, layout.tflite("nncf_int8"), layout.best,
                    {"method": f"nncf pt2e ({cfg.pt2e_algorithm}) + litert-torch", "macs": ctx.dense_macs})

@@ -38,6 +38,21 @@ def test_litert_fp32_and_nncf_int8(tiny_run, tmp_path):
     assert int8["build"]["size_mib"] < 0.3 * fp32["build"]["size_mib"]
 
 
+def test_no_cross_check_with_an_onnx2tf_file_its_record_does_not_vouch_for(tiny_run, tmp_path):
+    """tflite/fp32.tflite on disk, but its record says the last convert failed: litert compares nothing with it."""
+    from pipeline import records
+    from pipeline.layout import Layout
+
+    cfg = copy_run(tiny_run, tmp_path, "stale", run_structured=False, run_magnitude=False)
+    assert (cfg.run_dir / "tflite" / "fp32.tflite").is_file()
+    assert record(cfg, "tflite/fp32.tflite")["build"]["status"] == "ok"
+    records.write(Layout(cfg.run_dir), "tflite/fp32.tflite", build={"status": "failed", "stage": "convert",
+                                                                     "error": "onnx2tf failed"},
+                  evaluation=None, gates=None, benchmark=None)
+    assert run_one("litert", cfg) == 0
+    assert "cross_check" not in record(cfg, "tflite/fp32_litert.tflite")["build"]
+
+
 def test_report_names_the_two_fp32_routes(tiny_run, tmp_path):
     from pipeline.cli import main
 
