@@ -47,8 +47,8 @@ def wanted(ctx, record: dict, int8: Path, parent: Path) -> bool:
     if int8_is_the_cause(parent_drop, ctx.cfg.max_int8_drop):
         return True
     print(f"  {Path(int8).name}: no float fallback, int8 is not the cause: its float parent {Path(parent).name} "
-                f"is already {parent_drop:.2f} points below the fp32 model; prune less (structured_ratio, prune_ratio) "
-                "or fine-tune longer (structured_epochs, prune_epochs, kd_alpha)", file=console.err())
+          f"is already {parent_drop:.2f} points below the fp32 model; prune less (structured_ratio, prune_ratio) "
+          "or fine-tune longer (structured_epochs, prune_epochs, kd_alpha)", file=console.err())
     return False
 
 

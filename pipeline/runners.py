@@ -13,6 +13,17 @@ import numpy as np
 from .errors import EdgeError
 
 
+def same_outputs(open_batched, one_at_a_time, probe: np.ndarray):
+    """The rule for evaluating a batch-1 file many images at a time: `open_batched()` -> (handle, run) is kept (the
+    handle returned) only if run(probe) is bit for bit what the file gives one image at a time; else False (any
+    refusal of the runtime too: a graph with the batch baked into a reshape)."""
+    try:
+        handle, run = open_batched()
+        return handle if np.array_equal(run(probe), one_at_a_time(probe)) else False
+    except Exception:  # noqa: BLE001
+        return False
+
+
 class Runner(Protocol):
     path: Path
     format: str  # torch | onnx | tflite
@@ -79,19 +90,15 @@ class OnnxRunner:
         import onnx
         import onnxruntime as ort
 
-        self._batched = False
-        try:
+        def open_batched():
             model = onnx.load(str(self.path))
             for value in [model.graph.input[0], *model.graph.output]:
                 value.type.tensor_type.shape.dim[0].dim_param = "batch"
             del model.graph.value_info[:]  # shapes inferred for batch 1
             session = ort.InferenceSession(model.SerializeToString(), self._opts, providers=["CPUExecutionProvider"])
-            probe = x[:32]
-            same = np.array_equal(session.run(None, {self.input.name: probe})[0], self._one_by_one(probe))
-        except Exception:  # noqa: BLE001  any refusal (a reshape with the batch baked in): one at a time it is
-            same = False
-        if same:
-            self._batched = session
+            return session, lambda probe: session.run(None, {self.input.name: probe})[0]
+
+        self._batched = same_outputs(open_batched, self._one_by_one, x[:32])
 
     def _one_by_one(self, batch: np.ndarray) -> np.ndarray:
         n = self.fixed_batch
@@ -190,17 +197,14 @@ class TFLiteRunner:
         """Evaluation speed (fp32 ResNet-18 at 32 px: 1.2 against 2.2 ms an image): a second interpreter with the
         input resized to BATCH images, kept only if it gives exactly what the file gives one image at a time on
         these images (a graph with the batch baked into a reshape fails here and stays at batch 1)."""
-        self._batched = False
-        try:
+        def open_batched():
             interpreter = self._make(str(self.path))
             interpreter.resize_tensor_input(self.input["index"], [self.BATCH, *self.input["shape"][1:]])
             interpreter.allocate_tensors()
             self._batched = (interpreter, interpreter.get_input_details()[0], interpreter.get_output_details()[0])
-            same = np.array_equal(self._invoke_batched(x[: self.BATCH]), self._one_at_a_time(x[: self.BATCH]))
-        except Exception:  # noqa: BLE001  any refusal of the runtime: batch 1 it is
-            same = False
-        if not same:
-            self._batched = False
+            return self._batched, self._invoke_batched
+
+        self._batched = same_outputs(open_batched, self._one_at_a_time, x[: self.BATCH])
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         x = np.asarray(batch, np.float32)

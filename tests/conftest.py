@@ -26,21 +26,6 @@ def locked(package: str) -> str:
     raise KeyError(package)
 
 
-# The longest tests (seconds in two workers on a 2-core EPYC), started first so that the short ones fill the gaps
-# (pytest-xdist, --dist worksteal): the suite ends when its longest test does, not a long test after the rest.
-LONGEST_FIRST = ("test_mobilenet_v2_runs_the_whole_chain", "test_run_killed_then_continued_cached_and_forced",
-                 "test_phone_preset_runs_torchvision_weights_at_224",
-                 "test_compression_bench_runs_beside_the_run_with_the_real_gate",
-                 "test_qat_checkpoint_round_trips_with_identical_outputs",
-                 "test_latency_bench_reads_the_run_and_writes_beside_it",
-                 "test_resume_after_interruption_reaches_the_same_weights", "test_changed_file_on_disk_reruns_its_stage")
-
-
-def pytest_collection_modifyitems(config, items):
-    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.originalname, len(rank)))  # stable: the rest keep their order
-
-
 @pytest.fixture(scope="session")
 def fmnist():
     from pipeline.data import load_data

@@ -159,7 +159,7 @@ def test_our_int8_file_is_the_one_onnx2tf_makes(tiny_run, tmp_path):
     import onnx2tf
     import tf_keras
 
-    from pipeline.convert import calibration_nhwc
+    from pipeline.convert import VARIANTS, calibration_nhwc
     from pipeline.stage import Context
 
     ctx = Context(tiny_run)
@@ -180,8 +180,7 @@ def test_our_int8_file_is_the_one_onnx2tf_makes(tiny_run, tmp_path):
                             input_quant_dtype="int8", output_quant_dtype="int8", non_verbose=True)
     finally:
         os.chdir(cwd)
-    theirs = {"fp32": "float32", "dynamic_range": "dynamic_range_quant", "int8": "full_integer_quant"}
-    for variant, suffix in theirs.items():
+    for variant in ("fp32", "dynamic_range", "int8"):
         digest = [hashlib.sha256(p.read_bytes()).hexdigest() for p in (ours[variant], tmp_path / "tf" /
-                                                                        f"model_{suffix}.tflite")]
+                                                                        f"model_{VARIANTS[variant]}.tflite")]
         assert digest[0] == digest[1], variant
