@@ -32,7 +32,7 @@ def measure(variant: str, opts: dict, device: torch.device) -> dict:
         x = x.contiguous(memory_format=torch.channels_last)
     dtype = torch.bfloat16 if device.type == "cpu" or torch.cuda.is_bf16_supported() else torch.float16
     scaler = torch.amp.GradScaler(device.type, enabled=amp and dtype == torch.float16)
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True, foreach=True)  # as train.make_optimizer
     step_model = torch.compile(model) if variant == "c_amp_cl_compile" else model
 
     def step():

@@ -226,10 +226,12 @@ def make_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
     decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]  # BN and biases
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    # foreach: one multi-tensor update instead of a loop over 62 tensors, the default on CUDA only; on a 2-core CPU
+    # it is 6-10% more training images a second (ResNet-18, 32 px, bf16: 877-893 -> 940-988)
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True, foreach=True)
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.lr)
+        return torch.optim.AdamW(groups, lr=cfg.lr, foreach=True)
     raise EdgeError(f"optimizer={cfg.optimizer}: choose sgd or adamw")
 
 
