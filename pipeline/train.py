@@ -227,7 +227,7 @@ def make_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
     no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]  # BN and biases
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     # foreach: one multi-tensor update instead of a loop over 62 tensors, the default on CUDA only; on a 2-core CPU
-    # it is 6-10% more training images a second (ResNet-18, 32 px, bf16: 877-893 -> 940-988)
+    # 6-10% more images a second in a bare step loop, 4% in the demo's training (1,025 -> 1,067), same losses
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True, foreach=True)
     if cfg.optimizer == "adamw":
