@@ -36,8 +36,12 @@ def _os_threads() -> int:
 
 
 def measure(path: str, threads: int, warmup: int, runs: int, shape: list[int]) -> dict:
-    """Runs inside the worker process."""
+    """Runs inside the worker process. A TFLite file: device_tests/tflite_memory.py's measurement, the same one a
+    board runs, with its memory attribution under `memory`."""
     from .runners import open_runner
+
+    if path.endswith(".tflite"):
+        return measure_tflite(path, threads, warmup, runs)
 
     base_rss, base_threads = _status_mib("VmRSS"), _os_threads()
     start = time.perf_counter()
@@ -57,6 +61,18 @@ def measure(path: str, threads: int, warmup: int, runs: int, shape: list[int]) -
             "latency_ms_p90": float(np.percentile(times, 90)), "latency_ms_min": float(np.min(times)),
             "init_ms": init_ms, "peak_rss_mib": _status_mib("VmHWM"), "model_rss_mib": _status_mib("VmRSS") - base_rss,
             "runtime_threads": runtime_threads}
+
+
+def measure_tflite(path: str, threads: int, warmup: int, runs: int) -> dict:
+    """LiteRT's Interpreter with XNNPACK, as TFLiteRunner opens it; the input shape is the file's."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "device_tests"))
+    from ai_edge_litert.interpreter import Interpreter
+    from tflite_memory import attribute
+
+    row = attribute(path, "interpreter", threads, Interpreter, warmup, runs)
+    keep = ("latency_ms_median", "latency_ms_p90", "latency_ms_min", "peak_rss_mib", "runtime_threads")
+    return {"threads": threads, "runs": runs, "warmup": warmup, **{k: row.get(k) for k in keep},
+            "init_ms": row["load_ms"] + row["first_ms"], "model_rss_mib": row.get("rss_added_mib"), "memory": row}
 
 
 def benchmark_one(path: Path, shape: list[int], threads: list[int], warmup: int, runs: int,

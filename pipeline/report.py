@@ -15,10 +15,12 @@ from . import records
 from .artifacts import atomic_write, atomic_write_json, atomic_write_text
 from .errors import EdgeError
 from .host import host, versions
+from .memory import measured, memory_markdown, memory_png
 from .stage import manifest_stage_rows, stage_table
 
 COLUMNS = ["artifact", "format", "precision", "sparsity", "channels kept", "MMACs", "status", "size MiB", "gzip MiB",
-           "top-1 %", "Δ top-1 vs fp32 (points)", "agreement", "ms @1 thread", "ms @N", "peak RSS MiB"]
+           "top-1 %", "Δ top-1 vs fp32 (points)", "agreement", "ms @1 thread", "ms @N", "peak RSS MiB",
+           "model MiB (measured)", "floor MiB"]
 LATENCY_COLUMNS = ["ms @1 at {size}px", "x fp32 TFLite at {size}px"]  # where bench/latency.py measured the run
 
 
@@ -68,9 +70,18 @@ def host_row(layout, rel: str, max_size_mib: float) -> dict:
         "data_id": ev.get("data_id"), "ms_1": ok.get(1, {}).get("latency_ms_median"),
         "ms_n": ok.get(top_n, {}).get("latency_ms_median") if top_n else None, "threads_n": top_n,
         "peak_rss_mib": max((c.get("peak_rss_mib") or 0 for c in ok.values()), default=None) or None,
+        **memory_figures(ok.values()),
         "gates": [*(record.get("gates") or []), *(g.to_dict() for g in size_gates)], "source": "host",
         "repairs": build.get("repairs"), "float_layers": build.get("float_layers"),
     }
+
+
+def memory_figures(cells) -> dict:
+    """The model's own measured memory (most over thread counts) and its floor, from TFLite cells' attribution
+    (device_tests/tflite_memory.py); None where the cells have none (ONNX, torch)."""
+    memory = [c["memory"] for c in cells if (c.get("memory") or {}).get("model_mib") is not None]
+    top = max(memory, key=lambda m: m["model_mib"], default=None)
+    return {"model_mib": top and top["model_mib"], "floor_mib": top and top["floor_mib"], "memory": top}
 
 
 def device_rows(layout) -> list[dict]:
@@ -136,7 +147,8 @@ def _cells(r: dict, reference: dict | None, size: int | None = None) -> list[str
         r["artifact"], r.get("format"), r.get("precision"), _fmt(r.get("sparsity"), 3),
         _fmt(r.get("channels_kept"), 2), _fmt(r["macs"] / 1e6, 1) if r.get("macs") else None, r.get("status"),
         _fmt(r.get("size_mib")), _fmt(r.get("gzip_mib")), top1, _fmt(r.get("delta_top1")), _fmt(r.get("agreement"), 4),
-        _fmt(r.get("ms_1")), _fmt(r.get("ms_n")), _fmt(r.get("peak_rss_mib"), 0))]
+        _fmt(r.get("ms_1")), _fmt(r.get("ms_n")), _fmt(r.get("peak_rss_mib"), 0), _fmt(r.get("model_mib"), 1),
+        _fmt(r.get("floor_mib"), 1))]
     if size:
         at = (r.get("at_size") or {}).get(size, {})
         cells += [_fmt(at.get("ms_1")), _fmt(at.get("speedup"), 1)]
@@ -273,6 +285,8 @@ def to_markdown(rows: list[dict], meta: dict) -> str:
         out += ["", latency_markdown(table)]
     if latency_size(rows):
         out += ["", f"Top-1 against latency at {latency_size(rows)} px, 1 thread: report/latency.png."]
+    if measured(rows):
+        out += ["", memory_markdown(rows)]
     if meta.get("explain"):
         out += ["", explain_markdown(meta["explain"])]
     if meta.get("stages"):
@@ -417,7 +431,8 @@ def _img(path: Path, alt: str) -> str:
     return f'<img alt="{alt}" src="data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()}">'
 
 
-def to_html(rows: list[dict], meta: dict, png: Path, layers: Path, latency: Path | None = None) -> str:
+def to_html(rows: list[dict], meta: dict, png: Path, layers: Path, latency: Path | None = None,
+            memory: Path | None = None) -> str:
     reference = meta.get("reference")
     explained = ""
     if meta.get("explain"):
@@ -441,6 +456,7 @@ median ms per image, batch 1, after warm-up.</p>
 <table><tr>{head}</tr>{body}</table>{notes}
 {''.join(markdown_html(latency_markdown(t)) for t in meta.get("latency_tables", []))}
 {_img(latency, "accuracy vs latency") if latency and latency_size(rows) else ""}
+{markdown_html(memory_markdown(rows)) + _img(memory, "memory") if memory and measured(rows) else ""}
 {explained}
 {"<h2>Stages</h2>" + markdown_html(chr(10).join(meta["stages"])) if meta.get("stages") else ""}
 <h2>Architecture</h2>{markdown_html(meta.get('architecture', ''))}
@@ -475,7 +491,7 @@ def run_rows(layout, cfg) -> tuple[list[dict], dict | None, list[dict]]:
 
 
 def report(layout, cfg) -> dict[str, Path]:
-    """report/{report.json, report.md, report.html, pareto.png, layers.png, latency.png} from the run's records (and
+    """report/{report.json, report.md, report.html, pareto.png, layers.png, latency.png, memory.png} from the run's records (and
     bench/latency.py's tables of the run, where it ran)."""
     rows, reference, tables = run_rows(layout, cfg)
     # the host the latencies were measured on (the benchmark's own record), the versions the run was made with
@@ -493,10 +509,11 @@ def report(layout, cfg) -> dict[str, Path]:
     png = pareto_png(rows, out / "pareto.png", reference)
     layers = layers_png(meta["explain"], out / "layers.png")
     latency = latency_png(rows, out / "latency.png", latency_size(rows) or 224, reference)
+    memory = memory_png(rows, out / "memory.png")
     return {"json": atomic_write_json(out / "report.json", {**meta, "columns": columns(rows), "rows": rows}),
             "md": atomic_write_text(out / "report.md", to_markdown(rows, meta)),
-            "html": atomic_write_text(out / "report.html", to_html(rows, meta, png, layers, latency)), "png": png,
-            "layers": layers, "latency": latency}
+            "html": atomic_write_text(out / "report.html", to_html(rows, meta, png, layers, latency, memory)),
+            "png": png, "layers": layers, "latency": latency, "memory": memory}
 
 
 def report_stage(ctx) -> None:

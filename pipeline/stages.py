@@ -174,7 +174,7 @@ STAGES = {s.name: s for s in [
     Stage("report", "pipeline.report:report_stage", needs=(), keys=frozenset({"max_size_mib"}),
           inputs=_report_inputs, sections=(), uses_data=False,
           outputs=lambda la, c: _rel(la, *(la.report_dir / f for f in ("report.json", "report.md", "report.html",
-                                                                        "pareto.png", "layers.png", "latency.png")))),
+                                                                        "pareto.png", "layers.png", "latency.png", "memory.png")))),
     Stage("bundle", "pipeline.bundle:bundle_stage", needs=("convert",),
           keys=EVAL_KEYS | {"bundle_models", "bundle_images", "bench_runs", "bench_warmup"}, inputs=_bundle_inputs, outputs=_bundle_outputs,
           sections=()),

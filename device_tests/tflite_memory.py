@@ -1,0 +1,230 @@
+"""Where a .tflite model's memory goes, measured inside the process that runs it (Linux and Android /proc), with
+numpy and one TFLite runtime only: the one implementation behind bench_tflite.py on a board and resnet-edge's host
+benchmark.
+
+Ways to run a model (`mode`), each measured the same way:
+    interpreter        Interpreter(model_path=...): the file mapped, XNNPACK (every runtime's default CPU path)
+                       packs a copy of every weight into anonymous memory
+    interpreter_plain  the same without XNNPACK (TFLite's built-in kernels read the weights in place)
+    compiled           LiteRT's CompiledModel (ai-edge-litert >= 2): XNNPACK as above
+    compiled_cache     CompiledModel with XNNPACK's weight cache: packed weights written once to a cache file next
+                       to the model (<model>.xnnpack_cache) and mapped from it after, file-backed instead of anonymous
+
+What it reports (MiB = 2^20 bytes; anonymous memory is what counts against an app: the OS cannot drop it, while
+clean file-backed pages are shared with the page cache and reclaimable):
+    baseline_mib       resident before the model: interpreter, runtime, numpy
+    rss_added_mib      resident after loading and running it, less baseline
+    code_mib           of that, pages of shared libraries (the runtime's code) first touched by this model: shared by
+                       every model of an app and with other processes, so not the model's
+    model_mib          rss_added_mib less code_mib: the model's measured memory
+    file_mib           pages of the .tflite file resident (the mapping's Rss in /proc/self/smaps)
+    cache_mib          pages of the weight cache file resident (compiled_cache)
+    packed_mib         anonymous memory added while preparing, less the arena: XNNPACK's packed weights (unless
+                       cached) and its operators' own buffers (indirection buffers of convolutions and pools: a
+                       pointer per output pixel and kernel tap, MiBs at 224x224)
+    arena_mib          activation memory: the interpreter's tensor arena as laid out by the runtime (the span of its
+                       non-constant tensors' buffers) where it owns the activations, else (XNNPACK) the graph's peak
+                       live activations (arena_source says which)
+    invoke_mib         anonymous memory first touched by running (scratch buffers allocated lazily)
+    other_mib          model_mib less the parts above (allocator slack, other files): what the parts miss
+    peak_extra_mib     peak resident (VmHWM) above the resident after running: transient memory of an inference
+    anon_mib, file_backed_mib   model_mib split by kind
+    floor_mib          weights as stored (constant tensors) + peak live activations of one inference, from the file
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+MIB = 2**20
+MODES = ("interpreter", "interpreter_plain", "compiled", "compiled_cache")
+
+
+def proc_status() -> dict[str, float]:
+    """VmRSS, VmHWM, RssAnon, RssFile, RssShmem of this process in MiB (empty where there is no /proc)."""
+    out = {}
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                key, _, rest = line.partition(":")
+                if key in ("VmRSS", "VmHWM", "RssAnon", "RssFile", "RssShmem"):
+                    out[key] = int(rest.split()[0]) / 1024
+    except OSError:
+        pass
+    return out
+
+
+def mapped_rss() -> dict[str, float]:
+    """Resident MiB of each mapped file of this process (/proc/self/smaps), by real path; empty without /proc."""
+    out: dict[str, float] = {}
+    path = None
+    try:
+        with open("/proc/self/smaps") as f:
+            for line in f:
+                head = line.split()
+                if head and not head[0].endswith(":"):  # a mapping's first line: range perms offset dev inode [path]
+                    path = os.path.realpath(head[5]) if len(head) >= 6 and head[5].startswith("/") else None
+                elif path and head and head[0] == "Rss:":
+                    out[path] = out.get(path, 0.0) + int(head[1]) / 1024
+    except OSError:
+        pass
+    return out
+
+
+def graph_floor(interpreter) -> dict:
+    """Weights as stored and the peak live activations of one inference, from an interpreter's graph (before any
+    delegate: ops in execution order). A constant is a tensor no op produces that is not a graph input; an
+    activation lives from the op that makes it (or the start, for inputs) to the last op that reads it."""
+    import numpy as np
+
+    tensors = {d["index"]: d for d in interpreter.get_tensor_details()}
+    ops = interpreter._get_ops_details()
+    nbytes = {i: int(np.prod(d["shape"])) * np.dtype(d["dtype"]).itemsize for i, d in tensors.items()}
+    inputs = [d["index"] for d in interpreter.get_input_details()]
+    outputs = [d["index"] for d in interpreter.get_output_details()]
+    made = {t: k for k, op in enumerate(ops) for t in op["outputs"] if t >= 0}
+    born = {**{t: -1 for t in inputs}, **made}
+    last = {}
+    for k, op in enumerate(ops):
+        for t in op["inputs"]:
+            if t in born:
+                last[t] = k
+    for t in outputs:
+        last[t] = len(ops)
+    constants = {t for op in ops for t in op["inputs"] if t >= 0 and t not in born}
+    peak = max((sum(nbytes[t] for t in born if born[t] <= k <= last.get(t, born[t])) for k in range(len(ops))),
+               default=0)
+    weights = sum(nbytes[t] for t in constants)
+    return {"weights_mib": weights / MIB, "activations_mib": peak / MIB, "floor_mib": (weights + peak) / MIB}
+
+
+def arena_span_mib(interpreter) -> float:
+    """The span of the interpreter's buffers of non-constant tensors (where the runtime placed them): its arena."""
+    starts, ends = [], []
+    floor_inputs = {t for op in interpreter._get_ops_details() for t in op["outputs"]}
+    floor_inputs |= {d["index"] for d in interpreter.get_input_details()}
+    for t in floor_inputs:
+        try:
+            array = interpreter.tensor(t)()
+        except ValueError:  # not allocated: inside a delegated partition
+            continue
+        start = array.__array_interface__["data"][0]
+        starts.append(start)
+        ends.append(start + array.nbytes)
+    return (max(ends) - min(starts)) / MIB if starts else 0.0
+
+
+class Runner:
+    """One model in one mode: __call__(x as the model's input dtype) -> first output as a numpy array."""
+
+    def __init__(self, path: str, mode: str, threads: int, interpreter_cls, delegates=None) -> None:
+        import numpy as np
+
+        if mode not in MODES:
+            raise ValueError(f"mode {mode!r}: choose one of {', '.join(MODES)}")
+        self.np, self.mode, self.path = np, mode, path
+        self.cache = f"{path}.xnnpack_cache" if mode == "compiled_cache" else None
+        if mode.startswith("interpreter"):
+            kwargs = _plain_kwargs(interpreter_cls) if mode == "interpreter_plain" else {}
+            self.interpreter = interpreter_cls(model_path=path, num_threads=threads,
+                                               experimental_delegates=delegates, **kwargs)
+            self.interpreter.allocate_tensors()
+            self.input = self.interpreter.get_input_details()[0]
+            self.output = self.interpreter.get_output_details()[0]
+            return
+        try:
+            from ai_edge_litert.compiled_model import CompiledModel
+            from ai_edge_litert.options import CpuOptions, Options
+        except ImportError as e:
+            raise ValueError(f"mode {mode}: needs ai-edge-litert >= 2 (LiteRT's CompiledModel)") from e
+        cpu = CpuOptions(num_threads=threads, xnnpack_weight_cache_path=self.cache or "")
+        self.model = CompiledModel.from_file(path, options=Options(cpu_options=cpu))
+        self.inputs, self.outputs = self.model.create_input_buffers(0), self.model.create_output_buffers(0)
+        signature = self.model.get_signature_by_index(0)
+        key = signature.get("key") or signature.get("signature_key") or next(iter(self.model.get_signature_list()))
+        self.input = next(iter(self.model.get_input_tensor_details(key).values()))
+        self.output = next(iter(self.model.get_output_tensor_details(key).values()))
+
+    def __call__(self, x):
+        if self.mode.startswith("interpreter"):
+            self.interpreter.set_tensor(self.input["index"], x)
+            self.interpreter.invoke()
+            return self.interpreter.get_tensor(self.output["index"])
+        self.inputs[0].write(x)
+        self.model.run_by_index(0, self.inputs, self.outputs)
+        shape = [int(d) for d in self.output["shape"]]
+        return self.outputs[0].read(int(self.np.prod(shape)), self.np.dtype(self.output["dtype"])).reshape(shape)
+
+
+def attribute(path: str, mode: str, threads: int, interpreter_cls, warmup: int = 10, runs: int = 50,
+              delegates=None) -> dict:
+    """Load, prepare and run `path` in `mode`, reading /proc between the steps; times as well (load, first
+    inference, steady median). Call it first thing in a fresh process: whatever the process held before counts as
+    baseline, whatever it freed before is reused by the model."""
+    import numpy as np
+
+    base, base_maps, base_threads = proc_status(), mapped_rss(), _os_threads()
+    start = time.perf_counter()
+    runner = Runner(path, mode, threads, interpreter_cls, delegates)
+    load_ms = (time.perf_counter() - start) * 1e3
+    prepared, threads_started = proc_status(), _os_threads() - base_threads
+    shape = [int(d) for d in runner.input["shape"]]
+    dtype = np.dtype(runner.input["dtype"])
+    x = (np.zeros(shape, dtype) if dtype.kind in "iu" else
+         np.random.default_rng(0).standard_normal(shape).astype(dtype))
+    start = time.perf_counter()
+    runner(x)
+    first_ms = (time.perf_counter() - start) * 1e3
+    for _ in range(warmup):
+        runner(x)
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        runner(x)
+        times.append((time.perf_counter() - t) * 1e3)
+    ran, maps = proc_status(), mapped_rss()
+    row = {"mode": mode, "threads": threads, "load_ms": load_ms, "first_ms": first_ms,
+           "latency_ms_median": float(np.median(times)), "latency_ms_p90": float(np.percentile(times, 90)),
+           "latency_ms_min": float(np.min(times)), "runtime_threads": threads_started}
+    if not base:  # no /proc (macOS, Windows): times only
+        return row
+    if mode == "interpreter_plain":
+        arena, source = arena_span_mib(runner.interpreter), "runtime"
+    else:
+        arena, source = None, "graph"
+    file_mib = maps.get(os.path.realpath(path), 0.0)
+    cache_mib = maps.get(os.path.realpath(runner.cache), 0.0) if runner.cache else 0.0
+    code = sum(mib - base_maps.get(p, 0.0) for p, mib in maps.items() if ".so" in os.path.basename(p))
+    floor = graph_floor(interpreter_cls(model_path=path, **_plain_kwargs(interpreter_cls)))  # after the readings
+    arena = floor["activations_mib"] if arena is None else arena
+    added = ran["VmRSS"] - base["VmRSS"]
+    model = added - code
+    # the arena's pages count where they were first touched: while running (TFLite's own kernels) or preparing
+    prep, run = prepared["RssAnon"] - base["RssAnon"], max(0.0, ran["RssAnon"] - prepared["RssAnon"])
+    arena_run = min(arena, run)
+    packed, invoke = max(0.0, prep - (arena - arena_run)), run - arena_run
+    parts = {"file_mib": file_mib, "cache_mib": cache_mib, "packed_mib": packed, "arena_mib": arena,
+             "invoke_mib": invoke}
+    row |= {"baseline_mib": base["VmRSS"], "rss_added_mib": added, "code_mib": code, "model_mib": model, **parts,
+            "arena_source": source, "other_mib": model - sum(parts.values()), "peak_extra_mib": max(0.0, ran["VmHWM"] - ran["VmRSS"]),
+            "peak_rss_mib": ran["VmHWM"], "anon_mib": ran["RssAnon"] - base["RssAnon"],
+            "file_backed_mib": ran["RssFile"] - base["RssFile"], "weights_mib": floor["weights_mib"],
+            "activations_mib": floor["activations_mib"], "floor_mib": floor["floor_mib"],
+            "vs_floor": model / floor["floor_mib"] if floor["floor_mib"] else None,
+            "cache_file_mib": os.path.getsize(runner.cache) / MIB if runner.cache and os.path.isfile(runner.cache)
+            else None}
+    return row
+
+
+def _os_threads() -> int:
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        return 0
+
+
+def _plain_kwargs(interpreter_cls) -> dict:
+    module = __import__(interpreter_cls.__module__, fromlist=["OpResolverType"])
+    resolver = getattr(module, "OpResolverType", None)
+    return {"experimental_op_resolver_type": resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES} if resolver else {}
