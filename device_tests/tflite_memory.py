@@ -14,8 +14,8 @@ What it reports (MiB = 2^20 bytes; anonymous memory is what counts against an ap
 clean file-backed pages are shared with the page cache and reclaimable):
     baseline_mib       resident before the model: interpreter, runtime, numpy
     rss_added_mib      resident after loading and running it, less baseline
-    code_mib           of that, pages of shared libraries (the runtime's code) first touched by this model: shared by
-                       every model of an app and with other processes, so not the model's
+    code_mib           of that, pages of other mapped files: the runtime's libraries, first touched by this model,
+                       shared by every model of an app and with other processes, so not the model's
     model_mib          rss_added_mib less code_mib: the model's measured memory
     file_mib           pages of the .tflite file resident (the mapping's Rss in /proc/self/smaps)
     cache_mib          pages of the weight cache file resident (compiled_cache)
@@ -42,22 +42,11 @@ MODES = ("interpreter", "interpreter_plain", "compiled", "compiled_cache")
 
 
 def proc_status() -> dict[str, float]:
-    """VmRSS, VmHWM, RssAnon, RssFile, RssShmem of this process in MiB (empty where there is no /proc)."""
-    out = {}
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                key, _, rest = line.partition(":")
-                if key in ("VmRSS", "VmHWM", "RssAnon", "RssFile", "RssShmem"):
-                    out[key] = int(rest.split()[0]) / 1024
-    except OSError:
-        pass
-    return out
-
-
-def mapped_rss() -> dict[str, float]:
-    """Resident MiB of each mapped file of this process (/proc/self/smaps), by real path; empty without /proc."""
-    out: dict[str, float] = {}
+    """This process's resident memory in MiB, exact (summed over /proc/self/smaps, where /proc/self/status's
+    counters lag by up to 64 pages a thread): VmRSS, RssAnon (anonymous memory outside file mappings: heap and
+    mmap'd buffers), RssFile (the rest), the peak VmHWM (status), and `files`, the resident MiB of each mapped file by
+    real path. Empty where there is no /proc."""
+    out = {"VmRSS": 0.0, "RssAnon": 0.0, "RssFile": 0.0, "files": {}}
     path = None
     try:
         with open("/proc/self/smaps") as f:
@@ -65,10 +54,18 @@ def mapped_rss() -> dict[str, float]:
                 head = line.split()
                 if head and not head[0].endswith(":"):  # a mapping's first line: range perms offset dev inode [path]
                     path = os.path.realpath(head[5]) if len(head) >= 6 and head[5].startswith("/") else None
-                elif path and head and head[0] == "Rss:":
-                    out[path] = out.get(path, 0.0) + int(head[1]) / 1024
-    except OSError:
-        pass
+                elif head and head[0] == "Rss:":
+                    mib = int(head[1]) / 1024
+                    out["VmRSS"] += mib
+                    if path:
+                        out["files"][path] = out["files"].get(path, 0.0) + mib
+                elif head and head[0] == "Anonymous:" and not path:  # a library's copied-on-write pages stay its own
+                    out["RssAnon"] += int(head[1]) / 1024
+        with open("/proc/self/status") as f:
+            out["VmHWM"] = next(int(ln.split()[1]) / 1024 for ln in f if ln.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        return {}
+    out["RssFile"] = out["VmRSS"] - out["RssAnon"]
     return out
 
 
@@ -158,13 +155,14 @@ class Runner:
 
 
 def attribute(path: str, mode: str, threads: int, interpreter_cls, warmup: int = 10, runs: int = 50,
-              delegates=None) -> dict:
+              delegates=None) -> tuple[dict, Runner]:
     """Load, prepare and run `path` in `mode`, reading /proc between the steps; times as well (load, first
-    inference, steady median). Call it first thing in a fresh process: whatever the process held before counts as
+    inference, steady median). Returns the figures and the runner (still loaded: evaluate with it after). Call it first thing in a fresh process: whatever the process held before counts as
     baseline, whatever it freed before is reused by the model."""
     import numpy as np
 
-    base, base_maps, base_threads = proc_status(), mapped_rss(), _os_threads()
+    _release_free_heap()
+    base, base_threads = proc_status(), _os_threads()
     start = time.perf_counter()
     runner = Runner(path, mode, threads, interpreter_cls, delegates)
     load_ms = (time.perf_counter() - start) * 1e3
@@ -183,19 +181,21 @@ def attribute(path: str, mode: str, threads: int, interpreter_cls, warmup: int =
         t = time.perf_counter()
         runner(x)
         times.append((time.perf_counter() - t) * 1e3)
-    ran, maps = proc_status(), mapped_rss()
+    ran = proc_status()
     row = {"mode": mode, "threads": threads, "load_ms": load_ms, "first_ms": first_ms,
            "latency_ms_median": float(np.median(times)), "latency_ms_p90": float(np.percentile(times, 90)),
            "latency_ms_min": float(np.min(times)), "runtime_threads": threads_started}
     if not base:  # no /proc (macOS, Windows): times only
-        return row
+        return row, runner
     if mode == "interpreter_plain":
         arena, source = arena_span_mib(runner.interpreter), "runtime"
     else:
         arena, source = None, "graph"
+    maps, base_maps = ran["files"], base["files"]
     file_mib = maps.get(os.path.realpath(path), 0.0)
     cache_mib = maps.get(os.path.realpath(runner.cache), 0.0) if runner.cache else 0.0
-    code = sum(mib - base_maps.get(p, 0.0) for p, mib in maps.items() if ".so" in os.path.basename(p))
+    own = {os.path.realpath(path), os.path.realpath(runner.cache) if runner.cache else None}
+    code = sum(maps.get(p, 0.0) - base_maps.get(p, 0.0) for p in set(maps) | set(base_maps) if p not in own)
     floor = graph_floor(interpreter_cls(model_path=path, **_plain_kwargs(interpreter_cls)))  # after the readings
     arena = floor["activations_mib"] if arena is None else arena
     added = ran["VmRSS"] - base["VmRSS"]
@@ -214,7 +214,20 @@ def attribute(path: str, mode: str, threads: int, interpreter_cls, warmup: int =
             "vs_floor": model / floor["floor_mib"] if floor["floor_mib"] else None,
             "cache_file_mib": os.path.getsize(runner.cache) / MIB if runner.cache and os.path.isfile(runner.cache)
             else None}
-    return row
+    return row, runner
+
+
+def _release_free_heap() -> None:
+    """Hand the heap's free pages back to the OS (glibc's malloc_trim), so that what the model allocates shows as
+    resident memory it added instead of reusing pages the baseline already counted."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (Android's bionic, musl, macOS): measured as it is
+        pass
 
 
 def _os_threads() -> int:

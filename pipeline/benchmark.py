@@ -35,13 +35,13 @@ def _os_threads() -> int:
     return len(os.listdir("/proc/self/task"))
 
 
-def measure(path: str, threads: int, warmup: int, runs: int, shape: list[int]) -> dict:
+def measure(path: str, threads: int, warmup: int, runs: int, shape: list[int], mode: str = "interpreter") -> dict:
     """Runs inside the worker process. A TFLite file: device_tests/tflite_memory.py's measurement, the same one a
     board runs, with its memory attribution under `memory`."""
     from .runners import open_runner
 
     if path.endswith(".tflite"):
-        return measure_tflite(path, threads, warmup, runs)
+        return measure_tflite(path, threads, warmup, runs, mode)
 
     base_rss, base_threads = _status_mib("VmRSS"), _os_threads()
     start = time.perf_counter()
@@ -63,25 +63,30 @@ def measure(path: str, threads: int, warmup: int, runs: int, shape: list[int]) -
             "runtime_threads": runtime_threads}
 
 
-def measure_tflite(path: str, threads: int, warmup: int, runs: int) -> dict:
-    """LiteRT's Interpreter with XNNPACK, as TFLiteRunner opens it; the input shape is the file's."""
+def measure_tflite(path: str, threads: int, warmup: int, runs: int, mode: str = "interpreter") -> dict:
+    """By default LiteRT's Interpreter with XNNPACK, as TFLiteRunner opens it (tflite_memory.MODES lists the other
+    ways); the input shape is the file's."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "device_tests"))
     from ai_edge_litert.interpreter import Interpreter
     from tflite_memory import attribute
 
-    row = attribute(path, "interpreter", threads, Interpreter, warmup, runs)
+    try:
+        row, _ = attribute(path, mode, threads, Interpreter, warmup, runs)
+    except (ValueError, RuntimeError) as e:  # the runtimes' words for a file they cannot load or run
+        raise EdgeError(f"{path}: LiteRT cannot load it ({str(e).splitlines()[0][:200]})") from e
     keep = ("latency_ms_median", "latency_ms_p90", "latency_ms_min", "peak_rss_mib", "runtime_threads")
     return {"threads": threads, "runs": runs, "warmup": warmup, **{k: row.get(k) for k in keep},
             "init_ms": row["load_ms"] + row["first_ms"], "model_rss_mib": row.get("rss_added_mib"), "memory": row}
 
 
 def benchmark_one(path: Path, shape: list[int], threads: list[int], warmup: int, runs: int,
-                  timeout: int = 600) -> dict:
-    """One artifact at each thread count, each in a fresh process: {"threads": {"1": {...} or {"error": ...}}}."""
+                  timeout: int = 600, mode: str = "interpreter") -> dict:
+    """One artifact at each thread count, each in a fresh process: {"threads": {"1": {...} or {"error": ...}}}.
+    mode: how a TFLite file is run (device_tests/tflite_memory.py's MODES)."""
     cells = {}
     for n in threads:
         code = ("import json, sys; from pipeline.benchmark import measure; "
-                f"print('RESULT ' + json.dumps(measure({str(path)!r}, {n}, {warmup}, {runs}, {shape!r})))")
+                f"print('RESULT ' + json.dumps(measure({str(path)!r}, {n}, {warmup}, {runs}, {shape!r}, {mode!r})))")
         env = {**os.environ, "OMP_NUM_THREADS": str(n), "TF_CPP_MIN_LOG_LEVEL": "2"}
         try:
             proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout,

@@ -1,0 +1,79 @@
+"""Memory attribution (device_tests/tflite_memory.py) on the tiny run's real TFLite files, each mode in a fresh
+process as the benchmark stage and bench/memory.py run it."""
+
+import shutil
+import sys
+
+import pytest
+
+from conftest import ROOT
+from pipeline.artifacts import MIB
+from pipeline.benchmark import benchmark_one
+
+sys.path.insert(0, str(ROOT / "device_tests"))
+from tflite_memory import graph_floor  # noqa: E402
+
+PARTS = ("file_mib", "cache_mib", "packed_mib", "arena_mib", "invoke_mib")
+
+
+def memory(path, mode):
+    cell = benchmark_one(path, [], [1], warmup=2, runs=5, mode=mode)["threads"]["1"]
+    assert "error" not in cell, cell
+    return cell["memory"]
+
+
+@pytest.fixture
+def fp32_copy(tiny_run, tmp_path):
+    target = tmp_path / "fp32.tflite"  # the weight cache is written beside it: never into the shared run
+    shutil.copyfile(tiny_run.run_dir / "tflite" / "fp32.tflite", target)
+    return target
+
+
+def test_parts_add_up_and_xnnpack_packs_a_copy_of_every_weight(fp32_copy):
+    """The fp32 file (2.7 MiB): below about half a MiB, freed heap the process already holds absorbs allocations
+    without adding to its resident memory."""
+    size = fp32_copy.stat().st_size / MIB
+    m = memory(fp32_copy, "interpreter")
+    assert sum(m[k] for k in PARTS) == pytest.approx(m["model_mib"], rel=0.10)
+    assert m["file_mib"] == pytest.approx(size, rel=0.05, abs=0.05)  # every page of the file read (packing reads all)
+    assert m["packed_mib"] >= 0.8 * m["weights_mib"]  # a packed copy beside the mapped file
+    assert m["vs_floor"] == pytest.approx(m["model_mib"] / m["floor_mib"]) and m["vs_floor"] > 1.6
+    assert m["code_mib"] > 0 and m["rss_added_mib"] == pytest.approx(m["model_mib"] + m["code_mib"])
+
+    plain = memory(fp32_copy, "interpreter_plain")  # TFLite's own kernels read the weights in place
+    assert sum(plain[k] for k in PARTS) == pytest.approx(plain["model_mib"], rel=0.10)
+    assert plain["packed_mib"] < 0.1 * plain["weights_mib"]
+    assert plain["model_mib"] < m["model_mib"] - 0.7 * m["weights_mib"]
+
+
+def test_weight_cache_moves_the_packed_weights_to_a_mapped_file(fp32_copy):
+    pytest.importorskip("ai_edge_litert.compiled_model")
+    cold = memory(fp32_copy, "compiled_cache")
+    cache = fp32_copy.parent / "fp32.tflite.xnnpack_cache"
+    assert cache.is_file() and cold["cache_file_mib"] == pytest.approx(cache.stat().st_size / MIB)
+    warm = memory(fp32_copy, "compiled_cache")  # maps the cache the first run wrote
+    plain = memory(fp32_copy, "compiled")
+    assert warm["cache_mib"] == pytest.approx(warm["cache_file_mib"], rel=0.05, abs=0.05)
+    assert warm["file_mib"] < plain["file_mib"] - 0.5 * plain["weights_mib"]  # the weights' pages are not read again
+    assert warm["anon_mib"] < plain["anon_mib"] - 0.5 * plain["weights_mib"]
+
+
+def test_floor_weights_are_the_files_constants(tiny_run):
+    """fp32 file: 4 bytes a folded parameter (conv and fc weights, one bias per output channel); int8: about a
+    quarter of that (int32 biases, per-channel scales aside)."""
+    import numpy as np
+    import torch
+    from ai_edge_litert.interpreter import Interpreter
+
+    state = torch.load(tiny_run.run_dir / "train" / "best.pt", weights_only=True)["model"]
+    weights = sum(v.numel() for k, v in state.items() if k.endswith("weight") and v.ndim > 1)
+    biases = sum(v.numel() for k, v in state.items() if k.endswith(("bn1.weight", "bn2.weight", "downsample.1.weight",
+                                                                   "fc.bias")))
+    fp32 = graph_floor(Interpreter(model_path=str(tiny_run.run_dir / "tflite" / "fp32.tflite")))
+    assert fp32["weights_mib"] * MIB == pytest.approx(4 * (weights + biases), rel=0.01)
+    int8 = graph_floor(Interpreter(model_path=str(tiny_run.run_dir / "tflite" / "int8.tflite")))
+    assert int8["weights_mib"] * MIB == pytest.approx(weights + 4 * biases, rel=0.02)
+    # the input and the stem's output are alive together at the first op: the peak is at least that
+    stem = int(np.prod([16, 16, state["conv1.weight"].shape[0]])) * 4
+    assert fp32["activations_mib"] * MIB >= stem + 32 * 32 * 4
+    assert int8["activations_mib"] < fp32["activations_mib"]
