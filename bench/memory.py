@@ -7,7 +7,9 @@ time.
 Files: fp32, int8, structured50_int8, pruned50_int8 of runs/<name>/tflite/ and, where bench/latency.py ran, their
 224x224 versions in runs/<name>-latency/224px/. Each is copied into runs/<name>-memory/ (the weight cache files are
 written there, never into the run) and measured in a fresh process per mode: interpreter (XNNPACK), interpreter_plain
-(no XNNPACK), compiled (LiteRT CompiledModel), compiled_cache cold (writes the weight cache) and warm (maps it).
+(no XNNPACK), compiled (LiteRT CompiledModel), compiled_cache cold (writes the weight cache) and warm (maps it),
+compiled_lean cold and warm (the weight cache and transient indirection buffers), and interpreter again (the latency
+of the first and last run of a file bracket the host's drift).
 Writes runs/<name>-memory/memory.json and memory.md.
 """
 
@@ -31,9 +33,10 @@ FILES = {"fp32": ("fp32.tflite", "model_fp32.tflite"), "int8": ("int8.tflite", "
          "structured50_int8": ("structured50_int8.tflite", "structured50_int8.tflite"),
          "pruned50_int8": ("pruned50_int8.tflite", "pruned50_int8.tflite")}
 RUNS = [("interpreter", "interpreter"), ("interpreter_plain", "interpreter_plain"), ("compiled", "compiled"),
-        ("compiled_cache", "compiled_cache cold"), ("compiled_cache", "compiled_cache warm")]
+        ("compiled_cache", "compiled_cache cold"), ("compiled_cache", "compiled_cache warm"),
+        ("compiled_lean", "compiled_lean cold"), ("compiled_lean", "compiled_lean warm"), ("interpreter", "interpreter again")]
 COLUMNS = [("model_mib", "model MiB"), ("file_mib", "file"), ("cache_mib", "cache"), ("packed_mib", "packed+bufs"),
-           ("arena_mib", "arena"), ("invoke_mib", "scratch"), ("other_mib", "other"), ("anon_mib", "anon"),
+           ("arena_mib", "arena"), ("invoke_mib", "scratch"), ("other_mib", "other"), ("anon_mib", "anon (dirty)"),
            ("floor_mib", "floor"), ("vs_floor", "x floor"), ("code_mib", "code"), ("load_ms", "load ms"),
            ("first_ms", "first ms"), ("latency_ms_median", "ms")]
 
@@ -61,8 +64,9 @@ def main(argv: list[str]) -> int:
             copy = out / size.replace(" ", "_") / source.name
             copy.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source, copy)
-            Path(f"{copy}.xnnpack_cache").unlink(missing_ok=True)
             for mode, run_label in RUNS:
+                if run_label.endswith("cold"):
+                    Path(f"{copy}.xnnpack_cache").unlink(missing_ok=True)
                 row = measure(copy, mode, threads, warmup, runs)
                 table["rows"].append({"size": size, "file": label, "run": run_label, **row})
                 print(f"  {size} {label} {run_label}: " + (row.get("error") or

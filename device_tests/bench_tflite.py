@@ -1,9 +1,15 @@
 #!/usr/bin/env python3
-"""Benchmark and validate .tflite files on the board itself: latency (min, median, p90), init time, peak RSS and
-top-1 on the bundle's eval.npz. Needs numpy and one TFLite runtime, tried in order: ai_edge_litert,
-tflite_runtime, tensorflow.lite. Imports nothing from resnet-edge.
+"""Benchmark and validate .tflite files on the board itself: latency (min, median, p90), init time, memory (where
+each MiB goes: tflite_memory.py) and top-1 on the bundle's eval.npz. Needs numpy and one TFLite runtime, tried in
+order: ai_edge_litert, tflite_runtime, tensorflow.lite. Imports nothing from resnet-edge.
 
     python bench_tflite.py models/int8.tflite models/fp32.tflite --eval eval.npz --threads 1,4
+
+--mode (default auto): how the model runs. auto is compiled_cache where the runtime has LiteRT's CompiledModel
+(ai-edge-litert >= 2) and no --delegate is given: XNNPACK's packed weights go to a cache file beside the model
+(<model>.xnnpack_cache, written on the first run, mapped after), which takes the int8 ResNet-18 at 224x224 from 29.4 to
+20.6 MiB at the same latency; elsewhere the Interpreter. --mode interpreter turns it off; --mode compiled_lean also
+rebuilds convolutions' indirection buffers at each inference (18.3 MiB, about 10% slower; see tflite_memory.py).
 
 Each model and thread count runs in its own process, so peak RSS belongs to that model and a crashing model cannot
 take the others down. Rows are printed as a table and written as JSON (device_results_<host>.json) in the schema
@@ -22,6 +28,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from tflite_memory import MODES, attribute  # noqa: E402  (where the memory goes, measured)
 from tflite_precision import tflite_precision  # noqa: E402  (the bundle's own copy of the precision rule)
 
 RUNTIMES = ("ai_edge_litert.interpreter", "tflite_runtime.interpreter", "tensorflow.lite")
@@ -95,26 +102,32 @@ def precision(path: str) -> str | None:
         return None
 
 
-class Model:
-    """One interpreter with int8 input/output handled by the tensors' own scale and zero point."""
+def choose_mode(mode: str, delegate: str | None) -> str:
+    """auto: compiled_cache where LiteRT's CompiledModel is there and no delegate is asked for, else interpreter."""
+    if mode != "auto":
+        if delegate and not mode.startswith("interpreter"):
+            raise BenchError(f"--mode {mode} runs LiteRT's CompiledModel, which takes no --delegate: use --mode "
+                             f"interpreter")
+        return mode
+    if delegate or find_runtime()[0] != "ai_edge_litert.interpreter":
+        return "interpreter"
+    try:
+        import ai_edge_litert.compiled_model  # noqa: F401
+    except ImportError:
+        return "interpreter"
+    return "compiled_cache"
 
-    def __init__(self, path: str, threads: int, delegate: str | None) -> None:
+
+class Model:
+    """A loaded runner (tflite_memory.Runner) fed float images: NCHW/NHWC and int8 input/output handled by the
+    tensors' own scale and zero point (read from the file's Interpreter details: CompiledModel reports none)."""
+
+    def __init__(self, runner, path: str, interpreter_cls) -> None:
         import numpy as np
 
-        self.np = np
-        _, interpreter_cls, load_delegate = find_runtime()
-        try:
-            delegates = [load_delegate(delegate)] if delegate else None
-        except Exception as e:  # missing file, wrong ABI, a library that is no delegate
-            raise BenchError(f"{delegate}: cannot load the delegate ({str(e).splitlines()[0][:200]}); check the path "
-                             f"and that it is built for this board and runtime version") from e
-        try:
-            self.interpreter = interpreter_cls(model_path=path, num_threads=threads, experimental_delegates=delegates)
-            self.interpreter.allocate_tensors()
-        except Exception as e:  # the runtimes raise ValueError or RuntimeError, worded differently
-            raise BenchError(f"{path}: the runtime cannot load it ({str(e).splitlines()[0][:200]})") from e
-        self.input = self.interpreter.get_input_details()[0]
-        self.output = self.interpreter.get_output_details()[0]
+        self.np, self.runner = np, runner
+        details = runner.interpreter if hasattr(runner, "interpreter") else interpreter_cls(model_path=path)
+        self.input, self.output = details.get_input_details()[0], details.get_output_details()[0]
 
     def __call__(self, x):
         np = self.np
@@ -125,9 +138,7 @@ class Model:
             scale, zero = self.input["quantization"]
             info = np.iinfo(dtype)
             x = np.clip(np.round(x / scale + zero), info.min, info.max)
-        self.interpreter.set_tensor(self.input["index"], x.astype(dtype))
-        self.interpreter.invoke()
-        y = self.interpreter.get_tensor(self.output["index"])
+        y = self.runner(np.ascontiguousarray(x.astype(dtype)))
         if self.output["dtype"] != np.float32:
             scale, zero = self.output["quantization"]
             y = (y.astype(np.float32) - zero) * scale
@@ -135,28 +146,30 @@ class Model:
 
 
 def measure(path: str, threads: int, warmup: int, runs: int, eval_path: str | None, delegate: str | None,
-            keep_predictions: bool = False) -> dict:
-    """Inside the worker process: load, time, read the peak, then score on eval.npz."""
+            keep_predictions: bool = False, mode: str = "interpreter") -> dict:
+    """Inside the worker process: load, time and read the memory (tflite_memory.attribute), then score on
+    eval.npz."""
     import numpy as np
 
-    start = time.perf_counter()
-    model = Model(path, threads, delegate)
-    shape = [int(d) for d in model.input["shape"]]
-    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
-    model(x)
-    init_ms = (time.perf_counter() - start) * 1e3
-    for _ in range(warmup):
-        model(x)
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        model(x)
-        times.append((time.perf_counter() - t) * 1e3)
-    row = {"threads": threads, "runs": runs, "warmup": warmup, "init_ms": init_ms,
-           "latency_ms_min": float(np.min(times)), "latency_ms_median": float(np.median(times)),
-           "latency_ms_p90": float(np.percentile(times, 90)), "peak_rss_mib": _peak_rss_mib(),
-           "input_dtype": np.dtype(model.input["dtype"]).name, "input_shape": shape}
-    if eval_path:  # after the peak is read: the images are not the model's memory
+    _, interpreter_cls, load_delegate = find_runtime()
+    try:
+        delegates = [load_delegate(delegate)] if delegate else None
+    except Exception as e:  # missing file, wrong ABI, a library that is no delegate
+        raise BenchError(f"{delegate}: cannot load the delegate ({str(e).splitlines()[0][:200]}); check the path "
+                         f"and that it is built for this board and runtime version") from e
+    try:
+        memory, runner = attribute(path, mode, threads, interpreter_cls, warmup, runs, delegates)
+    except Exception as e:  # the runtimes raise ValueError or RuntimeError, worded differently
+        raise BenchError(f"{path}: the runtime cannot load it ({str(e).splitlines()[0][:200]})") from e
+    model = Model(runner, path, interpreter_cls)
+    keep = ("latency_ms_min", "latency_ms_median", "latency_ms_p90", "peak_rss_mib")
+    row = {"threads": threads, "runs": runs, "warmup": warmup, "mode": mode,
+           "init_ms": memory["load_ms"] + memory["first_ms"], **{k: memory.get(k) for k in keep},
+           "input_dtype": np.dtype(model.input["dtype"]).name, "input_shape": [int(d) for d in model.input["shape"]],
+           "memory": memory}
+    if row["peak_rss_mib"] is None:
+        row["peak_rss_mib"] = _peak_rss_mib()
+    if eval_path:  # after the memory is read: the images are not the model's memory
         data = np.load(eval_path)
         images, labels = data["x"], data["labels"]
         n = int(model.input["shape"][0]) or 1
@@ -170,7 +183,7 @@ def measure(path: str, threads: int, warmup: int, runs: int, eval_path: str | No
 def run_worker(path: str, threads: int, args) -> dict:
     """One model at one thread count in a fresh process of this script."""
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", path, "--threads", str(threads),
-           "--warmup", str(args.warmup), "--runs", str(args.runs)]
+           "--warmup", str(args.warmup), "--runs", str(args.runs), "--mode", args.mode]
     if args.eval and threads == args.thread_list[0]:
         cmd += ["--eval", args.eval]
     if args.delegate:
@@ -219,6 +232,7 @@ def make_row(path: str, cells: dict[int, dict], expected: dict, runtime: str, wh
            "predictions": next((c["predictions"] for c in ok.values() if "predictions" in c), None),
            "ms_1": ok.get(1, {}).get("latency_ms_median"), "ms_n": ok.get(threads[-1], {}).get("latency_ms_median"),
            "threads_n": threads[-1], "peak_rss_mib": max((c["peak_rss_mib"] or 0 for c in ok.values()), default=None),
+           **memory_figures(ok.values()),
            "source": f"device:{where['name']}", "runtime": runtime,
            "per_thread": {f"t{n}": {k: v for k, v in c.items() if k != "predictions"} for n, c in cells.items()}}
     host_top1 = expected.get(name)
@@ -226,6 +240,14 @@ def make_row(path: str, cells: dict[int, dict], expected: dict, runtime: str, wh
         row["host_top1"] = host_top1
         row["matches_host"] = abs(row["top1"] - host_top1) < 1e-9
     return row
+
+
+def memory_figures(cells) -> dict:
+    """The row's memory: the thread count's cell that used most (model MiB, floor, anonymous MiB, mode)."""
+    memory = [c["memory"] for c in cells if (c.get("memory") or {}).get("model_mib") is not None]
+    top = max(memory, key=lambda m: m["model_mib"], default={})
+    return {"mode": next((c.get("mode") for c in cells), None), "model_mib": top.get("model_mib"),
+            "floor_mib": top.get("floor_mib"), "anon_mib": top.get("anon_mib")}
 
 
 def write_json(path: str, rows: list[dict], where: dict, runtime: str) -> None:
@@ -237,14 +259,15 @@ def write_json(path: str, rows: list[dict], where: dict, runtime: str) -> None:
 
 
 def table(rows: list[dict]) -> str:
-    head = ["model", "precision", "status", "MiB", "top-1", "host top-1", "ms @1", "ms @N", "N", "peak RSS MiB"]
+    head = ["model", "precision", "status", "MiB", "top-1", "host top-1", "ms @1", "ms @N", "N", "peak RSS MiB",
+            "model MiB", "floor MiB"]
     out = [" | ".join(head)]
     for r in rows:
         def f(v, d=2):
             return "-" if v is None else (f"{v:.{d}f}" if isinstance(v, float) else str(v))
         out.append(" | ".join([r["artifact"], f(r["precision"]), r["status"], f(r["size_mib"]), f(r["top1"], 4),
                                f(r.get("host_top1"), 4), f(r["ms_1"]), f(r["ms_n"]), f(r["threads_n"]),
-                               f(r["peak_rss_mib"], 0)]))
+                               f(r["peak_rss_mib"], 0), f(r.get("model_mib"), 1), f(r.get("floor_mib"), 1)]))
     return "\n".join(out)
 
 
@@ -258,6 +281,8 @@ def parse_args(argv):
     p.add_argument("--delegate", help="path of a delegate library (.so) to load, e.g. an NPU's")
     p.add_argument("--timeout", type=int, default=900, help="seconds per model and thread count")
     p.add_argument("--out", help="JSON file (default: device_results_<hostname>.json)")
+    p.add_argument("--mode", default="auto", choices=("auto", *MODES),
+                   help="how models run (default auto: compiled_cache where the runtime has it, else interpreter)")
     p.add_argument("--predictions", action="store_true",
                    help="keep every image's predicted class in the JSON (to compare two runtimes image by image)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
@@ -276,10 +301,11 @@ def main(argv=None) -> int:
         args = parse_args(argv)
         if args.worker:
             result = measure(args.worker, args.thread_list[0], args.warmup, args.runs, args.eval, args.delegate,
-                             args.predictions)
+                             args.predictions, args.mode)
             print("RESULT " + json.dumps(result))
             return 0
         runtime = find_runtime()[0]
+        args.mode = choose_mode(args.mode, args.delegate)
         import numpy as np
 
         if not args.models:
@@ -306,8 +332,8 @@ def main(argv=None) -> int:
         return 2
     where = host()
     out = args.out or f"device_results_{where['name']}.json"
-    print(f"runtime: {runtime}; host: {where['cpu']}, {where['cores']} cores; threads {args.thread_list}",
-          file=sys.stderr)
+    print(f"runtime: {runtime} ({args.mode}); host: {where['cpu']}, {where['cores']} cores; threads "
+          f"{args.thread_list}", file=sys.stderr)
     rows, failed = [], []
     for path in args.models:
         first, *more = args.thread_list

@@ -9,6 +9,8 @@ Ways to run a model (`mode`), each measured the same way:
     compiled           LiteRT's CompiledModel (ai-edge-litert >= 2): XNNPACK as above
     compiled_cache     CompiledModel with XNNPACK's weight cache: packed weights written once to a cache file next
                        to the model (<model>.xnnpack_cache) and mapped from it after, file-backed instead of anonymous
+    compiled_lean      compiled_cache, and XNNPACK's transient indirection buffers: the pointer tables of
+                       convolutions (one per output pixel and kernel tap) rebuilt at each inference instead of kept
 
 What it reports (MiB = 2^20 bytes; anonymous memory is what counts against an app: the OS cannot drop it, while
 clean file-backed pages are shared with the page cache and reclaimable):
@@ -38,7 +40,10 @@ import os
 import time
 
 MIB = 2**20
-MODES = ("interpreter", "interpreter_plain", "compiled", "compiled_cache")
+MODES = ("interpreter", "interpreter_plain", "compiled", "compiled_cache", "compiled_lean")
+# XNNPACK delegate flags (tflite/delegates/xnnpack/xnnpack_delegate.h): int8 and uint8 kernels (on by default; a
+# CpuOptions.xnnpack_flags value replaces the defaults), and indirection buffers built per inference instead of kept
+XNNPACK_QS8, XNNPACK_QU8, XNNPACK_TRANSIENT_INDIRECTION_BUFFER = 0x1, 0x2, 0x20
 
 
 def proc_status() -> dict[str, float]:
@@ -121,7 +126,7 @@ class Runner:
         if mode not in MODES:
             raise ValueError(f"mode {mode!r}: choose one of {', '.join(MODES)}")
         self.np, self.mode, self.path = np, mode, path
-        self.cache = f"{path}.xnnpack_cache" if mode == "compiled_cache" else None
+        self.cache = f"{path}.xnnpack_cache" if mode in ("compiled_cache", "compiled_lean") else None
         if mode.startswith("interpreter"):
             kwargs = _plain_kwargs(interpreter_cls) if mode == "interpreter_plain" else {}
             self.interpreter = interpreter_cls(model_path=path, num_threads=threads,
@@ -136,6 +141,8 @@ class Runner:
         except ImportError as e:
             raise ValueError(f"mode {mode}: needs ai-edge-litert >= 2 (LiteRT's CompiledModel)") from e
         cpu = CpuOptions(num_threads=threads, xnnpack_weight_cache_path=self.cache or "")
+        if mode == "compiled_lean":
+            cpu.xnnpack_flags = XNNPACK_QS8 | XNNPACK_QU8 | XNNPACK_TRANSIENT_INDIRECTION_BUFFER
         self.model = CompiledModel.from_file(path, options=Options(cpu_options=cpu))
         self.inputs, self.outputs = self.model.create_input_buffers(0), self.model.create_output_buffers(0)
         signature = self.model.get_signature_by_index(0)

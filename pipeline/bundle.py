@@ -19,7 +19,7 @@ from . import records
 from .errors import EdgeError
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "device_tests"
-SCRIPT_NAMES = ("bench_tflite.py", "android_benchmark.py", "tflite_precision.py")
+SCRIPT_NAMES = ("bench_tflite.py", "android_benchmark.py", "tflite_precision.py", "tflite_memory.py")
 
 
 def candidates(layout, cfg, declared: list[str]) -> list[str]:
@@ -88,6 +88,19 @@ python3 android_benchmark.py {first} --binary ./android_aarch64_benchmark_model 
 /data/local/tmp/resnet-edge (`--remote-dir`), removes only the files it pushed (and the folder only if it made it),
 stops only the process it started, and writes `device_results_android_<serial>.json`.
 In Termux on the phone itself, the board commands above work where a TFLite runtime wheel installs.
+
+## Memory
+
+`bench_tflite.py` reports each model's memory split by where it sits (`model MiB`: file pages, XNNPACK's packed
+weights and buffers, activations; `floor MiB`: weights + activations) and, with ai-edge-litert 2 or newer, runs the
+models with XNNPACK's weight cache by default: the packed weights are written once to `<model>.xnnpack_cache` beside
+the model and mapped from it afterwards, so they cost file-backed pages the OS can drop instead of a second private
+copy of every weight (`--mode interpreter` turns it off; the folder must be writable). The same in an app: LiteRT's
+`CompiledModel` with the CPU option `xnnpack_weight_cache_path` set to a file path (a folder path does nothing), or
+the XNNPACK delegate's `weight_cache_file_path` option (C/C++); `benchmark_model --xnnpack_weight_cache_file_path=`
+measures it on a phone. The delegate flag `TFLITE_XNNPACK_DELEGATE_FLAG_TRANSIENT_INDIRECTION_BUFFER` (0x20, with the
+default 0x3; `--mode compiled_lean` here) saves the convolutions' pointer tables (5.8 MiB for ResNet-18 at 224x224)
+for about 10% more latency.
 """
 
 

@@ -30,6 +30,23 @@ def litert_venv(tmp_path_factory):
     return python
 
 
+@pytest.fixture(scope="session")
+def tflite_runtime_venv(tmp_path_factory):
+    """The other runtime boards use where ai-edge-litert has no wheel: tflite-runtime 2.14 (numpy 1.x), no
+    CompiledModel."""
+    venv = tmp_path_factory.mktemp("tflite-runtime") / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "numpy==1.26.4",
+                    "tflite-runtime==2.14.0"], check=True)
+    return python
+
+
+def board_copy(device_bundle, tmp_path) -> Path:
+    """The bundle as a user unpacks it: the script writes weight caches beside the models, never into the fixture."""
+    return Path(shutil.copytree(device_bundle, tmp_path / "bundle"))
+
+
 def _differing_prefix(tiny_run) -> int:
     """The smallest image count (a multiple of 50, at least 300) on which the int8 and fp32 files score a different
     top-1, so that a bundle holding one model's figure for both would show."""
@@ -80,7 +97,7 @@ def test_bundle_holds_models_images_scripts_and_host_figures(device_bundle, tiny
     assert "bench_tflite.py models/fp32.tflite models/int8.tflite --eval eval.npz" in readme
     assert f"--runs {tiny_run.bench_runs} --warmup {tiny_run.bench_warmup}" in readme
     assert "android_benchmark.py models/int8.tflite --binary" in readme
-    for script in ("bench_tflite.py", "android_benchmark.py", "tflite_precision.py"):
+    for script in ("bench_tflite.py", "android_benchmark.py", "tflite_precision.py", "tflite_memory.py"):
         assert (device_bundle / script).read_bytes() == (ROOT / "device_tests" / script).read_bytes()
 
 
@@ -110,10 +127,11 @@ def test_board_script_in_bare_venv_matches_host_accuracy(litert_venv, device_bun
 
     (tmp_path / "bad.tflite").write_bytes(b"not a flatbuffer" * 64)
     out = tmp_path / "device_results_board.json"
+    board = board_copy(device_bundle, tmp_path)
     proc = subprocess.run(
         [str(litert_venv), "bench_tflite.py", "models/int8.tflite", "models/fp32.tflite", str(tmp_path / "bad.tflite"),
          "--eval", "eval.npz", "--threads", "1,2", "--runs", "5", "--warmup", "1", "--out", str(out), "--predictions"],
-        cwd=device_bundle, capture_output=True, text=True, timeout=600)
+        cwd=board, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 1, proc.stderr  # the corrupt file fails; the others are kept
     assert "error: " in proc.stderr and "bad.tflite: the runtime cannot load it" in proc.stderr
     result = json.loads(out.read_text())
@@ -137,6 +155,13 @@ def test_board_script_in_bare_venv_matches_host_accuracy(litert_venv, device_bun
         assert row["matches_host"] is True
         assert 0 < row["per_thread"]["t1"]["latency_ms_min"] <= row["ms_1"] <= row["per_thread"]["t1"]["latency_ms_p90"]
         assert row["ms_n"] > 0 and row["threads_n"] == 2 and row["peak_rss_mib"] > 10
+        # memory: by default the packed weights live in a cache file beside the model, mapped, not a private copy
+        memory = row["per_thread"]["t1"]["memory"]
+        assert row["mode"] == "compiled_cache" and memory["mode"] == "compiled_cache"
+        assert (board / "models" / f"{name}.xnnpack_cache").is_file() and memory["cache_mib"] > 0
+        assert row["model_mib"] >= memory["model_mib"] > 0 and row["floor_mib"] == pytest.approx(memory["floor_mib"])
+        size = (board / "models" / name).stat().st_size / 2**20
+        assert memory["floor_mib"] == pytest.approx(size, rel=0.1)  # weights as stored, activations tiny at 28 px
     assert rows["int8.tflite"]["precision"] == "int8" and rows["int8.tflite"]["per_thread"]["t1"]["input_dtype"] == "int8"
     assert rows["bad.tflite"]["precision"] is None  # not a TFLite file: no precision to read
     assert "int8.tflite | int8 | pass" in proc.stdout
@@ -149,6 +174,30 @@ def test_board_script_in_bare_venv_matches_host_accuracy(litert_venv, device_bun
     assert device_row["top1"] == host[0]["top1"] and device_row["precision"] == "int8"
     assert device_row["delta_top1"] == pytest.approx(100 * (host[0]["top1"] - host[1]["top1"]))  # vs its own fp32
     assert merged["tflite/int8.tflite"]["source"] == "host"
+
+
+def test_board_script_reports_the_same_memory_fields_under_tflite_runtime(litert_venv, tflite_runtime_venv,
+                                                                         device_bundle, tmp_path):
+    """tflite-runtime has no CompiledModel: auto runs the Interpreter, whose packed weights are a private copy; the
+    JSON carries the same fields, and the Interpreter under ai-edge-litert measures alike."""
+    rows = {}
+    for label, python, mode in (("tflite-runtime", tflite_runtime_venv, "auto"),
+                                ("litert", litert_venv, "interpreter")):
+        board = board_copy(device_bundle, tmp_path / label)
+        out = tmp_path / f"{label}.json"
+        proc = subprocess.run([str(python), "bench_tflite.py", "models/fp32.tflite", "--threads", "1", "--runs", "3",
+                               "--warmup", "1", "--mode", mode, "--out", str(out)], cwd=board, capture_output=True,
+                              text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr
+        rows[label] = json.loads(out.read_text())["rows"][0]
+        assert not list((board / "models").glob("*.xnnpack_cache"))  # no cache without CompiledModel
+    old, new = rows["tflite-runtime"], rows["litert"]
+    assert old["mode"] == new["mode"] == "interpreter" and set(old) == set(new)
+    assert set(old["per_thread"]["t1"]["memory"]) == set(new["per_thread"]["t1"]["memory"])
+    for row in (old, new):
+        memory = row["per_thread"]["t1"]["memory"]
+        assert memory["packed_mib"] >= 0.8 * memory["weights_mib"] and memory["cache_mib"] == 0
+    assert old["floor_mib"] == pytest.approx(new["floor_mib"])  # read from the same file
 
 
 def test_board_script_errors_are_one_line(litert_venv, device_bundle, tmp_path):
