@@ -110,11 +110,21 @@ def parse(text: str) -> dict:
     return out
 
 
+def cache_path(args, remote_model: str) -> str | None:
+    """XNNPACK's weight cache beside the model on the phone (packed weights mapped from a file instead of a private
+    copy: bench_tflite.py's default too), or None when it does not apply."""
+    uses_xnnpack = args.use_xnnpack and not (args.use_gpu or args.use_nnapi)
+    return f"{remote_model}.xnnpack_cache" if args.weight_cache and uses_xnnpack else None
+
+
 def benchmark_command(args, remote_model: str) -> str:
     flags = [f"--graph={remote_model}", f"--num_threads={args.threads}", f"--num_runs={args.runs}",
              f"--warmup_runs={args.warmup}", f"--use_xnnpack={str(args.use_xnnpack).lower()}",
              f"--use_gpu={str(args.use_gpu).lower()}", f"--use_nnapi={str(args.use_nnapi).lower()}",
              "--report_peak_memory_footprint=true"]
+    cache = cache_path(args, remote_model)
+    if cache:
+        flags.append(f"--xnnpack_weight_cache_file_path={cache}")
     if args.op_profiling:
         flags.append("--enable_op_profiling=true")
     binary = f"{args.remote_dir}/benchmark_model"
@@ -136,6 +146,9 @@ def run_model(args, model: str, pushed: list[str]) -> dict:
            "xnnpack" if args.use_xnnpack else "cpu"}
     remote = f"{args.remote_dir}/{name}"
     pushed.append(remote)
+    row["weight_cache"] = cache_path(args, remote) is not None
+    if row["weight_cache"]:
+        pushed.append(cache_path(args, remote))  # benchmark_model writes it: removed with what was pushed
     adb(args, ["push", model, remote], timeout=600)
     command = benchmark_command(args, remote)
     try:
@@ -156,7 +169,8 @@ def run_model(args, model: str, pushed: list[str]) -> dict:
         last = lines[-1] if lines else "no output"
         why = SIGNALS.get(proc.returncode, f"exit {proc.returncode}")
         row["error"] = (f"{name}: benchmark_model crashed ({why}): last line {last!r}; try without the delegate "
-                        f"flags, or a benchmark_model built for this phone's ABI")
+                        f"flags, --no-weight-cache (a benchmark_model older than the flag), or a benchmark_model built "
+                        f"for this phone's ABI")
         row["log_tail"] = lines[-20:]
         return row
     median = figures.get("latency_ms_median", figures["latency_ms_avg"])
@@ -182,6 +196,9 @@ def parse_args(argv):
     p.add_argument("--runs", type=int, default=50)
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--use-xnnpack", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--weight-cache", action=argparse.BooleanOptionalAction, default=True,
+                   help="XNNPACK's weight cache file beside the model (--xnnpack_weight_cache_file_path): packed "
+                        "weights mapped from a file, not a second private copy")
     p.add_argument("--use-gpu", action="store_true")
     p.add_argument("--use-nnapi", action="store_true")
     p.add_argument("--op-profiling", action="store_true", help="per-op timings in the log (--enable_op_profiling)")
@@ -231,7 +248,8 @@ def main(argv=None) -> int:
                 raise AdbError(f"{path}: file not found")
         args.serial = pick_device(args)
         out = args.out or f"device_results_android_{args.serial}.json"
-        created = prepare_remote(args, ["benchmark_model", *(os.path.basename(m) for m in args.models)])
+        names = [os.path.basename(m) for m in args.models]
+        created = prepare_remote(args, ["benchmark_model", *names, *(f"{n}.xnnpack_cache" for n in names)])
         binary = f"{args.remote_dir}/benchmark_model"
         pushed.append(binary)
         adb(args, ["push", args.binary, binary], timeout=600)

@@ -80,6 +80,9 @@ elif args[0] == "shell":
             if not on_phone(needed).is_file():
                 print(f"/system/bin/sh: {needed}: not found")
                 sys.exit(127)
+        cache = next((w.split("=", 1)[1] for w in words if w.startswith("--xnnpack_weight_cache_file_path=")), None)
+        if cache:  # benchmark_model writes XNNPACK's packed weights there on first use
+            on_phone(cache).write_bytes(b"packed weights")
         if scenario == "timeout":
             time.sleep(60)
         if scenario == "crash" and "crashy" in graph:

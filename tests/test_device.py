@@ -271,12 +271,25 @@ def test_android_success_parses_timings_and_memory_and_cleans_up(phone):
     assert "--report_peak_memory_footprint=true" in shell[0][3] and "--use_gpu=false" in shell[0][3]
     assert ["-s", "R58M41ABCDE", "push", "benchmark_model", "/data/local/tmp/resnet-edge/benchmark_model"] in calls
     assert [r["precision"] for r in rows] == ["int8", "fp32"]  # read from the files, not their names
+    # XNNPACK's weight cache by default (as bench_tflite.py), written by benchmark_model beside the model
+    assert "--xnnpack_weight_cache_file_path=/data/local/tmp/resnet-edge/int8.tflite.xnnpack_cache" in shell[0][3]
+    assert row["weight_cache"] is True
     shell = [c[3] for c in calls if c[2:3] == ["shell"]]
-    assert shell[-4:] == ["rm -f /data/local/tmp/resnet-edge/benchmark_model",
+    assert shell[-6:] == ["rm -f /data/local/tmp/resnet-edge/benchmark_model",
                           "rm -f /data/local/tmp/resnet-edge/int8.tflite",
+                          "rm -f /data/local/tmp/resnet-edge/int8.tflite.xnnpack_cache",
                           "rm -f /data/local/tmp/resnet-edge/structured50_int8.tflite",
+                          "rm -f /data/local/tmp/resnet-edge/structured50_int8.tflite.xnnpack_cache",
                           "rmdir /data/local/tmp/resnet-edge"]  # it made the folder, so it may remove it
     assert not (root / "data" / "local" / "tmp" / "resnet-edge").exists()  # nothing left on the phone
+
+
+def test_android_weight_cache_off_and_with_the_gpu(phone):
+    for extra in (("--no-weight-cache",), ("--use-gpu",)):
+        proc, calls, rows, _ = phone("ok", *extra)
+        assert proc.returncode == 0, proc.stderr
+        shell = [c[3] for c in calls if c[2:3] == ["shell"] and "benchmark_model --graph" in c[3]]
+        assert "xnnpack_weight_cache" not in shell[0] and rows[0]["weight_cache"] is False
 
 
 def test_android_leaves_what_it_did_not_bring(phone, tmp_path):
