@@ -42,7 +42,7 @@ demo: setup
 # The README's demo figures come from here: after `make demo` on a fresh clone, copy its report into docs/.
 demo-docs:
 	mkdir -p docs && cp runs/default/report/report.md docs/demo-report.md
-	cp $(addprefix runs/default/report/,pareto.png layers.png latency.png) docs/
+	cp $(addprefix runs/default/report/,pareto.png layers.png latency.png memory.png) docs/
 
 # The device bundle of RUN on arm64 under qemu-user (root; minutes; not part of test or CI): device_tests/arm64_check.py.
 RUN ?= runs/default

@@ -33,6 +33,7 @@ from pipeline.errors import EdgeError  # noqa: E402
 from pipeline.export import export_onnx  # noqa: E402
 from pipeline.host import host  # noqa: E402
 from pipeline.layout import Layout  # noqa: E402
+from pipeline.memory import memory_figures  # noqa: E402
 from pipeline.report import latency_markdown  # noqa: E402
 from pipeline.stages import magnitude_name, structured_name  # noqa: E402
 
@@ -130,6 +131,7 @@ def main(argv: list[str]) -> int:
         rows.append({"model": model, "runtime": runtime, "precision": precision, "artifact": path.name,
                      "size_mib": path.stat().st_size / 2**20, **cells,
                      "peak_rss_mib": max((r["threads"][str(n)].get("peak_rss_mib") or 0) for n in threads),
+                     **memory_figures(r["threads"].values()),
                      "errors": {n: c["error"] for n, c in r["threads"].items() if "error" in c} or None})
     t1 = f"ms_{threads[0]}"
     base = next((r[t1] for r in rows if r["runtime"] == "tflite" and r["precision"] == "fp32"), None)

@@ -14,19 +14,35 @@ PARTS = [("file_mib", "model file pages", "tab:blue"), ("cache_mib", "weight cac
          ("invoke_mib", "scratch touched by running", "tab:purple"), ("other_mib", "other", "tab:gray")]
 
 
-def measured(rows: list[dict]) -> list[dict]:
-    return [r for r in rows if r.get("memory") and r["source"] == "host"]
+def memory_figures(cells) -> dict:
+    """The model's own measured memory (the thread count's cell that used most) and its floor, from TFLite cells'
+    attribution; None where the cells have none (ONNX, torch)."""
+    memory = [c["memory"] for c in cells if (c.get("memory") or {}).get("model_mib") is not None]
+    top = max(memory, key=lambda m: m["model_mib"], default=None)
+    return {"model_mib": top and top["model_mib"], "floor_mib": top and top["floor_mib"], "memory": top}
 
 
-def memory_markdown(rows: list[dict]) -> str:
-    found = measured(rows)
+def memory_rows(rows: list[dict], latency_tables: list[dict]) -> list[dict]:
+    """The run's host rows with an attribution, then bench/latency.py's TFLite rows at their size (224x224)."""
+    found = [{"artifact": r["artifact"], "memory": r["memory"]} for r in rows
+             if r.get("memory") and r["source"] == "host"]
+    for table in latency_tables:
+        size = table["image_size"]
+        found += [{"artifact": f"{r['artifact']} @ {size}x{size}", "memory": r["memory"]} for r in table["rows"]
+                  if r.get("memory")]
+    return found
+
+
+def memory_markdown(found: list[dict]) -> str:
     parts = [(k, label) for k, label, _ in PARTS if any(r["memory"].get(k) for r in found)]
     head = ["artifact", "model MiB", *(label for _, label in parts), "floor MiB", "x floor", "runtime code MiB"]
     out = ["## Memory (model MiB, measured)", "",
            "Each TFLite file in a fresh process with LiteRT's Interpreter and XNNPACK (the default CPU path), at the "
            "thread count that used most: resident memory it added, less the runtime's own code pages, split by "
            "where it sits (device_tests/tflite_memory.py). floor = weights as stored + peak live activations of one "
-           "inference, read from the file. Bars: report/memory.png.", "",
+           "inference, read from the file (an fp16 file's activations include its weights dequantized to fp32). The "
+           "device bundle's bench_tflite.py runs files with XNNPACK's weight cache by default, which maps the packed "
+           "weights from a file instead (python bench/memory.py compares every way). Bars: report/memory.png.", "",
            "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in found:
         m = r["memory"]
@@ -37,14 +53,13 @@ def memory_markdown(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
-def memory_png(rows: list[dict], path: Path) -> Path:
+def memory_png(found: list[dict], path: Path) -> Path:
     """One stacked bar per TFLite file (its measured parts), a black tick at its floor."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    found = measured(rows)
     fig, ax = plt.subplots(figsize=(10, 0.45 * max(4, len(found)) + 1.2), dpi=100)
     names = [r["artifact"].split("/")[-1] for r in found]
     left = [0.0] * len(found)

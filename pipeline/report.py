@@ -15,7 +15,7 @@ from . import records
 from .artifacts import atomic_write, atomic_write_json, atomic_write_text
 from .errors import EdgeError
 from .host import host, versions
-from .memory import measured, memory_markdown, memory_png
+from .memory import memory_figures, memory_markdown, memory_png, memory_rows
 from .stage import manifest_stage_rows, stage_table
 
 COLUMNS = ["artifact", "format", "precision", "sparsity", "channels kept", "MMACs", "status", "size MiB", "gzip MiB",
@@ -74,14 +74,6 @@ def host_row(layout, rel: str, max_size_mib: float) -> dict:
         "gates": [*(record.get("gates") or []), *(g.to_dict() for g in size_gates)], "source": "host",
         "repairs": build.get("repairs"), "float_layers": build.get("float_layers"),
     }
-
-
-def memory_figures(cells) -> dict:
-    """The model's own measured memory (most over thread counts) and its floor, from TFLite cells' attribution
-    (device_tests/tflite_memory.py); None where the cells have none (ONNX, torch)."""
-    memory = [c["memory"] for c in cells if (c.get("memory") or {}).get("model_mib") is not None]
-    top = max(memory, key=lambda m: m["model_mib"], default=None)
-    return {"model_mib": top and top["model_mib"], "floor_mib": top and top["floor_mib"], "memory": top}
 
 
 def device_rows(layout) -> list[dict]:
@@ -285,8 +277,8 @@ def to_markdown(rows: list[dict], meta: dict) -> str:
         out += ["", latency_markdown(table)]
     if latency_size(rows):
         out += ["", f"Top-1 against latency at {latency_size(rows)} px, 1 thread: report/latency.png."]
-    if measured(rows):
-        out += ["", memory_markdown(rows)]
+    if memory_rows(rows, meta.get("latency_tables", [])):
+        out += ["", memory_markdown(memory_rows(rows, meta.get("latency_tables", [])))]
     if meta.get("explain"):
         out += ["", explain_markdown(meta["explain"])]
     if meta.get("stages"):
@@ -304,12 +296,13 @@ def latency_markdown(table: dict) -> str:
            f"Same weights, batch 1, median of {table['runs']} runs after {table['warmup']} warm-up runs; host "
            f"{table['host']['cpu']}, {table['host']['cores']} cores.", "",
            "| model | runtime | precision | size MiB | " + " | ".join(f"ms @{n}" for n in threads)
-           + f" | x TFLite fp32 @{threads[0]} | peak RSS MiB |",
-           "|---|---|---|---:|" + "---:|" * len(threads) + "---:|---:|"]
+           + f" | x TFLite fp32 @{threads[0]} | peak RSS MiB | model MiB (measured) | floor MiB |",
+           "|---|---|---|---:|" + "---:|" * len(threads) + "---:|---:|---:|---:|"]
     for r in table["rows"]:
         out.append(f"| {r['model']} | {r['runtime']} | {r['precision']} | {_fmt(r['size_mib'])} | "
                    + " | ".join(_fmt(r.get(f"ms_{n}")) for n in threads)
-                   + f" | {_fmt(r.get('speedup_vs_tflite_fp32'))} | {_fmt(r.get('peak_rss_mib'), 0)} |")
+                   + f" | {_fmt(r.get('speedup_vs_tflite_fp32'))} | {_fmt(r.get('peak_rss_mib'), 0)} | "
+                   + f"{_fmt(r.get('model_mib'), 1)} | {_fmt(r.get('floor_mib'), 1)} |")
     return "\n".join(out)
 
 
@@ -434,6 +427,7 @@ def _img(path: Path, alt: str) -> str:
 def to_html(rows: list[dict], meta: dict, png: Path, layers: Path, latency: Path | None = None,
             memory: Path | None = None) -> str:
     reference = meta.get("reference")
+    mem = memory_rows(rows, meta.get("latency_tables", []))
     explained = ""
     if meta.get("explain"):
         explained = markdown_html(explain_markdown(meta["explain"])) + _img(layers, "per-layer SNR")
@@ -456,7 +450,7 @@ median ms per image, batch 1, after warm-up.</p>
 <table><tr>{head}</tr>{body}</table>{notes}
 {''.join(markdown_html(latency_markdown(t)) for t in meta.get("latency_tables", []))}
 {_img(latency, "accuracy vs latency") if latency and latency_size(rows) else ""}
-{markdown_html(memory_markdown(rows)) + _img(memory, "memory") if memory and measured(rows) else ""}
+{markdown_html(memory_markdown(mem)) + _img(memory, "memory") if memory and mem else ""}
 {explained}
 {"<h2>Stages</h2>" + markdown_html(chr(10).join(meta["stages"])) if meta.get("stages") else ""}
 <h2>Architecture</h2>{markdown_html(meta.get('architecture', ''))}
@@ -509,7 +503,7 @@ def report(layout, cfg) -> dict[str, Path]:
     png = pareto_png(rows, out / "pareto.png", reference)
     layers = layers_png(meta["explain"], out / "layers.png")
     latency = latency_png(rows, out / "latency.png", latency_size(rows) or 224, reference)
-    memory = memory_png(rows, out / "memory.png")
+    memory = memory_png(memory_rows(rows, tables), out / "memory.png")
     return {"json": atomic_write_json(out / "report.json", {**meta, "columns": columns(rows), "rows": rows}),
             "md": atomic_write_text(out / "report.md", to_markdown(rows, meta)),
             "html": atomic_write_text(out / "report.html", to_html(rows, meta, png, layers, latency, memory)),

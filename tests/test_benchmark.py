@@ -32,6 +32,20 @@ def test_benchmark_verb_records_each_format_at_each_thread_count(tiny_run, tmp_p
     # the TFLite worker loads LiteRT and numpy only: no torch in its memory
     assert rows["tflite/int8.tflite"]["threads"]["1"]["peak_rss_mib"] < 200
     assert "tflite/int8.tflite: 1 thread(s) " in capsys.readouterr().out
+    # a TFLite file's memory, split by where it sits (test_memory.py checks the parts); none for ONNX
+    for name in ("tflite/int8.tflite", "tflite/fp32.tflite"):
+        memory = rows[name]["threads"]["2"]["memory"]
+        size = (run / name).stat().st_size / 2**20
+        assert memory["mode"] == "interpreter" and memory["file_mib"] == pytest.approx(size, rel=0.05, abs=0.05)
+        assert memory["floor_mib"] == pytest.approx(size, rel=0.1) and memory["model_mib"] > memory["floor_mib"]
+    assert "memory" not in rows["onnx/model.onnx"]["threads"]["1"]
+    assert main(["report", str(run)]) == 0
+    md = (run / "report" / "report.md").read_text()
+    section = md.split("## Memory (model MiB, measured)")[1].split("\n## ")[0]
+    int8 = rows["tflite/int8.tflite"]["threads"]
+    top = max((c["memory"] for c in int8.values()), key=lambda m: m["model_mib"])
+    assert f"| tflite/int8.tflite | {top['model_mib']:.1f} | {top['file_mib']:.1f} |" in section
+    assert "onnx/model.onnx" not in section and (run / "report" / "memory.png").stat().st_size > 10_000
 
 
 def test_broken_artifact_becomes_a_result_not_a_crash(tmp_path):
