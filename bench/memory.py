@@ -7,7 +7,7 @@ time.
 Files: fp32, int8, structured50_int8, pruned50_int8 of runs/<name>/tflite/ and, where bench/latency.py ran, their
 224x224 versions in runs/<name>-latency/224px/. Each is copied into runs/<name>-memory/ (the weight cache files are
 written there, never into the run) and measured in a fresh process per mode: interpreter (XNNPACK), interpreter_plain
-(no XNNPACK), compiled (LiteRT CompiledModel), compiled_cache cold (writes the weight cache) and warm (maps it),
+(no XNNPACK), interpreter_bytes (the file read into memory, not mapped), compiled (LiteRT CompiledModel), compiled_cache cold (writes the weight cache) and warm (maps it),
 compiled_lean cold and warm (the weight cache and transient indirection buffers), and interpreter again (the latency
 of the first and last run of a file bracket the host's drift).
 Writes runs/<name>-memory/memory.json and memory.md.
@@ -32,10 +32,11 @@ ROOT = Path(__file__).resolve().parents[1]
 FILES = {"fp32": ("fp32.tflite", "model_fp32.tflite"), "int8": ("int8.tflite", "model_int8.tflite"),
          "structured50_int8": ("structured50_int8.tflite", "structured50_int8.tflite"),
          "pruned50_int8": ("pruned50_int8.tflite", "pruned50_int8.tflite")}
-RUNS = [("interpreter", "interpreter"), ("interpreter_plain", "interpreter_plain"), ("compiled", "compiled"),
+RUNS = [("interpreter", "interpreter"), ("interpreter_plain", "interpreter_plain"),
+        ("interpreter_bytes", "interpreter_bytes"), ("compiled", "compiled"),
         ("compiled_cache", "compiled_cache cold"), ("compiled_cache", "compiled_cache warm"),
         ("compiled_lean", "compiled_lean cold"), ("compiled_lean", "compiled_lean warm"), ("interpreter", "interpreter again")]
-COLUMNS = [("model_mib", "model MiB"), ("file_mib", "file"), ("cache_mib", "cache"), ("packed_mib", "packed+bufs"),
+COLUMNS = [("model_mib", "model MiB"), ("file_mib", "file"), ("loaded_mib", "read in"), ("cache_mib", "cache"), ("packed_mib", "packed+bufs"),
            ("arena_mib", "arena"), ("invoke_mib", "scratch"), ("other_mib", "other"), ("anon_mib", "anon (dirty)"),
            ("floor_mib", "floor"), ("vs_floor", "x floor"), ("code_mib", "code"), ("load_ms", "load ms"),
            ("first_ms", "first ms"), ("latency_ms_median", "ms")]

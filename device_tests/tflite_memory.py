@@ -6,6 +6,7 @@ Ways to run a model (`mode`), each measured the same way:
     interpreter        Interpreter(model_path=...): the file mapped, XNNPACK (every runtime's default CPU path)
                        packs a copy of every weight into anonymous memory
     interpreter_plain  the same without XNNPACK (TFLite's built-in kernels read the weights in place)
+    interpreter_bytes  Interpreter(model_content=the file read into a Python bytes object) instead of mapping it
     compiled           LiteRT's CompiledModel (ai-edge-litert >= 2): XNNPACK as above
     compiled_cache     CompiledModel with XNNPACK's weight cache: packed weights written once to a cache file next
                        to the model (<model>.xnnpack_cache) and mapped from it after, file-backed instead of anonymous
@@ -20,6 +21,7 @@ clean file-backed pages are shared with the page cache and reclaimable):
                        shared by every model of an app and with other processes, so not the model's
     model_mib          rss_added_mib less code_mib: the model's measured memory
     file_mib           pages of the .tflite file resident (the mapping's Rss in /proc/self/smaps)
+    loaded_mib         the file read into memory (interpreter_bytes)
     cache_mib          pages of the weight cache file resident (compiled_cache)
     packed_mib         anonymous memory added while preparing, less the arena: XNNPACK's packed weights (unless
                        cached) and its operators' own buffers (indirection buffers of convolutions and pools: a
@@ -40,7 +42,7 @@ import os
 import time
 
 MIB = 2**20
-MODES = ("interpreter", "interpreter_plain", "compiled", "compiled_cache", "compiled_lean")
+MODES = ("interpreter", "interpreter_plain", "interpreter_bytes", "compiled", "compiled_cache", "compiled_lean")
 # XNNPACK delegate flags (tflite/delegates/xnnpack/xnnpack_delegate.h): int8 and uint8 kernels (on by default; a
 # CpuOptions.xnnpack_flags value replaces the defaults), and indirection buffers built per inference instead of kept
 XNNPACK_QS8, XNNPACK_QU8, XNNPACK_TRANSIENT_INDIRECTION_BUFFER = 0x1, 0x2, 0x20
@@ -129,8 +131,13 @@ class Runner:
         self.cache = f"{path}.xnnpack_cache" if mode in ("compiled_cache", "compiled_lean") else None
         if mode.startswith("interpreter"):
             kwargs = _plain_kwargs(interpreter_cls) if mode == "interpreter_plain" else {}
-            self.interpreter = interpreter_cls(model_path=path, num_threads=threads,
-                                               experimental_delegates=delegates, **kwargs)
+            if mode == "interpreter_bytes":
+                with open(path, "rb") as f:
+                    self.content = f.read()  # kept: the interpreter reads the model from it for its lifetime
+                kwargs["model_content"] = self.content
+            else:
+                kwargs["model_path"] = path
+            self.interpreter = interpreter_cls(num_threads=threads, experimental_delegates=delegates, **kwargs)
             self.interpreter.allocate_tensors()
             self.input = self.interpreter.get_input_details()[0]
             self.output = self.interpreter.get_output_details()[0]
@@ -161,6 +168,19 @@ class Runner:
         return self.outputs[0].read(int(self.np.prod(shape)), self.np.dtype(self.output["dtype"])).reshape(shape)
 
 
+def timed(runner, x, warmup: int, runs: int) -> list[float]:
+    """ms of each of `runs` calls after `warmup` untimed ones: the one timing loop (resnet-edge's host benchmark uses
+    it for every format)."""
+    for _ in range(warmup):
+        runner(x)
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        runner(x)
+        times.append((time.perf_counter() - t) * 1e3)
+    return times
+
+
 def attribute(path: str, mode: str, threads: int, interpreter_cls, warmup: int = 10, runs: int = 50,
               delegates=None) -> tuple[dict, Runner]:
     """Load, prepare and run `path` in `mode`, reading /proc between the steps; times as well (load, first
@@ -181,13 +201,7 @@ def attribute(path: str, mode: str, threads: int, interpreter_cls, warmup: int =
     start = time.perf_counter()
     runner(x)
     first_ms = (time.perf_counter() - start) * 1e3
-    for _ in range(warmup):
-        runner(x)
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        runner(x)
-        times.append((time.perf_counter() - t) * 1e3)
+    times = timed(runner, x, warmup, runs)
     ran = proc_status()
     row = {"mode": mode, "threads": threads, "load_ms": load_ms, "first_ms": first_ms,
            "latency_ms_median": float(np.median(times)), "latency_ms_p90": float(np.percentile(times, 90)),
@@ -210,9 +224,10 @@ def attribute(path: str, mode: str, threads: int, interpreter_cls, warmup: int =
     # the arena's pages count where they were first touched: while running (TFLite's own kernels) or preparing
     prep, run = prepared["RssAnon"] - base["RssAnon"], max(0.0, ran["RssAnon"] - prepared["RssAnon"])
     arena_run = min(arena, run)
-    packed, invoke = max(0.0, prep - (arena - arena_run)), run - arena_run
-    parts = {"file_mib": file_mib, "cache_mib": cache_mib, "packed_mib": packed, "arena_mib": arena,
-             "invoke_mib": invoke}
+    loaded = len(runner.content) / MIB if getattr(runner, "content", None) else 0.0
+    packed, invoke = max(0.0, prep - (arena - arena_run) - loaded), run - arena_run
+    parts = {"file_mib": file_mib, "loaded_mib": loaded, "cache_mib": cache_mib, "packed_mib": packed,
+             "arena_mib": arena, "invoke_mib": invoke}
     row |= {"baseline_mib": base["VmRSS"], "rss_added_mib": added, "code_mib": code, "model_mib": model, **parts,
             "arena_source": source, "other_mib": model - sum(parts.values()), "peak_extra_mib": max(0.0, ran["VmHWM"] - ran["VmRSS"]),
             "peak_rss_mib": ran["VmHWM"], "anon_mib": ran["RssAnon"] - base["RssAnon"],

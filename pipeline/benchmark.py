@@ -22,6 +22,18 @@ from .errors import EdgeError
 from .host import host
 
 
+DEVICE_TESTS = Path(__file__).resolve().parents[1] / "device_tests"
+
+
+def tflite_memory():
+    """device_tests/tflite_memory.py, the measurement a board runs too (standalone there, so imported by path)."""
+    if str(DEVICE_TESTS) not in sys.path:
+        sys.path.insert(0, str(DEVICE_TESTS))
+    import tflite_memory
+
+    return tflite_memory
+
+
 def _status_mib(field: str) -> float:
     """VmRSS (now) or VmHWM (peak) of this process. Not getrusage's ru_maxrss: a child inherits its parent's peak
     across fork and exec, which would charge pytest's or the pipeline's memory to the model."""
@@ -50,13 +62,7 @@ def measure(path: str, threads: int, warmup: int, runs: int, shape: list[int], m
     runner(x)
     init_ms = (time.perf_counter() - start) * 1e3
     runtime_threads = _os_threads() - base_threads
-    for _ in range(warmup):
-        runner(x)
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        runner(x)
-        times.append((time.perf_counter() - t) * 1e3)
+    times = tflite_memory().timed(runner, x, warmup, runs)
     return {"threads": threads, "runs": runs, "warmup": warmup, "latency_ms_median": float(np.median(times)),
             "latency_ms_p90": float(np.percentile(times, 90)), "latency_ms_min": float(np.min(times)),
             "init_ms": init_ms, "peak_rss_mib": _status_mib("VmHWM"), "model_rss_mib": _status_mib("VmRSS") - base_rss,
@@ -66,12 +72,10 @@ def measure(path: str, threads: int, warmup: int, runs: int, shape: list[int], m
 def measure_tflite(path: str, threads: int, warmup: int, runs: int, mode: str = "interpreter") -> dict:
     """By default LiteRT's Interpreter with XNNPACK, as TFLiteRunner opens it (tflite_memory.MODES lists the other
     ways); the input shape is the file's."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "device_tests"))
     from ai_edge_litert.interpreter import Interpreter
-    from tflite_memory import attribute
 
     try:
-        row, _ = attribute(path, mode, threads, Interpreter, warmup, runs)
+        row, _ = tflite_memory().attribute(path, mode, threads, Interpreter, warmup, runs)
     except (ValueError, RuntimeError) as e:  # the runtimes' words for a file they cannot load or run
         raise EdgeError(f"{path}: LiteRT cannot load it ({str(e).splitlines()[0][:200]})") from e
     keep = ("latency_ms_median", "latency_ms_p90", "latency_ms_min", "peak_rss_mib", "runtime_threads")

@@ -8,7 +8,8 @@ from pathlib import Path
 from .artifacts import atomic_write
 
 # (field, label, colour) of the stacked parts, bottom up
-PARTS = [("file_mib", "model file pages", "tab:blue"), ("cache_mib", "weight cache pages", "tab:cyan"),
+PARTS = [("file_mib", "model file pages", "tab:blue"), ("loaded_mib", "model read into memory", "tab:olive"),
+         ("cache_mib", "weight cache pages", "tab:cyan"),
          ("packed_mib", "XNNPACK packed weights + buffers", "tab:orange"), ("arena_mib", "activations (arena)",
                                                                              "tab:green"),
          ("invoke_mib", "scratch touched by running", "tab:purple"), ("other_mib", "other", "tab:gray")]

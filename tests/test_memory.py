@@ -13,7 +13,7 @@ from pipeline.benchmark import benchmark_one
 sys.path.insert(0, str(ROOT / "device_tests"))
 from tflite_memory import graph_floor  # noqa: E402
 
-PARTS = ("file_mib", "cache_mib", "packed_mib", "arena_mib", "invoke_mib")
+PARTS = ("file_mib", "loaded_mib", "cache_mib", "packed_mib", "arena_mib", "invoke_mib")
 
 
 def memory(path, mode):
@@ -44,6 +44,11 @@ def test_parts_add_up_and_xnnpack_packs_a_copy_of_every_weight(fp32_copy):
     assert sum(plain[k] for k in PARTS) == pytest.approx(plain["model_mib"], rel=0.10)
     assert plain["packed_mib"] < 0.1 * plain["weights_mib"]
     assert plain["model_mib"] < m["model_mib"] - 0.7 * m["weights_mib"]
+
+    read = memory(fp32_copy, "interpreter_bytes")  # the file in a Python bytes object, not mapped: private memory
+    assert read["loaded_mib"] == pytest.approx(size) and read["file_mib"] == 0
+    assert sum(read[k] for k in PARTS) == pytest.approx(read["model_mib"], rel=0.10)
+    assert read["anon_mib"] > m["anon_mib"] + 0.8 * size
 
 
 def test_weight_cache_moves_the_packed_weights_to_a_mapped_file(fp32_copy):
