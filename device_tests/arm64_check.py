@@ -219,7 +219,9 @@ def bench_in_rootfs(root: Path, bundle: Path, python: str, models: list[str], ar
 
 def bench_on_host(python: Path, bundle: Path, models: list[str], out: Path, args) -> dict:
     cmd = bench_command(str(python), models, str(out), args.host_runs, 2, args.timeout)
-    subprocess.run(cmd, cwd=bundle, capture_output=True, text=True, timeout=args.timeout * (len(models) + 1))
+    with tempfile.TemporaryDirectory(prefix="bundle-") as tmp:  # the script writes weight caches beside the models
+        copy = Path(shutil.copytree(bundle, Path(tmp) / "bundle"))
+        subprocess.run(cmd, cwd=copy, capture_output=True, text=True, timeout=args.timeout * (len(models) + 1))
     if not out.is_file():
         raise CheckError(f"bench_tflite.py on the host under {python} wrote no results")
     return json.loads(out.read_text())
