@@ -38,7 +38,7 @@ RUNS = [("interpreter", "interpreter"), ("interpreter_plain", "interpreter_plain
         ("compiled_lean", "compiled_lean cold"), ("compiled_lean", "compiled_lean warm"), ("interpreter", "interpreter again")]
 COLUMNS = [("model_mib", "model MiB"), ("file_mib", "file"), ("loaded_mib", "read in"), ("cache_mib", "cache"), ("packed_mib", "packed+bufs"),
            ("arena_mib", "arena"), ("invoke_mib", "scratch"), ("other_mib", "other"), ("anon_mib", "anon (dirty)"),
-           ("floor_mib", "floor"), ("vs_floor", "x floor"), ("code_mib", "code"), ("load_ms", "load ms"),
+           ("floor_mib", "floor"), ("indirection_mib", "indirection (est.)"), ("vs_floor", "x floor"), ("code_mib", "code"), ("load_ms", "load ms"),
            ("first_ms", "first ms"), ("latency_ms_median", "ms")]
 
 

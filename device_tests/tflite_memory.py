@@ -26,6 +26,8 @@ clean file-backed pages are shared with the page cache and reclaimable):
     packed_mib         anonymous memory added while preparing, less the arena: XNNPACK's packed weights (unless
                        cached) and its operators' own buffers (indirection buffers of convolutions and pools: a
                        pointer per output pixel and kernel tap, MiBs at 224x224)
+    indirection_mib    from the file: those convolutions' pointers (indirection_largest_mib: the largest one's, what
+                       compiled_lean keeps while that convolution runs)
     arena_mib          activation memory: the interpreter's tensor arena as laid out by the runtime (the span of its
                        non-constant tensors' buffers) where it owns the activations, else (XNNPACK) the graph's peak
                        live activations (arena_source says which)
@@ -39,6 +41,7 @@ clean file-backed pages are shared with the page cache and reclaimable):
 from __future__ import annotations
 
 import os
+import struct
 import time
 
 MIB = 2**20
@@ -100,7 +103,16 @@ def graph_floor(interpreter) -> dict:
     peak = max((sum(nbytes[t] for t in born if born[t] <= k <= last.get(t, born[t])) for k in range(len(ops))),
                default=0)
     weights = sum(nbytes[t] for t in constants)
-    return {"weights_mib": weights / MIB, "activations_mib": peak / MIB, "floor_mib": (weights + peak) / MIB}
+    # XNNPACK's convolutions (not 1x1) keep an indirection buffer: a pointer per output pixel and kernel tap
+    pointers = []
+    for op in ops:
+        if op["op_name"] in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+            taps = int(np.prod(tensors[op["inputs"][1]]["shape"][1:3]))  # kernel height x width (OHWI, 1HWC)
+            if taps > 1:
+                pixels = int(np.prod(tensors[op["outputs"][0]]["shape"][1:3]))
+                pointers.append(pixels * taps * struct.calcsize("P"))
+    return {"weights_mib": weights / MIB, "activations_mib": peak / MIB, "floor_mib": (weights + peak) / MIB,
+            "indirection_mib": sum(pointers) / MIB, "indirection_largest_mib": max(pointers, default=0) / MIB}
 
 
 def arena_span_mib(interpreter) -> float:
@@ -233,6 +245,7 @@ def attribute(path: str, mode: str, threads: int, interpreter_cls, warmup: int =
             "peak_rss_mib": ran["VmHWM"], "anon_mib": ran["RssAnon"] - base["RssAnon"],
             "file_backed_mib": ran["RssFile"] - base["RssFile"], "weights_mib": floor["weights_mib"],
             "activations_mib": floor["activations_mib"], "floor_mib": floor["floor_mib"],
+            "indirection_mib": floor["indirection_mib"], "indirection_largest_mib": floor["indirection_largest_mib"],
             "vs_floor": model / floor["floor_mib"] if floor["floor_mib"] else None,
             "cache_file_mib": os.path.getsize(runner.cache) / MIB if runner.cache and os.path.isfile(runner.cache)
             else None}

@@ -82,3 +82,6 @@ def test_floor_weights_are_the_files_constants(tiny_run):
     stem = int(np.prod([16, 16, state["conv1.weight"].shape[0]])) * 4
     assert fp32["activations_mib"] * MIB >= stem + 32 * 32 * 4
     assert int8["activations_mib"] < fp32["activations_mib"]
+    # XNNPACK's indirection buffers: the 7x7 stride-2 stem's 14x14 outputs x 49 taps x a pointer is the largest
+    assert fp32["indirection_largest_mib"] * MIB == 14 * 14 * 49 * 8 == int8["indirection_largest_mib"] * MIB
+    assert fp32["indirection_mib"] > fp32["indirection_largest_mib"]  # and every 3x3 conv adds its own
