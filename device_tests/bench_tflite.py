@@ -9,7 +9,7 @@ order: ai_edge_litert, tflite_runtime, tensorflow.lite. Imports nothing from res
 (ai-edge-litert >= 2) and no --delegate is given: XNNPACK's packed weights go to a cache file beside the model
 (<model>.xnnpack_cache, written on the first run, mapped after), which takes the int8 ResNet-18 at 224x224 from 29.4 to
 20.6 MiB at the same latency; elsewhere the Interpreter. --mode interpreter turns it off; --mode compiled_lean also
-rebuilds convolutions' indirection buffers at each inference (18.3 MiB, about 10% slower; see tflite_memory.py).
+rebuilds convolutions' indirection buffers at each inference (18.3 MiB, 10-20% slower; see tflite_memory.py).
 
 Each model and thread count runs in its own process, so peak RSS belongs to that model and a crashing model cannot
 take the others down. Rows are printed as a table and written as JSON (device_results_<host>.json) in the schema

@@ -100,7 +100,7 @@ copy of every weight (`--mode interpreter` turns it off; the folder must be writ
 the XNNPACK delegate's `weight_cache_file_path` option (C/C++); `benchmark_model --xnnpack_weight_cache_file_path=`
 measures it on a phone. The delegate flag `TFLITE_XNNPACK_DELEGATE_FLAG_TRANSIENT_INDIRECTION_BUFFER` (0x20, with the
 default 0x3; `--mode compiled_lean` here) saves the convolutions' pointer tables (5.8 MiB for ResNet-18 at 224x224)
-for about 10% more latency.
+for 10-20% more latency.
 """
 
 
