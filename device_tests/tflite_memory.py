@@ -196,8 +196,8 @@ def timed(runner, x, warmup: int, runs: int) -> list[float]:
 def attribute(path: str, mode: str, threads: int, interpreter_cls, warmup: int = 10, runs: int = 50,
               delegates=None) -> tuple[dict, Runner]:
     """Load, prepare and run `path` in `mode`, reading /proc between the steps; times as well (load, first
-    inference, steady median). Returns the figures and the runner (still loaded: evaluate with it after). Call it first thing in a fresh process: whatever the process held before counts as
-    baseline, whatever it freed before is reused by the model."""
+    inference, steady median). Returns the figures and the runner (still loaded: evaluate with it after). Call it
+    first thing in a fresh process: whatever the process held before counts as baseline."""
     import numpy as np
 
     _release_free_heap()
@@ -241,7 +241,8 @@ def attribute(path: str, mode: str, threads: int, interpreter_cls, warmup: int =
     parts = {"file_mib": file_mib, "loaded_mib": loaded, "cache_mib": cache_mib, "packed_mib": packed,
              "arena_mib": arena, "invoke_mib": invoke}
     row |= {"baseline_mib": base["VmRSS"], "rss_added_mib": added, "code_mib": code, "model_mib": model, **parts,
-            "arena_source": source, "other_mib": model - sum(parts.values()), "peak_extra_mib": max(0.0, ran["VmHWM"] - ran["VmRSS"]),
+            "arena_source": source, "other_mib": model - sum(parts.values()),
+            "peak_extra_mib": max(0.0, ran["VmHWM"] - ran["VmRSS"]),
             "peak_rss_mib": ran["VmHWM"], "anon_mib": ran["RssAnon"] - base["RssAnon"],
             "file_backed_mib": ran["RssFile"] - base["RssFile"], "weights_mib": floor["weights_mib"],
             "activations_mib": floor["activations_mib"], "floor_mib": floor["floor_mib"],
