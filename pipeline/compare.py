@@ -14,6 +14,7 @@ from .artifacts import atomic_write_json, atomic_write_text
 from .errors import EdgeError
 from .evaluate import drop_points
 from .layout import Layout
+from .precision import is_int8_tflite
 from .report import _fmt, _img, front_png, markdown_html, run_rows
 
 COLUMNS = ["run", "model", "width", "artifact", "precision", "sparsity", "channels kept", "MMACs", "status", "top-1 %",
@@ -66,8 +67,8 @@ def ship(rows: list[dict], size: int | None, max_drop: float) -> dict | None:
     fp32 = [r["top1"] for r in rows if r.get("precision") == "fp32" and r["status"] == "pass"]
     if not fp32:
         return None
-    ok = [r for r in rows if r["status"] == "pass" and r.get("format") == "tflite"
-          and r.get("precision") in ("int8", "mixed") and drop_points(max(fp32), r["top1"]) <= max_drop]
+    ok = [r for r in rows if r["status"] == "pass" and is_int8_tflite(r.get("format"), r.get("precision"))
+          and drop_points(max(fp32), r["top1"]) <= max_drop]
 
     def speed(r):
         at = (r.get("at_size") or {}).get(size, {}).get("ms_1") if size else None

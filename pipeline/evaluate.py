@@ -61,6 +61,12 @@ def drop_points(reference_top1: float, top1: float) -> float:
     return round(100 * (reference_top1 - top1), 6)
 
 
+def delta_points(reference_top1: float | None, top1: float | None) -> float | None:
+    """The report's Δ top-1 vs fp32 in points: minus the gate's drop, rounded the same way, so the column and the
+    gate agree at the threshold."""
+    return None if reference_top1 is None or top1 is None else -drop_points(reference_top1, top1)
+
+
 def gates_for(artifact: Path, precision: str, compressed: bool, parent: Path | None, ev: dict,
               max_int8_drop: float) -> list[Gate]:
     gates = []

@@ -22,6 +22,7 @@ from . import console
 from . import records
 from .artifacts import atomic_write_json
 from .errors import EdgeError
+from .precision import format_of, is_int8_tflite
 
 SNR_FLOOR_DB = 20.0  # below this a layer's output is visibly damaged (the verdict names such layers)
 SKIPPED_OPS = {"QUANTIZE", "DEQUANTIZE", "DELEGATE"}  # the int8 file's interface, not layers of the model
@@ -217,9 +218,9 @@ def explained_rows(layout, cfg) -> list[str]:
     """The run's int8 TFLite rows that were built: each gets explained."""
     from .stages import declared_rows
 
-    return [rel for rel in declared_rows(layout, cfg) if rel.endswith(".tflite")
+    return [rel for rel in declared_rows(layout, cfg)
             for build in [records.read(layout, rel).get("build") or {}]
-            if build.get("status") == "ok" and build.get("precision") in ("int8", "mixed")]
+            if build.get("status") == "ok" and is_int8_tflite(format_of(Path(rel)), build.get("precision"))]
 
 
 def write_explanation(ctx, artifact: Path, reference: Path) -> dict:

@@ -14,8 +14,15 @@ from .errors import EdgeError
 
 PRECISIONS = ("fp32", "fp16", "dynamic_range", "int8", "mixed")
 QUANTIZED = ("int8", "dynamic_range", "mixed")  # gated on top-1 drop vs the fp32 model
+INT8_PRECISIONS = ("int8", "mixed")  # int8 activations, with or without float fallback layers
 FLOAT32, FLOAT16, UINT8, INT8, INT4 = 0, 1, 3, 9, 17  # TFLite TensorType values
 INT8_TYPES = {UINT8, INT8, INT4}
+
+
+def is_int8_tflite(fmt: str | None, precision: str | None) -> bool:
+    """What the project ships to a phone: a TFLite file with int8 activations (int8, or mixed: int8 with float
+    fallback layers). The one rule behind the size gate, the recommended file, compare's pick and explain's rows."""
+    return fmt == "tflite" and precision in INT8_PRECISIONS
 
 
 def tflite_precision(path: Path) -> str:

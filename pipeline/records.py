@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 
 from .artifacts import atomic_write_json
 from .layout import Layout
+from .precision import is_int8_tflite
 
 BUILD_SECTIONS = ("build", "evaluation", "gates")
 STATUSES = ("pass", "gate", "failed", "bench failed", "skipped")
@@ -89,8 +90,8 @@ def size_gates(record: dict, max_size_mib: float) -> list[Gate]:
     """max_size_mib > 0: an int8 .tflite file (the kind meant to ship) must be at most that large. The report's gate:
     changing the limit re-makes the report, nothing else."""
     build = record.get("build") or {}
-    if max_size_mib <= 0 or build.get("status") != "ok" or build.get("format") != "tflite" \
-            or build.get("precision") not in ("int8", "mixed"):
+    if max_size_mib <= 0 or build.get("status") != "ok" or not is_int8_tflite(build.get("format"),
+                                                                               build.get("precision")):
         return []
     return [Gate.at_most("size", "file size (MiB)", build["size_mib"], max_size_mib)]
 

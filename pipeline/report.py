@@ -14,8 +14,10 @@ from pathlib import Path
 from . import records
 from .artifacts import atomic_write, atomic_write_json, atomic_write_text
 from .errors import EdgeError
+from .evaluate import delta_points
 from .host import host, versions
 from .memory import memory_figures, memory_markdown, memory_png, memory_rows
+from .precision import is_int8_tflite
 from .stage import manifest_stage_rows, stage_table
 
 COLUMNS = ["artifact", "format", "precision", "sparsity", "channels kept", "MMACs", "status", "size MiB", "gzip MiB",
@@ -65,7 +67,7 @@ def host_row(layout, rel: str, max_size_mib: float) -> dict:
         "channels_kept": build.get("channels_kept") if channel_pruned else None,
         "macs": build.get("macs"), "method": build.get("method"), "status": status, "reason": reason,
         "size_mib": build.get("size_mib"), "gzip_mib": build.get("gzip_mib"), "top1": top1,
-        "delta_top1": None if top1 is None or ref is None else 100 * (top1 - ref),
+        "delta_top1": delta_points(ref, top1),
         "agreement": ev.get("agreement"), "images": ev.get("images"), "split": ev.get("split"),
         "data_id": ev.get("data_id"), "ms_1": ok.get(1, {}).get("latency_ms_median"),
         "ms_n": ok.get(top_n, {}).get("latency_ms_median") if top_n else None, "threads_n": top_n,
@@ -93,7 +95,7 @@ def device_rows(layout) -> list[dict]:
                          "artifact": f"{row.get('artifact')} @ {source}", "source": source,
                          "status": "pass" if row.get("status") == "pass" else "bench failed",
                          "reason": row.get("error"),
-                         "delta_top1": None if fp32 is None or top1 is None else 100 * (top1 - fp32)})
+                         "delta_top1": delta_points(fp32, top1)})
     return rows
 
 
@@ -105,8 +107,8 @@ def collect_rows(layout, cfg) -> list[dict]:
 
 def _shippable(rows: list[dict], reference: dict | None) -> list[dict]:
     """Host int8 TFLite rows that passed every gate, measured on the reference's images."""
-    return [r for r in rows if r["source"] == "host" and r["status"] == "pass" and r["format"] == "tflite"
-            and r.get("precision") in ("int8", "mixed")
+    return [r for r in rows if r["source"] == "host" and r["status"] == "pass"
+            and is_int8_tflite(r["format"], r.get("precision"))
             and (reference is None or r.get("data_id") == reference.get("data_id"))]
 
 

@@ -123,3 +123,12 @@ def test_a_drop_of_exactly_the_gate_passes_and_one_image_more_fails():
 
     assert drop_gate(0.839).passed and drop_gate(0.839).value == 1.0
     assert not drop_gate(0.838).passed and "FAILED" in drop_gate(0.838).text()
+
+
+def test_delta_column_and_gate_agree_at_the_threshold():
+    """The report's Δ is minus the gate's drop, rounded the same way: at exactly one point both say one point."""
+    from pipeline.evaluate import delta_points, drop_points
+
+    assert 100 * (0.839 - 0.849) != -1.0  # the float rounding the rule removes
+    assert delta_points(0.849, 0.839) == -drop_points(0.849, 0.839) == -1.0
+    assert delta_points(None, 0.8) is None and delta_points(0.8, None) is None

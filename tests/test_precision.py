@@ -72,3 +72,12 @@ def test_not_a_tflite_file_is_named(tmp_path):
         tflite_precision(bad)
     with pytest.raises(ValueError, match="not a TFLite flatbuffer"):
         _device_copy().tflite_precision(str(bad))
+
+
+def test_the_int8_phone_file_rule():
+    """One rule for the size gate, the recommended file, compare's pick and explain's rows."""
+    from pipeline.precision import is_int8_tflite
+
+    assert is_int8_tflite("tflite", "int8") and is_int8_tflite("tflite", "mixed")
+    assert not any(is_int8_tflite(f, p) for f, p in (("onnx", "int8"), ("tflite", "dynamic_range"),
+                                                      ("tflite", "fp32"), ("tflite", "fp16"), (None, None)))
