@@ -15,7 +15,7 @@ from .errors import EdgeError
 from .evaluate import drop_points
 from .layout import Layout
 from .precision import is_int8_tflite
-from .report import _fmt, _img, front_png, markdown_html, run_rows
+from .report import _fmt, _img, front_png, latency_size, markdown_html, run_rows
 
 COLUMNS = ["run", "model", "width", "artifact", "precision", "sparsity", "channels kept", "MMACs", "status", "top-1 %",
            "size MiB", "gzip MiB", "ms @1", "ms @N", "ms @1 at {size}px", "ms @N at {size}px", "peak RSS MiB"]
@@ -43,12 +43,6 @@ def check_comparable(runs: list[dict]) -> None:
             if a != b:
                 raise EdgeError(f"{first['dir']} ({what} {a}) and {other['dir']} ({what} {b}) differ in {what}: "
                                 f"compare runs measured the same way")
-
-
-def latency_size(rows: list[dict]) -> int | None:
-    """The size every bench/latency.py table of the runs shares (224 unless asked otherwise), if any."""
-    sizes = {size for r in rows for size in r.get("at_size") or {}}
-    return 224 if 224 in sizes else max(sizes, default=None)
 
 
 def _cells(r: dict, size: int | None) -> list[str]:

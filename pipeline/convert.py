@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .artifacts import atomic_write
-from .data import Normalization, normalize
+from .data import Normalization, nhwc_constants, normalize
 from .errors import EdgeError
 
 # our variant name -> the suffix onnx2tf gives the file
@@ -58,9 +58,7 @@ def run_onnx2tf(onnx_path: Path, workdir: Path, calib: np.ndarray, norm: Normali
     shutil.copy(onnx_path, model)  # onnx2tf rewrites its input file
     if calib.shape[-1] == 3:  # keeps onnx2tf offline
         np.save(workdir / ONNX2TF_SAMPLE, calib[:20])
-    channels = calib.shape[-1]
-    mean = np.asarray(norm.mean, np.float32).reshape(1, 1, 1, channels)
-    std = np.asarray(norm.std, np.float32).reshape(1, 1, 1, channels)
+    mean, std = nhwc_constants(norm, calib.shape[-1])
     log = io.StringIO()
     cwd = Path.cwd()
     try:
@@ -167,9 +165,8 @@ def requantize(saved_model: Path, out: Path, calib_u8: np.ndarray, norm: Normali
     import tensorflow as tf
 
     calib = calibration_nhwc(calib_u8, image_size)
-    channels = calib.shape[-1]
-    calib = (calib - np.asarray(norm.mean, np.float32).reshape(1, 1, 1, channels)) / \
-        np.asarray(norm.std, np.float32).reshape(1, 1, 1, channels)
+    mean, std = nhwc_constants(norm, calib.shape[-1])
+    calib = (calib - mean) / std
 
     def images():
         for i in range(len(calib)):

@@ -128,6 +128,11 @@ def to_input(images: torch.Tensor, norm: Normalization, image_size: int | None =
     return normalize(images.permute(0, 3, 1, 2).float().div_(255), norm, image_size)
 
 
+def nhwc_constants(norm: Normalization, channels: int) -> tuple[np.ndarray, np.ndarray]:
+    """mean and std as float32 arrays that broadcast over N,H,W,C images: `normalize` for TensorFlow's layout."""
+    return tuple(np.asarray(v, np.float32).reshape(1, 1, 1, channels) for v in (norm.mean, norm.std))
+
+
 def preprocess(images: np.ndarray, norm: Normalization, image_size: int | None = None) -> np.ndarray:
     """The numpy face of `to_input`: what evaluation, calibration and the device bundle feed to every model."""
     return to_input(torch.from_numpy(np.ascontiguousarray(images)), norm, image_size).numpy()

@@ -27,8 +27,10 @@ LATENCY_COLUMNS = ["ms @1 at {size}px", "x fp32 TFLite at {size}px"]  # where be
 
 
 def latency_size(rows: list[dict]) -> int | None:
-    """The largest size bench/latency.py measured this run's artifacts at (224 by default), or None."""
-    return max((size for r in rows for size in r.get("at_size") or {}), default=None)
+    """The size bench/latency.py measured the rows' artifacts at: 224 where measured there (its default), else the
+    largest; None where it did not run. The report's and compare's one rule."""
+    sizes = {size for r in rows for size in r.get("at_size") or {}}
+    return 224 if 224 in sizes else max(sizes, default=None)
 
 
 def columns(rows: list[dict]) -> list[str]:
