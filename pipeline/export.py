@@ -13,15 +13,16 @@ from .errors import EdgeError
 from .evaluate import ONNX_PARITY
 
 
-def export_onnx(checkpoint: Path, out: Path, batch: np.ndarray, dynamic_batch: bool = False) -> dict:
-    """Export `checkpoint`'s model to `out`, then gate it: onnx.checker, and onnxruntime vs torch on `batch`
-    (preprocessed real images). Returns the measured parity. A failed gate leaves no file under `out`."""
+def export_onnx(checkpoint: Path, out: Path, batch: np.ndarray, dynamic_batch: bool = False, model=None) -> dict:
+    """Export `checkpoint`'s model (`model`: that model, already loaded) to `out`, then gate it: onnx.checker, and
+    onnxruntime vs torch on `batch` (preprocessed real images). Returns the measured parity. A failed gate leaves no
+    file under `out`."""
     import onnx
     import torch
 
     from .runners import OnnxRunner, TorchRunner
 
-    model = model_from_checkpoint(load_checkpoint(checkpoint))
+    model = model if model is not None else model_from_checkpoint(load_checkpoint(checkpoint))
     example = torch.from_numpy(batch[:1])
     axes = {"input": {0: "batch"}, "logits": {0: "batch"}} if dynamic_batch else None
 
@@ -54,12 +55,13 @@ def export_stage(ctx) -> None:
     on the whole test split with its parity against torch recorded as its gate."""
     layout = ctx.layout
     ctx.require(layout.best, "train")
-    parity = export_onnx(layout.best, layout.onnx, ctx.eval_set.x[:64], ctx.cfg.dynamic_batch)
     import torch
 
     from .evaluate import assess
     from .summary import count_macs
 
-    macs = count_macs(model_from_checkpoint(load_checkpoint(layout.best)), torch.from_numpy(ctx.eval_set.x[:1]))
+    model = model_from_checkpoint(load_checkpoint(layout.best))  # loaded once: exported, then its MACs counted
+    parity = export_onnx(layout.best, layout.onnx, ctx.eval_set.x[:64], ctx.cfg.dynamic_batch, model=model)
+    macs = count_macs(model, torch.from_numpy(ctx.eval_set.x[:1]))
     assess(ctx, layout.onnx, parent=layout.best, build={"method": "torch.onnx.export (opset 17)", "macs": macs,
                                                         "batchnorm_nodes": parity["batchnorm_nodes"]})
