@@ -22,6 +22,7 @@ from . import console
 from . import records
 from .artifacts import atomic_write_json
 from .errors import EdgeError
+from .evaluate import external
 from .precision import format_of, is_int8_tflite
 
 SNR_FLOOR_DB = 20.0  # below this a layer's output is visibly damaged (the verdict names such layers)
@@ -229,7 +230,7 @@ def write_explanation(ctx, artifact: Path, reference: Path) -> dict:
     result.update(artifact=layout.rel(artifact) if layout.holds(artifact) else str(artifact),
                   reference=layout.rel(reference) if layout.holds(reference) else str(reference),
                   split=ctx.eval_set.split)
-    rel = result["artifact"] if layout.holds(artifact) else f"external/{artifact.name}"
+    rel = result["artifact"] if layout.holds(artifact) else external(artifact)  # the name its record has
     atomic_write_json(layout.explanation(rel), result)
     return result
 
