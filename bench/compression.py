@@ -76,7 +76,7 @@ def at_size(rows: list[dict], source: Layout, out: Path, cfg, data, size: int) -
     """The dense model (fp32 and int8) and every channel-pruned variant (int8) re-made as TFLite at `size` px and
     benchmarked together (one process per file, the run's thread counts): rows get ms_<size>_<threads> and
     x_fp32_<size>, the speed-up over the dense fp32 file at the first thread count."""
-    from latency import tflite_at
+    from pipeline.convert import tflite_at_size
 
     from pipeline.benchmark import benchmark
     from pipeline.data import eval_arrays, input_shape
@@ -96,7 +96,8 @@ def at_size(rows: list[dict], source: Layout, out: Path, cfg, data, size: int) -
     for r, ckpt, precision in jobs:
         t = time.perf_counter()
         stem = f"{r['variant']}_{Path(ckpt).stem}"
-        paths.append(tflite_at(ckpt, where / f"{stem}.onnx", (precision,), calib_u8, data.norm, size, x)[precision])
+        made = tflite_at_size(ckpt, where / f"{stem}.onnx", (precision,), calib_u8, data.norm, size, x)
+        paths.append(made[precision])
         print(f"compression: {r['variant']} {precision} at {size} px built in {time.perf_counter() - t:.0f} s",
               file=sys.stderr)
     threads = cfg.thread_counts

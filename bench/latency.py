@@ -26,11 +26,10 @@ from pipeline.artifacts import atomic_write  # noqa: E402
 from pipeline.benchmark import benchmark  # noqa: E402
 from pipeline.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from pipeline.config import load_config, parse_bool, parse_overrides  # noqa: E402
-from pipeline.convert import convert_tflite  # noqa: E402
+from pipeline.convert import tflite_at_size  # noqa: E402
 from pipeline.data import eval_arrays, input_shape, load_data_for, preprocess  # noqa: E402
 from benchkit import entry, write_table  # noqa: E402
 from pipeline.errors import EdgeError  # noqa: E402
-from pipeline.export import export_onnx  # noqa: E402
 from pipeline.host import host  # noqa: E402
 from pipeline.layout import Layout  # noqa: E402
 from pipeline.memory import memory_figures  # noqa: E402
@@ -61,13 +60,6 @@ def ptq(onnx_path: Path, out: Path, calib) -> Path:
     return atomic_write(out, lambda tmp: onnx.save(quantized, str(tmp)))
 
 
-def tflite_at(ckpt: Path, onnx: Path, variants: tuple[str, ...], calib_u8: np.ndarray, norm, size: int,
-              x: np.ndarray) -> dict[str, Path]:
-    """A checkpoint re-exported at `size` (parity-gated on `x`) -> <onnx stem>_<variant>.tflite beside the ONNX file."""
-    export_onnx(ckpt, onnx, x)
-    return convert_tflite(onnx, onnx.parent, calib_u8, norm, size, variants, prefix=f"{onnx.stem}_")
-
-
 def build(cfg, run: Layout, out: Path, size: int, calib_n: int, with_mobilenet: bool) -> list[tuple]:
     """(model, runtime, precision, artifact) at `size`, written under `out` (never into the run)."""
     data = load_data_for(cfg)
@@ -96,7 +88,7 @@ def build(cfg, run: Layout, out: Path, size: int, calib_n: int, with_mobilenet: 
     for label, ckpt, stem, variants, ort in sources:
         t = time.perf_counter()
         onnx = out / f"{stem}.onnx"
-        paths = tflite_at(ckpt, onnx, variants, calib_u8, data.norm, size, x)
+        paths = tflite_at_size(ckpt, onnx, variants, calib_u8, data.norm, size, x)
         if "fp32" in ort:
             rows.append((label, "onnxruntime", "fp32", onnx))
         if "int8" in ort:

@@ -228,3 +228,14 @@ def convert_stage(ctx) -> None:
     ONNX model and gated."""
     ctx.require(ctx.layout.onnx, "export")
     convert_gated(ctx, ctx.layout.onnx, {v: {"method": f"onnx2tf {v}", "macs": ctx.dense_macs} for v in VARIANTS})
+
+
+def tflite_at_size(checkpoint: Path, onnx: Path, variants: tuple[str, ...], calib_u8: np.ndarray, norm, size: int,
+                   x: np.ndarray) -> dict[str, Path]:
+    """A checkpoint exported at `size` (parity-gated on `x`, preprocessed images of that size) and converted: ResNet
+    is fully convolutional, so the same weights run at any size. -> {variant: <onnx stem>_<variant>.tflite beside
+    the ONNX file}. bench/latency.py's and bench/compression.py's files at phone resolution."""
+    from .export import export_onnx
+
+    export_onnx(checkpoint, onnx, x)
+    return convert_tflite(onnx, onnx.parent, calib_u8, norm, size, variants, prefix=f"{onnx.stem}_")
