@@ -53,7 +53,7 @@ XNNPACK_QS8, XNNPACK_QU8, XNNPACK_TRANSIENT_INDIRECTION_BUFFER = 0x1, 0x2, 0x20
 
 def proc_status() -> dict[str, float]:
     """This process's resident memory in MiB, exact (summed over /proc/self/smaps, where /proc/self/status's
-    counters lag by up to 64 pages a thread): VmRSS, RssAnon (anonymous memory outside file mappings: heap and
+    counters lag by up to 64 pages a thread; not getrusage's ru_maxrss, which a child inherits from its parent): VmRSS, RssAnon (anonymous memory outside file mappings: heap and
     mmap'd buffers), RssFile (the rest), the peak VmHWM (status), and `files`, the resident MiB of each mapped file by
     real path. Empty where there is no /proc."""
     out = {"VmRSS": 0.0, "RssAnon": 0.0, "RssFile": 0.0, "files": {}}
@@ -164,8 +164,7 @@ class Runner:
             cpu.xnnpack_flags = XNNPACK_QS8 | XNNPACK_QU8 | XNNPACK_TRANSIENT_INDIRECTION_BUFFER
         self.model = CompiledModel.from_file(path, options=Options(cpu_options=cpu))
         self.inputs, self.outputs = self.model.create_input_buffers(0), self.model.create_output_buffers(0)
-        signature = self.model.get_signature_by_index(0)
-        key = signature.get("key") or signature.get("signature_key") or next(iter(self.model.get_signature_list()))
+        key = next(iter(self.model.get_signature_list()))  # the first signature, as run_by_index(0) runs
         self.input = next(iter(self.model.get_input_tensor_details(key).values()))
         self.output = next(iter(self.model.get_output_tensor_details(key).values()))
 
@@ -201,11 +200,11 @@ def attribute(path: str, mode: str, threads: int, interpreter_cls, warmup: int =
     import numpy as np
 
     _release_free_heap()
-    base, base_threads = proc_status(), _os_threads()
+    base, base_threads = proc_status(), os_threads()
     start = time.perf_counter()
     runner = Runner(path, mode, threads, interpreter_cls, delegates)
     load_ms = (time.perf_counter() - start) * 1e3
-    prepared, threads_started = proc_status(), _os_threads() - base_threads
+    prepared, threads_started = proc_status(), os_threads() - base_threads
     shape = [int(d) for d in runner.input["shape"]]
     dtype = np.dtype(runner.input["dtype"])
     x = (np.zeros(shape, dtype) if dtype.kind in "iu" else
@@ -266,7 +265,8 @@ def _release_free_heap() -> None:
         pass
 
 
-def _os_threads() -> int:
+def os_threads() -> int:
+    """OS threads of this process: a runtime's pool of N threads adds N - 1 (0 without /proc)."""
     try:
         return len(os.listdir("/proc/self/task"))
     except OSError:

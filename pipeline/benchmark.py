@@ -34,19 +34,6 @@ def tflite_memory():
     return tflite_memory
 
 
-def _status_mib(field: str) -> float:
-    """VmRSS (now) or VmHWM (peak) of this process. Not getrusage's ru_maxrss: a child inherits its parent's peak
-    across fork and exec, which would charge pytest's or the pipeline's memory to the model."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024  # kB
-    raise EdgeError(f"/proc/self/status has no {field}")
-
-
-def _os_threads() -> int:
-    return len(os.listdir("/proc/self/task"))
-
-
 def measure(path: str, threads: int, warmup: int, runs: int, shape: list[int], mode: str = "interpreter") -> dict:
     """Runs inside the worker process. A TFLite file: device_tests/tflite_memory.py's measurement, the same one a
     board runs, with its memory attribution under `memory`."""
@@ -55,17 +42,21 @@ def measure(path: str, threads: int, warmup: int, runs: int, shape: list[int], m
     if path.endswith(".tflite"):
         return measure_tflite(path, threads, warmup, runs, mode)
 
-    base_rss, base_threads = _status_mib("VmRSS"), _os_threads()
+    tm = tflite_memory()  # its /proc readings and timing loop, for every format
+    base, base_threads = tm.proc_status(), tm.os_threads()
+    if not base:
+        raise EdgeError("no /proc/self/smaps: the host benchmark measures memory on Linux only")
     start = time.perf_counter()
     runner = open_runner(path, threads)
     x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
     runner(x)
     init_ms = (time.perf_counter() - start) * 1e3
-    runtime_threads = _os_threads() - base_threads
-    times = tflite_memory().timed(runner, x, warmup, runs)
+    runtime_threads = tm.os_threads() - base_threads
+    times = tm.timed(runner, x, warmup, runs)
+    ran = tm.proc_status()
     return {"threads": threads, "runs": runs, "warmup": warmup, "latency_ms_median": float(np.median(times)),
             "latency_ms_p90": float(np.percentile(times, 90)), "latency_ms_min": float(np.min(times)),
-            "init_ms": init_ms, "peak_rss_mib": _status_mib("VmHWM"), "model_rss_mib": _status_mib("VmRSS") - base_rss,
+            "init_ms": init_ms, "peak_rss_mib": ran["VmHWM"], "model_rss_mib": ran["VmRSS"] - base["VmRSS"],
             "runtime_threads": runtime_threads}
 
 

@@ -281,8 +281,9 @@ def to_markdown(rows: list[dict], meta: dict) -> str:
         out += ["", latency_markdown(table)]
     if latency_size(rows):
         out += ["", f"Top-1 against latency at {latency_size(rows)} px, 1 thread: report/latency.png."]
-    if memory_rows(rows, meta.get("latency_tables", [])):
-        out += ["", memory_markdown(memory_rows(rows, meta.get("latency_tables", [])))]
+    memory = memory_rows(rows, meta.get("latency_tables", []))
+    if memory:
+        out += ["", memory_markdown(memory)]
     if meta.get("explain"):
         out += ["", explain_markdown(meta["explain"])]
     if meta.get("stages"):
