@@ -7,8 +7,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from pipeline.artifacts import atomic_write_json
-from pipeline.errors import EdgeError
+from pipeline.core.artifacts import atomic_write_json
+from pipeline.core.errors import EdgeError
 
 
 def write_table(path: Path, table: dict) -> int:

@@ -22,15 +22,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline import records  # noqa: E402
+from pipeline.core import records  # noqa: E402
 from pipeline.config import load_config, parse_overrides  # noqa: E402
 from benchkit import entry, write_table  # noqa: E402
-from pipeline.errors import EdgeError  # noqa: E402
-from pipeline.evaluate import drop_points  # noqa: E402
-from pipeline.host import host  # noqa: E402
-from pipeline.layout import Layout  # noqa: E402
-from pipeline.stage import Context, open_run, run_stage  # noqa: E402
-from pipeline.stages import STAGES  # noqa: E402
+from pipeline.core.errors import EdgeError  # noqa: E402
+from pipeline.engine.evaluate import drop_points  # noqa: E402
+from pipeline.core.host import host  # noqa: E402
+from pipeline.core.layout import Layout  # noqa: E402
+from pipeline.engine.stage import Context, open_run, run_stage  # noqa: E402
+from pipeline.chain import STAGES  # noqa: E402
 
 VARIANTS = [  # (folder, stage, config changes)
     ("ptq_qat", "quantize", {"qat": True}),  # QAT with the run's kd_alpha
@@ -76,9 +76,9 @@ def at_size(rows: list[dict], source: Layout, out: Path, cfg, data, size: int) -
     """The dense model (fp32 and int8) and every channel-pruned variant (int8) re-made as TFLite at `size` px and
     benchmarked together (one process per file, the run's thread counts): rows get ms_<size>_<threads> and
     x_fp32_<size>, the speed-up over the dense fp32 file at the first thread count."""
-    from pipeline.convert import tflite_at_size
+    from pipeline.stages.convert import tflite_at_size
 
-    from pipeline.benchmark import benchmark
+    from pipeline.stages.benchmark import benchmark
     from pipeline.data import eval_arrays, input_shape
 
     where = out / f"{size}px"

@@ -18,11 +18,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchkit import entry, write_table  # noqa: E402
 from pipeline.config import load_config, parse_overrides  # noqa: E402
-from pipeline.errors import EdgeError  # noqa: E402
-from pipeline.host import host  # noqa: E402
-from pipeline.layout import Layout  # noqa: E402
-from pipeline.stage import Context, open_run, read_manifest, run_stage, stage_key, unchanged  # noqa: E402
-from pipeline.stages import STAGES  # noqa: E402
+from pipeline.core.errors import EdgeError  # noqa: E402
+from pipeline.core.host import host  # noqa: E402
+from pipeline.core.layout import Layout  # noqa: E402
+from pipeline.engine.stage import Context, open_run, read_manifest, run_stage, stage_key, unchanged  # noqa: E402
+from pipeline.chain import STAGES  # noqa: E402
 
 RECIPES = "6 ema=0;6;8;10;12;10 augment=true;14 augment=true"  # the cpu preset has ema=0.998
 

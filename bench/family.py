@@ -20,10 +20,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchkit import entry, write_table  # noqa: E402
 from pipeline.compare import compare  # noqa: E402
 from pipeline.config import load_config, parse_bool, parse_overrides  # noqa: E402
-from pipeline.errors import EdgeError  # noqa: E402
-from pipeline.host import host  # noqa: E402
+from pipeline.core.errors import EdgeError  # noqa: E402
+from pipeline.core.host import host  # noqa: E402
 from pipeline.run import run  # noqa: E402
-from pipeline.stage import Context  # noqa: E402
+from pipeline.engine.stage import Context  # noqa: E402
 
 MEMBERS = {  # name: what differs from the shared recipe
     "resnet18": {"model": "resnet18"},

@@ -6,7 +6,7 @@ fully convolutional, so the same weights run at any size) through every runtime 
 Rows: torch fp32 eager; onnxruntime fp32 and NNCF int8 (QDQ); TFLite fp32, fp16, dynamic-range and full int8
 (onnx2tf); TFLite fp32 and NNCF PT2E int8 (litert-torch); the run's structured- and magnitude-pruned models as int8 TFLite; MobileNetV2 (random weights, the run's
 input channels and classes) as TFLite fp32 and int8 and onnxruntime fp32. Each artifact is timed in its own process
-(pipeline.benchmark) with the run's bench_runs / bench_warmup / bench_threads (key=value overrides them). int8 files
+(pipeline.stages.benchmark) with the run's bench_runs / bench_warmup / bench_threads (key=value overrides them). int8 files
 are calibrated on the run's training images upsampled to the size; their accuracy is not the point here (the model was
 trained at the run's size), their speed is. Reads the run, writes only into runs/<name>-latency/ (files and
 latency_<size>.json), which `resnet-edge report` of the run shows as its own table.
@@ -22,19 +22,19 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.artifacts import atomic_write  # noqa: E402
-from pipeline.benchmark import benchmark  # noqa: E402
-from pipeline.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from pipeline.core.artifacts import atomic_write  # noqa: E402
+from pipeline.stages.benchmark import benchmark  # noqa: E402
+from pipeline.engine.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from pipeline.config import load_config, parse_bool, parse_overrides  # noqa: E402
-from pipeline.convert import tflite_at_size  # noqa: E402
+from pipeline.stages.convert import tflite_at_size  # noqa: E402
 from pipeline.data import eval_arrays, input_shape, load_data_for, preprocess  # noqa: E402
 from benchkit import entry, write_table  # noqa: E402
-from pipeline.errors import EdgeError  # noqa: E402
-from pipeline.host import host  # noqa: E402
-from pipeline.layout import Layout  # noqa: E402
-from pipeline.memory import memory_figures  # noqa: E402
-from pipeline.report import latency_markdown  # noqa: E402
-from pipeline.stages import magnitude_name, structured_name  # noqa: E402
+from pipeline.core.errors import EdgeError  # noqa: E402
+from pipeline.core.host import host  # noqa: E402
+from pipeline.core.layout import Layout  # noqa: E402
+from pipeline.engine.memory import memory_figures  # noqa: E402
+from pipeline.stages.report import latency_markdown  # noqa: E402
+from pipeline.chain import magnitude_name, structured_name  # noqa: E402
 
 
 def mobilenet_checkpoint(parent: dict, out: Path) -> Path:
@@ -75,8 +75,8 @@ def build(cfg, run: Layout, out: Path, size: int, calib_n: int, with_mobilenet: 
         sources.append(("mobilenet_v2 (random)", ckpt, "mobilenet_v2", ("fp32", "int8"), ("fp32",)))
     rows = [(cfg.model, "torch", "fp32", run.best)]
     if cfg.run_litert:  # the second converter: litert-torch from torch, fp32 and NNCF PT2E int8
-        from pipeline.checkpoint import model_from_checkpoint
-        from pipeline.litert import convert_fp32, convert_int8
+        from pipeline.engine.checkpoint import model_from_checkpoint
+        from pipeline.stages.litert import convert_fp32, convert_int8
 
         t = time.perf_counter()
         model = model_from_checkpoint(load_checkpoint(run.best))

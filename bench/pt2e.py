@@ -16,17 +16,17 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.checkpoint import load_checkpoint, model_from_checkpoint  # noqa: E402
+from pipeline.engine.checkpoint import load_checkpoint, model_from_checkpoint  # noqa: E402
 from pipeline.config import load_config, parse_overrides  # noqa: E402
 from pipeline.data import load_data_for, preprocess  # noqa: E402
 from benchkit import entry, write_table  # noqa: E402
-from pipeline.errors import EdgeError  # noqa: E402
-from pipeline.evaluate import predict  # noqa: E402
-from pipeline.host import host  # noqa: E402
-from pipeline.layout import Layout  # noqa: E402
-from pipeline.litert import to_tflite  # noqa: E402
-from pipeline.precision import tflite_precision  # noqa: E402
-from pipeline.runners import TFLiteRunner, TorchRunner  # noqa: E402
+from pipeline.core.errors import EdgeError  # noqa: E402
+from pipeline.engine.evaluate import predict  # noqa: E402
+from pipeline.core.host import host  # noqa: E402
+from pipeline.core.layout import Layout  # noqa: E402
+from pipeline.stages.litert import to_tflite  # noqa: E402
+from pipeline.core.precision import tflite_precision  # noqa: E402
+from pipeline.engine.runners import TFLiteRunner, TorchRunner  # noqa: E402
 
 
 def main(argv: list[str]) -> int:

@@ -16,9 +16,9 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import console
-from .errors import EdgeError
-from .layout import Layout
+from .core import console
+from .core.errors import EdgeError
+from .core.layout import Layout
 
 
 @dataclass
@@ -35,7 +35,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
     from models import MODELS, build_model
 
     from .config import MIN_IMAGE_SIZE, load_config, parse_overrides
-    from .summary import summarize, to_markdown
+    from .engine.summary import summarize, to_markdown
 
     o = load_config(None, parse_overrides(args.overrides), cls=SummaryOptions)
     if args.model not in MODELS:
@@ -100,7 +100,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = _config(args.overrides, fresh=not parse_bool("resume", overrides.get("resume", "false")))
     try:
         if int(os.environ.get("RANK", "0")) > 0:  # torchrun: every rank trains; rank 0 keeps the books
-            from .train import train
+            from .stages.train import train
 
             train(cfg)
             return 0
@@ -163,7 +163,7 @@ def _artifact_context(args: argparse.Namespace):
     runs_dir=/name= when given, else the run directory the first artifact lives in; its config (data set, image size,
     normalisation) applies. Results go into that run only: an artifact from elsewhere is recorded as external/."""
     from .config import load_config, parse_overrides
-    from .stage import Context
+    from .engine.stage import Context
 
     artifacts = [Path(a).resolve() for a in args.artifacts if "=" not in a]
     if not artifacts:
@@ -183,8 +183,8 @@ def _artifact_context(args: argparse.Namespace):
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from . import records
-    from .evaluate import assess
+    from .core import records
+    from .engine.evaluate import assess
 
     artifacts, ctx = _artifact_context(args)
     ctx.stage = ctx.invocation = "evaluate"
@@ -207,10 +207,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
-    from . import records
-    from .benchmark import benchmark
+    from .core import records
+    from .stages.benchmark import benchmark
     from .data import input_shape
-    from .evaluate import external
+    from .engine.evaluate import external
 
     artifacts, ctx = _artifact_context(args)
     cfg, layout = ctx.cfg, ctx.layout
@@ -231,7 +231,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
 
 def cmd_explain(args: argparse.Namespace) -> int:
     """explain ARTIFACT... [reference=FLOAT.tflite] [explain_images=64]: per-layer int8 error, into explain/."""
-    from .explain import reference_for, write_explanation
+    from .stages.explain import reference_for, write_explanation
 
     given = [w.partition("=")[2] for w in args.artifacts if w.startswith("reference=")]
     args.artifacts = [w for w in args.artifacts if not w.startswith("reference=")]

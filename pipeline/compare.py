@@ -10,12 +10,12 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
-from .artifacts import atomic_write_json, atomic_write_text
-from .errors import EdgeError
-from .evaluate import drop_points
-from .layout import Layout
-from .precision import is_int8_tflite
-from .report import _fmt, _img, front_png, latency_size, markdown_html, run_rows
+from .core.artifacts import atomic_write_json, atomic_write_text
+from .core.errors import EdgeError
+from .engine.evaluate import drop_points
+from .core.layout import Layout
+from .core.precision import is_int8_tflite
+from .stages.report import _fmt, _img, front_png, latency_size, markdown_html, run_rows
 
 COLUMNS = ["run", "model", "width", "artifact", "precision", "sparsity", "channels kept", "MMACs", "status", "top-1 %",
            "size MiB", "gzip MiB", "ms @1", "ms @N", "ms @1 at {size}px", "ms @N at {size}px", "peak RSS MiB"]

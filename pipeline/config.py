@@ -9,8 +9,8 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .artifacts import atomic_write_text
-from .errors import EdgeError
+from .core.artifacts import atomic_write_text
+from .core.errors import EdgeError
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""`resnet-edge run`: every stage of pipeline.stages into <runs_dir>/<name>/, in one process (the data is loaded
+"""`resnet-edge run`: every stage of pipeline.chain into <runs_dir>/<name>/, in one process (the data is loaded
 once), recorded in manifest.json (resolved config, versions, host, per-stage key, wall time, outputs with sha256).
 
 A stage is skipped when its key (its config keys and its inputs' content) is unchanged, it last ended ok, and its
@@ -13,13 +13,13 @@ from __future__ import annotations
 import sys
 import time
 
-from . import records
+from .core import records
 from .config import Config
-from .errors import EdgeError
-from .artifacts import atomic_write_json
-from .stage import (Context, Outcome, mark_skipped, open_run, read_manifest, run_stage, stage_key, stage_table,
+from .core.errors import EdgeError
+from .core.artifacts import atomic_write_json
+from .engine.stage import (Context, Outcome, mark_skipped, open_run, read_manifest, run_stage, stage_key, stage_table,
                     unchanged)
-from .stages import declared_rows, stages_for
+from .chain import declared_rows, stages_for
 
 
 def run(cfg: Config, force: bool = False, ctx: Context | None = None) -> Outcome:
@@ -96,7 +96,7 @@ def _record_run(ctx: Context, table: list, total: float) -> None:
 def run_one(stage_name: str, cfg: Config) -> int:
     """One stage of the chain under the same contract (a single verb); EdgeError naming the failure or each of its
     rows that failed a gate."""
-    from .stages import STAGES
+    from .chain import STAGES
 
     stage = STAGES[stage_name]
     ctx = Context(cfg)
@@ -115,7 +115,7 @@ def run_one(stage_name: str, cfg: Config) -> int:
 
 def _repair(layout, rel: str) -> str:
     """What quant_fallback made of a row that failed its gate, if anything."""
-    from .fallback import fallback_path
+    from .stages.fallback import fallback_path
 
     fixed = layout.rel(fallback_path(layout.path(rel)))
     record = records.read(layout, fixed)

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.errors import EdgeError
+from pipeline.core.errors import EdgeError
 
 PRESETS = ("performance", "mixed")
 # NNCF compiles its torch CPU extension (ninja, C++) on first use and gives the build 60 s by default: a fresh 2-core

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.errors import EdgeError
+from pipeline.core.errors import EdgeError
 
 # Measured on the validation split (notes in the README): min-max ranges held fp32's accuracy on both the demo
 # ResNet-18 and a quarter-width one at the least time; NNCF's fast bias correction cost 0.5 points on the small one.

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from pipeline.errors import EdgeError
+from pipeline.core.errors import EdgeError
 
 IMPORTANCE = {"l1": 1, "l2": 2}
 

@@ -9,7 +9,7 @@ import pytest
 
 from conftest import ROOT
 
-from pipeline.benchmark import benchmark
+from pipeline.stages.benchmark import benchmark
 from pipeline.cli import main
 
 
@@ -100,8 +100,8 @@ def test_latency_bench_reads_the_run_and_writes_beside_it(tiny_run, tmp_path):
     shape = Interpreter(model_path=str(out / "56px" / "model_int8.tflite")).get_input_details()[0]["shape"]
     assert shape.tolist() == [1, 56, 56, 1]  # the 28 px run's weights, at 56 px
     assert "| resnet18 | tflite | int8 |" in proc.stdout
-    from pipeline.layout import Layout
-    from pipeline.report import report
+    from pipeline.core.layout import Layout
+    from pipeline.stages.report import report
 
     written = report(Layout(run), tiny_run)
     md = written["md"].read_text()

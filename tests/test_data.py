@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from pipeline.data import FASHION_MNIST_DIR, NORMALIZATION, load_data, preprocess
-from pipeline.errors import EdgeError
+from pipeline.core.errors import EdgeError
 
 
 def test_fashion_mnist_real_splits(fmnist):

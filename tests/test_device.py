@@ -51,8 +51,8 @@ def _differing_prefix(tiny_run) -> int:
     """The smallest image count (a multiple of 50, at least 300) on which the int8 and fp32 files score a different
     top-1, so that a bundle holding one model's figure for both would show."""
     from pipeline.data import eval_arrays, load_data_for
-    from pipeline.evaluate import predict
-    from pipeline.runners import open_runner
+    from pipeline.engine.evaluate import predict
+    from pipeline.engine.runners import open_runner
 
     x, labels = eval_arrays(load_data_for(tiny_run), tiny_run.image_size, 1000)
     right = {v: predict(open_runner(tiny_run.run_dir / "tflite" / f"{v}.tflite"), x).argmax(1) == labels
@@ -76,8 +76,8 @@ def device_bundle(tiny_run, tmp_path_factory):
 
 def test_bundle_holds_models_images_scripts_and_host_figures(device_bundle, tiny_run):
     from pipeline.data import eval_arrays, load_data_for
-    from pipeline.evaluate import predict, score
-    from pipeline.runners import open_runner
+    from pipeline.engine.evaluate import predict, score
+    from pipeline.engine.runners import open_runner
 
     assert sorted(p.name for p in (device_bundle / "models").iterdir()) == ["fp32.tflite", "int8.tflite"]
     data = np.load(device_bundle / "eval.npz")
@@ -116,10 +116,10 @@ def test_bundle_bad_input_is_one_line(tiny_run, tmp_path, capsys):
 
 def test_board_script_in_bare_venv_matches_host_accuracy(litert_venv, device_bundle, tiny_run, tmp_path):
     from pipeline.data import eval_arrays, load_data_for
-    from pipeline.evaluate import predict, score
-    from pipeline.layout import Layout
-    from pipeline.report import collect_rows
-    from pipeline.runners import open_runner
+    from pipeline.engine.evaluate import predict, score
+    from pipeline.core.layout import Layout
+    from pipeline.stages.report import collect_rows
+    from pipeline.engine.runners import open_runner
 
     bare = subprocess.run([str(litert_venv), "-c", "import torch"], capture_output=True)
     assert bare.returncode != 0  # nothing but numpy and the runtime

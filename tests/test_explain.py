@@ -9,11 +9,11 @@ import pytest
 import torch
 from conftest import copy_run
 
-from pipeline.checkpoint import derived_checkpoint, load_checkpoint, model_from_checkpoint, save_checkpoint
+from pipeline.engine.checkpoint import derived_checkpoint, load_checkpoint, model_from_checkpoint, save_checkpoint
 from pipeline.cli import main
 from pipeline.data import Normalization, check_calibration
-from pipeline.errors import EdgeError
-from pipeline.precision import tflite_ops
+from pipeline.core.errors import EdgeError
+from pipeline.core.precision import tflite_ops
 from pipeline.run import run_one
 
 OUTLIER = 1000.0
@@ -128,8 +128,8 @@ def test_calibration_images_are_checked(fmnist, tiny_run, tmp_path):
     with pytest.raises(EdgeError, match="calibration: images are not normalised like training"):
         check_calibration(real, Normalization((0.9,), (0.05,)), 28)
 
-    from pipeline.stage import Context, run_stage
-    from pipeline.stages import STAGES
+    from pipeline.engine.stage import Context, run_stage
+    from pipeline.chain import STAGES
 
     black = dataclasses.replace(fmnist, calibration=dataclasses.replace(fmnist.calibration, images=np.zeros_like(
         np.asarray(fmnist.calibration.images))))

@@ -114,7 +114,7 @@ def test_a_drop_of_exactly_the_gate_passes_and_one_image_more_fails():
     # 849 then 839 of 1,000 images right is a drop of exactly 1 point; in floats 100 * (0.849 - 0.839) is 1.0000000000000009
     from pathlib import Path
 
-    from pipeline.evaluate import gates_for
+    from pipeline.engine.evaluate import gates_for
 
     def drop_gate(top1):
         ev = {"reference": "onnx/model.onnx", "reference_top1": 0.849, "top1": top1}
@@ -127,7 +127,7 @@ def test_a_drop_of_exactly_the_gate_passes_and_one_image_more_fails():
 
 def test_delta_column_and_gate_agree_at_the_threshold():
     """The report's Δ is minus the gate's drop, rounded the same way: at exactly one point both say one point."""
-    from pipeline.evaluate import delta_points, drop_points
+    from pipeline.engine.evaluate import delta_points, drop_points
 
     assert 100 * (0.839 - 0.849) != -1.0  # the float rounding the rule removes
     assert delta_points(0.849, 0.839) == -drop_points(0.849, 0.839) == -1.0

@@ -5,7 +5,7 @@ import json
 
 from conftest import copy_run
 
-from pipeline.precision import tflite_ops
+from pipeline.core.precision import tflite_ops
 from pipeline.run import run_one
 
 
@@ -40,8 +40,8 @@ def test_litert_fp32_and_nncf_int8(tiny_run, tmp_path):
 
 def test_no_cross_check_with_an_onnx2tf_file_its_record_does_not_vouch_for(tiny_run, tmp_path):
     """tflite/fp32.tflite on disk, but its record says the last convert failed: litert compares nothing with it."""
-    from pipeline import records
-    from pipeline.layout import Layout
+    from pipeline.core import records
+    from pipeline.core.layout import Layout
 
     cfg = copy_run(tiny_run, tmp_path, "stale", run_structured=False, run_magnitude=False)
     assert (cfg.run_dir / "tflite" / "fp32.tflite").is_file()

@@ -7,8 +7,8 @@ import sys
 import pytest
 
 from conftest import ROOT
-from pipeline.artifacts import MIB
-from pipeline.benchmark import benchmark_one
+from pipeline.core.artifacts import MIB
+from pipeline.stages.benchmark import benchmark_one
 
 sys.path.insert(0, str(ROOT / "device_tests"))
 from tflite_memory import graph_floor  # noqa: E402

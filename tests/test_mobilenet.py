@@ -6,9 +6,9 @@ import json
 import torch
 from torch import nn
 
-from pipeline.checkpoint import load_checkpoint, model_from_checkpoint
+from pipeline.engine.checkpoint import load_checkpoint, model_from_checkpoint
 from pipeline.cli import main
-from pipeline.evaluate import drop_points
+from pipeline.engine.evaluate import drop_points
 
 MNV2 = ["model=mobilenet_v2", "width=0.5", "stem=imagenet", "image_size=28", "preset=cpu", "batch_size=128",
         "train_subset=3000", "epochs=3", "lr=0.1", "eval_subset=1000", "finetune_subset=3000", "structured_ratio=0.25",

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from models import build_model
-from pipeline.checkpoint import load_checkpoint, resolve_weights
+from pipeline.engine.checkpoint import load_checkpoint, resolve_weights
 from pipeline.cli import main
-from pipeline.errors import EdgeError
+from pipeline.core.errors import EdgeError
 
 WNIDS = ["n01440764", "n01443537"]  # ImageNet's first two synsets: class indices 0 and 1 in torchvision's order
 

@@ -8,7 +8,7 @@ import shutil
 import pytest
 from conftest import ROOT
 
-from pipeline.precision import onnx_precision, precision_of, tflite_precision
+from pipeline.core.precision import onnx_precision, precision_of, tflite_precision
 
 
 def _device_copy():
@@ -64,7 +64,7 @@ def test_onnx_precision_from_the_graph(tiny_run, tmp_path):
 
 
 def test_not_a_tflite_file_is_named(tmp_path):
-    from pipeline.errors import EdgeError
+    from pipeline.core.errors import EdgeError
 
     bad = tmp_path / "x.tflite"
     bad.write_bytes(b"\0" * 64)
@@ -76,7 +76,7 @@ def test_not_a_tflite_file_is_named(tmp_path):
 
 def test_the_int8_phone_file_rule():
     """One rule for the size gate, the recommended file, compare's pick and explain's rows."""
-    from pipeline.precision import is_int8_tflite
+    from pipeline.core.precision import is_int8_tflite
 
     assert is_int8_tflite("tflite", "int8") and is_int8_tflite("tflite", "mixed")
     assert not any(is_int8_tflite(f, p) for f, p in (("onnx", "int8"), ("tflite", "dynamic_range"),

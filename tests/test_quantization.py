@@ -12,12 +12,12 @@ import pytest
 import torch
 from conftest import ROOT, copy_run
 
-from pipeline.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from pipeline.engine.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from pipeline.cli import main
 from pipeline.data import load_data, preprocess
 from pipeline.run import run_one
-from pipeline.runners import TFLiteRunner
-from pipeline.train import fine_tune
+from pipeline.engine.runners import TFLiteRunner
+from pipeline.stages.train import fine_tune
 from quantization import nncf_ops
 
 
@@ -103,7 +103,7 @@ def test_no_float_fallback_when_pruning_not_int8_costs_the_points(tiny_run, tmp_
     """70% of the channels removed and no fine-tuning: the float parent is far below the fp32 model, so its int8 file
     fails too, but keeping layers in float cannot repair what pruning lost: no fallback file, one line naming the
     keys to change. (The fallback for an int8-caused failure: tests/test_explain.py.)"""
-    from pipeline.fallback import int8_is_the_cause
+    from pipeline.stages.fallback import int8_is_the_cause
 
     cfg = copy_run(tiny_run, tmp_path, "overpruned", structured_ratio=0.7, structured_epochs=0, run_litert=False)
     assert cfg.quant_fallback == "auto"
@@ -147,7 +147,7 @@ def test_quantization_modules_load_no_pipeline_stage():
             "print(sorted(m for m in sys.modules if m == 'pipeline' or m.startswith('pipeline.')))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split("\n")[0] == "['pipeline', 'pipeline.errors']"
+    assert proc.stdout.split("\n")[0] == "['pipeline', 'pipeline.core.errors']"
 
 
 def test_channel_rounding_keeps_multiples_of_eight():
@@ -187,10 +187,10 @@ def test_rounded_channel_counts_survive_into_the_int8_tflite(tiny_run, tmp_path)
     does not), so XNNPACK's int8 kernels see the shapes they favour."""
     from ai_edge_litert.interpreter import Interpreter
 
-    from pipeline.checkpoint import derived_checkpoint
-    from pipeline.convert import convert_tflite
+    from pipeline.engine.checkpoint import derived_checkpoint
+    from pipeline.stages.convert import convert_tflite
     from pipeline.data import load_data_for
-    from pipeline.export import export_onnx
+    from pipeline.stages.export import export_onnx
     from quantization.structured import prune_channels
 
     parent = load_checkpoint(tiny_run.run_dir / "train" / "best.pt")

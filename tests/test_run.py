@@ -165,8 +165,8 @@ def test_changed_file_on_disk_reruns_its_stage(tiny_run, tmp_path, capsys, monke
     # every stage is cached; force=true runs all of it again
     from pipeline.config import load_config
     from pipeline.run import decide
-    from pipeline.stage import Context
-    from pipeline.stages import stages_for
+    from pipeline.engine.stage import Context
+    from pipeline.chain import stages_for
 
     ctx = Context(load_config(cfg.run_dir / "config.yaml", {}))
     chain = stages_for(ctx.cfg)
@@ -177,8 +177,8 @@ def test_changed_file_on_disk_reruns_its_stage(tiny_run, tmp_path, capsys, monke
 
 def test_report_cache_key_sees_device_results_with_a_relative_runs_dir(tmp_path, monkeypatch):
     from pipeline.config import load_config
-    from pipeline.stage import Context, stage_key
-    from pipeline.stages import STAGES
+    from pipeline.engine.stage import Context, stage_key
+    from pipeline.chain import STAGES
 
     monkeypatch.chdir(tmp_path)
     ctx = Context(load_config(None, {"runs_dir": "runs", "name": "rel", "preset": "cpu"}))

@@ -5,7 +5,7 @@ import torch
 
 from models import build_model
 from pipeline.cli import main
-from pipeline.summary import peak_live_bytes, summarize
+from pipeline.engine.summary import peak_live_bytes, summarize
 
 
 def test_resnet50_table_matches_the_paper():

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 
-import pipeline.train as train_module
+import pipeline.stages.train as train_module
 from models import build_model
-from pipeline.checkpoint import load_checkpoint, load_weights
+from pipeline.engine.checkpoint import load_checkpoint, load_weights
 from pipeline.cli import main
 from pipeline.config import load_config
-from pipeline.errors import EdgeError
+from pipeline.core.errors import EdgeError
 
 TINY = {"model": "resnet18", "width": "0.25", "stem": "imagenet", "image_size": "28", "preset": "cpu",
         "batch_size": "64", "train_subset": "1024", "eval_subset": "500", "epochs": "2", "lr": "0.1"}
@@ -150,7 +150,7 @@ def test_ddp_two_processes_gloo(tmp_path):
 
 
 def test_ddp_batch_that_does_not_divide_is_an_error(tmp_path):
-    from pipeline.train import check_batch
+    from pipeline.stages.train import check_batch
 
     message = "batch_size=63 does not divide evenly across 2 processes; use a multiple of 2"
     with pytest.raises(EdgeError, match=message):  # where it is made
@@ -184,7 +184,7 @@ def test_presets_and_overrides(tmp_path):
 
 
 def test_training_path_imports_no_conversion_tools():
-    code = ("import sys, pipeline.cli, pipeline.train; "
+    code = ("import sys, pipeline.cli, pipeline.stages.train; "
             "bad = [m for m in ('tensorflow', 'onnx', 'onnx2tf', 'nncf', 'onnxruntime') if m in sys.modules]; "
             "print(bad); sys.exit(1 if bad else 0)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -209,7 +209,7 @@ def test_a_run_that_learns_nothing_is_an_error(tmp_path, capsys):
 def test_chance_rule_is_the_decision():
     """The rule itself, on figures: a loss above 2 ln K with validation at chance is an error; a short run that
     learned little (loss near ln K) or a high loss with validation above chance is not."""
-    from pipeline.train import check_learned
+    from pipeline.stages.train import check_learned
 
     with pytest.raises(EdgeError, match=r"training diverged: last epoch's train loss 4.61 \(a uniform guess scores "
                                         r"2.30\) and best validation top-1 15.00% is chance level \(1/10\); lower lr=5"):
@@ -222,7 +222,7 @@ def test_distillation_loss_is_hinton_kd():
     """(1 - a) CE + a T^2 KL(teacher/T || student/T), checked against the formula written out by hand."""
     import torch.nn.functional as F
 
-    from pipeline.train import distillation_loss
+    from pipeline.stages.train import distillation_loss
 
     torch.manual_seed(0)
     student, teacher, labels = torch.randn(8, 10), torch.randn(8, 10), torch.randint(0, 10, (8,))
@@ -242,7 +242,7 @@ def test_fine_tune_with_a_teacher_learns_the_teacher(fmnist):
 
     from models import build_model
     from pipeline.config import load_config
-    from pipeline.train import fine_tune
+    from pipeline.stages.train import fine_tune
 
     cfg = load_config(None, {"model": "resnet18", "width": "0.125", "image_size": "28", "preset": "cpu",
                              "batch_size": "64", "finetune_subset": "512", "eval_subset": "256", "kd_alpha": "1.0",
@@ -296,7 +296,7 @@ def test_center_tap_convs_give_the_same_outputs_and_gradients():
     plain Conv2d again afterwards (what is exported after a fine-tune is the model as defined)."""
     from torch import nn
 
-    from pipeline.train import CenterTapConv2d, center_tap_convs
+    from pipeline.stages.train import CenterTapConv2d, center_tap_convs
 
     torch.manual_seed(0)
     ref = build_model("resnet18", num_classes=10, in_channels=1, stem="imagenet", width=0.25).train()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .artifacts import atomic_write
+from ..core.artifacts import atomic_write
 
 # (field, label, colour) of the stacked parts, bottom up
 PARTS = [("file_mib", "model file pages", "tab:blue"), ("loaded_mib", "model read into memory", "tab:olive"),

@@ -7,8 +7,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .artifacts import atomic_write
-from .errors import EdgeError
+from ..core.artifacts import atomic_write
+from ..core.errors import EdgeError
 
 CHECKPOINT_FORMAT = "resnet-edge-checkpoint-v1"
 CLASSIFIER_PREFIXES = ("fc.", "classifier.")

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .artifacts import atomic_write
-from .checkpoint import load_checkpoint, model_from_checkpoint
-from .errors import EdgeError
-from .evaluate import ONNX_PARITY
+from ..core.artifacts import atomic_write
+from ..engine.checkpoint import load_checkpoint, model_from_checkpoint
+from ..core.errors import EdgeError
+from ..engine.evaluate import ONNX_PARITY
 
 
 def export_onnx(checkpoint: Path, out: Path, batch: np.ndarray, dynamic_batch: bool = False, model=None) -> dict:
@@ -20,7 +20,7 @@ def export_onnx(checkpoint: Path, out: Path, batch: np.ndarray, dynamic_batch: b
     import onnx
     import torch
 
-    from .runners import OnnxRunner, TorchRunner
+    from ..engine.runners import OnnxRunner, TorchRunner
 
     model = model if model is not None else model_from_checkpoint(load_checkpoint(checkpoint))
     example = torch.from_numpy(batch[:1])
@@ -57,8 +57,8 @@ def export_stage(ctx) -> None:
     ctx.require(layout.best, "train")
     import torch
 
-    from .evaluate import assess
-    from .summary import count_macs
+    from ..engine.evaluate import assess
+    from ..engine.summary import count_macs
 
     model = model_from_checkpoint(load_checkpoint(layout.best))  # loaded once: exported, then its MACs counted
     parity = export_onnx(layout.best, layout.onnx, ctx.eval_set.x[:64], ctx.cfg.dynamic_batch, model=model)

@@ -1,6 +1,6 @@
 """ONNX -> TFLite with onnx2tf: float32, float16, dynamic-range and full-integer int8 (int8 input and output),
 calibrated on the training split's calibration images; each file evaluated and gated against the ONNX model on the
-test split (pipeline.evaluate.assess)."""
+test split (pipeline.engine.evaluate.assess)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .artifacts import atomic_write
-from .data import Normalization, nhwc_constants, normalize
-from .errors import EdgeError
+from ..core.artifacts import atomic_write
+from ..data import Normalization, nhwc_constants, normalize
+from ..core.errors import EdgeError
 
 # our variant name -> the suffix onnx2tf gives the file
 VARIANTS = {"fp32": "float32", "fp16": "float16", "dynamic_range": "dynamic_range_quant", "int8": "full_integer_quant"}
@@ -187,8 +187,8 @@ def requantize(saved_model: Path, out: Path, calib_u8: np.ndarray, norm: Normali
 def _gated_int8(ctx, onnx_path: Path, int8: Path, saved_model: Path, build: dict, compressed: bool) -> None:
     """onnx2tf's int8 file evaluated and gated; with quant_fallback=auto a failed top-1 gate gets a repaired sibling,
     <int8>_fallback.tflite, its worst layers (and the convs only they read) in float (pipeline.fallback)."""
-    from . import fallback
-    from .evaluate import assess
+    from ..stages import fallback
+    from ..engine.evaluate import assess
 
     fallback.clear(ctx.layout, int8)
     record = assess(ctx, int8, parent=onnx_path, compressed=compressed, build=build)
@@ -204,8 +204,8 @@ def _gated_int8(ctx, onnx_path: Path, int8: Path, saved_model: Path, build: dict
 def convert_gated(ctx, onnx_path: Path, builds: dict[str, dict], prefix: str = "", compressed: bool = False) -> None:
     """tflite/<prefix><variant>.tflite for each variant in `builds` (one onnx2tf run), each evaluated on the test
     split against `onnx_path` and gated, its record's build section from `builds`; the int8 file with its fallback."""
-    from .evaluate import assess
-    from .runners import tflite_weight_sparsity
+    from ..engine.evaluate import assess
+    from ..engine.runners import tflite_weight_sparsity
 
     layout = ctx.layout
     layout.tflite_dir.mkdir(parents=True, exist_ok=True)
@@ -235,7 +235,7 @@ def tflite_at_size(checkpoint: Path, onnx: Path, variants: tuple[str, ...], cali
     """A checkpoint exported at `size` (parity-gated on `x`, preprocessed images of that size) and converted: ResNet
     is fully convolutional, so the same weights run at any size. -> {variant: <onnx stem>_<variant>.tflite beside
     the ONNX file}. bench/latency.py's and bench/compression.py's files at phone resolution."""
-    from .export import export_onnx
+    from ..stages.export import export_onnx
 
     export_onnx(checkpoint, onnx, x)
     return convert_tflite(onnx, onnx.parent, calib_u8, norm, size, variants, prefix=f"{onnx.stem}_")

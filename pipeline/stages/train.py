@@ -26,14 +26,14 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSamp
 
 from models import build_model
 
-from . import console
-from .artifacts import atomic_write_json
-from .checkpoint import (CHECKPOINT_FORMAT, load_checkpoint, load_weights, model_from_checkpoint, resolve_weights,
+from ..core import console
+from ..core.artifacts import atomic_write_json
+from ..engine.checkpoint import (CHECKPOINT_FORMAT, load_checkpoint, load_weights, model_from_checkpoint, resolve_weights,
                          save_checkpoint)
-from .config import RESUMABLE_CHANGES, TRAIN_KEYS, Config, save_config
-from .data import ImageFiles, ImageSet, Normalization, load_data_for, normalize, to_input
-from .errors import EdgeError
-from .layout import Layout
+from ..config import RESUMABLE_CHANGES, TRAIN_KEYS, Config, save_config
+from ..data import ImageFiles, ImageSet, Normalization, load_data_for, normalize, to_input
+from ..core.errors import EdgeError
+from ..core.layout import Layout
 
 try:
     from tqdm import tqdm

@@ -22,12 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
-from . import console, records
-from .artifacts import MIB, atomic_write_json, sha256
-from .config import Config, save_config
-from .errors import EdgeError
-from .layout import Layout
-from .records import BUILD_SECTIONS
+from ..core import console, records
+from ..core.artifacts import MIB, atomic_write_json, sha256
+from ..config import Config, save_config
+from ..core.errors import EdgeError
+from ..core.layout import Layout
+from ..core.records import BUILD_SECTIONS
 
 
 @dataclass(frozen=True)
@@ -65,14 +65,14 @@ class Context:
     @property
     def data(self):
         if self._data is None:
-            from .data import load_data_for
+            from ..data import load_data_for
 
             self._data = load_data_for(self.cfg)
         return self._data
 
     @functools.cached_property
     def eval_set(self) -> EvalSet:
-        from .data import eval_arrays
+        from ..data import eval_arrays
 
         x, labels = eval_arrays(self.data, self.cfg.image_size, self.cfg.eval_subset)
         return EvalSet(x, labels, "test", _short_hash(x, labels))
@@ -81,7 +81,7 @@ class Context:
     def val_set(self) -> tuple[np.ndarray, np.ndarray]:
         """(images, labels) of the validation split (at most eval_subset, else 2,000): for choices made during a
         stage, which must not look at the test split that judges the result."""
-        from .data import preprocess
+        from ..data import preprocess
 
         n = min(len(self.data.val), self.cfg.eval_subset or 2000)
         if n == 0:
@@ -93,7 +93,7 @@ class Context:
     def calib_u8(self) -> np.ndarray:
         """The training split's calibration subset (uint8 NHWC): every int8 route calibrates on exactly these, checked
         first (pipeline.data.check_calibration)."""
-        from .data import check_calibration
+        from ..data import check_calibration
 
         images = np.asarray(self.data.calibration.images[: len(self.data.calibration)])
         check_calibration(images, self.data.norm, self.cfg.image_size)
@@ -101,7 +101,7 @@ class Context:
 
     @functools.cached_property
     def calib(self) -> np.ndarray:
-        from .data import preprocess
+        from ..data import preprocess
 
         return preprocess(self.calib_u8, self.data.norm, self.cfg.image_size)
 
@@ -118,8 +118,8 @@ class Context:
         if macs is None and self.layout.best.is_file():
             import torch
 
-            from .checkpoint import load_checkpoint, model_from_checkpoint
-            from .summary import count_macs
+            from ..engine.checkpoint import load_checkpoint, model_from_checkpoint
+            from ..engine.summary import count_macs
 
             macs = count_macs(model_from_checkpoint(load_checkpoint(self.layout.best)),
                               torch.from_numpy(self.eval_set.x[:1]))
@@ -131,8 +131,8 @@ class Context:
 
     def logits(self, path: Path) -> np.ndarray:
         """A model's logits on the eval set, computed once per file version in this process."""
-        from .evaluate import predict
-        from .runners import open_runner
+        from ..engine.evaluate import predict
+        from ..engine.runners import open_runner
 
         stat = Path(path).stat()
         key = (str(Path(path).resolve()), stat.st_mtime_ns, stat.st_size, self.eval_set.data_id)
@@ -203,7 +203,7 @@ def read_manifest(layout: Layout) -> dict:
 
 def open_run(ctx: Context) -> dict:
     """Save the resolved config and note versions and host in the manifest: what every stage's entry refers to."""
-    from .host import host, versions
+    from ..core.host import host, versions
 
     save_config(ctx.cfg, ctx.layout.config)
     manifest = read_manifest(ctx.layout)

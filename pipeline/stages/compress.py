@@ -7,15 +7,15 @@ from pathlib import Path
 
 import torch
 
-from . import fallback
-from .artifacts import atomic_write
-from .checkpoint import derived_checkpoint, load_checkpoint, model_from_checkpoint, save_checkpoint
-from .convert import convert_gated
-from .evaluate import assess
-from .export import export_onnx
-from .stages import magnitude_name, structured_name
-from .summary import count_macs
-from .train import fine_tune
+from ..stages import fallback
+from ..core.artifacts import atomic_write
+from ..engine.checkpoint import derived_checkpoint, load_checkpoint, model_from_checkpoint, save_checkpoint
+from ..stages.convert import convert_gated
+from ..engine.evaluate import assess
+from ..stages.export import export_onnx
+from ..chain import magnitude_name, structured_name
+from ..engine.summary import count_macs
+from ..stages.train import fine_tune
 
 
 def _ignored(cfg) -> list[str]:
@@ -30,7 +30,7 @@ def deliver(ctx, checkpoint: Path, name: str, build: dict) -> None:
     export_onnx(checkpoint, onnx_path, ctx.eval_set.x[:64])
     convert_gated(ctx, onnx_path, {"fp32": build, "int8": build}, prefix=f"{name}_", compressed=True)
     if ctx.cfg.run_litert:
-        from .litert import deliver_int8
+        from ..stages.litert import deliver_int8
 
         deliver_int8(ctx, checkpoint, name, build)
 

@@ -1,7 +1,7 @@
 """Accuracy of any artifact and its gates, written to its record: top-1, top-5, per-class accuracy on the test split,
 agreement with the dense fp32 model on the same images, and the comparison with the model it was made from.
 
-Gates (one Gate type, pipeline.records.Gate):
+Gates (one Gate type, pipeline.core.records.Gate):
   parity      an fp32 file against its parent: an ONNX file max |dlogit| <= 1e-4, a TFLite file <= 1e-3
   agreement   an fp16 file's top-1 agreement with its parent >= 99.5%
   top-1 drop  an int8 / dynamic-range / mixed file, or any compressed (pruned, QAT) model: the dense fp32 model's
@@ -14,12 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
-from . import console
-from . import records
-from .artifacts import file_facts
-from .precision import QUANTIZED, format_of, precision_of
-from .records import Gate
-from .runners import Runner
+from ..core import console
+from ..core import records
+from ..core.artifacts import file_facts
+from ..core.precision import QUANTIZED, format_of, precision_of
+from ..core.records import Gate
+from ..engine.runners import Runner
 
 try:
     from tqdm import tqdm

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import records
-from .artifacts import atomic_write
-from .checkpoint import load_checkpoint, model_from_checkpoint
-from .errors import EdgeError
+from ..core import records
+from ..core.artifacts import atomic_write
+from ..engine.checkpoint import load_checkpoint, model_from_checkpoint
+from ..core.errors import EdgeError
 
 
 def to_tflite(model, example, out: Path, quant_config=None) -> Path:
@@ -52,7 +52,7 @@ def convert_int8(model, calib: np.ndarray, out: Path, algorithm: str, float_laye
 
 def cross_check(ctx, onnx2tf: Path, litert: Path) -> dict:
     """The two fp32 routes on the test split: their agreement, and which one left torch (max |dlogit| vs torch)."""
-    from .evaluate import compare
+    from ..engine.evaluate import compare
 
     torch_logits = ctx.logits(ctx.layout.best)
     a, b = ctx.logits(onnx2tf), ctx.logits(litert)
@@ -65,15 +65,15 @@ def quantize_gated(ctx, model, out: Path, parent: Path, build: dict, compressed:
     """NNCF PT2E int8 of `model` -> `out`, evaluated and gated; with quant_fallback=auto a file that fails its top-1
     gate gets a repaired sibling, <out>_fallback.tflite, with its worst modules in float (pipeline.fallback).
     Returns the int8 file's record."""
-    from . import fallback
-    from .evaluate import assess
+    from ..stages import fallback
+    from ..engine.evaluate import assess
 
     layout, cfg = ctx.layout, ctx.cfg
     fallback.clear(layout, out)
     convert_int8(model, ctx.calib, out, cfg.pt2e_algorithm)
     build = {**build, "calibration": ctx.calibration}
     if compressed:
-        from .runners import tflite_weight_sparsity
+        from ..engine.runners import tflite_weight_sparsity
 
         build["sparsity_tflite_int8"] = tflite_weight_sparsity(out)["zero_share"]
     record = assess(ctx, out, parent=parent, compressed=compressed, build=build)
@@ -86,7 +86,7 @@ def quantize_gated(ctx, model, out: Path, parent: Path, build: dict, compressed:
 
 
 def litert_stage(ctx) -> None:
-    from .evaluate import assess
+    from ..engine.evaluate import assess
 
     layout, cfg = ctx.layout, ctx.cfg
     ctx.require(layout.onnx, "export")

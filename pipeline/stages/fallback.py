@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from . import console
-from .errors import EdgeError
+from ..core import console
+from ..core.errors import EdgeError
 
 
 def fallback_path(int8: Path) -> Path:
@@ -40,7 +40,7 @@ def wanted(ctx, record: dict, int8: Path, parent: Path) -> bool:
     if ctx.cfg.quant_fallback != "auto" or not any(g["name"] == "top-1 drop" and not g["passed"]
                                                    for g in record.get("gates") or []):
         return False
-    from .evaluate import drop_points, score
+    from ..engine.evaluate import drop_points, score
 
     parent_drop = drop_points(record["evaluation"]["reference_top1"],
                               score(ctx.logits(parent), ctx.eval_set.labels)["top1"])
@@ -62,7 +62,7 @@ def ranked(failed: Path, reference: Path, images) -> list[dict]:
     `sole_producers`: the conv layers whose output only it reads (a layer kept in float must not read int8)."""
     from collections import Counter
 
-    from .explain import WEIGHTED_OPS, explain
+    from ..stages.explain import WEIGHTED_OPS, explain
 
     layers = explain(failed, reference, images)["layers"]
     readers = Counter(j for lay in layers for j in lay["reads"])
@@ -77,8 +77,8 @@ def repair(ctx, failed: Path, parent: Path, build: dict, compressed: bool,
     """Quantize again (`requantize(layers, out)`) with 1, 2, ... of the worst layers in float until the validation
     drop against `parent` (the float model the int8 file was made from) is within max_int8_drop; the last try is
     evaluated and gated like any file. `name(layer)`: how the record lists a float layer."""
-    from .evaluate import assess, drop_points
-    from .explain import reference_for
+    from ..engine.evaluate import assess, drop_points
+    from ..stages.explain import reference_for
 
     layout, cfg = ctx.layout, ctx.cfg
     reference = reference_for(ctx, layout.rel(failed))
@@ -102,8 +102,8 @@ def repair(ctx, failed: Path, parent: Path, build: dict, compressed: bool,
 
 def validation_top1(ctx, path: Path) -> float:
     """Top-1 of any artifact on the validation images (ctx.val_set)."""
-    from .evaluate import predict
-    from .runners import open_runner
+    from ..engine.evaluate import predict
+    from ..engine.runners import open_runner
 
     x, labels = ctx.val_set
     return float((predict(open_runner(path), x).argmax(1) == labels).mean())

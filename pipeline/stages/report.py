@@ -11,14 +11,14 @@ import html
 import json
 from pathlib import Path
 
-from . import records
-from .artifacts import atomic_write, atomic_write_json, atomic_write_text
-from .errors import EdgeError
-from .evaluate import delta_points
-from .host import host, versions
-from .memory import memory_figures, memory_markdown, memory_png, memory_rows
-from .precision import is_int8_tflite
-from .stage import manifest_stage_rows, stage_table
+from ..core import records
+from ..core.artifacts import atomic_write, atomic_write_json, atomic_write_text
+from ..core.errors import EdgeError
+from ..engine.evaluate import delta_points
+from ..core.host import host, versions
+from ..engine.memory import memory_figures, memory_markdown, memory_png, memory_rows
+from ..core.precision import is_int8_tflite
+from ..engine.stage import manifest_stage_rows, stage_table
 
 COLUMNS = ["artifact", "format", "precision", "sparsity", "channels kept", "MMACs", "status", "size MiB", "gzip MiB",
            "top-1 %", "Δ top-1 vs fp32 (points)", "agreement", "ms @1 thread", "ms @N", "peak RSS MiB",
@@ -53,7 +53,7 @@ def _load(path: Path) -> dict:
 
 
 def host_row(layout, rel: str, max_size_mib: float) -> dict:
-    """One record as a report row: its status decided by pipeline.records.status, nothing else."""
+    """One record as a report row: its status decided by pipeline.core.records.status, nothing else."""
     record = records.read(layout, rel)
     build, ev = record.get("build") or {}, record.get("evaluation") or {}
     size_gates = records.size_gates(record, max_size_mib)
@@ -102,7 +102,7 @@ def device_rows(layout) -> list[dict]:
 
 
 def collect_rows(layout, cfg) -> list[dict]:
-    from .stages import declared_rows
+    from ..chain import declared_rows
 
     return [host_row(layout, rel, cfg.max_size_mib) for rel in declared_rows(layout, cfg)] + device_rows(layout)
 
@@ -466,10 +466,10 @@ median ms per image, batch 1, after warm-up.</p>
 
 def architecture(layout, cfg) -> str:
     """The summary table of the run's trained model (with its real class count), or a note why there is none."""
-    from .checkpoint import load_checkpoint, model_from_checkpoint
-    from .data import input_shape
-    from .summary import summarize
-    from .summary import to_markdown as summary_markdown
+    from ..engine.checkpoint import load_checkpoint, model_from_checkpoint
+    from ..data import input_shape
+    from ..engine.summary import summarize
+    from ..engine.summary import to_markdown as summary_markdown
 
     try:
         model = model_from_checkpoint(load_checkpoint(layout.best))

@@ -1,16 +1,16 @@
 """Every stage of the chain, declared once: what it needs, the config keys it depends on, what it reads and writes.
-`run` reads this table; each single verb runs one row of it through the same wrapper (pipeline.stage.run_stage).
+`run` reads this table; each single verb runs one row of it through the same wrapper (pipeline.engine.stage.run_stage).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from .bundle import SCRIPT_NAMES, SCRIPTS
+from .stages.bundle import SCRIPT_NAMES, SCRIPTS
 from .config import TRAIN_KEYS, Config
-from .convert import VARIANTS
-from .layout import Layout
-from .stage import Stage
+from .stages.convert import VARIANTS
+from .core.layout import Layout
+from .engine.stage import Stage
 
 # What an evaluation (the test split), a calibration (the training split's subset) and a gate depend on.
 EVAL_KEYS = frozenset({"data_source", "data_root", "image_size", "eval_subset", "num_classes", "in_channels"})
@@ -48,7 +48,7 @@ def _qat_rows(layout: Layout, cfg: Config) -> list[Path]:
 def _onnx2tf(layout: Layout, prefix: str = "") -> list[Path]:
     """onnx2tf's files (all four variants, or fp32 and int8 of a compressed model), and the int8 file's repair when
     quant_fallback made one."""
-    from .fallback import existing
+    from .stages.fallback import existing
 
     files = [layout.tflite(f"{prefix}{v}") for v in (VARIANTS if not prefix else ("fp32", "int8"))]
     return [*files, *existing(layout, layout.tflite(f"{prefix}int8"))]
@@ -56,14 +56,14 @@ def _onnx2tf(layout: Layout, prefix: str = "") -> list[Path]:
 
 def _ptq(layout: Layout) -> list[Path]:
     """NNCF's PTQ QDQ ONNX, and its accuracy-controlled repair when quant_fallback made one."""
-    from .fallback import existing
+    from .stages.fallback import existing
 
     return [layout.quant("ptq_int8.onnx"), *existing(layout, layout.quant("ptq_int8.onnx"))]
 
 
 def _nncf_int8(layout: Layout, name: str) -> list[Path]:
     """NNCF's PT2E int8 through litert-torch, and its repaired sibling when quant_fallback made one."""
-    from .fallback import existing
+    from .stages.fallback import existing
 
     return [layout.tflite(name), *existing(layout, layout.tflite(name))]
 
@@ -100,19 +100,19 @@ def _report_inputs(layout: Layout, cfg: Config) -> list[str]:
 
 
 def _explain_inputs(layout: Layout, cfg: Config) -> list[str]:
-    from .explain import explained_rows
+    from .stages.explain import explained_rows
 
     return [spec for rel in explained_rows(layout, cfg) for spec in (rel, f"{layout.rel(layout.record(rel))}#build")]
 
 
 def _explain_outputs(layout: Layout, cfg: Config) -> list[str]:
-    from .explain import explained_rows
+    from .stages.explain import explained_rows
 
     return [layout.rel(layout.explanation(rel)) for rel in explained_rows(layout, cfg)]
 
 
 def _bundle_candidates(layout: Layout, cfg: Config) -> list[str]:
-    from .bundle import candidates
+    from .stages.bundle import candidates
 
     return candidates(layout, cfg, _declared_rows(layout, cfg))
 
@@ -124,7 +124,7 @@ def _bundle_inputs(layout: Layout, cfg: Config) -> list[str]:
 
 
 def _bundle_outputs(layout: Layout, cfg: Config) -> list[str]:
-    from .bundle import chosen
+    from .stages.bundle import chosen
 
     files = ["eval.npz", "expected.json", "README.md", *SCRIPT_NAMES]
     return [layout.rel(layout.bundle_dir / f) for f in files] + \
@@ -132,19 +132,19 @@ def _bundle_outputs(layout: Layout, cfg: Config) -> list[str]:
 
 
 STAGES = {s.name: s for s in [
-    Stage("train", "pipeline.train:train_stage", needs=(), keys=TRAIN_KEYS, inputs=_weights_file,
+    Stage("train", "pipeline.stages.train:train_stage", needs=(), keys=TRAIN_KEYS, inputs=_weights_file,
           outputs=lambda la, c: _rel(la, la.best, la.last, la.metrics), sections=()),
-    Stage("export", "pipeline.export:export_stage", needs=("train",), keys=EVAL_KEYS | {"dynamic_batch"},
+    Stage("export", "pipeline.stages.export:export_stage", needs=("train",), keys=EVAL_KEYS | {"dynamic_batch"},
           inputs=lambda la, c: _rel(la, la.best), outputs=lambda la, c: _rel(la, la.onnx),
           records=lambda la, c: _rel(la, la.onnx)),
-    Stage("convert", "pipeline.convert:convert_stage", needs=("export",), keys=EVAL_KEYS | CALIB_KEYS | GATE_KEYS,
+    Stage("convert", "pipeline.stages.convert:convert_stage", needs=("export",), keys=EVAL_KEYS | CALIB_KEYS | GATE_KEYS,
           inputs=lambda la, c: _rel(la, la.onnx), outputs=lambda la, c: _rel(la, *_onnx2tf(la)),
           records=lambda la, c: _rel(la, *_onnx2tf(la))),
-    Stage("litert", "pipeline.litert:litert_stage", needs=("export",), keys=EVAL_KEYS | CALIB_KEYS | GATE_KEYS
+    Stage("litert", "pipeline.stages.litert:litert_stage", needs=("export",), keys=EVAL_KEYS | CALIB_KEYS | GATE_KEYS
           | {"pt2e_algorithm"}, inputs=lambda la, c: _rel(la, la.best, la.onnx, la.tflite("fp32")),
           outputs=lambda la, c: _rel(la, la.tflite("fp32_litert"), *_nncf_int8(la, "nncf_int8")),
           records=lambda la, c: _rel(la, la.tflite("fp32_litert"), *_nncf_int8(la, "nncf_int8"))),
-    Stage("quantize", "pipeline.compress:quantize_stage", needs=("export",),
+    Stage("quantize", "pipeline.stages.compress:quantize_stage", needs=("export",),
           keys=EVAL_KEYS | CALIB_KEYS | GATE_KEYS | FINETUNE_KEYS | {"quant_preset", "ignored_scope", "qat",
                                                                      "qat_epochs", "qat_lr", "pt2e_algorithm",
                                                                      "run_litert"},
@@ -152,30 +152,30 @@ STAGES = {s.name: s for s in [
           outputs=lambda la, c: _rel(la, *_ptq(la), *_qat_rows(la, c), *(
               [la.quant("qat_nncf.pt"), la.quant("qat.pt"), la.quant("qat.onnx")] if c.qat else [])),
           records=lambda la, c: _rel(la, *_ptq(la), *_qat_rows(la, c))),
-    Stage("prune_structured", "pipeline.compress:prune_structured_stage", needs=("export",),
+    Stage("prune_structured", "pipeline.stages.compress:prune_structured_stage", needs=("export",),
           keys=EVAL_KEYS | CALIB_KEYS | GATE_KEYS | FINETUNE_KEYS | {"structured_ratio", "structured_importance", "structured_round_to",
                                                                      "structured_steps",
                                                                      "structured_epochs", "structured_lr",
                                                                      "pt2e_algorithm", "run_litert"},
           inputs=lambda la, c: _rel(la, la.onnx, la.best), outputs=lambda la, c: _rel(la, *_structured(la, c)),
           records=lambda la, c: _rel(la, *_structured(la, c)[2:])),
-    Stage("prune_magnitude", "pipeline.compress:prune_magnitude_stage", needs=("export",),
+    Stage("prune_magnitude", "pipeline.stages.compress:prune_magnitude_stage", needs=("export",),
           keys=EVAL_KEYS | CALIB_KEYS | GATE_KEYS | FINETUNE_KEYS | {"prune_ratio", "prune_epochs", "prune_lr",
                                                                      "pt2e_algorithm", "run_litert"},
           inputs=lambda la, c: _rel(la, la.onnx, la.best), outputs=lambda la, c: _rel(la, *_magnitude(la, c)),
           records=lambda la, c: _rel(la, *_magnitude(la, c)[2:])),
-    Stage("explain", "pipeline.explain:explain_stage", needs=("convert",), keys=EVAL_KEYS | {"explain_images"},
+    Stage("explain", "pipeline.stages.explain:explain_stage", needs=("convert",), keys=EVAL_KEYS | {"explain_images"},
           inputs=lambda la, c: _explain_inputs(la, c), outputs=lambda la, c: _explain_outputs(la, c), sections=()),
-    Stage("benchmark", "pipeline.benchmark:benchmark_stage", needs=("export",),
+    Stage("benchmark", "pipeline.stages.benchmark:benchmark_stage", needs=("export",),
           keys=frozenset({"bench_runs", "bench_warmup", "bench_threads", "image_size", "in_channels",
                           "data_source"}),
           inputs=lambda la, c: _declared_rows(la, c), records=_declared_rows, sections=("benchmark",),
           uses_data=False),
-    Stage("report", "pipeline.report:report_stage", needs=(), keys=frozenset({"max_size_mib"}),
+    Stage("report", "pipeline.stages.report:report_stage", needs=(), keys=frozenset({"max_size_mib"}),
           inputs=_report_inputs, sections=(), uses_data=False,
           outputs=lambda la, c: _rel(la, *(la.report_dir / f for f in ("report.json", "report.md", "report.html",
                                                                         "pareto.png", "layers.png", "latency.png", "memory.png")))),
-    Stage("bundle", "pipeline.bundle:bundle_stage", needs=("convert",),
+    Stage("bundle", "pipeline.stages.bundle:bundle_stage", needs=("convert",),
           keys=EVAL_KEYS | {"bundle_models", "bundle_images", "bench_runs", "bench_warmup"}, inputs=_bundle_inputs, outputs=_bundle_outputs,
           sections=()),
 ]}

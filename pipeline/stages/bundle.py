@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import console
-from . import records
-from .errors import EdgeError
+from ..core import console
+from ..core import records
+from ..core.errors import EdgeError
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "device_tests"
 SCRIPT_NAMES = ("bench_tflite.py", "android_benchmark.py", "tflite_precision.py", "tflite_memory.py")
@@ -31,7 +31,7 @@ def candidates(layout, cfg, declared: list[str]) -> list[str]:
 
 def chosen(layout, cfg) -> list[str]:
     """The candidates that were built and passed their gates: a file that failed a gate is not shipped."""
-    from .stages import declared_rows
+    from ..chain import declared_rows
 
     ok = []
     for rel in candidates(layout, cfg, declared_rows(layout, cfg)):
@@ -107,9 +107,9 @@ for 10-20% more latency.
 def bundle_stage(ctx) -> None:
     """<run>/device_bundle/, built in a temporary folder (whose files therefore need no atomic writes of their own)
     and swapped in whole."""
-    from .evaluate import predict, score
-    from .runners import open_runner
-    from .stages import declared_rows
+    from ..engine.evaluate import predict, score
+    from ..engine.runners import open_runner
+    from ..chain import declared_rows
 
     layout, cfg = ctx.layout, ctx.cfg
     models = [layout.path(rel) for rel in chosen(layout, cfg)]

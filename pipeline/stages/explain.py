@@ -18,12 +18,12 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from . import console
-from . import records
-from .artifacts import atomic_write_json
-from .errors import EdgeError
-from .evaluate import external
-from .precision import format_of, is_int8_tflite
+from ..core import console
+from ..core import records
+from ..core.artifacts import atomic_write_json
+from ..core.errors import EdgeError
+from ..engine.evaluate import external
+from ..core.precision import format_of, is_int8_tflite
 
 SNR_FLOOR_DB = 20.0  # below this a layer's output is visibly damaged (the verdict names such layers)
 SKIPPED_OPS = {"QUANTIZE", "DEQUANTIZE", "DELEGATE"}  # the int8 file's interface, not layers of the model
@@ -35,7 +35,7 @@ def debug_runner(path: Path):
     """A TFLiteRunner whose interpreter keeps every intermediate tensor (builtin kernels, one thread)."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    from .runners import TFLiteRunner
+    from ..engine.runners import TFLiteRunner
 
     def interpreter(model_path: str) -> Interpreter:
         return Interpreter(model_path=model_path, num_threads=1, experimental_preserve_all_tensors=True,
@@ -208,8 +208,8 @@ def reference_for(ctx, rel: str) -> Path:
         return ctx.require(layout.tflite("fp32_litert"), "litert")
     ref = layout.root / "explain" / "refs" / f"{parent.stem}_fp32_litert.tflite"
     if not ref.is_file() or ref.stat().st_mtime < parent.stat().st_mtime:
-        from .checkpoint import load_checkpoint, model_from_checkpoint
-        from .litert import convert_fp32
+        from ..engine.checkpoint import load_checkpoint, model_from_checkpoint
+        from ..stages.litert import convert_fp32
 
         convert_fp32(model_from_checkpoint(load_checkpoint(parent)), ctx.eval_set.x, ref)
     return ref
@@ -217,7 +217,7 @@ def reference_for(ctx, rel: str) -> Path:
 
 def explained_rows(layout, cfg) -> list[str]:
     """The run's int8 TFLite rows that were built: each gets explained."""
-    from .stages import declared_rows
+    from ..chain import declared_rows
 
     return [rel for rel in declared_rows(layout, cfg)
             for build in [records.read(layout, rel).get("build") or {}]

@@ -10,7 +10,7 @@ from typing import Protocol
 
 import numpy as np
 
-from .errors import EdgeError
+from ..core.errors import EdgeError
 
 
 def same_outputs(open_batched, one_at_a_time, probe: np.ndarray):
@@ -40,7 +40,7 @@ class TorchRunner:
     def __init__(self, path: Path, threads: int | None = None) -> None:
         import torch
 
-        from .checkpoint import load_checkpoint, model_from_checkpoint
+        from ..engine.checkpoint import load_checkpoint, model_from_checkpoint
 
         if threads:
             torch.set_num_threads(threads)
@@ -119,7 +119,7 @@ class OnnxRunner:
     def precision(self) -> str:
         """Read on demand: it loads the whole graph again, which the benchmark worker (whose memory is being
         measured) never needs."""
-        from .precision import onnx_precision
+        from ..core.precision import onnx_precision
 
         return onnx_precision(self.path)
 
@@ -153,7 +153,7 @@ class TFLiteRunner:
 
     @functools.cached_property
     def precision(self) -> str:
-        from .precision import tflite_precision
+        from ..core.precision import tflite_precision
 
         return tflite_precision(self.path)
 

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import EdgeError
-from .host import host
+from ..core.errors import EdgeError
+from ..core.host import host
 
 
 DEVICE_TESTS = Path(__file__).resolve().parents[1] / "device_tests"
@@ -37,7 +37,7 @@ def tflite_memory():
 def measure(path: str, threads: int, warmup: int, runs: int, shape: list[int], mode: str = "interpreter") -> dict:
     """Runs inside the worker process. A TFLite file: device_tests/tflite_memory.py's measurement, the same one a
     board runs, with its memory attribution under `memory`."""
-    from .runners import open_runner
+    from ..engine.runners import open_runner
 
     if path.endswith(".tflite"):
         return measure_tflite(path, threads, warmup, runs, mode)
@@ -80,7 +80,7 @@ def benchmark_one(path: Path, shape: list[int], threads: list[int], warmup: int,
     mode: how a TFLite file is run (device_tests/tflite_memory.py's MODES)."""
     cells = {}
     for n in threads:
-        code = ("import json, sys; from pipeline.benchmark import measure; "
+        code = ("import json, sys; from pipeline.stages.benchmark import measure; "
                 f"print('RESULT ' + json.dumps(measure({str(path)!r}, {n}, {warmup}, {runs}, {shape!r}, {mode!r})))")
         env = {**os.environ, "OMP_NUM_THREADS": str(n), "TF_CPP_MIN_LOG_LEVEL": "2"}
         try:
@@ -117,9 +117,9 @@ def benchmark(artifacts: list[Path], shape: list[int], threads: list[int], warmu
 
 def benchmark_stage(ctx) -> None:
     """Every artifact of the run that was built, at cfg's thread counts: the `benchmark` section of its record."""
-    from . import records
-    from .data import input_shape
-    from .stages import declared_rows
+    from ..core import records
+    from ..data import input_shape
+    from ..chain import declared_rows
 
     layout, cfg = ctx.layout, ctx.cfg
     built = [rel for rel in declared_rows(layout, cfg) if records.built(layout, rel)]
