@@ -23,13 +23,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline.core import records  # noqa: E402
-from pipeline.config import load_config, parse_overrides  # noqa: E402
+from pipeline.config import open_run, parse_overrides  # noqa: E402
 from benchkit import entry, write_table  # noqa: E402
 from pipeline.core.errors import EdgeError  # noqa: E402
 from pipeline.engine.evaluate import drop_points  # noqa: E402
 from pipeline.core.host import host  # noqa: E402
 from pipeline.core.layout import Layout  # noqa: E402
-from pipeline.engine.stage import Context, open_run, run_stage  # noqa: E402
+from pipeline.engine.stage import Context, begin_run, run_stage  # noqa: E402
 from pipeline.chain import STAGES  # noqa: E402
 
 VARIANTS = [  # (folder, stage, config changes)
@@ -76,7 +76,7 @@ def at_size(rows: list[dict], source: Layout, out: Path, cfg, data, size: int) -
     """The dense model (fp32 and int8) and every channel-pruned variant (int8) re-made as TFLite at `size` px and
     benchmarked together (one process per file, the run's thread counts): rows get ms_<size>_<threads> and
     x_fp32_<size>, the speed-up over the dense fp32 file at the first thread count."""
-    from pipeline.stages.convert import tflite_at_size
+    from pipeline.engine.onnx_to_tflite import tflite_at_size
 
     from pipeline.stages.benchmark import benchmark
     from pipeline.data import eval_arrays, input_shape
@@ -125,11 +125,11 @@ def main(argv: list[str]) -> int:
     unknown = sorted(set(names) - {v[0] for v in VARIANTS})
     if unknown:
         raise EdgeError(f"variants={','.join(unknown)}: choose from {', '.join(v[0] for v in VARIANTS)}")
-    source = Layout(Path(overrides.get("runs_dir", "runs")) / overrides.get("name", "default"))
+    cfg = open_run(None, overrides)
+    source = Layout(cfg.run_dir)
     for path, stage in ((source.best, "train"), (source.onnx, "export")):
         if not path.is_file():
             raise EdgeError(f"{path}: missing; run `resnet-edge {stage} name={source.root.name}` (or run) first")
-    cfg = load_config(source.config, {**overrides, "runs_dir": str(source.root.parent), "name": source.root.name})
     out = source.companion("compression")
     own = [source.rel(p) for p in (source.onnx, source.tflite("fp32"), source.tflite("int8"))]
     rows = [row(source, rel, "run") for rel in own if source.record(rel).is_file()]
@@ -138,7 +138,7 @@ def main(argv: list[str]) -> int:
         variant = dataclasses.replace(cfg, runs_dir=str(out), name=folder, **changes)
         ctx = Context(variant, data)
         seed(source, ctx.layout)
-        open_run(ctx)
+        begin_run(ctx)
         start = time.perf_counter()
         stage = STAGES[stage_name]
         entry = run_stage(stage, ctx)

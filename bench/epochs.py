@@ -21,7 +21,7 @@ from pipeline.config import load_config, parse_overrides  # noqa: E402
 from pipeline.core.errors import EdgeError  # noqa: E402
 from pipeline.core.host import host  # noqa: E402
 from pipeline.core.layout import Layout  # noqa: E402
-from pipeline.engine.stage import Context, open_run, read_manifest, run_stage, stage_key, unchanged  # noqa: E402
+from pipeline.engine.stage import Context, begin_run, read_manifest, run_stage, stage_key, unchanged  # noqa: E402
 from pipeline.chain import STAGES  # noqa: E402
 
 RECIPES = "6 ema=0;6;8;10;12;10 augment=true;14 augment=true"  # the cpu preset has ema=0.998
@@ -47,7 +47,7 @@ def main(argv: list[str]) -> int:
     for label, changes in recipes:
         cfg = load_config(None, {"preset": "cpu", **overrides, **changes, "runs_dir": str(root), "name": label})
         ctx = Context(cfg, data)
-        open_run(ctx)
+        begin_run(ctx)
         stage, key = STAGES["train"], stage_key(STAGES["train"], ctx)
         done = read_manifest(ctx.layout)["stages"].get("train", {})
         if not (done.get("key") == key and done.get("status") == "ok" and unchanged(stage, ctx, done)):

@@ -25,16 +25,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipeline.core.artifacts import atomic_write  # noqa: E402
 from pipeline.stages.benchmark import benchmark  # noqa: E402
 from pipeline.engine.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
-from pipeline.config import load_config, parse_bool, parse_overrides  # noqa: E402
-from pipeline.stages.convert import tflite_at_size  # noqa: E402
+from pipeline.config import open_run, parse_bool, parse_overrides  # noqa: E402
+from pipeline.engine.onnx_to_tflite import tflite_at_size  # noqa: E402
 from pipeline.data import eval_arrays, input_shape, load_data_for, preprocess  # noqa: E402
 from benchkit import entry, write_table  # noqa: E402
 from pipeline.core.errors import EdgeError  # noqa: E402
 from pipeline.core.host import host  # noqa: E402
 from pipeline.core.layout import Layout  # noqa: E402
 from pipeline.engine.memory import memory_figures  # noqa: E402
-from pipeline.stages.report import latency_markdown  # noqa: E402
-from pipeline.chain import magnitude_name, structured_name  # noqa: E402
+from pipeline.stages.report.markdown import latency_markdown  # noqa: E402
+from pipeline.core.names import magnitude_name, structured_name  # noqa: E402
 
 
 def mobilenet_checkpoint(parent: dict, out: Path) -> Path:
@@ -76,7 +76,7 @@ def build(cfg, run: Layout, out: Path, size: int, calib_n: int, with_mobilenet: 
     rows = [(cfg.model, "torch", "fp32", run.best)]
     if cfg.run_litert:  # the second converter: litert-torch from torch, fp32 and NNCF PT2E int8
         from pipeline.engine.checkpoint import model_from_checkpoint
-        from pipeline.stages.litert import convert_fp32, convert_int8
+        from pipeline.engine.torch_to_tflite import convert_fp32, convert_int8
 
         t = time.perf_counter()
         model = model_from_checkpoint(load_checkpoint(run.best))
@@ -102,10 +102,10 @@ def build(cfg, run: Layout, out: Path, size: int, calib_n: int, with_mobilenet: 
 def main(argv: list[str]) -> int:
     o = parse_overrides(argv)
     options = {k: o.pop(k) for k in ("size", "calib", "mobilenet") if k in o}
-    run = Layout(Path(o.get("runs_dir", "runs")) / o.get("name", "default"))
+    cfg = open_run(None, o)
+    run = Layout(cfg.run_dir)
     if not run.best.is_file():
         raise EdgeError(f"{run.root}: no trained run; `resnet-edge run name={run.root.name}` first")
-    cfg = load_config(run.config, {**o, "runs_dir": str(run.root.parent), "name": run.root.name})
     size, calib = (options.get(k, d) for k, d in (("size", "224"), ("calib", "64")))
     if not size.isdigit() or not calib.isdigit() or int(size) < 17 or int(calib) < 1:
         raise EdgeError(f"size={size} calib={calib}: expected whole numbers, size >= 17 pixels and calib >= 1 images")

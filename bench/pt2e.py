@@ -17,14 +17,14 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline.engine.checkpoint import load_checkpoint, model_from_checkpoint  # noqa: E402
-from pipeline.config import load_config, parse_overrides  # noqa: E402
+from pipeline.config import open_run, parse_overrides  # noqa: E402
 from pipeline.data import load_data_for, preprocess  # noqa: E402
 from benchkit import entry, write_table  # noqa: E402
 from pipeline.core.errors import EdgeError  # noqa: E402
 from pipeline.engine.evaluate import predict  # noqa: E402
 from pipeline.core.host import host  # noqa: E402
 from pipeline.core.layout import Layout  # noqa: E402
-from pipeline.stages.litert import to_tflite  # noqa: E402
+from pipeline.engine.torch_to_tflite import to_tflite  # noqa: E402
 from pipeline.core.precision import tflite_precision  # noqa: E402
 from pipeline.engine.runners import TFLiteRunner, TorchRunner  # noqa: E402
 
@@ -36,10 +36,10 @@ def main(argv: list[str]) -> int:
 
     o = parse_overrides(argv)
     size, batch = (o.pop(k, d) for k, d in (("size", None), ("batch", "32")))
-    run = Layout(Path(o.get("runs_dir", "runs")) / o.get("name", "default"))
+    cfg = open_run(None, o)
+    run = Layout(cfg.run_dir)
     if not run.best.is_file():
         raise EdgeError(f"{run.root}: no trained run; `resnet-edge run name={run.root.name}` first")
-    cfg = load_config(run.config, {**o, "runs_dir": str(run.root.parent), "name": run.root.name})
     size = int(size or cfg.image_size)
     data = load_data_for(cfg)
     calib = preprocess(np.asarray(data.calibration.images), data.norm, size)

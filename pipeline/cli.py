@@ -72,24 +72,12 @@ def _split(words: list[str]) -> tuple[str | None, dict[str, str]]:
 def _config(words: list[str], fresh: bool = False):
     """[config.yaml] key=value. Without a YAML file, a verb after train starts from the run's saved config
     (<runs_dir>/<name>/config.yaml), so `resnet-edge export name=x` needs no repeat of the training keys."""
-    from .config import load_config
+    from .config import load_config, open_run, run_folder
 
     path, overrides = _split(words)
-    if path is None and not fresh:
-        saved = Layout(Path(overrides.get("runs_dir", "runs")) / overrides.get("name", "default")).config
-        path = saved if saved.is_file() else None
+    if path is None and not fresh and Layout(run_folder(overrides)).config.is_file():
+        return open_run(None, overrides)
     return load_config(path, overrides)
-
-
-def _run_config(run_dir: str, overrides: dict | None = None):
-    """The saved config of an existing run directory, pointed at where that directory is now."""
-    from .config import load_config
-
-    layout = Layout(Path(run_dir))
-    if not layout.config.is_file():
-        raise EdgeError(f"{run_dir}: not a run directory (no config.yaml); run `resnet-edge run` first")
-    return load_config(layout.config, {**(overrides or {}), "runs_dir": str(layout.root.parent),
-                                       "name": layout.root.name})
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -136,17 +124,17 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .config import parse_overrides
+    from .config import open_run, parse_overrides
     from .run import run_one
 
-    return run_one("report", _run_config(args.run_dir, parse_overrides(args.overrides)))
+    return run_one("report", open_run(args.run_dir, parse_overrides(args.overrides)))
 
 
 def cmd_bundle(args: argparse.Namespace) -> int:
-    from .config import parse_overrides
+    from .config import open_run, parse_overrides
     from .run import run_one
 
-    return run_one("bundle", _run_config(args.run_dir, parse_overrides(args.overrides)))
+    return run_one("bundle", open_run(args.run_dir, parse_overrides(args.overrides)))
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -162,7 +150,7 @@ def _artifact_context(args: argparse.Namespace):
     """ARTIFACT... key=value -> (artifacts, Context of the run the results belong to). That run is the one named by
     runs_dir=/name= when given, else the run directory the first artifact lives in; its config (data set, image size,
     normalisation) applies. Results go into that run only: an artifact from elsewhere is recorded as external/."""
-    from .config import load_config, parse_overrides
+    from .config import load_config, parse_overrides, run_folder
     from .engine.stage import Context
 
     artifacts = [Path(a).resolve() for a in args.artifacts if "=" not in a]
@@ -174,7 +162,7 @@ def _artifact_context(args: argparse.Namespace):
     overrides = parse_overrides([a for a in args.artifacts if "=" in a])
     home = next((p for p in artifacts[0].resolve().parents if Layout(p).config.is_file()), None)
     if "runs_dir" in overrides or "name" in overrides or home is None:
-        target = Layout(Path(overrides.get("runs_dir", "runs")) / overrides.get("name", "default"))
+        target = Layout(run_folder(overrides))
         saved = target.config if target.config.is_file() else (Layout(home).config if home else None)
         cfg = load_config(saved, overrides | {"runs_dir": str(target.root.parent), "name": target.root.name})
     else:

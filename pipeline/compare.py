@@ -10,12 +10,16 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
+from .config import open_run
 from .core.artifacts import atomic_write_json, atomic_write_text
 from .core.errors import EdgeError
 from .engine.evaluate import drop_points
 from .core.layout import Layout
 from .core.precision import is_int8_tflite
-from .stages.report import _fmt, _img, front_png, latency_size, markdown_html, run_rows
+from .stages.report.html import img, markdown_html
+from .stages.report.markdown import fmt
+from .stages.report.plots import front_png
+from .stages.report.rows import latency_size, run_rows
 
 COLUMNS = ["run", "model", "width", "artifact", "precision", "sparsity", "channels kept", "MMACs", "status", "top-1 %",
            "size MiB", "gzip MiB", "ms @1", "ms @N", "ms @1 at {size}px", "ms @N at {size}px", "peak RSS MiB"]
@@ -23,9 +27,7 @@ COLUMNS = ["run", "model", "width", "artifact", "precision", "sparsity", "channe
 
 def load_run(run_dir: Path) -> dict:
     """One run: its config and its host rows (reference and latency attached), labelled with the run's name."""
-    from .cli import _run_config
-
-    cfg = _run_config(str(run_dir))
+    cfg = open_run(run_dir)
     rows, reference, _ = run_rows(Layout(run_dir), cfg)
     rows = [r for r in rows if r["source"] == "host" and r.get("top1") is not None
             and (reference is None or r.get("data_id") == reference["data_id"])]
@@ -47,12 +49,12 @@ def check_comparable(runs: list[dict]) -> None:
 
 def _cells(r: dict, size: int | None) -> list[str]:
     at = (r.get("at_size") or {}).get(size, {}) if size else {}
-    at_size = (_fmt(at.get("ms_1")), _fmt(at.get("ms_n"))) if size else ()
-    return [_fmt(c) for c in (
-        r["run"], r["model"], _fmt(r["width"], 2), r["artifact"], r.get("precision"), _fmt(r.get("sparsity"), 3),
-        _fmt(r.get("channels_kept"), 2), _fmt(r["macs"] / 1e6, 1) if r.get("macs") else None, r["status"],
-        _fmt(100 * r["top1"]), _fmt(r.get("size_mib")), _fmt(r.get("gzip_mib")), _fmt(r.get("ms_1")),
-        _fmt(r.get("ms_n")), *at_size, _fmt(r.get("peak_rss_mib"), 0))]
+    at_size = (fmt(at.get("ms_1")), fmt(at.get("ms_n"))) if size else ()
+    return [fmt(c) for c in (
+        r["run"], r["model"], fmt(r["width"], 2), r["artifact"], r.get("precision"), fmt(r.get("sparsity"), 3),
+        fmt(r.get("channels_kept"), 2), fmt(r["macs"] / 1e6, 1) if r.get("macs") else None, r["status"],
+        fmt(100 * r["top1"]), fmt(r.get("size_mib")), fmt(r.get("gzip_mib")), fmt(r.get("ms_1")),
+        fmt(r.get("ms_n")), *at_size, fmt(r.get("peak_rss_mib"), 0))]
 
 
 def ship(rows: list[dict], size: int | None, max_drop: float) -> dict | None:
@@ -105,13 +107,13 @@ def compare(run_dirs: list[Path], out: Path) -> dict[str, Path]:
              f"each run's own test images ({', '.join(str((run['reference'] or {}).get('images', '?')) for run in runs)})"
              f"; MiB = 2^20 bytes; ms = median per image, batch 1"
              + (f", measured on {host['run']}'s host" if host else "") + ". Plots: size.png, latency.png.")
-    md = "\n".join([f"# resnet-edge compare", "", headline, "", intro, "", "| " + " | ".join(cols) + " |",
+    md = "\n".join(["# resnet-edge compare", "", headline, "", intro, "", "| " + " | ".join(cols) + " |",
                     "|" + "---|" * len(cols), *("| " + " | ".join(_cells(r, size)) + " |" for r in rows)]) + "\n"
     page = (f"<!doctype html><html><head><meta charset=\"utf-8\"><title>resnet-edge compare</title><style>"
             "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;"
             "padding:3px 8px;text-align:right}</style></head><body>"
             f"<h1>resnet-edge compare</h1><p><b>{html.escape(headline)}</b></p>{markdown_html(intro)}"
-            f"{_img(size_png, 'top-1 vs size')}{_img(latency, 'top-1 vs latency')}"
+            f"{img(size_png, 'top-1 vs size')}{img(latency, 'top-1 vs latency')}"
             f"{markdown_html(md.split(intro, 1)[1])}</body></html>\n")
     return {"json": atomic_write_json(out / "compare.json", {"runs": [r["dir"] for r in runs], "columns": cols,
                                                               "latency_size": size, "ship": best and label(best),

@@ -17,16 +17,17 @@ from .core import records
 from .config import Config
 from .core.errors import EdgeError
 from .core.artifacts import atomic_write_json
-from .engine.stage import (Context, Outcome, mark_skipped, open_run, read_manifest, run_stage, stage_key, stage_table,
+from .engine.stage import (Context, Outcome, mark_skipped, begin_run, read_manifest, run_stage, stage_key, stage_table,
                     unchanged)
-from .chain import declared_rows, stages_for
+from .chain import stages_for
+from .core.names import declared_rows
 
 
 def run(cfg: Config, force: bool = False, ctx: Context | None = None) -> Outcome:
     start = time.perf_counter()
     ctx = ctx or Context(cfg)
     ctx.data  # noqa: B018  (at the door: the data loads, and fits the config, before any stage starts)
-    open_run(ctx)
+    begin_run(ctx)
     outcome = Outcome()
     roots: dict[str, list[str]] = {}  # a skipped stage -> the failed stage(s) behind it
     table: list[tuple[str, str, float | None]] = []  # (stage, what happened this time, seconds)
@@ -102,7 +103,7 @@ def run_one(stage_name: str, cfg: Config) -> int:
     ctx = Context(cfg)
     if stage.uses_data:
         ctx.data  # noqa: B018  (at the door, as in run)
-    open_run(ctx)
+    begin_run(ctx)
     entry = run_stage(stage, ctx)
     if entry["status"] != "ok":
         raise EdgeError(f"{stage_name} failed: {entry['error']}") from ctx.errors.get(stage_name)
@@ -115,7 +116,7 @@ def run_one(stage_name: str, cfg: Config) -> int:
 
 def _repair(layout, rel: str) -> str:
     """What quant_fallback made of a row that failed its gate, if anything."""
-    from .stages.fallback import fallback_path
+    from .core.names import fallback_path
 
     fixed = layout.rel(fallback_path(layout.path(rel)))
     record = records.read(layout, fixed)

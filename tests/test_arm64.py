@@ -100,7 +100,8 @@ def test_report_merges_a_stored_arm64_result_as_emulated_device_rows(arm64, tiny
     from conftest import copy_run
 
     from pipeline.cli import main
-    from pipeline.stages.report import EMULATED_NOTE, _measured
+    from pipeline.stages.report.markdown import EMULATED_NOTE
+    from pipeline.stages.report.rows import measured as _measured
 
     stored = json.loads(FIXTURE.read_text())
     assert stored["host"]["machine"] == "aarch64" and stored["runtime"] == "ai_edge_litert.interpreter"

@@ -118,7 +118,7 @@ def test_board_script_in_bare_venv_matches_host_accuracy(litert_venv, device_bun
     from pipeline.data import eval_arrays, load_data_for
     from pipeline.engine.evaluate import predict, score
     from pipeline.core.layout import Layout
-    from pipeline.stages.report import collect_rows
+    from pipeline.stages.report.rows import collect_rows
     from pipeline.engine.runners import open_runner
 
     bare = subprocess.run([str(litert_venv), "-c", "import torch"], capture_output=True)

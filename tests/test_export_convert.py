@@ -11,7 +11,7 @@ from onnx import TensorProto, helper
 
 from models import build_model
 from pipeline.cli import main
-from pipeline.stages.convert import convert_tflite
+from pipeline.engine.onnx_to_tflite import convert_tflite
 from pipeline.data import Normalization, eval_arrays, load_data, preprocess
 from pipeline.core.errors import EdgeError
 from pipeline.engine.runners import OnnxRunner, TFLiteRunner, TorchRunner, open_runner
@@ -147,7 +147,7 @@ def test_every_model_exports_and_converts(name, options, tmp_path):
 
 def test_our_int8_file_is_the_one_onnx2tf_makes(tiny_run, tmp_path):
     """convert asks onnx2tf for fp32/fp16/dynamic-range and the SavedModel only, and makes the int8 file itself with
-    onnx2tf's recipe (pipeline.stages.convert.full_integer_int8), skipping onnx2tf's three other calibrated variants. The
+    onnx2tf's recipe (pipeline.engine.onnx_to_tflite.full_integer_int8), skipping onnx2tf's three other calibrated variants. The
     files must be byte for byte what onnx2tf 1.28 makes when it does all of it (its MaxPool pads with 0 for int8
     graphs: the tiny run's ResNet-18 has the ImageNet stem's max-pool)."""
     import contextlib
@@ -159,7 +159,8 @@ def test_our_int8_file_is_the_one_onnx2tf_makes(tiny_run, tmp_path):
     import onnx2tf
     import tf_keras
 
-    from pipeline.stages.convert import VARIANTS, calibration_nhwc
+    from pipeline.core.names import VARIANTS
+    from pipeline.engine.onnx_to_tflite import calibration_nhwc
     from pipeline.engine.stage import Context
 
     ctx = Context(tiny_run)

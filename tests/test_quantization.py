@@ -147,7 +147,7 @@ def test_quantization_modules_load_no_pipeline_stage():
             "print(sorted(m for m in sys.modules if m == 'pipeline' or m.startswith('pipeline.')))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split("\n")[0] == "['pipeline', 'pipeline.core.errors']"
+    assert proc.stdout.split("\n")[0] == "['pipeline', 'pipeline.core', 'pipeline.core.errors']"  # core/__init__ is empty
 
 
 def test_channel_rounding_keeps_multiples_of_eight():
@@ -188,9 +188,9 @@ def test_rounded_channel_counts_survive_into_the_int8_tflite(tiny_run, tmp_path)
     from ai_edge_litert.interpreter import Interpreter
 
     from pipeline.engine.checkpoint import derived_checkpoint
-    from pipeline.stages.convert import convert_tflite
+    from pipeline.engine.onnx_to_tflite import convert_tflite
     from pipeline.data import load_data_for
-    from pipeline.stages.export import export_onnx
+    from pipeline.engine.torch_to_onnx import export_onnx
     from quantization.structured import prune_channels
 
     parent = load_checkpoint(tiny_run.run_dir / "train" / "best.pt")

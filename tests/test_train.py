@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-import pipeline.stages.train as train_module
+import pipeline.stages.train.loaders as train_loaders
+import pipeline.stages.train.loop as train_module
+import pipeline.stages.train.steps as train_steps
 from models import build_model
 from pipeline.engine.checkpoint import load_checkpoint, load_weights
 from pipeline.cli import main
@@ -46,7 +48,7 @@ def test_resume_after_interruption_reaches_the_same_weights(tmp_path, monkeypatc
     """With the most state a run carries: the weight average (ema), augmentation with random erasing."""
     recipe = {"ema": 0.9, "augment": "true", "random_erasing": 0.5}
     straight = train_module.train(tiny(tmp_path, name="straight", epochs=3, **recipe))
-    real_epoch = train_module.train_epoch
+    real_epoch = train_steps.train_epoch
 
     def interrupted(*args, **kwargs):
         if args[8] == 2:  # the epoch argument: Ctrl-C during the third epoch
@@ -70,7 +72,7 @@ def test_resume_after_interruption_reaches_the_same_weights(tmp_path, monkeypatc
 
 
 def test_nan_loss_stops_with_epoch_and_step_and_keeps_last_good(tmp_path, monkeypatch, capsys):
-    real_input = train_module.to_device_input
+    real_input = train_loaders.to_device_input
     calls = {"n": 0}
     steps_per_epoch = 1024 // 64
 
@@ -82,7 +84,7 @@ def test_nan_loss_stops_with_epoch_and_step_and_keeps_last_good(tmp_path, monkey
                 x[0, 0, 0, 0] = float("nan")
         return x
 
-    monkeypatch.setattr(train_module, "to_device_input", poisoned)
+    monkeypatch.setattr(train_steps, "to_device_input", poisoned)
     code = main(["train", *[f"{k}={v}" for k, v in TINY.items()], f"runs_dir={tmp_path}", "name=nan"])
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert code == 2
@@ -266,22 +268,22 @@ def test_random_erasing_zeroes_one_rectangle_of_the_stated_area():
     x = torch.rand(256, 1, 28, 28) + 0.5  # no zeros of its own
     g = torch.Generator().manual_seed(0)
     # flip and shift off the table: erase only (shifts of a zero-padded image would add zeros of their own)
-    plain = train_module.augment(x, True, torch.Generator().manual_seed(0), erasing=0.0)
-    erased = train_module.augment(x, True, g, erasing=1.0)
+    plain = train_loaders.augment(x, True, torch.Generator().manual_seed(0), erasing=0.0)
+    erased = train_loaders.augment(x, True, g, erasing=1.0)
     zeros = (erased == 0).float() - (plain == 0).float()  # same generator seed: the same crop and flip
     share = zeros.flatten(1).mean(1)
     assert (share > 0).all() and 0.01 < share.min() and share.max() <= 0.3  # 2-25%, rounded to whole pixels
     rows, cols = zeros[:, 0].any(2), zeros[:, 0].any(1)
     assert torch.equal(zeros[:, 0].sum((1, 2)), (rows.sum(1) * cols.sum(1)).float())  # one filled rectangle
-    half = train_module.augment(x, True, torch.Generator().manual_seed(1), erasing=0.5)
-    hit = ((half == 0).float() - (train_module.augment(x, True, torch.Generator().manual_seed(1)) == 0).float())
+    half = train_loaders.augment(x, True, torch.Generator().manual_seed(1), erasing=0.5)
+    hit = ((half == 0).float() - (train_loaders.augment(x, True, torch.Generator().manual_seed(1)) == 0).float())
     assert 0.3 < (hit.flatten(1).sum(1) > 0).float().mean() < 0.7
 
 
 def test_ema_warms_up_then_holds_its_decay():
     """TensorFlow's warm-up: step n averages with decay min(ema, (1 + n) / (10 + n)), so the random initial weights
     are forgotten in a short run, and a long run averages at the configured decay."""
-    update = train_module.ema_update(0.998)
+    update = train_steps.ema_update(0.998)
     for n, decay in ((0, 0.1), (90, 0.91), (10_000, 0.998)):
         avg, cur = [torch.zeros(3)], [torch.ones(3)]
         update(avg, cur, torch.tensor(n))

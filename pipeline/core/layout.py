@@ -9,6 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+REPO = Path(__file__).resolve().parents[2]  # the checkout: pipeline/, device_tests/, bench/
+DEVICE_TESTS = REPO / "device_tests"  # the scripts a board runs, copied into the bundle
+
 
 @dataclass(frozen=True)
 class Layout:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..core.errors import EdgeError
+from .errors import EdgeError
 
 PRECISIONS = ("fp32", "fp16", "dynamic_range", "int8", "mixed")
 QUANTIZED = ("int8", "dynamic_range", "mixed")  # gated on top-1 drop vs the fp32 model

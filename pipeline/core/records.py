@@ -16,9 +16,9 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass
 
-from ..core.artifacts import atomic_write_json
-from ..core.layout import Layout
-from ..core.precision import is_int8_tflite
+from .artifacts import atomic_write_json
+from .layout import Layout
+from .precision import is_int8_tflite
 
 BUILD_SECTIONS = ("build", "evaluation", "gates")
 STATUSES = ("pass", "gate", "failed", "bench failed", "skipped")

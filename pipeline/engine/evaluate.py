@@ -19,7 +19,7 @@ from ..core import records
 from ..core.artifacts import file_facts
 from ..core.precision import QUANTIZED, format_of, precision_of
 from ..core.records import Gate
-from ..engine.runners import Runner
+from .runners import Runner
 
 try:
     from tqdm import tqdm

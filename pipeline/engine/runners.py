@@ -40,7 +40,7 @@ class TorchRunner:
     def __init__(self, path: Path, threads: int | None = None) -> None:
         import torch
 
-        from ..engine.checkpoint import load_checkpoint, model_from_checkpoint
+        from .checkpoint import load_checkpoint, model_from_checkpoint
 
         if threads:
             torch.set_num_threads(threads)

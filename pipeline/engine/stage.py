@@ -17,7 +17,6 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from importlib import import_module
 from pathlib import Path
 
 import numpy as np
@@ -118,8 +117,8 @@ class Context:
         if macs is None and self.layout.best.is_file():
             import torch
 
-            from ..engine.checkpoint import load_checkpoint, model_from_checkpoint
-            from ..engine.summary import count_macs
+            from .checkpoint import load_checkpoint, model_from_checkpoint
+            from .summary import count_macs
 
             macs = count_macs(model_from_checkpoint(load_checkpoint(self.layout.best)),
                               torch.from_numpy(self.eval_set.x[:1]))
@@ -131,8 +130,8 @@ class Context:
 
     def logits(self, path: Path) -> np.ndarray:
         """A model's logits on the eval set, computed once per file version in this process."""
-        from ..engine.evaluate import predict
-        from ..engine.runners import open_runner
+        from .evaluate import predict
+        from .runners import open_runner
 
         stat = Path(path).stat()
         key = (str(Path(path).resolve()), stat.st_mtime_ns, stat.st_size, self.eval_set.data_id)
@@ -153,7 +152,7 @@ def _none(layout: Layout, cfg: Config) -> list[str]:
 @dataclass(frozen=True)
 class Stage:
     name: str
-    function: str  # "module:function" of pipeline, taking a Context; imported when the stage runs
+    function: Callable[[Context], None]  # the stage's work, beside which it is declared
     needs: tuple[str, ...]  # stages it cannot do without: when one of them failed, this one is skipped
     keys: frozenset[str]  # config keys its result depends on (the rest of the cache key is its inputs' content)
     inputs: Callable[[Layout, Config], list[str]] = _none  # files read; "<record>#<sections>": those sections
@@ -163,8 +162,7 @@ class Stage:
     uses_data: bool = True  # reads the data set: loaded (and checked against the config) before any stage starts
 
     def call(self, ctx: Context) -> None:
-        module, function = self.function.split(":")
-        getattr(import_module(module), function)(ctx)
+        self.function(ctx)
 
     def builds(self) -> bool:
         return "build" in self.sections
@@ -201,7 +199,7 @@ def read_manifest(layout: Layout) -> dict:
     return manifest
 
 
-def open_run(ctx: Context) -> dict:
+def begin_run(ctx: Context) -> dict:
     """Save the resolved config and note versions and host in the manifest: what every stage's entry refers to."""
     from ..core.host import host, versions
 

@@ -18,11 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
+from ..config.keys import BENCHMARK_KEYS
+from ..core import records
 from ..core.errors import EdgeError
+from ..core.names import declared_rows
+from ..engine.stage import Stage
 from ..core.host import host
-
-
-DEVICE_TESTS = Path(__file__).resolve().parents[1] / "device_tests"
+from ..core.layout import DEVICE_TESTS, REPO
 
 
 def tflite_memory():
@@ -81,11 +83,11 @@ def benchmark_one(path: Path, shape: list[int], threads: list[int], warmup: int,
     cells = {}
     for n in threads:
         code = ("import json, sys; from pipeline.stages.benchmark import measure; "
-                f"print('RESULT ' + json.dumps(measure({str(path)!r}, {n}, {warmup}, {runs}, {shape!r}, {mode!r})))")
+                f"print('RESULT ' + json.dumps(measure({str(Path(path).resolve())!r}, {n}, {warmup}, {runs}, {shape!r}, {mode!r})))")
         env = {**os.environ, "OMP_NUM_THREADS": str(n), "TF_CPP_MIN_LOG_LEVEL": "2"}
         try:
             proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout,
-                                  env=env, cwd=Path(__file__).resolve().parents[1])
+                                  env=env, cwd=REPO)  # the path is absolute: any cwd of the caller
         except subprocess.TimeoutExpired:
             cells[str(n)] = {"error": f"timed out after {timeout} s"}
             continue
@@ -117,13 +119,14 @@ def benchmark(artifacts: list[Path], shape: list[int], threads: list[int], warmu
 
 def benchmark_stage(ctx) -> None:
     """Every artifact of the run that was built, at cfg's thread counts: the `benchmark` section of its record."""
-    from ..core import records
-    from ..data import input_shape
-    from ..chain import declared_rows
-
+    from ..data import input_shape  # torch: here, not in the TFLite workers that import this module
     layout, cfg = ctx.layout, ctx.cfg
     built = [rel for rel in declared_rows(layout, cfg) if records.built(layout, rel)]
     results = benchmark([layout.path(rel) for rel in built], input_shape(cfg), cfg.thread_counts, cfg.bench_warmup,
                         cfg.bench_runs)
     for rel, result in zip(built, results):
         records.write(layout, rel, benchmark=result)
+
+
+STAGE = Stage("benchmark", benchmark_stage, needs=("export",), keys=BENCHMARK_KEYS, inputs=declared_rows,
+              records=declared_rows, sections=("benchmark",), uses_data=False)

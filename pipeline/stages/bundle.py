@@ -5,7 +5,6 @@ scripts and a README with the commands."""
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import os
 import shutil
@@ -14,31 +13,17 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core import console
-from ..core import records
+from ..config.keys import BUNDLE_KEYS
+from ..core import console, records
 from ..core.errors import EdgeError
+from ..core.layout import DEVICE_TESTS
+from ..core.names import bundle_candidates, bundle_chosen, declared_rows
+from ..engine.evaluate import predict, score
+from ..engine.runners import open_runner
+from ..engine.stage import Stage
 
-SCRIPTS = Path(__file__).resolve().parents[1] / "device_tests"
+SCRIPTS = DEVICE_TESTS
 SCRIPT_NAMES = ("bench_tflite.py", "android_benchmark.py", "tflite_precision.py", "tflite_memory.py")
-
-
-def candidates(layout, cfg, declared: list[str]) -> list[str]:
-    """The run's declared .tflite artifacts whose stem matches a comma-separated glob of bundle_models (`*`: all)."""
-    globs = [p.strip() for p in cfg.bundle_models.split(",") if p.strip()] or ["*"]
-    tflite = [rel for rel in declared if rel.endswith(".tflite")]
-    return [rel for rel in tflite if any(fnmatch.fnmatch(Path(rel).stem, g) for g in globs)]
-
-
-def chosen(layout, cfg) -> list[str]:
-    """The candidates that were built and passed their gates: a file that failed a gate is not shipped."""
-    from ..chain import declared_rows
-
-    ok = []
-    for rel in candidates(layout, cfg, declared_rows(layout, cfg)):
-        record = records.read(layout, rel)
-        if records.built(layout, rel) and all(g.passed for g in records.gates(record)):
-            ok.append(rel)
-    return ok
 
 
 def write_eval_npz(path: Path, x_nchw: np.ndarray, labels: np.ndarray, data, image_size: int) -> None:
@@ -107,14 +92,9 @@ for 10-20% more latency.
 def bundle_stage(ctx) -> None:
     """<run>/device_bundle/, built in a temporary folder (whose files therefore need no atomic writes of their own)
     and swapped in whole."""
-    from ..engine.evaluate import predict, score
-    from ..engine.runners import open_runner
-    from ..chain import declared_rows
-
     layout, cfg = ctx.layout, ctx.cfg
-    models = [layout.path(rel) for rel in chosen(layout, cfg)]
-    left_out = [rel for rel in candidates(layout, cfg, declared_rows(layout, cfg))
-                if layout.path(rel) not in models]
+    models = [layout.path(rel) for rel in bundle_chosen(layout, cfg)]
+    left_out = [rel for rel in bundle_candidates(layout, cfg) if layout.path(rel) not in models]
     if not models:
         have = ", ".join(Path(r).stem for r in declared_rows(layout, cfg) if r.endswith(".tflite")) or "none"
         raise EdgeError(f"bundle_models={cfg.bundle_models}: no built .tflite file that passed its gates matches "
@@ -154,3 +134,19 @@ def bundle_stage(ctx) -> None:
         raise
     if left_out:
         print(f"  bundle: left out (not built or failed a gate): {', '.join(left_out)}", file=console.err())
+
+
+def _inputs(layout, cfg) -> list[str]:
+    chosen = bundle_candidates(layout, cfg)
+    return chosen + [f"{layout.rel(layout.record(rel))}#build,gates" for rel in chosen] + \
+        [str(SCRIPTS / name) for name in SCRIPT_NAMES]
+
+
+def _outputs(layout, cfg) -> list[str]:
+    files = ["eval.npz", "expected.json", "README.md", *SCRIPT_NAMES]
+    return [layout.rel(layout.bundle_dir / f) for f in files] + \
+        [layout.rel(layout.bundle_dir / "models" / Path(rel).name) for rel in bundle_chosen(layout, cfg)]
+
+
+STAGE = Stage("bundle", bundle_stage, needs=("convert",), keys=BUNDLE_KEYS, inputs=_inputs, outputs=_outputs,
+              sections=())

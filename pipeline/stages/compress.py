@@ -7,15 +7,18 @@ from pathlib import Path
 
 import torch
 
-from ..stages import fallback
+from ..config.keys import PRUNE_MAGNITUDE_KEYS, PRUNE_STRUCTURED_KEYS, QUANTIZE_KEYS
 from ..core.artifacts import atomic_write
+from ..core.names import derived_files, fallback_path, magnitude_name, ptq_files, qat_files, rel, structured_name
 from ..engine.checkpoint import derived_checkpoint, load_checkpoint, model_from_checkpoint, save_checkpoint
-from ..stages.convert import convert_gated
 from ..engine.evaluate import assess
-from ..stages.export import export_onnx
-from ..chain import magnitude_name, structured_name
+from ..engine.stage import Stage
 from ..engine.summary import count_macs
-from ..stages.train import fine_tune
+from ..engine.torch_to_onnx import export_onnx
+from . import fallback
+from .convert import convert_gated
+from .litert import deliver_int8
+from .train import fine_tune
 
 
 def _ignored(cfg) -> list[str]:
@@ -30,8 +33,6 @@ def deliver(ctx, checkpoint: Path, name: str, build: dict) -> None:
     export_onnx(checkpoint, onnx_path, ctx.eval_set.x[:64])
     convert_gated(ctx, onnx_path, {"fp32": build, "int8": build}, prefix=f"{name}_", compressed=True)
     if ctx.cfg.run_litert:
-        from ..stages.litert import deliver_int8
-
         deliver_int8(ctx, checkpoint, name, build)
 
 
@@ -43,7 +44,7 @@ def quantize_stage(ctx) -> None:
 
     layout, cfg = ctx.layout, ctx.cfg
     ctx.require(layout.onnx, "export")
-    fixed = fallback.fallback_path(layout.quant("ptq_int8.onnx"))
+    fixed = fallback_path(layout.quant("ptq_int8.onnx"))
     fallback.clear(layout, layout.quant("ptq_int8.onnx"))
     quantized = nncf_ops.ptq_onnx(onnx.load(str(layout.onnx)), ctx.calib, cfg.quant_preset, _ignored(cfg))
     out = atomic_write(layout.quant("ptq_int8.onnx"), lambda tmp: onnx.save(quantized, str(tmp)))
@@ -134,3 +135,18 @@ def prune_structured_stage(ctx) -> None:
     name = structured_name(cfg)
     ckpt = save_checkpoint(derived_checkpoint(parent, plain, compression=build), layout.quant(f"{name}.pt"))
     deliver(ctx, ckpt, name, build)
+
+
+QUANTIZE = Stage("quantize", quantize_stage, needs=("export",), keys=QUANTIZE_KEYS,
+                 inputs=lambda la, c: rel(la, la.onnx, la.best),
+                 outputs=lambda la, c: rel(la, *ptq_files(la), *qat_files(la, c), *(
+                     [la.quant("qat_nncf.pt"), la.quant("qat.pt"), la.quant("qat.onnx")] if c.qat else [])),
+                 records=lambda la, c: rel(la, *ptq_files(la), *qat_files(la, c)))
+PRUNE_STRUCTURED = Stage("prune_structured", prune_structured_stage, needs=("export",), keys=PRUNE_STRUCTURED_KEYS,
+                         inputs=lambda la, c: rel(la, la.onnx, la.best),
+                         outputs=lambda la, c: rel(la, *derived_files(la, structured_name(c), c)),
+                         records=lambda la, c: rel(la, *derived_files(la, structured_name(c), c)[2:]))
+PRUNE_MAGNITUDE = Stage("prune_magnitude", prune_magnitude_stage, needs=("export",), keys=PRUNE_MAGNITUDE_KEYS,
+                        inputs=lambda la, c: rel(la, la.onnx, la.best),
+                        outputs=lambda la, c: rel(la, *derived_files(la, magnitude_name(c), c)),
+                        records=lambda la, c: rel(la, *derived_files(la, magnitude_name(c), c)[2:]))

@@ -21,9 +21,11 @@ from tqdm import tqdm
 from ..core import console
 from ..core import records
 from ..core.artifacts import atomic_write_json
+from ..config.keys import EXPLAIN_KEYS
 from ..core.errors import EdgeError
+from ..core.names import explained_rows
+from ..engine.stage import Stage
 from ..engine.evaluate import external
-from ..core.precision import format_of, is_int8_tflite
 
 SNR_FLOOR_DB = 20.0  # below this a layer's output is visibly damaged (the verdict names such layers)
 SKIPPED_OPS = {"QUANTIZE", "DEQUANTIZE", "DELEGATE"}  # the int8 file's interface, not layers of the model
@@ -209,19 +211,10 @@ def reference_for(ctx, rel: str) -> Path:
     ref = layout.root / "explain" / "refs" / f"{parent.stem}_fp32_litert.tflite"
     if not ref.is_file() or ref.stat().st_mtime < parent.stat().st_mtime:
         from ..engine.checkpoint import load_checkpoint, model_from_checkpoint
-        from ..stages.litert import convert_fp32
+        from ..engine.torch_to_tflite import convert_fp32
 
         convert_fp32(model_from_checkpoint(load_checkpoint(parent)), ctx.eval_set.x, ref)
     return ref
-
-
-def explained_rows(layout, cfg) -> list[str]:
-    """The run's int8 TFLite rows that were built: each gets explained."""
-    from ..chain import declared_rows
-
-    return [rel for rel in declared_rows(layout, cfg)
-            for build in [records.read(layout, rel).get("build") or {}]
-            if build.get("status") == "ok" and is_int8_tflite(format_of(Path(rel)), build.get("precision"))]
 
 
 def write_explanation(ctx, artifact: Path, reference: Path) -> dict:
@@ -240,3 +233,9 @@ def explain_stage(ctx) -> None:
     rows = explained_rows(ctx.layout, ctx.cfg)
     for rel in tqdm(rows, desc="explain", unit="file", leave=False, disable=not console.err().isatty(), file=console.err()):
         write_explanation(ctx, ctx.layout.path(rel), reference_for(ctx, rel))
+
+
+STAGE = Stage("explain", explain_stage, needs=("convert",), keys=EXPLAIN_KEYS,
+              inputs=lambda la, c: [spec for rel in explained_rows(la, c)
+                                    for spec in (rel, f"{la.rel(la.record(rel))}#build")],
+              outputs=lambda la, c: [la.rel(la.explanation(rel)) for rel in explained_rows(la, c)], sections=())

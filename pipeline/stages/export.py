@@ -1,53 +1,14 @@
-"""torch checkpoint -> ONNX (opset 17, input `input`, output `logits`), BN folded, checked, parity-gated."""
+"""The export stage: train/best.pt -> onnx/model.onnx (pipeline.engine.torch_to_onnx), gated on parity with torch."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-import numpy as np
-
-from ..core.artifacts import atomic_write
+from ..config.keys import EXPORT_KEYS
+from ..core.names import rel
 from ..engine.checkpoint import load_checkpoint, model_from_checkpoint
-from ..core.errors import EdgeError
-from ..engine.evaluate import ONNX_PARITY
-
-
-def export_onnx(checkpoint: Path, out: Path, batch: np.ndarray, dynamic_batch: bool = False, model=None) -> dict:
-    """Export `checkpoint`'s model (`model`: that model, already loaded) to `out`, then gate it: onnx.checker, and
-    onnxruntime vs torch on `batch` (preprocessed real images). Returns the measured parity. A failed gate leaves no
-    file under `out`."""
-    import onnx
-    import torch
-
-    from ..engine.runners import OnnxRunner, TorchRunner
-
-    model = model if model is not None else model_from_checkpoint(load_checkpoint(checkpoint))
-    example = torch.from_numpy(batch[:1])
-    axes = {"input": {0: "batch"}, "logits": {0: "batch"}} if dynamic_batch else None
-
-    parity: dict = {"images": len(batch), "threshold": ONNX_PARITY}
-
-    def write(tmp: Path) -> None:
-        # TorchScript exporter (dynamo=False): NNCF-compressed and pruned models do not export under dynamo.
-        # Eval mode + constant folding folds every BatchNorm into the conv before it.
-        torch.onnx.export(model, example, str(tmp), input_names=["input"], output_names=["logits"],
-                          opset_version=17, dynamic_axes=axes, do_constant_folding=True, dynamo=False,
-                          training=torch.onnx.TrainingMode.EVAL)
-        proto = onnx.load(str(tmp))
-        try:
-            onnx.checker.check_model(proto, full_check=True)
-        except onnx.checker.ValidationError as e:
-            raise EdgeError(f"{out}: onnx.checker rejects the export ({str(e).splitlines()[0]})") from e
-        parity["batchnorm_nodes"] = sum(n.op_type == "BatchNormalization" for n in proto.graph.node)
-        diff = float(np.abs(OnnxRunner(tmp)(batch) - TorchRunner.from_model(model)(batch)).max())
-        parity["max_abs_diff"] = diff
-        if diff > ONNX_PARITY:
-            raise EdgeError(f"{out}: onnxruntime vs torch max |dlogit| = {diff:.3g} > {ONNX_PARITY:g} "
-                            f"on {len(batch)} test images; export gate failed")
-
-    atomic_write(out, write)
-    return parity
+from ..engine.evaluate import assess
+from ..engine.stage import Stage
+from ..engine.summary import count_macs
+from ..engine.torch_to_onnx import export_onnx
 
 
 def export_stage(ctx) -> None:
@@ -57,11 +18,12 @@ def export_stage(ctx) -> None:
     ctx.require(layout.best, "train")
     import torch
 
-    from ..engine.evaluate import assess
-    from ..engine.summary import count_macs
-
     model = model_from_checkpoint(load_checkpoint(layout.best))  # loaded once: exported, then its MACs counted
     parity = export_onnx(layout.best, layout.onnx, ctx.eval_set.x[:64], ctx.cfg.dynamic_batch, model=model)
     macs = count_macs(model, torch.from_numpy(ctx.eval_set.x[:1]))
     assess(ctx, layout.onnx, parent=layout.best, build={"method": "torch.onnx.export (opset 17)", "macs": macs,
                                                         "batchnorm_nodes": parity["batchnorm_nodes"]})
+
+
+STAGE = Stage("export", export_stage, needs=("train",), keys=EXPORT_KEYS, inputs=lambda la, c: rel(la, la.best),
+              outputs=lambda la, c: rel(la, la.onnx), records=lambda la, c: rel(la, la.onnx))

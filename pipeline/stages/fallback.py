@@ -15,15 +15,7 @@ from pathlib import Path
 
 from ..core import console
 from ..core.errors import EdgeError
-
-
-def fallback_path(int8: Path) -> Path:
-    return int8.with_name(f"{int8.stem}_fallback{int8.suffix}")
-
-
-def existing(layout, *int8: Path) -> list[Path]:
-    """The repaired files that exist for these int8 rows: they are rows only when made."""
-    return [fallback_path(p) for p in int8 if layout.record(fallback_path(p)).is_file()]
+from ..core.names import existing, fallback_path  # noqa: F401  (existing: the rows it makes, for callers)
 
 
 def clear(layout, int8: Path) -> None:

@@ -7,53 +7,21 @@ load here only, when the stage runs.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-import numpy as np
-
+from ..config.keys import LITERT_KEYS
 from ..core import records
-from ..core.artifacts import atomic_write
+from ..core.names import litert_files, rel
 from ..engine.checkpoint import load_checkpoint, model_from_checkpoint
-from ..core.errors import EdgeError
-
-
-def to_tflite(model, example, out: Path, quant_config=None) -> Path:
-    """litert_torch.convert of `model` (a torch module, or a PT2E-quantized graph with its quant_config) at the
-    example's shape, written atomically to `out`."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import litert_torch
-    import torch
-
-    try:
-        edge = litert_torch.convert(model, (torch.from_numpy(np.ascontiguousarray(example)),),
-                                    quant_config=quant_config)
-    except Exception as e:  # noqa: BLE001  the converter's own errors: a failed artifact, with the reason
-        raise EdgeError(f"{out.name}: litert-torch cannot convert the model ({type(e).__name__}: "
-                        f"{str(e).splitlines()[0][:200]})") from e
-    return atomic_write(out, lambda tmp: edge.export(str(tmp)))
-
-
-def convert_fp32(model, example: np.ndarray, out: Path) -> Path:
-    """The float model, batch 1, NCHW float input as in torch."""
-    return to_tflite(model, example[:1], out)
-
-
-def convert_int8(model, calib: np.ndarray, out: Path, algorithm: str, float_layers: tuple[str, ...] = ()) -> Path:
-    """NNCF PT2E int8 of `model` calibrated on `calib`, converted with its scales; `float_layers` (module names)
-    stay in float."""
-    from litert_torch.quantize.quant_config import QuantConfig
-
-    from quantization import pt2e
-
-    quantized, quantizer = pt2e.quantize(model, calib, algorithm, float_layers=float_layers)
-    return to_tflite(quantized, calib[:1], out, QuantConfig(pt2e_quantizer=quantizer))
+from ..engine.evaluate import assess, compare
+from ..engine.runners import tflite_weight_sparsity
+from ..engine.stage import Stage
+from ..engine.torch_to_tflite import convert_fp32, convert_int8
+from . import fallback
 
 
 def cross_check(ctx, onnx2tf: Path, litert: Path) -> dict:
     """The two fp32 routes on the test split: their agreement, and which one left torch (max |dlogit| vs torch)."""
-    from ..engine.evaluate import compare
-
     torch_logits = ctx.logits(ctx.layout.best)
     a, b = ctx.logits(onnx2tf), ctx.logits(litert)
     return {"other": ctx.layout.rel(onnx2tf), **compare(a, b),
@@ -65,16 +33,11 @@ def quantize_gated(ctx, model, out: Path, parent: Path, build: dict, compressed:
     """NNCF PT2E int8 of `model` -> `out`, evaluated and gated; with quant_fallback=auto a file that fails its top-1
     gate gets a repaired sibling, <out>_fallback.tflite, with its worst modules in float (pipeline.fallback).
     Returns the int8 file's record."""
-    from ..stages import fallback
-    from ..engine.evaluate import assess
-
     layout, cfg = ctx.layout, ctx.cfg
     fallback.clear(layout, out)
     convert_int8(model, ctx.calib, out, cfg.pt2e_algorithm)
     build = {**build, "calibration": ctx.calibration}
     if compressed:
-        from ..engine.runners import tflite_weight_sparsity
-
         build["sparsity_tflite_int8"] = tflite_weight_sparsity(out)["zero_share"]
     record = assess(ctx, out, parent=parent, compressed=compressed, build=build)
     if fallback.wanted(ctx, record, out, parent):
@@ -86,8 +49,6 @@ def quantize_gated(ctx, model, out: Path, parent: Path, build: dict, compressed:
 
 
 def litert_stage(ctx) -> None:
-    from ..engine.evaluate import assess
-
     layout, cfg = ctx.layout, ctx.cfg
     ctx.require(layout.onnx, "export")
     model = model_from_checkpoint(load_checkpoint(ctx.require(layout.best, "train")))
@@ -107,3 +68,8 @@ def deliver_int8(ctx, checkpoint: Path, name: str, build: dict) -> Path:
     quantize_gated(ctx, model, out, checkpoint, compressed=True, build={
         **build, "method": f"{build['method']} -> nncf pt2e ({ctx.cfg.pt2e_algorithm}) + litert-torch"})
     return out
+
+
+STAGE = Stage("litert", litert_stage, needs=("export",), keys=LITERT_KEYS,
+              inputs=lambda la, c: rel(la, la.best, la.onnx, la.tflite("fp32")),
+              outputs=lambda la, c: rel(la, *litert_files(la)), records=lambda la, c: rel(la, *litert_files(la)))

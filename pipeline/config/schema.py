@@ -1,4 +1,5 @@
-"""One typed config: plain values with a comment each, loaded from YAML, overridden by key=value, saved resolved."""
+"""The one typed config: every key a plain value with a comment, the presets, and the checks every value passes
+at the door (type, choice, range), before any work starts."""
 
 from __future__ import annotations
 
@@ -9,8 +10,7 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .core.artifacts import atomic_write_text
-from .core.errors import EdgeError
+from ..core.errors import EdgeError
 
 
 @dataclass
@@ -158,19 +158,6 @@ PRESETS: dict[str, dict] = {
 }
 
 
-def save_config(cfg: Config, path: Path) -> Path:
-    """The resolved config, as YAML (JSON, itself valid YAML, where PyYAML is absent: stock-PyTorch machines)."""
-    try:
-        import yaml
-
-        text = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
-    except ImportError:
-        import json
-
-        text = json.dumps(cfg.to_dict(), indent=2)
-    return atomic_write_text(path, text)
-
-
 def resolve_preset(name: str) -> str:
     if name == "auto":
         import torch
@@ -180,15 +167,6 @@ def resolve_preset(name: str) -> str:
         raise EdgeError(f"preset={name}: choose auto, {', '.join(PRESETS)}")
     return name
 
-
-# What a training result depends on: the train stage's cache key, and (less the runtime-only keys in
-# RESUMABLE_CHANGES) what a resume must keep as it was.
-TRAIN_KEYS = frozenset({
-    "model", "width", "stem", "shortcut", "zero_init_residual", "num_classes", "in_channels", "data_source",
-    "data_root", "image_size", "val_size", "seed", "epochs", "batch_size", "optimizer", "lr", "momentum",
-    "weight_decay", "schedule", "warmup_epochs", "label_smoothing", "augment", "random_erasing", "ema", "device", "amp", "channels_last",
-    "compile", "train_subset", "eval_subset", "weights"})
-RESUMABLE_CHANGES = frozenset({"device", "amp", "channels_last", "compile", "data_root", "weights", "eval_subset"})
 
 # --- checked at the door: every value's type and range, before any work starts ------------------------------------
 
@@ -276,81 +254,3 @@ def validate(cfg) -> None:
         threads = []
     if not threads or threads[0] < 1:
         raise EdgeError(f"bench_threads={cfg.bench_threads}: expected comma-separated thread counts >= 1, e.g. 1,4")
-
-
-def parse_bool(name: str, text: str) -> bool:
-    if text.lower() in ("1", "true", "yes", "on"):
-        return True
-    if text.lower() in ("0", "false", "no", "off"):
-        return False
-    raise EdgeError(f"{name}={text}: expected bool (true/false)")
-
-
-def _coerce(name: str, hint, text: str):
-    """Turn the text of key=value into the field's type; name the key and the expected type when it does not fit."""
-    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
-        if text.lower() in ("none", "null", ""):
-            return None
-        hint = next(a for a in typing.get_args(hint) if a is not type(None))
-    try:
-        if hint is bool:
-            return parse_bool(name, text)
-        if hint in (int, float, str):
-            return hint(text)
-    except ValueError as e:
-        raise EdgeError(f"{name}={text}: expected {hint.__name__}") from e
-    raise EdgeError(f"{name}: cannot be set from the command line (use a YAML file)")
-
-
-def parse_overrides(args: list[str]) -> dict[str, str]:
-    out = {}
-    for arg in args:
-        key, sep, value = arg.partition("=")
-        if not sep or not key.strip():
-            raise EdgeError(f"{arg!r}: expected key=value")
-        out[key.strip()] = value.strip()
-    return out
-
-
-def read_yaml(path: Path) -> dict:
-    """A YAML mapping; a syntax error names the file and the line."""
-    import yaml
-
-    if not path.is_file():
-        raise EdgeError(f"{path}: config file not found")
-    try:
-        loaded = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-        raise EdgeError(f"{where}: YAML syntax error: {getattr(e, 'problem', None) or e}") from e
-    loaded = loaded or {}
-    if not isinstance(loaded, dict):
-        raise EdgeError(f"{path}: expected a mapping of key: value, got a {type(loaded).__name__}")
-    return loaded
-
-
-def load_config(path: str | Path | None = None, overrides: dict[str, str] | None = None, cls=Config):
-    """YAML file (optional) then key=value overrides; unknown keys and wrong types are errors, never dropped."""
-    values: dict = {}
-    hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
-    if path is not None:
-        path = Path(path)
-        loaded = read_yaml(path)
-        unknown = sorted(set(map(str, loaded)) - known)
-        if unknown:
-            raise EdgeError(f"{path}: unknown config keys {unknown}; valid keys: {', '.join(sorted(known))}")
-        values.update({k: _check_type(k, hints[k], v) for k, v in loaded.items()})
-    if "preset" in known:
-        preset = resolve_preset(str((overrides or {}).get("preset", values.get("preset", "auto"))))
-        values = {**PRESETS[preset], **values, "preset": preset}
-    for key, text in (overrides or {}).items():
-        if key not in known:
-            raise EdgeError(f"unknown config key {key!r}; valid keys: {', '.join(sorted(known))}")
-        if key != "preset":  # already resolved above
-            values[key] = _coerce(key, hints[key], text)
-    cfg = cls(**values)
-    if cls is Config:
-        validate(cfg)
-    return cfg

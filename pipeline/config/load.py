@@ -1,0 +1,122 @@
+"""Where a config comes from: YAML, then key=value overrides; saved resolved beside the run; and one way to open
+an existing run (`open_run`) that the CLI, compare and the bench scripts share."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+
+from ..core.artifacts import atomic_write_text
+from ..core.errors import EdgeError
+from ..core.layout import Layout
+from .schema import PRESETS, Config, _check_type, resolve_preset, validate
+
+
+def save_config(cfg: Config, path: Path) -> Path:
+    """The resolved config, as YAML (JSON, itself valid YAML, where PyYAML is absent: stock-PyTorch machines)."""
+    try:
+        import yaml
+
+        text = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+    except ImportError:
+        import json
+
+        text = json.dumps(cfg.to_dict(), indent=2)
+    return atomic_write_text(path, text)
+
+
+def parse_bool(name: str, text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise EdgeError(f"{name}={text}: expected bool (true/false)")
+
+
+def _coerce(name: str, hint, text: str):
+    """Turn the text of key=value into the field's type; name the key and the expected type when it does not fit."""
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        if text.lower() in ("none", "null", ""):
+            return None
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    try:
+        if hint is bool:
+            return parse_bool(name, text)
+        if hint in (int, float, str):
+            return hint(text)
+    except ValueError as e:
+        raise EdgeError(f"{name}={text}: expected {hint.__name__}") from e
+    raise EdgeError(f"{name}: cannot be set from the command line (use a YAML file)")
+
+
+def parse_overrides(args: list[str]) -> dict[str, str]:
+    out = {}
+    for arg in args:
+        key, sep, value = arg.partition("=")
+        if not sep or not key.strip():
+            raise EdgeError(f"{arg!r}: expected key=value")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def read_yaml(path: Path) -> dict:
+    """A YAML mapping; a syntax error names the file and the line."""
+    import yaml
+
+    if not path.is_file():
+        raise EdgeError(f"{path}: config file not found")
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        raise EdgeError(f"{where}: YAML syntax error: {getattr(e, 'problem', None) or e}") from e
+    loaded = loaded or {}
+    if not isinstance(loaded, dict):
+        raise EdgeError(f"{path}: expected a mapping of key: value, got a {type(loaded).__name__}")
+    return loaded
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, str] | None = None, cls=Config):
+    """YAML file (optional) then key=value overrides; unknown keys and wrong types are errors, never dropped."""
+    values: dict = {}
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    if path is not None:
+        path = Path(path)
+        loaded = read_yaml(path)
+        unknown = sorted(set(map(str, loaded)) - known)
+        if unknown:
+            raise EdgeError(f"{path}: unknown config keys {unknown}; valid keys: {', '.join(sorted(known))}")
+        values.update({k: _check_type(k, hints[k], v) for k, v in loaded.items()})
+    if "preset" in known:
+        preset = resolve_preset(str((overrides or {}).get("preset", values.get("preset", "auto"))))
+        values = {**PRESETS[preset], **values, "preset": preset}
+    for key, text in (overrides or {}).items():
+        if key not in known:
+            raise EdgeError(f"unknown config key {key!r}; valid keys: {', '.join(sorted(known))}")
+        if key != "preset":  # already resolved above
+            values[key] = _coerce(key, hints[key], text)
+    cfg = cls(**values)
+    if cls is Config:
+        validate(cfg)
+    return cfg
+
+
+def open_run(run_dir: str | Path | None = None, overrides: dict[str, str] | None = None) -> Config:
+    """The saved config of an existing run, pointed at where that run's folder is now: the folder `run_dir`, or the one
+    overrides' runs_dir=/name= name (runs/default by default); the other overrides on top. Every command that reads a
+    run it did not make (report, bundle, compare, the bench scripts) opens it here."""
+    overrides = dict(overrides or {})
+    root = Path(run_dir) if run_dir is not None else run_folder(overrides)
+    layout = Layout(root)
+    if not layout.config.is_file():
+        raise EdgeError(f"{root}: not a run directory (no config.yaml); run `resnet-edge run` first")
+    return load_config(layout.config, {**overrides, "runs_dir": str(layout.root.parent), "name": layout.root.name})
+
+
+def run_folder(overrides: dict[str, str]) -> Path:
+    """The run folder that key=value overrides name: <runs_dir>/<name>, runs/default by default."""
+    return Path(overrides.get("runs_dir", "runs")) / overrides.get("name", "default")

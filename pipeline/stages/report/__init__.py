@@ -1,0 +1,67 @@
+"""The accuracy-vs-size report of a run, read only from the run's result records: one row per artifact the run's
+stages declare (like Ultralytics' benchmark table, plus memory), a failed or skipped artifact a row with its reason,
+device results merged as extra rows, the architecture table, host and versions. Writes report.json, report.md, a
+self-contained report.html (plots embedded), pareto.png (top-1 against size), latency.png (top-1 against latency at
+224 px where bench/latency.py ran) and layers.png (each int8 file's per-layer error, from explain/)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ...core import records
+from ...config.keys import REPORT_KEYS
+from ...core.artifacts import atomic_write_json, atomic_write_text
+from ...core.names import declared_rows
+from ...core.host import host, versions
+from ...engine.memory import memory_png, memory_rows
+from ...engine.stage import Stage, manifest_stage_rows, stage_table
+
+from .html import to_html
+from .markdown import architecture, converters_line, explanations, to_markdown
+from .plots import latency_png, layers_png, pareto_png
+from .rows import columns, latency_size, load_json, recommended, run_rows, smallest
+
+
+def report(layout, cfg) -> dict[str, Path]:
+    """report/{report.json, report.md, report.html, pareto.png, layers.png, latency.png, memory.png} from the run's records (and
+    bench/latency.py's tables of the run, where it ran)."""
+    rows, reference, tables = run_rows(layout, cfg)
+    # the host the latencies were measured on (the benchmark's own record), the versions the run was made with
+    measured_on = next((b["host"] for rel in (r["artifact"] for r in rows if r["source"] == "host")
+                        for b in [records.read(layout, rel).get("benchmark") or {}] if b.get("host")), host())
+    manifest = load_json(layout.manifest)
+    meta = {"run": str(layout.root), "host": measured_on, "versions": manifest.get("versions") or versions(),
+            "architecture": architecture(layout, cfg), "reference": reference,
+            "recommended": (recommended(rows, reference) or {}).get("artifact"), "legend": records.LEGEND,
+            "converters": converters_line(layout), "latency_tables": tables,
+            "stages": stage_table(manifest_stage_rows(layout))}
+    meta["explain"] = explanations(layout, rows)
+    meta["smallest"] = (smallest(rows, reference) or {}).get("artifact")
+    out = layout.report_dir
+    png = pareto_png(rows, out / "pareto.png", reference)
+    layers = layers_png(meta["explain"], out / "layers.png")
+    latency = latency_png(rows, out / "latency.png", latency_size(rows) or 224, reference)
+    memory = memory_png(memory_rows(rows, tables), out / "memory.png")
+    return {"json": atomic_write_json(out / "report.json", {**meta, "columns": columns(rows), "rows": rows}),
+            "md": atomic_write_text(out / "report.md", to_markdown(rows, meta)),
+            "html": atomic_write_text(out / "report.html", to_html(rows, meta, png, layers, latency, memory)),
+            "png": png, "layers": layers, "latency": latency, "memory": memory}
+
+
+def report_stage(ctx) -> None:
+    report(ctx.layout, ctx.cfg)
+
+
+OUTPUTS = ("report.json", "report.md", "report.html", "pareto.png", "layers.png", "latency.png", "memory.png")
+
+
+def _inputs(layout, cfg) -> list[str]:
+    rows = declared_rows(layout, cfg)
+    extra = sorted(layout.device_dir.glob("*.json")) + sorted(layout.companion("latency").glob("latency_*.json"))
+    return ([layout.rel(layout.record(rel)) for rel in rows] + [layout.rel(layout.best)]
+            + [rel for rel in map(layout.rel, map(layout.explanation, rows)) if layout.path(rel).is_file()]
+            + [str(p.resolve()) for p in extra])  # absolute: the latency tables live beside the run
+
+
+STAGE = Stage("report", report_stage, needs=(), keys=REPORT_KEYS, inputs=_inputs, sections=(), uses_data=False,
+              outputs=lambda la, c: [la.rel(la.report_dir / f) for f in OUTPUTS])

@@ -1,0 +1,93 @@
+"""The report's pictures: top-1 against size and against latency (a front of what is worth shipping), and each
+int8 file's per-layer error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ...core.artifacts import atomic_write
+from .rows import measured
+
+
+
+def layers_png(found: list[dict], path: Path) -> Path:
+    """One panel per explained file: output SNR per layer in graph order, the five worst in red."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(max(1, len(found)), 1, figsize=(10, 2.6 * max(1, len(found))), dpi=100, squeeze=False)
+    for ax, e in zip(axes[:, 0], found):
+        snr = [lay["snr_db"] for lay in e["layers"]]
+        colors = ["tab:red" if i in e["worst"] else "tab:blue" for i in range(len(snr))]
+        ax.bar(range(len(snr)), snr, color=colors)
+        ax.axhline(20, color="k", lw=0.8, ls="--")
+        for i in e["worst"]:
+            ax.annotate(e["layers"][i]["layer"], (i, snr[i]), fontsize=6, rotation=60, xytext=(0, 3),
+                        textcoords="offset points")
+        ax.set_title(f"{e['artifact']}: {e['verdict']}", fontsize=8)
+        ax.set_ylabel("SNR dB")
+    if not found:
+        axes[0, 0].text(0.5, 0.5, "no int8 file explained", ha="center")
+    axes[-1, 0].set_xlabel("layer (graph order); red: the five adding most noise")
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+    plt.close(fig)
+    return path
+
+
+def front_png(points: list[dict], path: Path, xlabel: str, title: str) -> Path:
+    """Top-1 (%) against a cost (log x axis), each point {x, top1, label, ok}, points on each other sharing one label,
+    and the Pareto front through the passing points: each the cheapest that beats every cheaper one."""
+    import matplotlib
+    import matplotlib.ticker
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
+    labels: dict[tuple, list[str]] = {}
+    for p in points:
+        ax.scatter(p["x"], 100 * p["top1"], s=40, alpha=0.6, color="tab:blue" if p["ok"] else "tab:red")
+        labels.setdefault((round(p["x"], 2), round(100 * p["top1"], 2)), []).append(p["label"])
+    for (x, y), names in labels.items():
+        ax.annotate(", ".join(names), (x, y), fontsize=7, xytext=(4, 3), textcoords="offset points")
+    front, best = [], -1.0
+    for p in sorted((p for p in points if p["ok"]), key=lambda p: p["x"]):
+        if p["top1"] > best:
+            front.append(p)
+            best = p["top1"]
+    ax.plot([p["x"] for p in front], [100 * p["top1"] for p in front], "k--", lw=1, label="Pareto front")
+    ax.set_xscale("log")
+    if points:  # plain-number ticks (1, 2, 5, 10, ...) across the values shown
+        lo, hi = min(p["x"] for p in points), max(p["x"] for p in points)
+        ticks = [t * 10**e for e in range(-3, 5) for t in (1, 2, 5) if lo / 1.5 <= t * 10**e <= hi * 1.5]
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    else:
+        ax.text(0.5, 0.5, "nothing measured", ha="center", transform=ax.transAxes)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("top-1 (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+    plt.close(fig)
+    return path
+
+
+def pareto_png(rows: list[dict], path: Path, reference: dict | None = None) -> Path:
+    points = [{"x": r["size_mib"], "top1": r["top1"], "label": Path(r["artifact"]).name, "ok": r["status"] == "pass"}
+              for r in measured(rows, reference) if r.get("size_mib")]
+    return front_png(points, path, "file size (MiB, log scale)", "accuracy vs size")
+
+
+def latency_png(rows: list[dict], path: Path, size: int, reference: dict | None = None) -> Path:
+    """Top-1 against latency at `size` px, 1 thread (bench/latency.py), for the rows it measured."""
+    points = [{"x": r["at_size"][size]["ms_1"], "top1": r["top1"], "label": Path(r["artifact"]).name,
+               "ok": r["status"] == "pass"} for r in measured(rows, reference)
+              if (r.get("at_size") or {}).get(size, {}).get("ms_1")]
+    return front_png(points, path, f"ms per image at {size}x{size}, 1 thread (log scale)",
+                     f"accuracy vs latency at {size} px (bench/latency.py)")

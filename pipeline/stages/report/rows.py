@@ -1,0 +1,155 @@
+"""The report's rows, read only from the run's records: one per artifact the run's stages declare (status from
+pipeline.core.records.status, nothing else), device results as extra rows, bench/latency.py's figures at another
+size attached; the fp32 reference's measurement set; which int8 file to ship."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ...core import records
+from ...core.names import declared_rows
+from ...engine.evaluate import delta_points
+from ...engine.memory import memory_figures
+from ...core.precision import is_int8_tflite
+
+
+
+COLUMNS = ["artifact", "format", "precision", "sparsity", "channels kept", "MMACs", "status", "size MiB", "gzip MiB",
+           "top-1 %", "Δ top-1 vs fp32 (points)", "agreement", "ms @1 thread", "ms @N", "peak RSS MiB",
+           "model MiB (measured)", "floor MiB"]
+
+
+LATENCY_COLUMNS = ["ms @1 at {size}px", "x fp32 TFLite at {size}px"]  # where bench/latency.py measured the run
+
+
+def latency_size(rows: list[dict]) -> int | None:
+    """The size bench/latency.py measured the rows' artifacts at: 224 where measured there (its default), else the
+    largest; None where it did not run. The report's and compare's one rule."""
+    sizes = {size for r in rows for size in r.get("at_size") or {}}
+    return 224 if 224 in sizes else max(sizes, default=None)
+
+
+def columns(rows: list[dict]) -> list[str]:
+    size = latency_size(rows)
+    return COLUMNS + ([c.format(size=size) for c in LATENCY_COLUMNS] if size else [])
+
+
+def load_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def host_row(layout, rel: str, max_size_mib: float) -> dict:
+    """One record as a report row: its status decided by pipeline.core.records.status, nothing else."""
+    record = records.read(layout, rel)
+    build, ev = record.get("build") or {}, record.get("evaluation") or {}
+    size_gates = records.size_gates(record, max_size_mib)
+    status, reason = records.status(record, size_gates)
+    cells = (record.get("benchmark") or {}).get("threads") or {}
+    ok = {int(n): c for n, c in cells.items() if "error" not in c}
+    top_n = max(ok, default=None)
+    top1, ref = ev.get("top1"), ev.get("reference_top1")
+    channel_pruned = build.get("channels_kept") is not None  # its weight sparsity is near zero: not the figure
+    return {
+        "artifact": rel, "format": build.get("format"), "precision": build.get("precision"),
+        "sparsity": None if channel_pruned else build.get("sparsity_tflite_int8", build.get("nncf_sparsity_prunable")),
+        "channels_kept": build.get("channels_kept") if channel_pruned else None,
+        "macs": build.get("macs"), "method": build.get("method"), "status": status, "reason": reason,
+        "size_mib": build.get("size_mib"), "gzip_mib": build.get("gzip_mib"), "top1": top1,
+        "delta_top1": delta_points(ref, top1),
+        "agreement": ev.get("agreement"), "images": ev.get("images"), "split": ev.get("split"),
+        "data_id": ev.get("data_id"), "ms_1": ok.get(1, {}).get("latency_ms_median"),
+        "ms_n": ok.get(top_n, {}).get("latency_ms_median") if top_n else None, "threads_n": top_n,
+        "peak_rss_mib": max((c.get("peak_rss_mib") or 0 for c in ok.values()), default=None) or None,
+        **memory_figures(ok.values()),
+        "gates": [*(record.get("gates") or []), *(g.to_dict() for g in size_gates)], "source": "host",
+        "repairs": build.get("repairs"), "float_layers": build.get("float_layers"),
+    }
+
+
+def device_rows(layout) -> list[dict]:
+    """Rows from device/*.json (bench_tflite.py, android_benchmark.py); Δ against the fp32 file measured in the same
+    place on the same images."""
+    rows = []
+    for path in sorted(layout.device_dir.glob("*.json")):
+        found = load_json(path).get("rows", [])
+        fp32_rows = sorted((r for r in found if r.get("precision") == "fp32" and r.get("top1") is not None),
+                           key=lambda r: r.get("artifact") != "fp32.tflite")  # the dense fp32 file first
+        fp32 = fp32_rows[0]["top1"] if fp32_rows else None
+        for row in found:
+            source = row.get("source") or path.stem
+            top1 = row.get("top1")
+            row = {k: v for k, v in row.items() if k != "predictions"}  # per-image classes: the JSON's, not the report's
+            rows.append({**{c: None for c in ("sparsity", "gzip_mib", "agreement", "macs", "reason")}, **row,
+                         "artifact": f"{row.get('artifact')} @ {source}", "source": source,
+                         "status": "pass" if row.get("status") == "pass" else "bench failed",
+                         "reason": row.get("error"),
+                         "delta_top1": delta_points(fp32, top1)})
+    return rows
+
+
+def collect_rows(layout, cfg) -> list[dict]:
+    return [host_row(layout, rel, cfg.max_size_mib) for rel in declared_rows(layout, cfg)] + device_rows(layout)
+
+
+def _shippable(rows: list[dict], reference: dict | None) -> list[dict]:
+    """Host int8 TFLite rows that passed every gate, measured on the reference's images."""
+    return [r for r in rows if r["source"] == "host" and r["status"] == "pass"
+            and is_int8_tflite(r["format"], r.get("precision"))
+            and (reference is None or r.get("data_id") == reference.get("data_id"))]
+
+
+def recommended(rows: list[dict], reference: dict | None = None) -> dict | None:
+    """The phone file to ship: the fastest passing int8 TFLite file at 1 thread (then the smallest)."""
+    return min(_shippable(rows, reference),
+               key=lambda r: (r["ms_1"] if r["ms_1"] is not None else float("inf"), r["size_mib"]), default=None)
+
+
+def smallest(rows: list[dict], reference: dict | None = None) -> dict | None:
+    """The smallest passing int8 TFLite file (then the fastest)."""
+    return min(_shippable(rows, reference),
+               key=lambda r: (r["size_mib"], r["ms_1"] if r["ms_1"] is not None else float("inf")), default=None)
+
+
+def measured(rows: list[dict], reference: dict | None) -> list[dict]:
+    """Host rows with a top-1 on the reference's images (one measurement set)."""
+    return [r for r in rows if r.get("top1") is not None and r.get("source") == "host"
+            and (reference is None or r.get("data_id") == reference["data_id"])]
+
+
+def latency_artifact(name: str, runtime: str) -> str | None:
+    """The run artifact a bench/latency.py file stands for (the same weights at another size): model_int8.tflite is
+    tflite/int8.tflite, structured50_int8.tflite is tflite/structured50_int8.tflite; None for its own models."""
+    if runtime.startswith("tflite"):
+        return f"tflite/{name.removeprefix('model_')}"
+    if runtime == "onnxruntime":
+        return {"model.onnx": "onnx/model.onnx", "model_ptq_int8.onnx": "quant/ptq_int8.onnx"}.get(name)
+    return None
+
+
+def attach_latency(rows: list[dict], tables: list[dict]) -> None:
+    """rows[i]["at_size"][size] = {ms_1, ms_n, speedup} from bench/latency.py's tables (first and last thread count;
+    speed-up over its fp32 TFLite file at the first)."""
+    by_artifact = {r["artifact"]: r for r in rows if r["source"] == "host"}
+    for table in tables:
+        first, last = table["threads"][0], table["threads"][-1]
+        for lat in table["rows"]:
+            row = by_artifact.get(latency_artifact(lat["artifact"], lat["runtime"]))
+            if row is not None and lat.get(f"ms_{first}"):
+                row.setdefault("at_size", {})[table["image_size"]] = {
+                    "ms_1": lat[f"ms_{first}"], "ms_n": lat.get(f"ms_{last}"), "threads": [first, last],
+                    "speedup": lat.get("speedup_vs_tflite_fp32")}
+
+
+def run_rows(layout, cfg) -> tuple[list[dict], dict | None, list[dict]]:
+    """The run's rows (with bench/latency.py's figures attached where it ran), the fp32 reference's measurement set
+    and the latency tables: what report and compare read."""
+    rows = collect_rows(layout, cfg)
+    reference = next((r for r in rows if r["artifact"] == layout.rel(layout.onnx) and r.get("data_id")), None)
+    reference = reference and {k: reference[k] for k in ("images", "split", "data_id")}
+    tables = [t for t in map(load_json, sorted(layout.companion("latency").glob("latency_*.json"))) if t]
+    attach_latency(rows, tables)
+    return rows, reference, tables

@@ -1,0 +1,151 @@
+"""The layout's contract: pipeline/ reads as the chain, with no import cycle and no module past 400 lines; the
+device scripts stand alone (they are copied into the bundle); the stage table and the report's rows agree."""
+
+import ast
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("pipeline", "quantization", "models")
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for pkg in PACKAGES:
+        for f in (ROOT / pkg).rglob("*.py"):
+            name = ".".join(f.relative_to(ROOT).with_suffix("").parts)
+            out[name.removesuffix(".__init__")] = f
+    return out
+
+
+def import_graph() -> dict[str, set[str]]:
+    """module -> the project modules it imports anywhere (inside functions too, and "pipeline.x:fn" strings)."""
+    mods, graph = _modules(), {}
+    for name, f in mods.items():
+        package = name if f.name == "__init__.py" else name.rpartition(".")[0]
+        targets = set()
+        for node in ast.walk(ast.parse(f.read_text())):
+            found = []
+            if isinstance(node, ast.Import):
+                found = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    parts = package.split(".")
+                    base = ".".join(parts[: len(parts) - node.level + 1] + ([node.module] if node.module else []))
+                found = [f"{base}.{a.name}" for a in node.names] + [base]
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+                m = re.fullmatch(r"((?:pipeline|quantization|models)(?:\.\w+)+):\w+", node.value)
+                found = [m.group(1)] if m else []
+            for t in found:
+                while t and t not in mods:
+                    t = t.rpartition(".")[0]
+                if t and t != name:
+                    targets.add(t)
+        graph[name] = targets
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan)."""
+    index, low, stack, on, out, counter = {}, {}, [], set(), [], [0]
+
+    def visit(v):
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in graph:
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_no_import_cycle_counting_imports_inside_functions():
+    graph = import_graph()
+    assert "pipeline.stages.convert" in graph["pipeline.chain"]  # the walk sees imports at all
+    assert "pipeline.stages.fallback" in graph["pipeline.stages.litert"]
+    assert cycles(graph) == []
+    # the check itself: a module that imports its importer is a cycle
+    assert cycles({**graph, "pipeline.core.errors": {"pipeline.chain"}}) != []
+
+
+def test_no_pipeline_module_over_400_lines():
+    long = {str(f.relative_to(ROOT)): n for f in (ROOT / "pipeline").rglob("*.py")
+            if (n := len(f.read_text().splitlines())) > 400}
+    assert long == {}
+
+
+def test_the_layer_contract_holds():
+    """lint-imports (import-linter) with pyproject.toml's contracts: cli > compare | run > chain > stages > engine >
+    data > config > core; inside stages compress > convert | litert > fallback > the rest; quantization raises our
+    error type and imports nothing else of pipeline/; models/ is pure torch."""
+    exe = shutil.which("lint-imports", path=str(Path(sys.executable).parent))
+    assert exe, "import-linter is not installed: make setup installs requirements.lock"
+    proc = subprocess.run([exe, "--no-cache"], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert "3 kept, 0 broken" in proc.stdout
+
+
+def test_the_layer_contract_catches_a_lower_layer_importing_a_higher_one(tmp_path):
+    """The same contracts over a copy of the tree in which core imports a stage: broken, and named."""
+    for pkg in PACKAGES:
+        shutil.copytree(ROOT / pkg, tmp_path / pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", tmp_path)
+    errors = tmp_path / "pipeline" / "core" / "errors.py"
+    errors.write_text(errors.read_text() + "\n\ndef _late():\n    from ..stages import bundle  # noqa: F401\n")
+    exe = shutil.which("lint-imports", path=str(Path(sys.executable).parent))
+    proc = subprocess.run([exe, "--no-cache"], cwd=tmp_path, capture_output=True, text=True,
+                          env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 1 and "BROKEN" in proc.stdout
+    assert "pipeline.core.errors -> pipeline.stages.bundle" in proc.stdout
+
+
+def test_device_scripts_stand_alone():
+    """device_tests/ is copied into the bundle and run on a board with numpy and a TFLite runtime: none of its
+    scripts imports the project."""
+    for f in (ROOT / "device_tests").glob("*.py"):
+        for node in ast.walk(ast.parse(f.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+            assert not [n for n in names if n.split(".")[0] in PACKAGES], (f.name, names)
+
+
+@pytest.mark.parametrize("changes", [{}, {"run_litert": "false"}, {"qat": "true", "run_structured": "false"},
+                                     {"run_magnitude": "false", "structured_ratio": "0.3"}])
+def test_the_report_rows_are_what_the_stage_table_records(tmp_path, changes):
+    """pipeline.core.names.declared_rows (what report, bundle, benchmark and explain read) equals the records the
+    chain's building stages declare, for runs with and without each optional stage."""
+    from pipeline.chain import stages_for
+    from pipeline.config import load_config
+    from pipeline.core.layout import Layout
+    from pipeline.core.names import declared_rows
+
+    cfg = load_config(None, {"runs_dir": str(tmp_path), **changes})
+    layout = Layout(cfg.run_dir)
+    from_table = [rel for s in stages_for(cfg) if s.builds() for rel in s.records(layout, cfg)]
+    assert declared_rows(layout, cfg) == from_table
+    assert ("tflite/nncf_int8.tflite" in from_table) == cfg.run_litert
+    assert ("quant/qat_int8.onnx" in from_table) == cfg.qat
