@@ -34,6 +34,7 @@ from pipeline.core.host import host  # noqa: E402
 from pipeline.core.layout import Layout  # noqa: E402
 from pipeline.engine.memory import memory_figures  # noqa: E402
 from pipeline.stages.report.markdown import latency_markdown  # noqa: E402
+from pipeline.stages.report.rows import fp32_reference  # noqa: E402
 from pipeline.core.names import magnitude_name, structured_name  # noqa: E402
 
 
@@ -126,7 +127,7 @@ def main(argv: list[str]) -> int:
                      **memory_figures(r["threads"].values()),
                      "errors": {n: c["error"] for n, c in r["threads"].items() if "error" in c} or None})
     t1 = f"ms_{threads[0]}"
-    base = next((r[t1] for r in rows if r["runtime"] == "tflite" and r["precision"] == "fp32"), None)
+    base = (fp32_reference([r for r in rows if r[t1]], "tflite") or {}).get(t1)
     dense_int8 = next((r[t1] for r in rows if r["runtime"] == "tflite" and r["artifact"] == "model_int8.tflite"), None)
     for r in rows:
         r["speedup_vs_tflite_fp32"] = base / r[t1] if base and r[t1] else None

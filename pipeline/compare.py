@@ -13,7 +13,6 @@ from pathlib import Path
 from .config import open_run
 from .core.artifacts import atomic_write_json, atomic_write_text
 from .core.errors import EdgeError
-from .engine.evaluate import drop_points
 from .core.layout import Layout
 from .core.precision import is_int8_tflite
 from .stages.report.html import img, markdown_html
@@ -40,7 +39,8 @@ def check_comparable(runs: list[dict]) -> None:
     first = runs[0]
     for other in runs[1:]:
         for what, key in (("image size", lambda c: c.image_size),
-                          ("data set", lambda c: (c.data_source, c.data_root or "default"))):
+                          ("data set", lambda c: (c.data_source, c.data_root or "default")),
+                          ("eval_subset", lambda c: c.eval_subset or "all")):
             a, b = key(first["cfg"]), key(other["cfg"])
             if a != b:
                 raise EdgeError(f"{first['dir']} ({what} {a}) and {other['dir']} ({what} {b}) differ in {what}: "
@@ -57,14 +57,12 @@ def _cells(r: dict, size: int | None) -> list[str]:
         fmt(r.get("ms_n")), *at_size, fmt(r.get("peak_rss_mib"), 0))]
 
 
-def ship(rows: list[dict], size: int | None, max_drop: float) -> dict | None:
-    """The passing int8 TFLite file of any run, within `max_drop` points of the most accurate fp32 model of all runs,
-    that is fastest at 1 thread (at `size` px where measured there, else at the runs' size)."""
-    fp32 = [r["top1"] for r in rows if r.get("precision") == "fp32" and r["status"] == "pass"]
-    if not fp32:
-        return None
+def ship(rows: list[dict], size: int | None, max_drop: dict[str, float]) -> dict | None:
+    """The passing int8 TFLite file of any run within its own run's max_int8_drop of that run's fp32 reference (the
+    row's Δ, measured on that run's images), fastest at 1 thread (at `size` px where measured there, else at the
+    runs' size)."""
     ok = [r for r in rows if r["status"] == "pass" and is_int8_tflite(r.get("format"), r.get("precision"))
-          and drop_points(max(fp32), r["top1"]) <= max_drop]
+          and r.get("delta_top1") is not None and -r["delta_top1"] <= max_drop[r["run"]]]
 
     def speed(r):
         at = (r.get("at_size") or {}).get(size, {}).get("ms_1") if size else None
@@ -82,12 +80,13 @@ def compare(run_dirs: list[Path], out: Path) -> dict[str, Path]:
     size = latency_size(rows)
     cols = [c.format(size=size) for c in COLUMNS if size or "{size}" not in c]
     host = next((r for r in rows if r.get("ms_1")), None)
-    max_drop = max(run["cfg"].max_int8_drop for run in runs)
+    max_drop = {run["name"]: run["cfg"].max_int8_drop for run in runs}
     best = ship(rows, size, max_drop)
     base = runs[0]["cfg"]
     headline = (f"Ship: {best['run']} / {best['artifact']} ({best['model']} width {best['width']:g}, top-1 "
                 f"{100 * best['top1']:.2f}%, {best['size_mib']:.2f} MiB): the fastest int8 TFLite file that passed "
-                f"every gate within {max_drop:g} point(s) of the best fp32 model of these runs." if best else
+                f"every gate within {max_drop[best['run']]:g} point(s) (max_int8_drop) of its own run's fp32 model."
+                if best else
                 "Ship: none (no int8 TFLite file passed every gate within the drop allowed).")
     label = lambda r: f"{r['run']}/{Path(r['artifact']).name}"  # noqa: E731
     points = lambda x: [{"x": x(r), "top1": r["top1"], "label": label(r), "ok": r["status"] == "pass"}  # noqa: E731

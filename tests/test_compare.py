@@ -38,3 +38,42 @@ def test_compare_refuses_runs_of_another_image_size_or_data_set(tiny_run, tmp_pa
     assert main(["compare", str(tiny_run.run_dir), str(cifar.run_dir), "--out", str(tmp_path / "cmp")]) == 2
     assert "differ in data set" in capsys.readouterr().err
     assert not (tmp_path / "cmp").exists()  # nothing written for a refused comparison
+
+
+def _row(run, artifact, precision, delta, ms, fmt="tflite"):
+    return {"run": run, "artifact": artifact, "format": fmt, "precision": precision, "status": "pass",
+            "delta_top1": delta, "ms_1": ms, "size_mib": 1.0, "top1": 0.9}
+
+
+def test_ship_holds_each_run_to_its_own_fp32_and_its_own_gate():
+    """An int8 file is measured against its own run's fp32 model (its Δ) under its own run's max_int8_drop: neither
+    the best fp32 of all runs nor the loosest gate of all runs."""
+    from pipeline.compare import ship
+
+    rows = [_row("wide", "onnx/model.onnx", "fp32", 0.0, 2.0, "onnx"),
+            _row("wide", "tflite/int8.tflite", "int8", -1.5, 1.0),
+            _row("narrow", "onnx/model.onnx", "fp32", 0.0, 1.0, "onnx"),
+            _row("narrow", "tflite/int8.tflite", "int8", -0.8, 0.3)]
+    assert ship(rows, None, {"wide": 2.0, "narrow": 1.0})["run"] == "narrow"  # fastest, within its own 1 point
+    assert ship(rows, None, {"wide": 2.0, "narrow": 0.5})["run"] == "wide"  # narrow's 0.8 is past its own 0.5
+    assert ship(rows, None, {"wide": 1.0, "narrow": 0.5}) is None
+
+
+def test_one_fp32_reference_rule_for_host_device_and_latency_rows():
+    from pipeline.stages.report.rows import fp32_reference
+
+    host = [{"artifact": "onnx/model.onnx", "format": "onnx", "precision": "fp32"},
+            {"artifact": "tflite/fp32_litert.tflite", "format": "tflite", "precision": "fp32"},
+            {"artifact": "tflite/fp32.tflite", "format": "tflite", "precision": "fp32"},
+            {"artifact": "tflite/structured50_fp32.tflite", "format": "tflite", "precision": "fp32"}]
+    assert fp32_reference(host)["artifact"] == "onnx/model.onnx"  # what the gates compare with
+    assert fp32_reference(host, "tflite")["artifact"] == "tflite/fp32.tflite"  # what a speed-up is against
+    device = [{"artifact": "structured50_fp32.tflite", "precision": "fp32"},
+              {"artifact": "fp32.tflite", "precision": "fp32"}]
+    assert fp32_reference(device)["artifact"] == "fp32.tflite"
+    assert fp32_reference(device[:1])["artifact"] == "structured50_fp32.tflite"  # no dense file: the first fp32 one
+    latency = [{"artifact": "model.onnx", "runtime": "onnxruntime", "precision": "fp32"},
+               {"artifact": "mobilenet_v2_fp32.tflite", "runtime": "tflite", "precision": "fp32"},
+               {"artifact": "model_fp32.tflite", "runtime": "tflite", "precision": "fp32"}]
+    assert fp32_reference(latency, "tflite")["artifact"] == "model_fp32.tflite"
+    assert fp32_reference([{"artifact": "int8.tflite", "precision": "int8"}]) is None

@@ -8,7 +8,7 @@ from ...core import records
 from ...core.errors import EdgeError
 from ...engine.memory import memory_markdown, memory_rows
 
-from .rows import columns, latency_size, load_json, recommended, smallest
+from .rows import columns, fp32_reference, latency_size, load_json, recommended, smallest
 
 
 DEVICE_NOTE = ("rows `@ device:...` / `@ android:...`: measured on the device (device/*.json); top-1 on the bundle's "
@@ -70,7 +70,7 @@ def notes(rows: list[dict], reference: dict | None) -> list[str]:
 
 def _described(r: dict, rows: list[dict]) -> str:
     """artifact (size, top-1, drop, speed and speed-up over the fp32 TFLite file at 1 thread)."""
-    fp32 = next((x["ms_1"] for x in rows if x["artifact"] == "tflite/fp32.tflite" and x.get("ms_1")), None)
+    fp32 = (fp32_reference([x for x in rows if x["source"] == "host" and x.get("ms_1")], "tflite") or {}).get("ms_1")
     speed = f", {r['ms_1']:.2f} ms at 1 thread" if r["ms_1"] is not None else ""
     if speed and fp32:
         speed += f", {fp32 / r['ms_1']:.1f}x the fp32 TFLite file"

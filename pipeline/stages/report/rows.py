@@ -23,6 +23,24 @@ COLUMNS = ["artifact", "format", "precision", "sparsity", "channels kept", "MMAC
 LATENCY_COLUMNS = ["ms @1 at {size}px", "x fp32 TFLite at {size}px"]  # where bench/latency.py measured the run
 
 
+# File stems of the dense float model: onnx2tf's fp32 TFLite file (in the run, in the device bundle, in
+# bench/latency.py's tables) and the ONNX export.
+DENSE_FP32 = ("fp32", "model_fp32", "model")
+
+
+def fp32_reference(rows: list[dict], fmt: str | None = None) -> dict | None:
+    """The one rule for "the fp32 reference" among rows measured in one place: the first fp32 row (in the order
+    given: a run's declared order puts the ONNX export first) whose file is the dense float model, of format `fmt`
+    when given ("tflite": the float phone file every speed-up is against); failing that, the first fp32 row of that
+    format; None where none was measured."""
+    def fmt_of(r):
+        return r.get("format") or ("tflite" if str(r.get("runtime") or "").startswith("tflite") else r.get("runtime"))
+
+    fp32 = [r for r in rows if r.get("precision") == "fp32" and (fmt is None or fmt_of(r) == fmt)]
+    name = lambda r: Path(str(r.get("artifact") or "").split(" @ ")[0]).stem  # noqa: E731
+    return next((r for r in fp32 if name(r) in DENSE_FP32), fp32[0] if fp32 else None)
+
+
 def latency_size(rows: list[dict]) -> int | None:
     """The size bench/latency.py measured the rows' artifacts at: 224 where measured there (its default), else the
     largest; None where it did not run. The report's and compare's one rule."""
@@ -76,9 +94,7 @@ def device_rows(layout) -> list[dict]:
     rows = []
     for path in sorted(layout.device_dir.glob("*.json")):
         found = load_json(path).get("rows", [])
-        fp32_rows = sorted((r for r in found if r.get("precision") == "fp32" and r.get("top1") is not None),
-                           key=lambda r: r.get("artifact") != "fp32.tflite")  # the dense fp32 file first
-        fp32 = fp32_rows[0]["top1"] if fp32_rows else None
+        fp32 = (fp32_reference([r for r in found if r.get("top1") is not None], "tflite") or {}).get("top1")
         for row in found:
             source = row.get("source") or path.stem
             top1 = row.get("top1")
@@ -148,7 +164,7 @@ def run_rows(layout, cfg) -> tuple[list[dict], dict | None, list[dict]]:
     """The run's rows (with bench/latency.py's figures attached where it ran), the fp32 reference's measurement set
     and the latency tables: what report and compare read."""
     rows = collect_rows(layout, cfg)
-    reference = next((r for r in rows if r["artifact"] == layout.rel(layout.onnx) and r.get("data_id")), None)
+    reference = fp32_reference([r for r in rows if r["source"] == "host" and r.get("data_id")])
     reference = reference and {k: reference[k] for k in ("images", "split", "data_id")}
     tables = [t for t in map(load_json, sorted(layout.companion("latency").glob("latency_*.json"))) if t]
     attach_latency(rows, tables)
