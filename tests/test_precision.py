@@ -1,4 +1,4 @@
-"""One precision rule, read from the file: the pipeline's copy (pipeline/precision.py) and the device scripts' copy
+"""One precision rule, read from the file: the pipeline's copy (pipeline/core/precision.py) and the device scripts' copy
 (device_tests/tflite_precision.py, used by bench_tflite.py and android_benchmark.py) give the same answers on the
 same files, whatever the files are called."""
 

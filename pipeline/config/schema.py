@@ -32,7 +32,7 @@ class Config:
     val_size: int | None = None  # images carved from the training split for validation; None: 10%, at most 5,000
     calib_size: int = 300  # training images for int8 calibration (never test images)
     seed: int = 0
-    # training (pipeline.train); `preset` fills these first, then the YAML file, then key=value
+    # training (pipeline.stages.train); `preset` fills these first, then the YAML file, then key=value
     preset: str = "auto"  # cpu | gpu | phone | auto (gpu when CUDA is present); the resolved config records which
     epochs: int = 6  # 0: no training, the model is `weights` as given (preset=phone)
     batch_size: int = 256  # global batch; under DDP it must divide evenly by the number of processes

@@ -72,7 +72,7 @@ class Layout:
         return self.root / "report"
 
     def explanation(self, artifact: str | Path) -> Path:
-        """explain/<artifact path>.json: an int8 file's per-layer error (pipeline.explain)."""
+        """explain/<artifact path>.json: an int8 file's per-layer error (pipeline.stages.explain)."""
         return self.root / "explain" / f"{self.rel(artifact)}.json"
 
     @property

@@ -4,8 +4,8 @@ The ranking is explain's (the noise each conv / fully-connected layer adds, meas
 rule looks at validation images; the test split only judges the result, as for every file. NNCF's own loop for ONNX
 (quantize_with_accuracy_control: rank once, revert in rank order, stop at max_drop) is followed, not reinvented.
 
-Each route says how to quantize with some layers in float: NNCF PT2E (pipeline.litert) by module name, onnx2tf's
-SavedModel through TFLite's QuantizationDebugger deny list (pipeline.convert) by op output name.
+Each route says how to quantize with some layers in float: NNCF PT2E (pipeline.stages.litert) by module name, onnx2tf's
+SavedModel through TFLite's QuantizationDebugger deny list (pipeline.stages.convert) by op output name.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def int8_is_the_cause(parent_drop: float, max_drop: float) -> bool:
 
 
 def ranked(failed: Path, reference: Path, images) -> list[dict]:
-    """The file's conv and fully-connected layers, the one adding most noise first (pipeline.explain); each with
+    """The file's conv and fully-connected layers, the one adding most noise first (pipeline.stages.explain); each with
     `sole_producers`: the conv layers whose output only it reads (a layer kept in float must not read int8)."""
     from collections import Counter
 

@@ -31,7 +31,7 @@ def cross_check(ctx, onnx2tf: Path, litert: Path) -> dict:
 
 def quantize_gated(ctx, model, out: Path, parent: Path, build: dict, compressed: bool = False) -> dict:
     """NNCF PT2E int8 of `model` -> `out`, evaluated and gated; with quant_fallback=auto a file that fails its top-1
-    gate gets a repaired sibling, <out>_fallback.tflite, with its worst modules in float (pipeline.fallback).
+    gate gets a repaired sibling, <out>_fallback.tflite, with its worst modules in float (pipeline.stages.fallback).
     Returns the int8 file's record."""
     layout, cfg = ctx.layout, ctx.cfg
     fallback.clear(layout, out)

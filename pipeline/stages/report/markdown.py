@@ -105,7 +105,7 @@ def converters_line(layout) -> str | None:
 
 
 def explanations(layout, rows: list[dict]) -> list[dict]:
-    """explain/<artifact>.json of the host rows that have one (pipeline.explain), in row order."""
+    """explain/<artifact>.json of the host rows that have one (pipeline.stages.explain), in row order."""
     found = [load_json(layout.explanation(r["artifact"])) for r in rows if r["source"] == "host"]
     return [e for e in found if e.get("layers")]
 
