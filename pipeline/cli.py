@@ -46,6 +46,8 @@ def cmd_summary(args: argparse.Namespace) -> int:
     for key, low in (("num_classes", 1), ("in_channels", 1)):
         if getattr(o, key) < low:
             raise EdgeError(f"{key}={getattr(o, key)}: expected {key} >= {low}")
+    if not 0 < o.width <= 8:  # also NaN and inf
+        raise EdgeError(f"width={o.width}: expected 0 < width <= 8 (a channel multiplier)")
     options = {"num_classes": o.num_classes, "in_channels": o.in_channels, "width": o.width, "stem": o.stem}
     if args.model.startswith("resnet"):
         options["shortcut"] = o.shortcut
@@ -170,12 +172,30 @@ def _artifact_context(args: argparse.Namespace):
     return artifacts, Context(cfg)
 
 
+def _keep_the_run_gates(ctx, own: list[Path]) -> None:
+    """A side command does not loosen (or tighten) the gates of the run's own rows: those are the run's config's, and
+    report and bundle trust them. A different gate key for a file of the run is an error naming the way to change it."""
+    from .config import open_run
+    from .config.keys import GATE_KEYS
+
+    if not own or not ctx.layout.config.is_file():
+        return
+    saved = open_run(ctx.layout.root)
+    changed = [f"{k}={getattr(ctx.cfg, k)}" for k in sorted(GATE_KEYS) if getattr(ctx.cfg, k) != getattr(saved, k)]
+    if changed:
+        was = ", ".join(f"{k.split('=')[0]}={getattr(saved, k.split('=')[0])}" for k in changed)
+        raise EdgeError(f"{', '.join(changed)}: {own[0].name} is a row of {ctx.layout.root}, gated at the run's {was}; "
+                        f"change the run's gates with `resnet-edge run name={ctx.layout.root.name} {' '.join(changed)}`"
+                        ", or evaluate a copy of the file outside the run")
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .core import records
     from .engine.evaluate import assess
 
     artifacts, ctx = _artifact_context(args)
     ctx.stage = ctx.invocation = "evaluate"
+    _keep_the_run_gates(ctx, [a for a in artifacts if ctx.layout.holds(a)])
     for artifact in artifacts:
         inside = ctx.layout.holds(artifact)
         old = records.read(ctx.layout, ctx.layout.rel(artifact)) if inside else {}
@@ -306,6 +326,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.verbose or os.environ.get("RESNET_EDGE_DEBUG") == "1":
             traceback.print_exc()
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:  # noqa: BLE001  an input no check caught: still one line, the traceback on request
+        if args.verbose or os.environ.get("RESNET_EDGE_DEBUG") == "1":
+            traceback.print_exc()
+        first = (str(e).strip().splitlines() or [""])[0][:300]
+        print(f"error: {args.verb}: {type(e).__name__}: {first} (unexpected: --verbose shows where; please report "
+              "it)", file=sys.stderr)
         return 2
 
 

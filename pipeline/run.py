@@ -52,13 +52,7 @@ def run(cfg: Config, force: bool = False, ctx: Context | None = None) -> Outcome
         if entry["status"] != "ok":
             outcome.failed[stage.name] = entry["error"]
             print(f"{stage.name} FAILED after {entry['wall_s']:.1f} s (the reason closes the run)", file=sys.stderr)
-    failed_stages = {n for n in outcome.failed}
-    for rel in declared_rows(ctx.layout, cfg):
-        record = records.read(ctx.layout, rel)
-        status, reason = records.status(record, records.size_gates(record, cfg.max_size_mib))
-        if status in ("gate", "bench failed") or (status == "failed" and record.get("build", {}).get("stage")
-                                                   not in failed_stages):
-            outcome.rows.append(f"{rel}: {status}: {reason}{_repair(ctx.layout, rel)}")
+    outcome.rows += row_problems(ctx.layout, cfg, set(outcome.failed))
     problems = outcome.problems()
     total = time.perf_counter() - start
     _record_run(ctx, table, total)
@@ -71,6 +65,19 @@ def run(cfg: Config, force: bool = False, ctx: Context | None = None) -> Outcome
         cause = next(iter(ctx.errors.values()), None)
         raise EdgeError("run failed: " + " | ".join(problems)) from cause
     return outcome
+
+
+def row_problems(layout, cfg: Config, failed_stages: set[str] = frozenset()) -> list[str]:
+    """The run's rows that did not pass, each with its reason: a gate (max_size_mib's included), a failed benchmark,
+    a failed build (unless its stage's own failure already says so), a record checked against nothing."""
+    out = []
+    for rel in declared_rows(layout, cfg):
+        record = records.read(layout, rel)
+        status, reason = records.status(record, records.size_gates(record, cfg.max_size_mib))
+        if status in ("gate", "bench failed", "unchecked") or (
+                status == "failed" and record.get("build", {}).get("stage") not in failed_stages):
+            out.append(f"{rel}: {status}: {reason}{_repair(layout, rel)}")
+    return out
 
 
 def decide(stage, ctx: Context, force: bool = False) -> tuple[str, str]:
@@ -111,6 +118,12 @@ def run_one(stage_name: str, cfg: Config) -> int:
               for st, reason in [records.status(records.read(ctx.layout, rel))] if st == "gate"]
     if failed:
         raise EdgeError(f"{stage_name}: gate failed: " + " | ".join(failed))
+    if stage_name == "report":  # the size gate is the report's own (the other gates' verdicts are their stages')
+        too_big = [f"{rel}: {g.text()}" for rel in declared_rows(ctx.layout, cfg)
+                   for g in records.size_gates(records.read(ctx.layout, rel), cfg.max_size_mib) if not g.passed]
+        if too_big:
+            raise EdgeError(f"report written to {ctx.layout.report_dir}, but {len(too_big)} file(s) fail "
+                            f"max_size_mib={cfg.max_size_mib:g}: " + " | ".join(too_big))
     return 0
 
 

@@ -34,6 +34,10 @@ BAD = [  # (argv, what the one line must say)
     (["train", "optimizer=lion"], "optimizer=lion: choose sgd | adamw"),
     (["train", "preset=tpu"], "preset=tpu: choose auto, cpu, cpu_long, gpu, phone"),
     (["train", "name=../elsewhere"], "name='../elsewhere': expected a non-empty folder name"),
+    (["train", "name=.."], "name='..': expected a non-empty folder name"),  # would write into runs_dir's parent
+    (["train", "name=."], "name='.': expected a non-empty folder name"),
+    (["train", "val_size=0"], "picks its best epoch and checks it learned"),  # ZeroDivisionError before
+    (["summary", "resnet18", "width=inf"], "width=inf: expected 0 < width <= 8"),  # an OverflowError before
     (["train", "depth=3"], "unknown config key 'depth'"),
     (["train", "epochs"], "'epochs': expected key=value (a config file, first, ends in .yaml)"),
     (["train", "extra=x"], "extra: cannot be set from the command line"),
@@ -109,3 +113,26 @@ def test_every_config_key_is_declared_by_a_stage_or_neutral():
     fields = {f.name for f in dataclasses.fields(Config)}
     assert fields - declared - NEUTRAL_KEYS == set()
     assert declared | NEUTRAL_KEYS <= fields  # and none of them is a typo
+
+
+def test_an_error_no_check_caught_is_still_one_line(tmp_path, capsys, monkeypatch):
+    """The mechanism behind every bad input not listed above: whatever escapes a verb is one `error:` line, exit 2,
+    the traceback only with --verbose."""
+    import pipeline.cli as cli
+
+    def boom(args):
+        raise OverflowError("cannot convert float infinity to integer")
+
+    monkeypatch.setattr(cli, "cmd_summary", boom)
+    monkeypatch.setattr(cli, "build_parser", lambda real=cli.build_parser: _with(real(), "summary", boom))
+    assert main(["summary", "resnet18"]) == 2
+    err = capsys.readouterr().err
+    assert err == ("error: summary: OverflowError: cannot convert float infinity to integer (unexpected: --verbose "
+                   "shows where; please report it)\n")
+    assert main(["--verbose", "summary", "resnet18"]) == 2
+    assert "Traceback" in capsys.readouterr().err
+
+
+def _with(parser, verb, func):
+    parser._subparsers._group_actions[0].choices[verb].set_defaults(func=func)
+    return parser

@@ -167,3 +167,16 @@ def test_fallback_for_onnx2tf_int8(outlier_run):
     ops = tflite_ops(outlier_run.run_dir / "tflite" / "int8_fallback.tflite")
     convs = [o for o in ops if o["op"] == "CONV_2D"]
     assert [i for i, o in enumerate(convs) if o["outputs"] == ["FLOAT32"]] == [1, 2]  # layer1.0's two convs
+
+
+def test_explain_refuses_to_compare_a_file_with_itself(tiny_run, tmp_path, capsys):
+    """`explain tflite/dynamic_range.tflite` used to compare the file with itself and report 99 dB everywhere."""
+    from pipeline.cli import main
+
+    cfg = copy_run(tiny_run, tmp_path, "selfcmp")
+    dyn = cfg.run_dir / "tflite" / "dynamic_range.tflite"
+    assert main(["explain", str(dyn)]) == 2
+    assert "not an int8 file of the run" in capsys.readouterr().err
+    assert main(["explain", str(dyn), f"reference={dyn}"]) == 2
+    assert "a file compared with itself" in capsys.readouterr().err
+    assert not (cfg.run_dir / "explain").exists() or not list((cfg.run_dir / "explain").rglob("dynamic_range*"))

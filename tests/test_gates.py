@@ -132,3 +132,71 @@ def test_delta_column_and_gate_agree_at_the_threshold():
     assert 100 * (0.839 - 0.849) != -1.0  # the float rounding the rule removes
     assert delta_points(0.849, 0.839) == -drop_points(0.849, 0.839) == -1.0
     assert delta_points(None, 0.8) is None and delta_points(0.8, None) is None
+
+
+def test_the_size_gate_fails_the_report_and_keeps_the_file_out_of_the_bundle(tiny_run, tmp_path, capsys):
+    """max_size_mib is a gate like the others: `report` writes its table and exits non-zero naming the file, and
+    `bundle` does not ship it (it used to ship a file the report had just failed)."""
+    from conftest import copy_run
+
+    cfg = copy_run(tiny_run, tmp_path, "sized")
+    size = (cfg.run_dir / "tflite" / "int8.tflite").stat().st_size / 2**20
+    tight, loose = f"max_size_mib={size / 2:.4f}", f"max_size_mib={size * 2:.4f}"
+    assert main(["report", str(cfg.run_dir), tight]) == 2
+    err = capsys.readouterr().err
+    assert "tflite/int8.tflite: size FAILED" in err and "report written" in err
+    rows = {r["artifact"]: r for r in json.loads((cfg.run_dir / "report" / "report.json").read_text())["rows"]}
+    assert rows["tflite/int8.tflite"]["status"] == "gate" and rows["tflite/fp32.tflite"]["status"] == "pass"
+    assert main(["bundle", str(cfg.run_dir), tight, "bundle_images=50"]) == 0
+    shipped = sorted(p.name for p in (cfg.run_dir / "device_bundle" / "models").iterdir())
+    assert "int8.tflite" not in shipped and "fp32.tflite" in shipped
+    assert main(["report", str(cfg.run_dir), loose]) == 0
+    assert main(["bundle", str(cfg.run_dir), loose, "bundle_images=50"]) == 0
+    assert "int8.tflite" in {p.name for p in (cfg.run_dir / "device_bundle" / "models").iterdir()}
+
+
+def test_device_rows_are_gated_on_their_agreement_with_the_host(tiny_run, tmp_path):
+    """A device row passes when its top-1 on the bundle's images is within max_int8_drop (1 point) of the host's on
+    the same images; 20 points below is a failed gate, not `pass`; a row with no host figure is `unchecked`."""
+    from conftest import copy_run
+
+    cfg = copy_run(tiny_run, tmp_path, "device")
+    (cfg.run_dir / "device").mkdir()
+    rows = [{"artifact": "int8.tflite", "precision": "int8", "format": "tflite", "status": "pass", "top1": 0.80,
+             "host_top1": 0.805}, {"artifact": "fp16.tflite", "precision": "fp16", "format": "tflite",
+                                   "status": "pass", "top1": 0.60, "host_top1": 0.80},
+            {"artifact": "fp32.tflite", "precision": "fp32", "format": "tflite", "status": "pass", "top1": 0.81}]
+    (cfg.run_dir / "device" / "board.json").write_text(json.dumps({"rows": rows}))
+    assert main(["report", str(cfg.run_dir)]) == 0
+    got = {r["artifact"]: r for r in json.loads((cfg.run_dir / "report" / "report.json").read_text())["rows"]}
+    assert got["int8.tflite @ board"]["status"] == "pass"
+    assert got["fp16.tflite @ board"]["status"] == "gate" and "device vs host FAILED" in got["fp16.tflite @ board"][
+        "reason"]
+    assert got["fp32.tflite @ board"]["status"] == "unchecked"
+    assert "unchecked = built and measured, but checked against nothing" in \
+        (cfg.run_dir / "report" / "report.md").read_text()
+
+
+def test_a_record_with_no_gate_is_unchecked_not_pass():
+    from pipeline.core.records import Gate, status
+
+    assert status({"build": {"status": "ok"}})[0] == "unchecked"
+    assert status({"build": {"status": "ok"}, "gates": [Gate.at_most("x", "y", 1, 2).to_dict()]})[0] == "pass"
+
+
+def test_a_side_command_cannot_rewrite_the_run_gates(tiny_run, tmp_path, capsys):
+    """`evaluate ARTIFACT max_int8_drop=100` used to rewrite the row's gates (then report showed it pass and bundle
+    shipped it while config.yaml still said 1.0): now an error naming the run's gate, the record untouched."""
+    from conftest import copy_run
+
+    cfg = copy_run(tiny_run, tmp_path, "gated")
+    int8 = cfg.run_dir / "tflite" / "int8.tflite"
+    record = cfg.run_dir / "results" / "tflite" / "int8.tflite.json"
+    before = record.read_text()
+    assert main(["evaluate", str(int8), "max_int8_drop=100"]) == 2
+    err = capsys.readouterr().err
+    assert "max_int8_drop=100.0: int8.tflite is a row of" in err and "gated at the run's max_int8_drop=1.0" in err
+    assert record.read_text() == before
+    assert main(["evaluate", str(int8)]) == 0  # the run's own gates: allowed
+    drop = [g for g in json.loads(record.read_text())["gates"] if g["name"] == "top-1 drop"]
+    assert drop and drop[0]["threshold"] == 1.0

@@ -37,4 +37,4 @@ PRUNE_MAGNITUDE_KEYS = EVAL_KEYS | CALIB_KEYS | GATE_KEYS | FINETUNE_KEYS | {
 EXPLAIN_KEYS = EVAL_KEYS | {"explain_images"}
 BENCHMARK_KEYS = frozenset({"bench_runs", "bench_warmup", "bench_threads", "image_size", "in_channels", "data_source"})
 REPORT_KEYS = frozenset({"max_size_mib"})
-BUNDLE_KEYS = EVAL_KEYS | {"bundle_models", "bundle_images", "bench_runs", "bench_warmup"}
+BUNDLE_KEYS = EVAL_KEYS | {"bundle_models", "bundle_images", "bench_runs", "bench_warmup", "max_size_mib"}

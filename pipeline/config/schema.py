@@ -244,9 +244,12 @@ def validate(cfg) -> None:
     if cfg.image_size < low:
         raise EdgeError(f"image_size={cfg.image_size}: stem={cfg.stem} leaves the last stage a single pixel below "
                         f"{low} px; use image_size >= {low}" + (" or stem=small" if cfg.stem == "imagenet" else ""))
+    if cfg.epochs > 0 and cfg.val_size == 0:
+        raise EdgeError(f"val_size=0: training ({cfg.epochs} epochs) picks its best epoch and checks it learned on "
+                        "validation images; use val_size >= 1 (or leave it unset: 10%, at most 5,000), or epochs=0")
     for key in ("name", "runs_dir"):
         value = getattr(cfg, key)
-        if not value or (key == "name" and not set(value) <= NAME_CHARS):
+        if not value or (key == "name" and (not set(value) <= NAME_CHARS or set(value) == {"."})):
             raise EdgeError(f"{key}={value!r}: expected a non-empty folder name (letters, digits, . _ -)")
     try:
         threads = cfg.thread_counts

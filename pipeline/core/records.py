@@ -24,7 +24,8 @@ BUILD_SECTIONS = ("build", "evaluation", "gates")
 STATUSES = ("pass", "gate", "failed", "bench failed", "skipped")
 LEGEND = ("status: pass = built and passed every gate; gate = built, failed a gate (named); failed = not built "
           "(reason given); bench failed = built and gated, the benchmark failed (reason given); skipped = not built "
-          "because a stage it needs failed, or its stage has not run yet (reason given)")
+          "because a stage it needs failed, or its stage has not run yet (reason given); unchecked = built and "
+          "measured, but checked against nothing (no gate applies: not a pass)")
 
 
 @dataclass(frozen=True)
@@ -103,14 +104,22 @@ def status(record: dict, extra_gates: list[Gate] = ()) -> tuple[str, str | None]
         return "skipped", build.get("error") or "not built yet"
     if build.get("status") != "ok":
         return "failed", build.get("error") or "not built"
-    failed = [g for g in [*gates(record), *extra_gates] if not g.passed]
+    every = [*gates(record), *extra_gates]
+    failed = [g for g in every if not g.passed]
     if failed:
         return "gate", "; ".join(g.text() for g in failed)
+    if not every:
+        return "unchecked", "no gate: checked against nothing (no reference model, no device/host pair)"
     bench = record.get("benchmark") or {}
     errors = [f"{t} thread(s): {cell['error']}" for t, cell in (bench.get("threads") or {}).items() if "error" in cell]
     if bench.get("error") or errors:
         return "bench failed", bench.get("error") or "; ".join(errors)
     return "pass", None
+
+
+def passed(record: dict, max_size_mib: float) -> bool:
+    """Built and within every gate, the size gate included: what may be shipped."""
+    return status(record, size_gates(record, max_size_mib))[0] in ("pass", "bench failed")
 
 
 def built(layout: Layout, artifact: str) -> bool:

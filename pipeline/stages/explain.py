@@ -201,6 +201,10 @@ def reference_for(ctx, rel: str) -> Path:
     record = records.read(layout, rel)
     if "litert-torch" not in ((record.get("build") or {}).get("method") or ""):
         sibling = layout.path(rel.replace("_fallback", "").replace("int8.tflite", "fp32.tflite"))
+        if sibling == layout.path(rel):
+            raise EdgeError(f"{rel}: not an int8 file of the run (precision "
+                            f"{(record.get('build') or {}).get('precision') or 'unknown'}), so it has no float sibling; "
+                            "explain compares an int8 file with its float one: name that one with reference=")
         if not sibling.is_file():
             raise EdgeError(f"{rel}: no float sibling {layout.rel(sibling)} to explain it against; name one with "
                             f"reference=")
@@ -219,6 +223,8 @@ def reference_for(ctx, rel: str) -> Path:
 
 def write_explanation(ctx, artifact: Path, reference: Path) -> dict:
     layout = ctx.layout
+    if Path(artifact).resolve() == Path(reference).resolve():
+        raise EdgeError(f"{artifact}: reference= is the same file; a file compared with itself has no error to show")
     result = explain(artifact, reference, ctx.eval_set.x[: ctx.cfg.explain_images])
     result.update(artifact=layout.rel(artifact) if layout.holds(artifact) else str(artifact),
                   reference=layout.rel(reference) if layout.holds(reference) else str(reference),

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 from ...core import records
+from ...core.records import Gate
 from ...core.names import declared_rows
 from ...engine.evaluate import delta_points
 from ...engine.memory import memory_figures
@@ -88,9 +89,18 @@ def host_row(layout, rel: str, max_size_mib: float) -> dict:
     }
 
 
-def device_rows(layout) -> list[dict]:
-    """Rows from device/*.json (bench_tflite.py, android_benchmark.py); Δ against the fp32 file measured in the same
-    place on the same images."""
+def device_gates(row: dict, max_drop: float) -> list[Gate]:
+    """A device row's gate: its top-1 on the bundle's images agrees with the host's on the same images (expected.json),
+    within max_int8_drop points either way. A row with no host figure to meet is checked against nothing."""
+    if row.get("top1") is None or row.get("host_top1") is None:
+        return []
+    return [Gate.at_most("device vs host", "|top-1 here - on the host| on the same images (points)",
+                         abs(100 * (row["top1"] - row["host_top1"])), max_drop)]
+
+
+def device_rows(layout, max_drop: float) -> list[dict]:
+    """Rows from device/*.json (bench_tflite.py, android_benchmark.py), gated on their agreement with the host; Δ
+    against the fp32 file measured in the same place on the same images."""
     rows = []
     for path in sorted(layout.device_dir.glob("*.json")):
         found = load_json(path).get("rows", [])
@@ -99,16 +109,21 @@ def device_rows(layout) -> list[dict]:
             source = row.get("source") or path.stem
             top1 = row.get("top1")
             row = {k: v for k, v in row.items() if k != "predictions"}  # per-image classes: the JSON's, not the report's
+            gates = device_gates(row, max_drop)
+            if row.get("status") != "pass":
+                status, reason = "bench failed", row.get("error")
+            else:
+                status, reason = records.status({"build": {"status": "ok"}}, gates)
             rows.append({**{c: None for c in ("sparsity", "gzip_mib", "agreement", "macs", "reason")}, **row,
                          "artifact": f"{row.get('artifact')} @ {source}", "source": source,
-                         "status": "pass" if row.get("status") == "pass" else "bench failed",
-                         "reason": row.get("error"),
+                         "status": status, "reason": reason, "gates": [g.to_dict() for g in gates],
                          "delta_top1": delta_points(fp32, top1)})
     return rows
 
 
 def collect_rows(layout, cfg) -> list[dict]:
-    return [host_row(layout, rel, cfg.max_size_mib) for rel in declared_rows(layout, cfg)] + device_rows(layout)
+    return [host_row(layout, rel, cfg.max_size_mib) for rel in declared_rows(layout, cfg)] + \
+        device_rows(layout, cfg.max_int8_drop)
 
 
 def _shippable(rows: list[dict], reference: dict | None) -> list[dict]:
