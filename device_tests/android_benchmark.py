@@ -238,6 +238,9 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     rows, pushed, created = [], [], None
     try:
+        for name, low in (("threads", 1), ("runs", 1), ("warmup", 0), ("timeout", 1)):
+            if getattr(args, name) < low:
+                raise AdbError(f"--{name} {getattr(args, name)}: expected an integer >= {low}")
         found = shutil.which(args.adb or "adb")
         if not found:
             raise AdbError(f"{args.adb or 'adb'} not found: install Android platform-tools and put adb on PATH, "
@@ -267,6 +270,10 @@ def main(argv=None) -> int:
         print(f"wrote {out}", file=sys.stderr)
     except AdbError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:  # noqa: BLE001  anything else: one line, not a traceback
+        print(f"error: android benchmark: {type(e).__name__}: {(str(e).splitlines() or [''])[0][:300]}",
+              file=sys.stderr)
         return 2
     finally:
         if created is not None:

@@ -296,6 +296,8 @@ def main(argv=None) -> int:
         unknown = sorted(set(runtimes) - set(RUNTIMES))
         if unknown:
             raise CheckError(f"--runtimes {','.join(unknown)}: choose from {', '.join(RUNTIMES)}")
+        if not runtimes:
+            raise CheckError(f"--runtimes {args.runtimes!r}: name at least one of {', '.join(RUNTIMES)}")
         if not (bundle / "expected.json").is_file():
             raise CheckError(f"{bundle}: no device bundle; run `make demo` (or resnet-edge bundle {run}) first")
         if "--predictions" not in (bundle / "bench_tflite.py").read_text():
@@ -303,6 +305,8 @@ def main(argv=None) -> int:
                              f"bundle with `resnet-edge bundle {run}`")
         expected = json.loads((bundle / "expected.json").read_text()).get("top1", {})
         models = sorted(f"models/{p.name}" for p in (bundle / "models").glob("*.tflite"))
+        if not models:
+            raise CheckError(f"{bundle}/models: no .tflite file to check; re-make the bundle (resnet-edge bundle {run})")
         check_tools()
         start = time.perf_counter()
         root = rootfs(cache)
@@ -326,6 +330,13 @@ def main(argv=None) -> int:
             os.replace(tmp, run / "device" / f"arm64-{runtime}.json")
     except CheckError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except subprocess.TimeoutExpired as e:
+        print(f"error: {' '.join(map(str, e.cmd))[:200]} timed out after {e.timeout:.0f} s: raise --timeout",
+              file=sys.stderr)
+        return 2
+    except Exception as e:  # noqa: BLE001  anything else: one line, not a traceback
+        print(f"error: arm64 check: {type(e).__name__}: {(str(e).splitlines() or [''])[0][:300]}", file=sys.stderr)
         return 2
     print(table(rows))
     bad = [r for r in rows if not r["ok"]]

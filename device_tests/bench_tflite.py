@@ -25,7 +25,6 @@ import platform
 import socket
 import subprocess
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from tflite_memory import MODES, attribute  # noqa: E402  (where the memory goes, measured)
@@ -100,6 +99,17 @@ def precision(path: str) -> str | None:
         return tflite_precision(path)
     except (OSError, ValueError):
         return None
+
+
+def unreadable(path: str) -> str | None:
+    """Why a model file cannot be run, read before any runtime opens it; None when it reads as a TFLite file."""
+    if not os.path.isfile(path):
+        return f"{path}: file not found"
+    try:
+        tflite_precision(path)
+    except (OSError, ValueError) as e:
+        return str(e).splitlines()[0][:300]
+    return None
 
 
 def choose_mode(mode: str, delegate: str | None) -> str:
@@ -330,6 +340,9 @@ def main(argv=None) -> int:
     except BenchError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except Exception as e:  # noqa: BLE001  anything else: one line, not a traceback
+        print(f"error: {type(e).__name__}: {(str(e).splitlines() or [''])[0][:300]}", file=sys.stderr)
+        return 2
     where = host()
     out = args.out or f"device_results_{where['name']}.json"
     print(f"runtime: {runtime} ({args.mode}); host: {where['cpu']}, {where['cores']} cores; threads "
@@ -337,7 +350,8 @@ def main(argv=None) -> int:
     rows, failed = [], []
     for path in args.models:
         first, *more = args.thread_list
-        cells = {first: run_worker(path, first, args) if os.path.isfile(path) else {"error": f"{path}: file not found"}}
+        problem = unreadable(path)  # a missing, cut-off or corrupt file is its row's error, not the worker's crash
+        cells = {first: run_worker(path, first, args) if problem is None else {"error": problem}}
         for n in more:  # a model that would not load will not load at another thread count either
             cells[n] = cells[first] if "error" in cells[first] else run_worker(path, n, args)
         row = make_row(path, cells, expected, runtime, where)

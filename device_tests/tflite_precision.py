@@ -63,15 +63,19 @@ def tensor_types(path: str) -> list[tuple[int, bool, bool]]:
         buf = f.read()
     if len(buf) < 8 or buf[4:8] != b"TFL3":
         raise ValueError(f"{path}: not a TFLite flatbuffer (no TFL3 identifier)")
-    model = _Table(buf, struct.unpack_from("<I", buf, 0)[0])
-    graph = model.tables(MODEL_SUBGRAPHS)[0]
-    buffers = model.tables(MODEL_BUFFERS)
-    io = set(graph.ints(SUBGRAPH_INPUTS)) | set(graph.ints(SUBGRAPH_OUTPUTS))
-    out = []
-    for i, tensor in enumerate(graph.tables(SUBGRAPH_TENSORS)):
-        b = tensor.scalar(TENSOR_BUFFER, "I")
-        constant = 0 < b < len(buffers) and (buffers[b].length(BUFFER_DATA) > 0 or buffers[b].scalar(BUFFER_SIZE, "Q") > 0)
-        out.append((tensor.scalar(TENSOR_TYPE, "b"), constant, i in io))
+    try:
+        model = _Table(buf, struct.unpack_from("<I", buf, 0)[0])
+        graph = model.tables(MODEL_SUBGRAPHS)[0]
+        buffers = model.tables(MODEL_BUFFERS)
+        io = set(graph.ints(SUBGRAPH_INPUTS)) | set(graph.ints(SUBGRAPH_OUTPUTS))
+        out = []
+        for i, tensor in enumerate(graph.tables(SUBGRAPH_TENSORS)):
+            b = tensor.scalar(TENSOR_BUFFER, "I")
+            constant = 0 < b < len(buffers) and (buffers[b].length(BUFFER_DATA) > 0
+                                                 or buffers[b].scalar(BUFFER_SIZE, "Q") > 0)
+            out.append((tensor.scalar(TENSOR_TYPE, "b"), constant, i in io))
+    except (struct.error, IndexError) as e:  # an offset past the end: a cut-off copy
+        raise ValueError(f"{path}: truncated or corrupt TFLite file ({len(buf)} bytes; {e})") from e
     return out
 
 

@@ -368,3 +368,21 @@ def test_android_timeout_names_the_fix_and_stops_only_its_process(phone):
     shell = [c[3] for c in calls if c[2:3] == ["shell"]]
     assert shell.count("kill 4242") == 2 and not [c for c in shell if "pkill" in c]  # by the pid it started
     assert not (root / "data" / "local" / "tmp" / "resnet-edge").exists()
+
+
+@pytest.mark.parametrize("script, args, message", [
+    ("bench_tflite.py", ["{cut}", "--runs", "2", "--warmup", "0", "--threads", "1", "--out", "{tmp}/r.json"],
+     "cut.tflite: truncated or corrupt TFLite file"),  # a struct.error traceback before
+    ("android_benchmark.py", ["{cut}", "--binary", "{cut}", "--threads", "0"], "--threads 0: expected an integer >= 1"),
+    ("android_benchmark.py", ["{cut}", "--binary", "{cut}", "--runs", "0"], "--runs 0: expected an integer >= 1"),
+    ("arm64_check.py", ["{tmp}", "--runtimes="], "--runtimes '': name at least one of"),  # "0/0 ok", exit 0 before
+])
+def test_device_scripts_turn_bad_input_into_one_error_line(tiny_run, tmp_path, script, args, message):
+    cut = tmp_path / "cut.tflite"
+    cut.write_bytes((tiny_run.run_dir / "tflite" / "int8.tflite").read_bytes()[:3000])  # a copy cut off mid-way
+    argv = [a.format(cut=cut, tmp=tmp_path) for a in args]
+    proc = subprocess.run([sys.executable, str(ROOT / "device_tests" / script), *argv], capture_output=True, text=True,
+                          timeout=300)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert proc.returncode != 0 and len(errors) == 1 and message in errors[0], proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr

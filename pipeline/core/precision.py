@@ -31,18 +31,21 @@ def tflite_precision(path: Path) -> str:
     buf = Path(path).read_bytes()
     if not schema.Model.ModelBufferHasIdentifier(buf, 0):
         raise EdgeError(f"{path}: not a TFLite flatbuffer (no TFL3 identifier)")
-    model = schema.Model.GetRootAs(buf, 0)
-    graph = model.Subgraphs(0)
-    io = set(graph.InputsAsNumpy().tolist()) | set(graph.OutputsAsNumpy().tolist())
-    constants, activations = set(), set()
-    for i in range(graph.TensorsLength()):
-        tensor = graph.Tensors(i)
-        b = tensor.Buffer()
-        data = model.Buffers(b) if 0 < b < model.BuffersLength() else None
-        if data is not None and (data.DataLength() > 0 or data.Size() > 0):
-            constants.add(tensor.Type())
-        elif i not in io:
-            activations.add(tensor.Type())
+    try:
+        model = schema.Model.GetRootAs(buf, 0)
+        graph = model.Subgraphs(0)
+        io = set(graph.InputsAsNumpy().tolist()) | set(graph.OutputsAsNumpy().tolist())
+        constants, activations = set(), set()
+        for i in range(graph.TensorsLength()):
+            tensor = graph.Tensors(i)
+            b = tensor.Buffer()
+            data = model.Buffers(b) if 0 < b < model.BuffersLength() else None
+            if data is not None and (data.DataLength() > 0 or data.Size() > 0):
+                constants.add(tensor.Type())
+            elif i not in io:
+                activations.add(tensor.Type())
+    except Exception as e:  # noqa: BLE001  struct.error, IndexError...: an offset past the end
+        raise EdgeError(f"{path}: truncated or corrupt TFLite file ({len(buf)} bytes)") from e
     if FLOAT16 in constants:
         return "fp16"
     if activations & INT8_TYPES:
