@@ -180,3 +180,24 @@ def test_explain_refuses_to_compare_a_file_with_itself(tiny_run, tmp_path, capsy
     assert main(["explain", str(dyn), f"reference={dyn}"]) == 2
     assert "a file compared with itself" in capsys.readouterr().err
     assert not (cfg.run_dir / "explain").exists() or not list((cfg.run_dir / "explain").rglob("dynamic_range*"))
+
+
+def test_a_repair_that_is_no_better_is_not_kept(outlier_run, tmp_path, capsys):
+    """The fallback keeps a repaired file only if it beats the file it repairs on the validation images (a repair of
+    a channel-pruned file scored below the file it was meant to repair, at 2.2x its size): here every `repair` is a
+    copy of the failed file, so none is kept: no file, no record, one line saying why."""
+    import shutil
+
+    from pipeline.engine.stage import Context
+    from pipeline.stages import fallback
+
+    cfg = copy_run(outlier_run, tmp_path, "nobetter")
+    layout = Context(cfg).layout
+    failed = layout.tflite("nncf_int8")
+    fallback.clear(layout, failed)
+    ctx = Context(cfg)
+    kept = fallback.repair(ctx, failed, layout.best, {"method": "test"}, False,
+                           lambda layers, out: shutil.copyfile(failed, out), lambda lay: lay["layer"])
+    assert kept is None
+    assert not fallback.fallback_path(failed).exists() and not layout.record(fallback.fallback_path(failed)).exists()
+    assert "no float fallback kept" in capsys.readouterr().err

@@ -321,3 +321,22 @@ def test_center_tap_convs_give_the_same_outputs_and_gradients():
     assert sum(type(m) is nn.Conv2d for m in fast.modules()) == 20
     for h in hooks:
         h.remove()
+
+
+def test_a_small_training_split_gets_the_whole_fine_tune_budget(fmnist):
+    """finetune_subset is a budget in images seen: 1,024 images per epoch from a 256-image split are four shuffled
+    passes (16 steps of 64), not one pass of 4 steps (3,600 images used to give channel pruning 28 steps in all)."""
+    import dataclasses
+
+    from models import build_model
+    from pipeline.config import load_config
+    from pipeline.stages.train import fine_tune
+
+    cfg = load_config(None, {"model": "resnet18", "width": "0.125", "image_size": "28", "preset": "cpu",
+                             "batch_size": "64", "finetune_subset": "1024", "train_subset": "256",
+                             "eval_subset": "64", "augment": "false"})
+    history = fine_tune(build_model("resnet18", num_classes=10, in_channels=1, width=0.125), cfg, fmnist, 1, 0.05)
+    assert history[0]["steps"] == 1024 // 64
+    big = dataclasses.replace(cfg, train_subset=4096)
+    history = fine_tune(build_model("resnet18", num_classes=10, in_channels=1, width=0.125), big, fmnist, 1, 0.05)
+    assert history[0]["steps"] == 1024 // 64  # the same budget on a larger split

@@ -65,10 +65,11 @@ def ranked(failed: Path, reference: Path, images) -> list[dict]:
 
 
 def repair(ctx, failed: Path, parent: Path, build: dict, compressed: bool,
-           requantize: Callable[[list[dict], Path], None], name: Callable[[dict], str]) -> Path:
+           requantize: Callable[[list[dict], Path], None], name: Callable[[dict], str]) -> Path | None:
     """Quantize again (`requantize(layers, out)`) with 1, 2, ... of the worst layers in float until the validation
     drop against `parent` (the float model the int8 file was made from) is within max_int8_drop; the last try is
-    evaluated and gated like any file. `name(layer)`: how the record lists a float layer."""
+    evaluated and gated like any file, and kept only if it scores better on the validation images than the file it
+    repairs (None: no repair kept). `name(layer)`: how the record lists a float layer."""
     from ..engine.evaluate import assess, drop_points
     from ..stages.explain import reference_for
 
@@ -77,14 +78,21 @@ def repair(ctx, failed: Path, parent: Path, build: dict, compressed: bool,
     candidates = ranked(failed, reference, ctx.calib[: cfg.explain_images])[: cfg.max_float_layers]
     if not candidates:
         raise EdgeError(f"{failed.name}: no conv or fully-connected layer to keep in float")
-    parent_top1 = validation_top1(ctx, parent)
+    parent_top1, failed_top1 = validation_top1(ctx, parent), validation_top1(ctx, failed)
     out, tried = fallback_path(failed), []
     for layer in candidates:
         tried.append(layer)
         requantize(tried, out)
-        drop = drop_points(parent_top1, validation_top1(ctx, out))
+        top1 = validation_top1(ctx, out)
+        drop = drop_points(parent_top1, top1)
         if drop <= cfg.max_int8_drop:
             break
+    if top1 <= failed_top1:
+        out.unlink(missing_ok=True)
+        print(f"  {failed.name}: no float fallback kept: {len(tried)} layer(s) in float scored "
+              f"{100 * top1:.2f}% on the validation images, no better than the file itself ({100 * failed_top1:.2f}%)",
+              file=console.err())
+        return None
     assess(ctx, out, parent=parent, compressed=compressed,
            build={**build, "method": f"{build['method']}, {len(tried)} layer(s) in float", "repairs":
                   layout.rel(failed), "float_layers": [name(lay) for lay in tried],

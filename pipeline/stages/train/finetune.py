@@ -47,7 +47,7 @@ def fine_tune(model: nn.Module, cfg: Config, data, epochs: int, lr: float, befor
     else:
         teacher = None
     split = _subset(data.train, cfg.train_subset)
-    n = min(cfg.finetune_subset or len(split), len(split))
+    n = cfg.finetune_subset or len(split)  # more than the split: repeated passes, so a small set is not starved
     loader = make_loader(split, min(cfg.batch_size, n), True, cfg.seed, 1, 0, cfg.workers, False, samples=n)
     val_loader = make_loader(_subset(data.val, cfg.eval_subset), 512, False, cfg.seed, 1, 0, cfg.workers, False)
     opt = make_optimizer(model, run)
@@ -61,7 +61,8 @@ def fine_tune(model: nn.Module, cfg: Config, data, epochs: int, lr: float, befor
             stats = train_epoch(model, loader, opt, sched, scaler, rt, run, data.norm, epoch,
                                 data.name != "imagefolder", "none (fine-tuning)", teacher)
             val = evaluate_model(model, val_loader, rt, run, data.norm)
-        history.append({"epoch": epoch + 1, **stats, "val_loss": val["loss"], "val_acc": val["acc"]})
+        history.append({"epoch": epoch + 1, "steps": len(loader), **stats, "val_loss": val["loss"],
+                        "val_acc": val["acc"]})
         print(f"  fine-tune {epoch + 1}/{epochs}  loss {stats['train_loss']:.4f}  val top-1 {100 * val['acc']:.2f}%",
               file=console.err())
     if rt.channels_last:

@@ -46,12 +46,13 @@ def _keep(batch):
 
 def make_loader(split: ImageSet, batch_size: int, shuffle: bool, seed: int, world: int, rank: int, workers: int,
                 pin: bool, samples: int = 0) -> DataLoader:
-    """samples > 0 (shuffled, one process): an epoch is that many images drawn anew from the whole split each epoch."""
+    """samples > 0 (shuffled, one process): an epoch is that many images drawn anew from the whole split each epoch
+    (more than the split: whole shuffled passes, then part of one more)."""
     dataset = Split(split)
     if world > 1:
         sampler = DistributedSampler(dataset, world, rank, shuffle=shuffle, seed=seed, drop_last=shuffle)
     elif shuffle:
-        sampler = RandomSampler(dataset, num_samples=min(samples, len(dataset)) or None,
+        sampler = RandomSampler(dataset, num_samples=samples or None,
                                 generator=torch.Generator().manual_seed(seed))
     else:
         sampler = SequentialSampler(dataset)
