@@ -33,7 +33,7 @@ def fmnist():
     return load_data("fashion_mnist")
 
 
-TINY_RUN = {"model": "resnet18", "width": "0.25", "stem": "imagenet", "image_size": "28", "preset": "cpu",
+TINY_RUN = {"model": "resnet18", "width": "0.25", "stem": "imagenet", "image_size": "28", "preset": "cpu", "min_steps": "0",
             "batch_size": "128", "train_subset": "6000", "eval_subset": "1000", "epochs": "3", "lr": "0.1",
             "finetune_subset": "2000"}
 

@@ -30,7 +30,7 @@ def test_constant_calibration_images_are_refused_before_any_int8_file(tiny_run, 
     (data / "train-images-idx3-ubyte.gz").write_bytes(_idx(np.zeros((1000, 28, 28), np.uint8)))
     (data / "train-labels-idx1-ubyte.gz").write_bytes(_idx(np.arange(1000) % 10))
     args = ["run", f"weights={tiny_run.run_dir / 'train' / 'best.pt'}", "epochs=0", f"data_root={data}",
-            "width=0.25", "stem=imagenet", "image_size=28", "preset=cpu", "eval_subset=1000", "run_structured=false",
+            "width=0.25", "stem=imagenet", "image_size=28", "preset=cpu", "min_steps=0", "eval_subset=1000", "run_structured=false",
             "run_magnitude=false", "bench_runs=3", f"runs_dir={tmp_path}", "name=black"]
     assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]

@@ -10,7 +10,7 @@ from pipeline.engine.checkpoint import load_checkpoint, model_from_checkpoint
 from pipeline.cli import main
 from pipeline.engine.evaluate import drop_points
 
-MNV2 = ["model=mobilenet_v2", "width=0.5", "stem=imagenet", "image_size=28", "preset=cpu", "batch_size=128",
+MNV2 = ["model=mobilenet_v2", "width=0.5", "stem=imagenet", "image_size=28", "preset=cpu", "min_steps=0", "batch_size=128",
         "train_subset=3000", "epochs=3", "lr=0.1", "eval_subset=1000", "finetune_subset=3000", "structured_ratio=0.25",
         "structured_round_to=1", "structured_epochs=2", "run_magnitude=false", "run_litert=false", "bench_runs=3",
         "bench_threads=1", "quant_fallback=off",  # NNCF's accuracy-control loop (60 s here): tests/test_explain.py

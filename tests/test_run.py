@@ -13,7 +13,7 @@ from conftest import ROOT, locked
 
 from pipeline.cli import main
 
-SMALL = ["model=resnet18", "width=0.25", "stem=imagenet", "image_size=28", "preset=cpu", "batch_size=128",
+SMALL = ["model=resnet18", "width=0.25", "stem=imagenet", "image_size=28", "preset=cpu", "min_steps=0", "batch_size=128",
          "train_subset=6000", "epochs=3", "lr=0.1", "eval_subset=1000", "finetune_subset=3000", "structured_ratio=0.25",
          "structured_round_to=1",  # 16 channels at quarter width: 25% off is 12, not a multiple of 8
          "structured_epochs=5", "structured_lr=0.05", "prune_ratio=0.3", "prune_epochs=1", "qat=true", "bench_runs=5",
@@ -191,7 +191,7 @@ def test_report_cache_key_sees_device_results_with_a_relative_runs_dir(tmp_path,
 
 
 def test_failed_stage_skips_its_dependents_and_names_only_the_cause(tmp_path, capsys):
-    args = ["run", "width=0.25", "image_size=28", "preset=cpu", "train_subset=100", "batch_size=128",
+    args = ["run", "width=0.25", "image_size=28", "preset=cpu", "min_steps=0", "train_subset=100", "batch_size=128",
             f"runs_dir={tmp_path}", "name=few"]
     assert main(args) == 2
     err = capsys.readouterr().err

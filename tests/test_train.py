@@ -18,7 +18,7 @@ from pipeline.cli import main
 from pipeline.config import load_config
 from pipeline.core.errors import EdgeError
 
-TINY = {"model": "resnet18", "width": "0.25", "stem": "imagenet", "image_size": "28", "preset": "cpu",
+TINY = {"model": "resnet18", "width": "0.25", "stem": "imagenet", "image_size": "28", "preset": "cpu", "min_steps": "0",
         "batch_size": "64", "train_subset": "1024", "eval_subset": "500", "epochs": "2", "lr": "0.1"}
 
 
@@ -340,3 +340,20 @@ def test_a_small_training_split_gets_the_whole_fine_tune_budget(fmnist):
     big = dataclasses.replace(cfg, train_subset=4096)
     history = fine_tune(build_model("resnet18", num_classes=10, in_channels=1, width=0.125), big, fmnist, 1, 0.05)
     assert history[0]["steps"] == 1024 // 64  # the same budget on a larger split
+
+
+def test_a_small_data_set_trains_for_at_least_min_steps(capsys):
+    """The cpu preset's 4 epochs are 860 steps on Fashion-MNIST's 55,000 training images but 56 on a 3,600-image
+    folder (a default run there ended at 68.75% and failed its int8 gates): min_steps=800 raises the epochs to 58
+    there, says so in one line, and leaves Fashion-MNIST's 4 alone."""
+    from pipeline.config import load_config
+    from pipeline.stages.train.loop import with_step_floor
+
+    cfg = load_config(None, {"preset": "cpu"})
+    assert cfg.min_steps == 800 and cfg.epochs == 4 and cfg.batch_size == 256
+    assert with_step_floor(cfg, 55_000, 55_000 // 256).epochs == 4
+    small = with_step_floor(cfg, 3_600, 3_600 // 256)
+    assert small.epochs == 58 and small.min_steps == 800  # 58 x 14 = 812 steps
+    assert "3,600 training images are 14 steps an epoch: 58 epochs instead of 4, for min_steps=800" in \
+        capsys.readouterr().err
+    assert with_step_floor(load_config(None, {"preset": "cpu", "min_steps": "0"}), 3_600, 14).epochs == 4

@@ -5,7 +5,7 @@ change to any of them reruns that stage and what reads its files; a change to NE
 # RESUMABLE_CHANGES) what a resume must keep as it was.
 TRAIN_KEYS = frozenset({
     "model", "width", "stem", "shortcut", "zero_init_residual", "num_classes", "in_channels", "data_source",
-    "data_root", "image_size", "val_size", "seed", "epochs", "batch_size", "optimizer", "lr", "momentum",
+    "data_root", "image_size", "val_size", "seed", "epochs", "min_steps", "batch_size", "optimizer", "lr", "momentum",
     "weight_decay", "schedule", "warmup_epochs", "label_smoothing", "augment", "random_erasing", "ema", "device",
     "amp", "channels_last", "compile", "train_subset", "eval_subset", "weights"})
 RESUMABLE_CHANGES = frozenset({"device", "amp", "channels_last", "compile", "data_root", "weights", "eval_subset"})
