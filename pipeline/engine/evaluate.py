@@ -64,7 +64,7 @@ def drop_points(reference_top1: float, top1: float) -> float:
 def delta_points(reference_top1: float | None, top1: float | None) -> float | None:
     """The report's Δ top-1 vs fp32 in points: minus the gate's drop, rounded the same way, so the column and the
     gate agree at the threshold."""
-    return None if reference_top1 is None or top1 is None else -drop_points(reference_top1, top1)
+    return None if reference_top1 is None or top1 is None else 0.0 - drop_points(reference_top1, top1)  # no -0.0
 
 
 def gates_for(artifact: Path, precision: str, compressed: bool, parent: Path | None, ev: dict,
