@@ -51,6 +51,7 @@ def test_a_missing_tool_is_one_line_naming_the_package(arm64, monkeypatch, tmp_p
                                                        message):
     run = tmp_path / "run"
     (run / "device_bundle" / "models").mkdir(parents=True)
+    (run / "device_bundle" / "models" / "int8.tflite").write_bytes(b"only its name is read before the tools")
     (run / "device_bundle" / "expected.json").write_text('{"top1": {}}')
     shutil.copy(ROOT / "device_tests" / "bench_tflite.py", run / "device_bundle")
     monkeypatch.setattr(arm64.os, "geteuid", lambda: euid)

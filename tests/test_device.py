@@ -133,7 +133,7 @@ def test_board_script_in_bare_venv_matches_host_accuracy(litert_venv, device_bun
          "--eval", "eval.npz", "--threads", "1,2", "--runs", "5", "--warmup", "1", "--out", str(out), "--predictions"],
         cwd=board, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 1, proc.stderr  # the corrupt file fails; the others are kept
-    assert "error: " in proc.stderr and "bad.tflite: the runtime cannot load it" in proc.stderr
+    assert "error: " in proc.stderr and "bad.tflite: not a TFLite flatbuffer (no TFL3 identifier)" in proc.stderr
     result = json.loads(out.read_text())
     assert result["runtime"] == "ai_edge_litert.interpreter" and result["runtime_version"] == locked("ai-edge-litert")
     rows = {r["artifact"]: r for r in result["rows"]}
