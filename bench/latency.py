@@ -22,7 +22,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.core.artifacts import atomic_write  # noqa: E402
+from pipeline.core.artifacts import atomic_write, file_sha  # noqa: E402
 from pipeline.stages.benchmark import benchmark  # noqa: E402
 from pipeline.engine.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from pipeline.config import open_run, parse_bool, parse_overrides  # noqa: E402
@@ -132,7 +132,9 @@ def main(argv: list[str]) -> int:
     for r in rows:
         r["speedup_vs_tflite_fp32"] = base / r[t1] if base and r[t1] else None
         r["speedup_vs_tflite_int8"] = dense_int8 / r[t1] if dense_int8 and r[t1] else None
+    weights = [run.best] + [run.quant(f"{n}.pt") for n in (structured_name(cfg), magnitude_name(cfg))]
     table = {"run": str(run.root), "image_size": size, "in_channels": in_channels, "threads": threads,
+             "weights": {run.rel(p): file_sha(p) for p in weights if p.is_file()},  # what report holds it against
              "runs": cfg.bench_runs, "warmup": cfg.bench_warmup, "host": host(), "rows": rows}
     print(latency_markdown(table))
     return write_table(out / f"latency_{size}.json", table)

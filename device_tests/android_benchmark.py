@@ -6,7 +6,7 @@ supply: the prebuilt android_aarch64_benchmark_model, or one built with bazel). 
 
 Checks adb and exactly one attached device (or --serial), pushes the binary and the models to --remote-dir, runs each
 model with a timeout, parses benchmark_model's timing and memory lines into the rows `resnet-edge report` merges
-(device_results_android_<serial>.json, rewritten after every model). On the phone it touches only what it brought:
+(device_results_android_<serial>_<time>.json, rewritten after every model). On the phone it touches only what it brought:
 it removes the files it pushed (and --remote-dir only if it created it, and only when empty), and on a timeout it
 stops the one process it started, by its pid. Precision comes from the .tflite file itself (tflite_precision.py).
 """
@@ -21,6 +21,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from tflite_precision import tflite_precision  # noqa: E402  (the bundle's own copy of the precision rule)
@@ -205,7 +206,7 @@ def parse_args(argv):
     p.add_argument("--cpu-mask", help="taskset mask in hex, e.g. f0 for the big cores of many phones")
     p.add_argument("--timeout", type=int, default=300, help="seconds per model")
     p.add_argument("--remote-dir", default="/data/local/tmp/resnet-edge")
-    p.add_argument("--out", help="JSON file (default: device_results_android_<serial>.json)")
+    p.add_argument("--out", help="JSON file (default: device_results_android_<serial>_<YYYYmmdd-HHMMSS>.json)")
     return p.parse_args(argv)
 
 
@@ -250,7 +251,7 @@ def main(argv=None) -> int:
             if not os.path.isfile(path):
                 raise AdbError(f"{path}: file not found")
         args.serial = pick_device(args)
-        out = args.out or f"device_results_android_{args.serial}.json"
+        out = args.out or f"device_results_android_{args.serial}_{time.strftime('%Y%m%d-%H%M%S')}.json"
         names = [os.path.basename(m) for m in args.models]
         created = prepare_remote(args, ["benchmark_model", *names, *(f"{n}.xnnpack_cache" for n in names)])
         binary = f"{args.remote_dir}/benchmark_model"

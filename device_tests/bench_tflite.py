@@ -12,7 +12,7 @@ order: ai_edge_litert, tflite_runtime, tensorflow.lite. Imports nothing from res
 rebuilds convolutions' indirection buffers at each inference (18.3 MiB, 10-20% slower; see tflite_memory.py).
 
 Each model and thread count runs in its own process, so peak RSS belongs to that model and a crashing model cannot
-take the others down. Rows are printed as a table and written as JSON (device_results_<host>.json) in the schema
+take the others down. Rows are printed as a table and written as JSON (device_results_<host>_<time>.json) in the schema
 `resnet-edge report` merges; the file is rewritten after every model, so a failure keeps what was measured.
 """
 
@@ -25,6 +25,7 @@ import platform
 import socket
 import subprocess
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from tflite_memory import MODES, attribute  # noqa: E402  (where the memory goes, measured)
@@ -290,7 +291,7 @@ def parse_args(argv):
     p.add_argument("--runs", type=int, default=50)
     p.add_argument("--delegate", help="path of a delegate library (.so) to load, e.g. an NPU's")
     p.add_argument("--timeout", type=int, default=900, help="seconds per model and thread count")
-    p.add_argument("--out", help="JSON file (default: device_results_<hostname>.json)")
+    p.add_argument("--out", help="JSON file (default: device_results_<hostname>_<YYYYmmdd-HHMMSS>.json)")
     p.add_argument("--mode", default="auto", choices=("auto", *MODES),
                    help="how models run (default auto: compiled_cache where the runtime has it, else interpreter)")
     p.add_argument("--predictions", action="store_true",
@@ -344,7 +345,7 @@ def main(argv=None) -> int:
         print(f"error: {type(e).__name__}: {(str(e).splitlines() or [''])[0][:300]}", file=sys.stderr)
         return 2
     where = host()
-    out = args.out or f"device_results_{where['name']}.json"
+    out = args.out or f"device_results_{where['name']}_{time.strftime('%Y%m%d-%H%M%S')}.json"  # a rerun adds a file
     print(f"runtime: {runtime} ({args.mode}); host: {where['cpu']}, {where['cores']} cores; threads "
           f"{args.thread_list}", file=sys.stderr)
     rows, failed = [], []

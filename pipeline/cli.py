@@ -71,23 +71,23 @@ def _split(words: list[str]) -> tuple[str | None, dict[str, str]]:
     return path, parse_overrides(words)
 
 
-def _config(words: list[str], fresh: bool = False):
-    """[config.yaml] key=value. Without a YAML file, a verb after train starts from the run's saved config
-    (<runs_dir>/<name>/config.yaml), so `resnet-edge export name=x` needs no repeat of the training keys."""
+def _config(words: list[str]):
+    """[config.yaml] key=value. Without a YAML file, every verb on an existing run (train and run included) starts
+    from the run's saved config (<runs_dir>/<name>/config.yaml), the overrides on top: `resnet-edge export name=x`
+    needs no repeat of the training keys, and `run name=x` after a custom `train name=x ...` does not retrain x with
+    the defaults. preset= starts afresh from that preset's values."""
     from .config import load_config, open_run, run_folder
 
     path, overrides = _split(words)
-    if path is None and not fresh and Layout(run_folder(overrides)).config.is_file():
-        return open_run(None, overrides)
+    if path is None and "preset" not in overrides and Layout(run_folder(overrides)).config.is_file():
+        return open_run(None, {"resume": "false", **overrides})  # resume=true is one command's request, not saved
     return load_config(path, overrides)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .config import parse_bool
     from .run import run_one
 
-    _, overrides = _split(args.overrides)
-    cfg = _config(args.overrides, fresh=not parse_bool("resume", overrides.get("resume", "false")))
+    cfg = _config(args.overrides)
     try:
         if int(os.environ.get("RANK", "0")) > 0:  # torchrun: every rank trains; rank 0 keeps the books
             from .stages.train import train
@@ -121,7 +121,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     force_words = [w for w in args.overrides if w.startswith("force=")]
     force = any(parse_bool("force", w.partition("=")[2]) for w in force_words)  # a flag of run, not a Config key
-    run(_config([w for w in args.overrides if w not in force_words], fresh=True), force=force)
+    run(_config([w for w in args.overrides if w not in force_words]), force=force)
     return 0
 
 

@@ -8,6 +8,7 @@ Only numpy and torch here (Pillow is imported for ImageFolder alone): training o
 from __future__ import annotations
 
 import gzip
+import hashlib
 import pickle
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -100,6 +101,7 @@ class DataSplits:
     val: ImageSet  # deterministic carve-out of the training split
     test: ImageSet
     calibration: ImageSet  # subset of `train` for int8 calibration
+    identity: str = ""  # content_id of the training and test splits as read: a stage's key and a record's lineage
 
     @property
     def num_classes(self) -> int:
@@ -286,6 +288,21 @@ def read_imagefolder(root: Path, size: int) -> tuple[ImageSet, ImageSet, list[st
     return train, test, classes
 
 
+def content_id(*splits: ImageSet) -> str:
+    """sha256 (16 hex) of what the splits hold: pixels and labels of arrays; for image files, each file's path, size
+    and modification time (as make and rsync judge a change) and its label. Equal ids: the same data."""
+    h = hashlib.sha256()
+    for split in splits:
+        h.update(np.ascontiguousarray(split.labels).tobytes())
+        if isinstance(split.images, ImageFiles):
+            for p in split.images.paths:
+                st = p.stat()
+                h.update(f"{p}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+        else:
+            h.update(np.ascontiguousarray(split.images).tobytes())
+    return h.hexdigest()[:16]
+
+
 # --- the one entry point -------------------------------------------------------------------------------------------
 
 def load_data(source: str = "fashion_mnist", root: str | Path | None = None, image_size: int = 224,
@@ -321,6 +338,7 @@ def load_data(source: str = "fashion_mnist", root: str | Path | None = None, ima
     return DataSplits(
         name=source, classes=list(classes), norm=NORMALIZATION[source], in_channels=int(sample.shape[-1]),
         train=train.subset(train_idx), val=train.subset(val_idx), test=test, calibration=train.subset(calib_idx),
+        identity=content_id(train, test),
     )
 
 

@@ -73,8 +73,8 @@ def row_problems(layout, cfg: Config, failed_stages: set[str] = frozenset()) -> 
     out = []
     for rel in declared_rows(layout, cfg):
         record = records.read(layout, rel)
-        status, reason = records.status(record, records.size_gates(record, cfg.max_size_mib))
-        if status in ("gate", "bench failed", "unchecked") or (
+        status, reason = records.row_status(layout, rel, cfg.max_size_mib)
+        if status in ("gate", "bench failed", "unchecked", "stale") or (
                 status == "failed" and record.get("build", {}).get("stage") not in failed_stages):
             out.append(f"{rel}: {status}: {reason}{_repair(layout, rel)}")
     return out
@@ -124,6 +124,11 @@ def run_one(stage_name: str, cfg: Config) -> int:
         if too_big:
             raise EdgeError(f"report written to {ctx.layout.report_dir}, but {len(too_big)} file(s) fail "
                             f"max_size_mib={cfg.max_size_mib:g}: " + " | ".join(too_big))
+        old = [rel for rel in declared_rows(ctx.layout, cfg) if records.row_status(ctx.layout, rel, 0)[0] == "stale"]
+        if old:
+            raise EdgeError(f"report written to {ctx.layout.report_dir}, but {len(old)} row(s) are stale "
+                            f"({', '.join(old[:3])}{', ...' if len(old) > 3 else ''}: "
+                            f"{records.row_status(ctx.layout, old[0], 0)[1]})")
     return 0
 
 

@@ -56,15 +56,21 @@ def test_broken_artifact_becomes_a_result_not_a_crash(tmp_path):
 
 
 def test_benchmark_error_is_a_bench_failed_row(tiny_run, tmp_path, capsys):
-    """A file damaged after it was built and gated: its benchmark fails, and the report says so with the reason."""
+    """A file damaged while it was benchmarked (after it was built and gated): its benchmark fails, and the report
+    says so with the reason; while the damaged file is on disk its row is stale (its record describes another file)."""
     from conftest import copy_run
+    from pipeline.core import records
+    from pipeline.core.layout import Layout
 
     cfg = copy_run(tiny_run, tmp_path, "damaged")
     fp16 = cfg.run_dir / "tflite" / "fp16.tflite"
-    fp16.write_bytes(fp16.read_bytes()[:4096])
+    good = fp16.read_bytes()
+    fp16.write_bytes(good[:4096])
     assert main(["benchmark", str(fp16), str(cfg.run_dir / "tflite" / "int8.tflite"), "bench_runs=2",
                  "bench_threads=1"]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith("error: benchmark failed: tflite/fp16.tflite: ")
+    assert records.row_status(Layout(cfg.run_dir), "tflite/fp16.tflite", 0)[0] == "stale"
+    fp16.write_bytes(good)  # the file as built: the failed benchmark is what is left to show
     assert main(["report", str(cfg.run_dir)]) == 0
     rows = {r["artifact"]: r for r in json.loads((cfg.run_dir / "report" / "report.json").read_text())["rows"]}
     assert rows["tflite/fp16.tflite"]["status"] == "bench failed"

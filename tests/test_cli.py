@@ -136,3 +136,21 @@ def test_an_error_no_check_caught_is_still_one_line(tmp_path, capsys, monkeypatc
 def _with(parser, verb, func):
     parser._subparsers._group_actions[0].choices[verb].set_defaults(func=func)
     return parser
+
+
+def test_run_and_train_on_an_existing_run_start_from_its_saved_config(tmp_path):
+    """`run name=x` after a custom `train name=x width=0.5 epochs=1` used to retrain x with the defaults and replace
+    its best.pt; now every verb starts from the run's saved config, the keys given on top (preset= starts afresh)."""
+    from pipeline.cli import _config
+    from pipeline.config import load_config, save_config
+
+    where = [f"runs_dir={tmp_path}", "name=x"]
+    custom = load_config(None, {"runs_dir": str(tmp_path), "name": "x", "width": "0.5", "epochs": "1",
+                                "resume": "true"})
+    save_config(custom, custom.run_dir / "config.yaml")
+    cfg = _config(where)
+    assert (cfg.width, cfg.epochs, cfg.resume) == (0.5, 1, False)  # resume=true was one command's request
+    assert (_config([*where, "epochs=3"]).width, _config([*where, "epochs=3"]).epochs) == (0.5, 3)
+    fresh = _config([*where, "preset=cpu_long"])
+    assert (fresh.width, fresh.epochs) == (1.0, 10)
+    assert _config([f"runs_dir={tmp_path}", "name=y"]).width == 1.0  # a new run: the defaults

@@ -102,8 +102,10 @@ def test_fallback_turns_a_failed_int8_file_into_a_passing_one(outlier_run):
     floats = [o for o in convs if o["outputs"] == ["FLOAT32"]]
     assert 1 <= len(floats) <= 2 * len(fixed["build"]["float_layers"]) and len(convs) - len(floats) >= 15
 
-    assert main(["report", str(outlier_run.run_dir)]) == 0
+    assert main(["report", str(outlier_run.run_dir)]) == 2  # the onnx2tf rows predate the planted outlier
     rows = {r["artifact"]: r for r in json.loads((outlier_run.run_dir / "report" / "report.json").read_text())["rows"]}
+    assert {a for a, r in rows.items() if r["status"] == "stale"} == {  # built before the outlier was planted
+        "tflite/fp32.tflite", "tflite/fp16.tflite", "tflite/dynamic_range.tflite", "tflite/int8.tflite"}
     assert rows["tflite/nncf_int8.tflite"]["status"] == "gate"
     assert rows["tflite/nncf_int8_fallback.tflite"]["status"] == "pass"
     md = (outlier_run.run_dir / "report" / "report.md").read_text()
@@ -112,6 +114,22 @@ def test_fallback_turns_a_failed_int8_file_into_a_passing_one(outlier_run):
     assert main(["bundle", str(outlier_run.run_dir)]) == 0  # the repaired file ships, the failed one does not
     bundled = {p.name for p in (outlier_run.run_dir / "device_bundle" / "models").iterdir()}
     assert "nncf_int8_fallback.tflite" in bundled and "nncf_int8.tflite" not in bundled
+
+    from pipeline.engine.stage import Context
+    from pipeline.stages import fallback
+
+    repaired = outlier_run.run_dir / "tflite" / "nncf_int8_fallback.tflite"
+    kept = repaired.read_bytes()
+
+    def crashes(layers, path):  # a converter that dies half-way through writing its file
+        path.write_bytes(b"half a file")
+        raise RuntimeError("converter crashed")
+
+    with pytest.raises(RuntimeError, match="converter crashed"):
+        fallback.repair(Context(outlier_run), outlier_run.run_dir / "tflite" / "nncf_int8.tflite",
+                        outlier_run.run_dir / "train" / "best.pt", {"method": "m"}, False, crashes, lambda lay: "x")
+    assert repaired.read_bytes() == kept  # the previous repair stays until a new one is kept
+    assert not list(repaired.parent.glob(".trying-*"))
 
     off = dataclasses.replace(outlier_run, quant_fallback="off")
     with pytest.raises(EdgeError, match="nncf_int8.tflite: top-1 drop FAILED"):

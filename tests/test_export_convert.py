@@ -185,3 +185,23 @@ def test_our_int8_file_is_the_one_onnx2tf_makes(tiny_run, tmp_path):
         digest = [hashlib.sha256(p.read_bytes()).hexdigest() for p in (ours[variant], tmp_path / "tf" /
                                                                         f"model_{VARIANTS[variant]}.tflite")]
         assert digest[0] == digest[1], variant
+
+
+def test_convert_removes_only_the_work_folders_of_dead_conversions(tmp_path):
+    """A killed conversion's .onnx2tf-* folder goes; one of a conversion running in another process stays (convert
+    used to remove every .onnx2tf-* folder, another process's included)."""
+    import os
+    import subprocess
+    import sys
+
+    from pipeline.engine.onnx_to_tflite import clear_dead_work
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    folders = {f".onnx2tf-{dead.stdout.strip()}-a": False, f".onnx2tf-{os.getppid()}-b": True,
+               f".onnx2tf-structured50_{dead.stdout.strip()}-c": True, ".onnx2tf-old": True}
+    for name in folders:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "model.tflite").write_bytes(b"work")
+    assert clear_dead_work(tmp_path, "") == [f".onnx2tf-{dead.stdout.strip()}-a"]
+    assert {p.name for p in tmp_path.iterdir()} == {n for n, stays in folders.items() if stays}
+    assert clear_dead_work(tmp_path, "structured50_") == [f".onnx2tf-structured50_{dead.stdout.strip()}-c"]

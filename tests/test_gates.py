@@ -151,8 +151,13 @@ def test_the_size_gate_fails_the_report_and_keeps_the_file_out_of_the_bundle(tin
     shipped = sorted(p.name for p in (cfg.run_dir / "device_bundle" / "models").iterdir())
     assert "int8.tflite" not in shipped and "fp32.tflite" in shipped
     assert main(["report", str(cfg.run_dir), loose]) == 0
+    written = cfg.run_dir / "device_bundle" / "device_results_board_20261205-101500.json"  # a device run, in place
+    written.write_text('{"rows": []}')
+    capsys.readouterr()
     assert main(["bundle", str(cfg.run_dir), loose, "bundle_images=50"]) == 0
     assert "int8.tflite" in {p.name for p in (cfg.run_dir / "device_bundle" / "models").iterdir()}
+    assert written.read_text() == '{"rows": []}'  # re-making the bundle keeps what a device run wrote into it
+    assert "kept what a device run wrote into the old bundle: device_results_board_" in capsys.readouterr().err
 
 
 def test_device_rows_are_gated_on_their_agreement_with_the_host(tiny_run, tmp_path):

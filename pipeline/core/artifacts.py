@@ -44,6 +44,21 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+_SHA: dict[tuple, str] = {}
+
+
+def file_sha(path: Path) -> str | None:
+    """sha256 of a file, computed once per file version (path, size, mtime) in this process; None: absent."""
+    try:
+        st = Path(path).stat()
+    except OSError:
+        return None
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key not in _SHA:
+        _SHA[key] = sha256(path)
+    return _SHA[key]
+
+
 SHIPPED = (".tflite", ".onnx")  # the formats an app ships; a torch checkpoint is not downloaded to a phone
 
 

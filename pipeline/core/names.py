@@ -115,4 +115,4 @@ def bundle_chosen(layout: Layout, cfg) -> list[str]:
     """The candidates that were built and passed every gate, max_size_mib's included: a file that failed a gate, or
     was checked against nothing, is not shipped."""
     return [r for r in bundle_candidates(layout, cfg)
-            if records.built(layout, r) and records.passed(records.read(layout, r), cfg.max_size_mib)]
+            if records.built(layout, r) and records.passed(layout, r, cfg.max_size_mib)]

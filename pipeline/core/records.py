@@ -16,16 +16,17 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass
 
-from .artifacts import atomic_write_json
+from .artifacts import atomic_write_json, file_sha
 from .layout import Layout
 from .precision import is_int8_tflite
 
 BUILD_SECTIONS = ("build", "evaluation", "gates")
-STATUSES = ("pass", "gate", "failed", "bench failed", "skipped")
+STATUSES = ("pass", "gate", "failed", "bench failed", "skipped", "unchecked", "stale")
 LEGEND = ("status: pass = built and passed every gate; gate = built, failed a gate (named); failed = not built "
           "(reason given); bench failed = built and gated, the benchmark failed (reason given); skipped = not built "
           "because a stage it needs failed, or its stage has not run yet (reason given); unchecked = built and "
-          "measured, but checked against nothing (no gate applies: not a pass)")
+          "measured, but checked against nothing (no gate applies: not a pass); stale = built from an older model, "
+          "file or data than the run's now (what changed is named): its figures describe something else")
 
 
 @dataclass(frozen=True)
@@ -117,9 +118,53 @@ def status(record: dict, extra_gates: list[Gate] = ()) -> tuple[str, str | None]
     return "pass", None
 
 
-def passed(record: dict, max_size_mib: float) -> bool:
-    """Built and within every gate, the size gate included: what may be shipped."""
-    return status(record, size_gates(record, max_size_mib))[0] in ("pass", "bench failed")
+def stale(layout: Layout, artifact: str, _depth: int = 0) -> str | None:
+    """Why a built record no longer describes what the run holds, or None: its file changed since it was measured,
+    a file it was built from changed (or was itself built from something that changed since: lineage is followed
+    through the records), or the run's data is not the data it was built from. A record without lineage (an older
+    run) is taken as it stands."""
+    build = read(layout, artifact).get("build") or {}
+    if build.get("status") != "ok" or _depth > 16:
+        return None
+    if build.get("sha256") and file_sha(layout.path(artifact)) not in (None, build["sha256"]):
+        return f"{artifact} changed on disk since it was built and measured"
+    for source, sha in (build.get("lineage") or {}).items():
+        if source == "data":
+            now = _run_data(layout)
+            if now is not None and now != sha:
+                return f"built from other data (content id {sha}) than the run's now ({now})"
+        elif file_sha(layout.path(source)) != sha:
+            return f"built from an older {source} (it changed since)"
+        else:
+            behind = stale(layout, source, _depth + 1)
+            if behind:
+                return behind
+    return None
+
+
+def _run_data(layout: Layout) -> str | None:
+    try:
+        return json.loads(layout.manifest.read_text()).get("data")
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def row_status(layout: Layout, artifact: str, max_size_mib: float) -> tuple[str, str | None]:
+    """A run row's (status, reason): its record's status with the report's size gate, `stale` where its lineage no
+    longer holds. What report, bundle and `run`'s verdict all read."""
+    record = read(layout, artifact)
+    found = status(record, size_gates(record, max_size_mib))
+    if found[0] in ("skipped", "failed"):
+        return found
+    why = stale(layout, artifact)
+    if why:
+        return "stale", f"{why}; `resnet-edge run name={layout.root.name}` rebuilds it"
+    return found
+
+
+def passed(layout: Layout, artifact: str, max_size_mib: float) -> bool:
+    """Built, current and within every gate, the size gate included: what may be shipped."""
+    return row_status(layout, artifact, max_size_mib)[0] in ("pass", "bench failed")
 
 
 def built(layout: Layout, artifact: str) -> bool:

@@ -108,7 +108,12 @@ def assess(ctx, artifact: Path, parent: Path | None = None, compressed: bool = F
              "format": format_of(artifact), "precision": precision, "compressed": compressed, **file_facts(artifact)}
     built.pop("error", None)
     name = layout.rel(artifact) if layout.holds(artifact) else external(artifact)
-    stale = (records.read(layout, name).get("build") or {}).get("sha256") != built["sha256"]
+    before = records.read(layout, name).get("build") or {}
+    stale = before.get("sha256") != built["sha256"]
+    if ctx.lineage is not None:  # built by a stage: what it built from
+        built["lineage"] = ctx.lineage
+    elif not stale and before.get("lineage"):  # the same file measured again by a side command: its lineage stays
+        built["lineage"] = before["lineage"]
     return records.write(layout, name, build=built, evaluation=evaluation, gates=[g.to_dict() for g in all_gates],
                          **({"benchmark": None} if stale else {}))  # a new file's old latency is no figure of it
 

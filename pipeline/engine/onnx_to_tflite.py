@@ -127,6 +127,31 @@ def full_integer_int8(tf_dir: Path, calib: np.ndarray, mean: np.ndarray, std: np
     return out
 
 
+def clear_dead_work(out_dir: Path, prefix: str) -> list[str]:
+    """Remove the work folders a killed conversion left (.onnx2tf-<prefix><pid>-*, its pid no longer running); the
+    folders of a conversion still running, in another process, stay. Returns what it removed."""
+    removed = []
+    for stale in Path(out_dir).glob(f".onnx2tf-{prefix}*"):
+        if not _alive(stale.name.removeprefix(f".onnx2tf-{prefix}").split("-")[0]):
+            shutil.rmtree(stale, ignore_errors=True)
+            removed.append(stale.name)
+    return removed
+
+
+def _alive(pid: str) -> bool:
+    """The process that owns a work folder (named .onnx2tf-<prefix><pid>-...) still runs: its folder is not ours to
+    delete. Anything else (another prefix's folder, no pid) is left alone too; only a dead owner's folder goes."""
+    if not pid.isdigit():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def convert_tflite(onnx_path: Path, out_dir: Path, calib_u8: np.ndarray, norm: Normalization, image_size: int,
                    variants: tuple[str, ...] = tuple(VARIANTS), prefix: str = "",
                    keep_saved_model: Path | None = None) -> dict[str, Path]:
@@ -138,9 +163,8 @@ def convert_tflite(onnx_path: Path, out_dir: Path, calib_u8: np.ndarray, norm: N
     if unknown:
         raise EdgeError(f"unknown TFLite variants {sorted(unknown)}; choose from {', '.join(VARIANTS)}")
     out_dir.mkdir(parents=True, exist_ok=True)
-    for stale in out_dir.glob(f".onnx2tf-{prefix}*"):  # left by a conversion that was killed
-        shutil.rmtree(stale, ignore_errors=True)
-    with tempfile.TemporaryDirectory(prefix=f".onnx2tf-{prefix}", dir=out_dir) as tmp:
+    clear_dead_work(out_dir, prefix)
+    with tempfile.TemporaryDirectory(prefix=f".onnx2tf-{prefix}{os.getpid()}-", dir=out_dir) as tmp:
         tf_dir = run_onnx2tf(Path(onnx_path), Path(tmp), calibration_nhwc(calib_u8, image_size), norm,
                              int8="int8" in variants, dynamic_range="dynamic_range" in variants,
                              saved_model=keep_saved_model is not None)

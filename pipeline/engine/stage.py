@@ -60,6 +60,7 @@ class Context:
         self.stage: str | None = None  # set by run_stage
         self.invocation: str | None = None  # marks the records written by this run of the stage
         self.errors: dict[str, BaseException] = {}  # a failed stage's exception, its cause kept
+        self.lineage: dict[str, str] | None = None  # what the running stage builds from (set by run_stage)
 
     @property
     def data(self):
@@ -68,6 +69,13 @@ class Context:
 
             self._data = load_data_for(self.cfg)
         return self._data
+
+    @property
+    def data_identity(self) -> str | None:
+        """The data's content id: of the data loaded in this process, else as the run last loaded it (manifest)."""
+        if self._data is not None:
+            return self._data.identity
+        return read_manifest(self.layout).get("data")
 
     @functools.cached_property
     def eval_set(self) -> EvalSet:
@@ -158,6 +166,8 @@ class Stage:
     inputs: Callable[[Layout, Config], list[str]] = _none  # files read; "<record>#<sections>": those sections
     outputs: Callable[[Layout, Config], list[str]] = _none  # files written: must exist, non-empty, afterwards
     records: Callable[[Layout, Config], list[str]] = _none  # artifacts whose record sections it writes
+    sources: Callable[[Layout, Config], list[str]] | None = None  # the inputs its artifacts are built from (the
+    # lineage in their records); None: every input. Not a file it only compares its results with.
     sections: tuple[str, ...] = BUILD_SECTIONS  # the record sections it owns
     uses_data: bool = True  # reads the data set: loaded (and checked against the config) before any stage starts
 
@@ -180,9 +190,22 @@ def fingerprint(layout: Layout, spec: str) -> str | None:
 
 
 def stage_key(stage: Stage, ctx: Context) -> str:
+    """What the stage's result depends on: its config keys, its inputs' content, and the data's (uses_data)."""
     conf = {k: getattr(ctx.cfg, k) for k in sorted(stage.keys)}
     inputs = {spec: fingerprint(ctx.layout, spec) for spec in stage.inputs(ctx.layout, ctx.cfg)}
+    if stage.uses_data:
+        inputs["data"] = ctx.data_identity
     return hashlib.sha256(json.dumps([stage.name, conf, inputs], sort_keys=True, default=str).encode()).hexdigest()
+
+
+def lineage(stage: Stage, ctx: Context) -> dict[str, str]:
+    """The files a stage builds from (sha256) and the data (content id): kept in each record it builds, so that a
+    row built from an older model or other data is known for it (records.stale)."""
+    made_from = (stage.sources or stage.inputs)(ctx.layout, ctx.cfg)
+    out = {spec: fingerprint(ctx.layout, spec) for spec in made_from if "#" not in spec}
+    if stage.uses_data and ctx.data_identity:
+        out["data"] = ctx.data_identity
+    return {k: v for k, v in out.items() if v}
 
 
 # --- the manifest --------------------------------------------------------------------------------------------------
@@ -206,6 +229,8 @@ def begin_run(ctx: Context) -> dict:
     save_config(ctx.cfg, ctx.layout.config)
     manifest = read_manifest(ctx.layout)
     manifest.update({"config": ctx.cfg.to_dict(), "versions": versions(), "host": host()})
+    if ctx._data is not None:
+        manifest["data"] = ctx._data.identity  # what records.stale holds every record's data lineage against
     atomic_write_json(ctx.layout.manifest, manifest)
     return manifest
 
@@ -287,6 +312,7 @@ def run_stage(stage: Stage, ctx: Context, key: str | None = None) -> dict:
     layout = ctx.layout
     key = key or stage_key(stage, ctx)
     ctx.stage, ctx.invocation = stage.name, f"{stage.name}-{time.time_ns()}"
+    ctx.lineage = lineage(stage, ctx)
     _update_manifest(layout, stage.name, {"key": key, "status": "started"})
     start = time.perf_counter()
     status, error = "ok", None

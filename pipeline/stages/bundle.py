@@ -50,7 +50,7 @@ python3 -m venv ~/edge && ~/edge/bin/pip install numpy ai-edge-litert
 ~/edge/bin/python bench_tflite.py {names} --eval eval.npz --threads 1,4 --runs {runs} --warmup {warmup}
 ```
 
-It writes `device_results_<hostname>.json`. Copy that file into the run's `device/` folder on the host
+It writes `device_results_<hostname>_<time>.json` (a new file each run). Copy that file into the run's `device/` folder on the host
 (`runs/<name>/device/`) and run `resnet-edge report runs/<name>`: the device rows join the report table.
 
 Runtime order: `ai_edge_litert`, then `tflite_runtime`, then `tensorflow.lite`. Where ai-edge-litert has no wheel,
@@ -71,7 +71,7 @@ python3 android_benchmark.py {first} --binary ./android_aarch64_benchmark_model 
 
 `--serial SERIAL` picks one of several phones; `--use-nnapi`, `--op-profiling` and `--timeout` as named. It pushes to
 /data/local/tmp/resnet-edge (`--remote-dir`), removes only the files it pushed (and the folder only if it made it),
-stops only the process it started, and writes `device_results_android_<serial>.json`.
+stops only the process it started, and writes `device_results_android_<serial>_<time>.json`.
 In Termux on the phone itself, the board commands above work where a TFLite runtime wheel installs.
 
 ## Memory
@@ -123,6 +123,7 @@ def bundle_stage(ctx) -> None:
             os.chmod(tmp / s, 0o755)
         (tmp / "README.md").write_text(_readme(models, len(labels), cfg.image_size, ctx.data.name, cfg.bench_runs,
                                                cfg.bench_warmup))
+        kept = _carry_over(out, tmp)
         old = layout.root / ".device_bundle-old"
         shutil.rmtree(old, ignore_errors=True)
         if out.exists():
@@ -132,8 +133,29 @@ def bundle_stage(ctx) -> None:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    if kept:
+        print(f"  bundle: kept what a device run wrote into the old bundle: {', '.join(kept)}", file=console.err())
     if left_out:
-        print(f"  bundle: left out (not built or failed a gate): {', '.join(left_out)}", file=console.err())
+        why = {rel: records.row_status(layout, rel, cfg.max_size_mib)[0] for rel in left_out}
+        print(f"  bundle: left out (not built, failed a gate, or stale): "
+              f"{', '.join(f'{rel} ({why[rel]})' for rel in left_out)}", file=console.err())
+
+
+def _carry_over(old: Path, new: Path) -> list[str]:
+    """Files in the old bundle that the bundle did not make (device_results_*.json of a run on this machine, notes),
+    copied into the new one, so re-making the bundle loses nothing a device run wrote there."""
+    if not old.is_dir():
+        return []
+    kept = []
+    for path in sorted(old.iterdir()):
+        if path.name == "models" or (new / path.name).exists():
+            continue
+        if path.is_dir():
+            shutil.copytree(path, new / path.name)
+        else:
+            shutil.copy2(path, new / path.name)
+        kept.append(path.name)
+    return kept
 
 
 def _inputs(layout, cfg) -> list[str]:

@@ -45,13 +45,14 @@ def quantize_stage(ctx) -> None:
     layout, cfg = ctx.layout, ctx.cfg
     ctx.require(layout.onnx, "export")
     fixed = fallback_path(layout.quant("ptq_int8.onnx"))
-    fallback.clear(layout, layout.quant("ptq_int8.onnx"))
     quantized = nncf_ops.ptq_onnx(onnx.load(str(layout.onnx)), ctx.calib, cfg.quant_preset, _ignored(cfg))
     out = atomic_write(layout.quant("ptq_int8.onnx"), lambda tmp: onnx.save(quantized, str(tmp)))
     build = {"method": "nncf_ptq", "preset": cfg.quant_preset, "calibration": ctx.calibration,
              "macs": ctx.dense_macs}
     record = assess(ctx, out, parent=layout.onnx, build=build)
-    if fallback.wanted(ctx, record, out, layout.onnx):
+    if not fallback.wanted(ctx, record, out, layout.onnx):
+        fallback.clear(layout, out)
+    else:
         x, labels = ctx.val_set  # NNCF's accuracy-control loop: ranked and stopped on validation images
         repaired = nncf_ops.ptq_onnx_with_accuracy_control(
             onnx.load(str(layout.onnx)), ctx.calib, x, labels, cfg.max_int8_drop / 100, cfg.quant_preset,

@@ -20,9 +20,10 @@ from . import fallback
 def _gated_int8(ctx, onnx_path: Path, int8: Path, saved_model: Path, build: dict, compressed: bool) -> None:
     """onnx2tf's int8 file evaluated and gated; with quant_fallback=auto a failed top-1 gate gets a repaired sibling,
     <int8>_fallback.tflite, its worst layers (and the convs only they read) in float (pipeline.stages.fallback)."""
-    fallback.clear(ctx.layout, int8)
     record = assess(ctx, int8, parent=onnx_path, compressed=compressed, build=build)
-    if fallback.wanted(ctx, record, int8, onnx_path):
+    if not fallback.wanted(ctx, record, int8, onnx_path):
+        fallback.clear(ctx.layout, int8)
+    else:
         def float_layers(layers: list[dict], out: Path) -> None:
             names = [t["tensor"] for lay in layers for t in [lay, *lay["sole_producers"]]]
             requantize(saved_model, out, ctx.calib_u8, ctx.data.norm, ctx.cfg.image_size, list(dict.fromkeys(names)))

@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from ..core import console
 from ..core import records
-from ..core.artifacts import atomic_write_json
+from ..core.artifacts import atomic_write_json, file_sha
 from ..config.keys import EXPLAIN_KEYS
 from ..core.errors import EdgeError
 from ..core.names import explained_rows
@@ -228,7 +228,7 @@ def write_explanation(ctx, artifact: Path, reference: Path) -> dict:
     result = explain(artifact, reference, ctx.eval_set.x[: ctx.cfg.explain_images])
     result.update(artifact=layout.rel(artifact) if layout.holds(artifact) else str(artifact),
                   reference=layout.rel(reference) if layout.holds(reference) else str(reference),
-                  split=ctx.eval_set.split)
+                  split=ctx.eval_set.split, sha256=file_sha(artifact), reference_sha256=file_sha(reference))
     rel = result["artifact"] if layout.holds(artifact) else external(artifact)  # the name its record has
     atomic_write_json(layout.explanation(rel), result)
     return result

@@ -10,6 +10,7 @@ SavedModel through TFLite's QuantizationDebugger deny list (pipeline.stages.conv
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,7 +20,8 @@ from ..core.names import existing, fallback_path  # noqa: F401  (existing: the r
 
 
 def clear(layout, int8: Path) -> None:
-    """A new int8 file makes its old repair stale: file, record and explanation go."""
+    """A new int8 file that needs no repair, or whose repair was not kept, makes its old repair obsolete: file, record
+    and explanation go, once the new file is settled (never before: a failed rebuild keeps the old repair)."""
     fixed = fallback_path(int8)
     for stale in (fixed, layout.record(fixed), layout.explanation(fixed)):
         stale.unlink(missing_ok=True)
@@ -80,19 +82,27 @@ def repair(ctx, failed: Path, parent: Path, build: dict, compressed: bool,
         raise EdgeError(f"{failed.name}: no conv or fully-connected layer to keep in float")
     parent_top1, failed_top1 = validation_top1(ctx, parent), validation_top1(ctx, failed)
     out, tried = fallback_path(failed), []
-    for layer in candidates:
-        tried.append(layer)
-        requantize(tried, out)
-        top1 = validation_top1(ctx, out)
-        drop = drop_points(parent_top1, top1)
-        if drop <= cfg.max_int8_drop:
-            break
+    trying = out.with_name(f".trying-{out.name}")  # the previous repair stays until this one is kept
+    try:
+        for layer in candidates:
+            tried.append(layer)
+            requantize(tried, trying)
+            top1 = validation_top1(ctx, trying)
+            drop = drop_points(parent_top1, top1)
+            if drop <= cfg.max_int8_drop:
+                break
+    except BaseException:
+        trying.unlink(missing_ok=True)
+        raise
     if top1 <= failed_top1:
-        out.unlink(missing_ok=True)
+        trying.unlink(missing_ok=True)
+        clear(layout, failed)
         print(f"  {failed.name}: no float fallback kept: {len(tried)} layer(s) in float scored "
               f"{100 * top1:.2f}% on the validation images, no better than the file itself ({100 * failed_top1:.2f}%)",
               file=console.err())
         return None
+    os.replace(trying, out)
+    layout.explanation(layout.rel(out)).unlink(missing_ok=True)  # of the file it replaced
     assess(ctx, out, parent=parent, compressed=compressed,
            build={**build, "method": f"{build['method']}, {len(tried)} layer(s) in float", "repairs":
                   layout.rel(failed), "float_layers": [name(lay) for lay in tried],

@@ -34,13 +34,14 @@ def quantize_gated(ctx, model, out: Path, parent: Path, build: dict, compressed:
     gate gets a repaired sibling, <out>_fallback.tflite, with its worst modules in float (pipeline.stages.fallback).
     Returns the int8 file's record."""
     layout, cfg = ctx.layout, ctx.cfg
-    fallback.clear(layout, out)
     convert_int8(model, ctx.calib, out, cfg.pt2e_algorithm)
     build = {**build, "calibration": ctx.calibration}
     if compressed:
         build["sparsity_tflite_int8"] = tflite_weight_sparsity(out)["zero_share"]
     record = assess(ctx, out, parent=parent, compressed=compressed, build=build)
-    if fallback.wanted(ctx, record, out, parent):
+    if not fallback.wanted(ctx, record, out, parent):
+        fallback.clear(layout, out)
+    else:
         fallback.repair(ctx, out, parent, build, compressed,
                         lambda layers, path: convert_int8(model, ctx.calib, path, cfg.pt2e_algorithm,
                                                           tuple(lay["module"] for lay in layers if lay["module"])),
@@ -72,4 +73,5 @@ def deliver_int8(ctx, checkpoint: Path, name: str, build: dict) -> Path:
 
 STAGE = Stage("litert", litert_stage, needs=("export",), keys=LITERT_KEYS,
               inputs=lambda la, c: rel(la, la.best, la.onnx, la.tflite("fp32")),
+              sources=lambda la, c: rel(la, la.best),  # the onnx2tf files: only the cross-check's other side
               outputs=lambda la, c: rel(la, *litert_files(la)), records=lambda la, c: rel(la, *litert_files(la)))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 
 from ...core import records
+from ...core.artifacts import file_sha
 from ...core.errors import EdgeError
 from ...engine.memory import memory_markdown, memory_rows
 
@@ -105,9 +106,12 @@ def converters_line(layout) -> str | None:
 
 
 def explanations(layout, rows: list[dict]) -> list[dict]:
-    """explain/<artifact>.json of the host rows that have one (pipeline.stages.explain), in row order."""
-    found = [load_json(layout.explanation(r["artifact"])) for r in rows if r["source"] == "host"]
-    return [e for e in found if e.get("layers")]
+    """explain/<artifact>.json of the host rows that have one (pipeline.stages.explain), in row order: only of rows
+    that are built and current, and only where the file and its reference are still the ones explained."""
+    found = [load_json(layout.explanation(r["artifact"])) for r in rows
+             if r["source"] == "host" and r["status"] not in ("failed", "skipped", "stale")]
+    return [e for e in found if e.get("layers") and all(
+        e.get(k) == file_sha(layout.path(e[f])) for k, f in (("sha256", "artifact"), ("reference_sha256", "reference")))]
 
 
 def explain_markdown(found: list[dict]) -> str:

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 from ...core import records
+from ...core.artifacts import file_sha
 from ...core.records import Gate
 from ...core.names import declared_rows
 from ...engine.evaluate import delta_points
@@ -62,11 +63,11 @@ def load_json(path: Path) -> dict:
 
 
 def host_row(layout, rel: str, max_size_mib: float) -> dict:
-    """One record as a report row: its status decided by pipeline.core.records.status, nothing else."""
+    """One record as a report row: its status decided by pipeline.core.records.row_status, nothing else."""
     record = records.read(layout, rel)
     build, ev = record.get("build") or {}, record.get("evaluation") or {}
     size_gates = records.size_gates(record, max_size_mib)
-    status, reason = records.status(record, size_gates)
+    status, reason = records.row_status(layout, rel, max_size_mib)
     cells = (record.get("benchmark") or {}).get("threads") or {}
     ok = {int(n): c for n, c in cells.items() if "error" not in c}
     top_n = max(ok, default=None)
@@ -175,12 +176,20 @@ def attach_latency(rows: list[dict], tables: list[dict]) -> None:
                     "speedup": lat.get("speedup_vs_tflite_fp32")}
 
 
+def current(layout, table: dict) -> bool:
+    """A bench/latency.py table describes the run's models: every checkpoint it was built from is unchanged (a
+    table without that record, or after a retrain, is another model's figures)."""
+    weights = table.get("weights")
+    return bool(weights) and all(file_sha(layout.path(rel)) == sha for rel, sha in weights.items())
+
+
 def run_rows(layout, cfg) -> tuple[list[dict], dict | None, list[dict]]:
     """The run's rows (with bench/latency.py's figures attached where it ran), the fp32 reference's measurement set
     and the latency tables: what report and compare read."""
     rows = collect_rows(layout, cfg)
     reference = fp32_reference([r for r in rows if r["source"] == "host" and r.get("data_id")])
     reference = reference and {k: reference[k] for k in ("images", "split", "data_id")}
-    tables = [t for t in map(load_json, sorted(layout.companion("latency").glob("latency_*.json"))) if t]
+    tables = [t for t in map(load_json, sorted(layout.companion("latency").glob("latency_*.json"))) if t
+              and current(layout, t)]
     attach_latency(rows, tables)
     return rows, reference, tables
