@@ -2,11 +2,13 @@
 --verbose / RESNET_EDGE_DEBUG=1 show the cause when asked."""
 
 import dataclasses
+import json
 
 import pytest
 
 from pipeline.cli import main
 from pipeline.config import Config
+from pipeline.core.errors import EdgeError
 
 FAST = ["train_subset=256", "eval_subset=64", "val_size=64", "calib_size=16"]
 
@@ -113,6 +115,36 @@ def test_every_config_key_is_declared_by_a_stage_or_neutral():
     fields = {f.name for f in dataclasses.fields(Config)}
     assert fields - declared - NEUTRAL_KEYS == set()
     assert declared | NEUTRAL_KEYS <= fields  # and none of them is a typo
+
+
+def test_changing_a_gate_key_regates_every_gated_row(tiny_run, tmp_path):
+    """Every stage that gates a file on its top-1 drop runs again when a gate key changes (dropping the gate keys from
+    one stage's key used to pass the test above, and `run max_int8_drop=0.5` then kept gates made at 1.0); and the
+    rows it re-makes carry the new threshold."""
+    from conftest import copy_run
+
+    from pipeline.chain import STAGES
+    from pipeline.config import load_config
+    from pipeline.engine.stage import Context, stage_key
+    from pipeline.run import decide, run_one
+
+    cfg = copy_run(tiny_run, tmp_path, "regate")
+    changes = {"max_int8_drop": "0.5", "quant_fallback": "off", "max_float_layers": "3", "explain_images": "32"}
+    gated = ("convert", "litert", "quantize", "prune_structured", "prune_magnitude")
+    base = Context(cfg)
+    for key, value in changes.items():
+        other = Context(load_config(cfg.run_dir / "config.yaml", {key: value}))
+        assert [s for s in gated if stage_key(STAGES[s], base) == stage_key(STAGES[s], other)] == [], key
+    assert decide(STAGES["convert"], base)[0] == "cached"
+    tighter = load_config(cfg.run_dir / "config.yaml", {"max_int8_drop": "0.5"})
+    assert decide(STAGES["convert"], Context(tighter))[0] == "run"
+    try:
+        run_one("convert", tighter)
+    except EdgeError as e:  # a 3-epoch model may miss a half-point gate: that is the new gate at work
+        assert "top-1 drop FAILED" in str(e) and "need <= 0.5" in str(e)
+    for rel in ("tflite/int8.tflite", "tflite/dynamic_range.tflite"):
+        record = json.loads((cfg.run_dir / "results" / f"{rel}.json").read_text())
+        assert [g["threshold"] for g in record["gates"] if g["name"] == "top-1 drop"] == [0.5], rel
 
 
 def test_an_error_no_check_caught_is_still_one_line(tmp_path, capsys, monkeypatch):

@@ -14,8 +14,17 @@ from pipeline.core.errors import EdgeError
 WNIDS = ["n01440764", "n01443537"]  # ImageNet's first two synsets: class indices 0 and 1 in torchvision's order
 
 
+def coloured(fmnist, offset: int, label: int, i: int) -> np.ndarray:
+    """A real Fashion-MNIST picture drawn mostly in red (class 0) or in blue (class 1): uint8 HWC RGB. Colour is the class,
+    so a red/blue (RGB/BGR) swap anywhere between the PNG and the model turns every answer."""
+    pixels = fmnist.test.images[offset + 2 * i + label][..., 0]
+    rgb = np.stack([pixels // 5, pixels // 3, pixels // 5], -1)  # dim everywhere: no channel constant
+    rgb[..., 2 * label] = pixels
+    return rgb
+
+
 def image_folder(root, fmnist, per_class):
-    """Real Fashion-MNIST pictures as RGB PNG files in ImageNet's folder layout (train/ and val/)."""
+    """Those pictures as RGB PNG files in ImageNet's folder layout (train/ and val/)."""
     from PIL import Image
 
     for split, offset in (("train", 0), ("val", 1000)):
@@ -23,15 +32,38 @@ def image_folder(root, fmnist, per_class):
             folder = root / split / wnid
             folder.mkdir(parents=True)
             for i in range(per_class):
-                pixels = fmnist.test.images[offset + 2 * i + label][..., 0]
-                Image.fromarray(np.stack([pixels] * 3, -1)).save(folder / f"{i}.png")
+                Image.fromarray(coloured(fmnist, offset, label, i)).save(folder / f"{i}.png")
     return root
+
+
+def fitted_weights(fmnist, per_class: int) -> dict:
+    """A torchvision-layout ResNet-18 state_dict that tells the two colours apart: random convolutions and a
+    nearest-class-mean fc over their features, fitted here on the training pictures decoded and normalised by this
+    test's own code (PIL, ImageNet's mean and std), not the pipeline's: classes 2..999 never win."""
+    from PIL import Image
+
+    torch.manual_seed(1)
+    model = build_model("resnet18", num_classes=1000).eval()
+    mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
+    feats = []
+    for label in (0, 1):
+        x = np.stack([np.asarray(Image.fromarray(coloured(fmnist, 0, label, i)).resize((224, 224)))
+                      for i in range(per_class)])
+        x = ((torch.from_numpy(x).float() / 255 - mean) / std).permute(0, 3, 1, 2)
+        with torch.no_grad():
+            feats.append(torch.flatten(model.avgpool(model.forward_features(x)), 1).mean(0))
+    state = model.state_dict()
+    state["fc.weight"], state["fc.bias"] = torch.zeros(1000, 512), torch.full((1000,), -100.0)
+    middle, d = (feats[0] + feats[1]) / 2, (feats[0] - feats[1]) / 2
+    scale = 10 / (d * d).sum()  # logits +-10 at the class means, of a size the parity gates measure against
+    for label, sign in ((0, 1), (1, -1)):  # logit = +-(f - middle).d: the nearer class mean wins
+        state["fc.weight"][label], state["fc.bias"][label] = sign * scale * d, -sign * scale * (middle * d).sum()
+    return state
 
 
 def test_phone_preset_runs_torchvision_weights_at_224(tmp_path, fmnist, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # weights=torchvision reads torch's hub cache
-    torch.manual_seed(1)
-    state = build_model("resnet18", num_classes=1000).state_dict()  # torchvision's keys and shapes
+    state = fitted_weights(fmnist, per_class=6)  # torchvision's keys and shapes
     cached = tmp_path / "torch" / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
     cached.parent.mkdir(parents=True)
     torch.save(state, cached)
@@ -64,6 +96,9 @@ def test_phone_preset_runs_torchvision_weights_at_224(tmp_path, fmnist, monkeypa
     assert rows["tflite/fp32.tflite"]["size_mib"] > 40 and rows["tflite/int8.tflite"]["size_mib"] < 12
     assert rows["tflite/fp32.tflite"]["agreement"] == 1.0 and rows["tflite/fp32.tflite"]["images"] == 12
     assert {r["status"] for r in rows.values()} == {"pass"}  # every default gate
+    # the colour is the class: every file, fp32 to int8, tells red from blue on all 12 unseen pictures (a red/blue
+    # swap in decoding, resizing or the NHWC layout would score 0%)
+    assert {a: r["top1"] for a, r in rows.items()} == {a: 1.0 for a in rows} and len(rows) == 8
     data = np.load(run / "device_bundle" / "eval.npz")
     assert data["x"].shape == (12, 224, 224, 3) and data["mean"].tolist() == pytest.approx([0.485, 0.456, 0.406])
 

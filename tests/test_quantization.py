@@ -68,9 +68,9 @@ def test_magnitude_pruning_sparsity_reaches_the_int8_tflite(tiny_run, tmp_path):
     assert abs(build["sparsity_tflite_int8"] - 0.5) <= 0.02  # the zeros survive export, BN folding and int8
     assert build["gzip_mib"] < 0.75 * build["size_mib"]  # dense file, compressible zeros
     gate = drop_gate(int8)  # gated against the dense fp32 model on the same images, at the default threshold
-    assert gate["threshold"] == 1.0 and gate["passed"] == (gate["value"] <= 1.0)
-    assert code == (0 if all(g["passed"] for f in ("fp32", "int8")
-                             for g in record(cfg, f"tflite/pruned50_{f}.tflite")["gates"]) else 2)
+    # the floor: half the weights gone and one fine-tuning epoch cost this model nothing measurable (it scored 0.5
+    # points above the dense model on the reference host); a broken fine-tune (say 100x the rate) fails here
+    assert gate["threshold"] == 1.0 and gate["value"] <= 1.0 and gate["passed"] and code == 0
     assert gate["value"] == pytest.approx(100 * (int8["evaluation"]["reference_top1"] - int8["evaluation"]["top1"]))
     ckpt = load_checkpoint(cfg.run_dir / "quant" / "pruned50.pt")
     weights = [v for k, v in ckpt["model"].items() if k.endswith("weight") and v.dim() > 1]
@@ -92,7 +92,9 @@ def test_structured_pruning_cuts_macs_and_still_converts(tiny_run, tmp_path):
     assert build["size_mib"] < 0.4 * dense_int8
     assert int8["evaluation"]["top1"] > 0.7
     gate = drop_gate(int8)
-    assert gate["threshold"] == 1.0 and gate["passed"] == (gate["value"] <= 1.0)
+    # the floor: half the channels of a quarter-width model after 3 epochs cost 1.4 points on the reference host (the
+    # default 1-point gate fails it, and the prune verb says so); more than 3 would be pruning or distillation broken
+    assert gate["threshold"] == 1.0 and gate["value"] <= 3.0
     assert code == (0 if all(g["passed"] for f in ("fp32", "int8")
                              for g in record(cfg, f"tflite/structured50_{f}.tflite")["gates"]) else 2)
     model = model_from_checkpoint(load_checkpoint(cfg.run_dir / "quant" / "structured50.pt"))

@@ -9,6 +9,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from conftest import ROOT, locked
 
 from pipeline.cli import main
@@ -87,6 +89,12 @@ def test_run_killed_then_continued_cached_and_forced(tmp_path, capsys):
     assert (qdq["format"], qat_tfl["format"]) == ("onnx", "tflite") and qdq["size_mib"] > 2 * qat_tfl["size_mib"]
     assert json.loads((run / "results" / "quant" / "qat_int8.onnx.json").read_text())["build"]["sha256"] != \
         json.loads((run / "results" / "tflite" / "qat_int8.tflite.json").read_text())["build"]["sha256"]
+    # every compressed file is held to the fp32 model's top-1, its fp32 form too (pruning and QAT cost points)
+    for rel in ("tflite/qat_fp32.tflite", "tflite/structured25_fp32.tflite", "tflite/pruned30_fp32.tflite"):
+        drop = [g for g in rows[rel]["gates"] if g["name"] == "top-1 drop"]
+        assert rows[rel]["precision"] == "fp32" and len(drop) == 1 and drop[0]["threshold"] == 1.0, rel
+        assert drop[0]["value"] == pytest.approx(-rows[rel]["delta_top1"], abs=1e-6), rel
+    assert not [g for g in rows["tflite/fp32.tflite"]["gates"] if g["name"] == "top-1 drop"]  # the reference itself
     assert rows["tflite/structured25_int8.tflite"]["macs"] < 0.7 * rows["tflite/int8.tflite"]["macs"]
     assert rows["tflite/pruned30_int8.tflite"]["sparsity"] > 0.28
     # channel-pruned rows: the share of channels kept, not a weight sparsity near zero
