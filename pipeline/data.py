@@ -359,7 +359,16 @@ def load_data_for(cfg) -> DataSplits:
     return data
 
 
+EVAL_MEMORY_GIB = 4.0  # the evaluation images are held in memory as float32 once per process: at most this much
+
+
 def eval_arrays(data: DataSplits, image_size: int, limit: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """The test split (or its first `limit` images) as model input and labels: what every gate and evaluation uses."""
+    """The test split (or its first `limit` images) as model input and labels: what every gate and evaluation uses.
+    Refused, before anything is decoded, when it would take more than EVAL_MEMORY_GIB of memory."""
     n = min(limit, len(data.test)) if limit > 0 else len(data.test)
+    per_image = 4 * data.in_channels * image_size * image_size
+    if n * per_image > EVAL_MEMORY_GIB * 2**30:
+        fits = int(EVAL_MEMORY_GIB * 2**30 // per_image)
+        raise EdgeError(f"eval_subset={limit}: {n} test images at {image_size} px are {n * per_image / 2**30:.1f} GiB "
+                        f"of float32 in memory (the limit is {EVAL_MEMORY_GIB:g} GiB); set eval_subset={fits} or less")
     return preprocess(np.asarray(data.test.images[:n]), data.norm, image_size), data.test.labels[:n]

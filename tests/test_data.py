@@ -140,3 +140,18 @@ def test_bad_split_sizes(fmnist):
         load_data("fashion_mnist", val_size=100, calib_size=60_000)
     with pytest.raises(EdgeError, match="unknown data_source 'mnist'"):
         load_data("mnist")
+
+
+def test_an_evaluation_set_too_large_for_memory_is_refused_before_decoding(tmp_path):
+    """preset=phone on ImageNet's 50,000-image val/ folder used to preprocess it all into memory (28 GiB of float32);
+    now it is one line naming the figure and the eval_subset that fits, before a single image is decoded."""
+    from pipeline.data import DataSplits, ImageFiles, ImageSet, NORMALIZATION, eval_arrays
+
+    missing = ImageFiles([tmp_path / f"{i}.JPEG" for i in range(50_000)], 224)  # never opened
+    split = ImageSet(missing, np.zeros(50_000, np.int64))
+    data = DataSplits("imagefolder", ["a"], NORMALIZATION["imagefolder"], 3, split, split, split, split)
+    with pytest.raises(EdgeError, match=r"^eval_subset=0: 50000 test images at 224 px are 28\.0 GiB of float32 in "
+                                        r"memory \(the limit is 4 GiB\); set eval_subset=7133 or less$"):
+        eval_arrays(data, 224)
+    with pytest.raises(FileNotFoundError):  # within the limit: it goes on to decode (here: files that are not there)
+        eval_arrays(data, 224, limit=7133)
