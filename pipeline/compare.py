@@ -89,15 +89,15 @@ def compare(run_dirs: list[Path], out: Path) -> dict[str, Path]:
                 if best else
                 "Ship: none (no int8 TFLite file passed every gate within the drop allowed).")
     label = lambda r: f"{r['run']}/{Path(r['artifact']).name}"  # noqa: E731
-    points = lambda x: [{"x": x(r), "top1": r["top1"], "label": label(r), "ok": r["status"] == "pass"}  # noqa: E731
-                        for r in rows if x(r)]
+    points = lambda x: [{"x": x(r), "top1": r["top1"], "label": label(r), "ok": r["status"] == "pass",  # noqa: E731
+                         "group": r["run"]} for r in rows if x(r)]
     out.mkdir(parents=True, exist_ok=True)
     size_png = front_png(points(lambda r: r.get("size_mib")), out / "size.png", "file size (MiB, log scale)",
                          "top-1 vs size, every run")
     if size:
         latency = front_png(points(lambda r: (r.get("at_size") or {}).get(size, {}).get("ms_1")), out / "latency.png",
                             f"ms per image at {size}x{size}, 1 thread (log scale; bench/latency.py)",
-                            f"top-1 vs latency at {size} px, every run")
+                            f"top-1 vs latency at {size} px, every run", f"top-1 (%) at the runs' {base.image_size} px")
     else:
         latency = front_png(points(lambda r: r.get("ms_1")), out / "latency.png",
                             f"ms per image at {base.image_size}x{base.image_size}, 1 thread (log scale)",

@@ -77,3 +77,46 @@ def test_one_fp32_reference_rule_for_host_device_and_latency_rows():
                {"artifact": "model_fp32.tflite", "runtime": "tflite", "precision": "fp32"}]
     assert fp32_reference(latency, "tflite")["artifact"] == "model_fp32.tflite"
     assert fp32_reference([{"artifact": "int8.tflite", "precision": "int8"}]) is None
+
+
+def test_plots_label_only_the_front_and_colour_each_run(tmp_path, monkeypatch):
+    """compare's plot of four models blurred into one patch of labels: now one colour per run with a legend, crosses
+    for failed files, and labels only on the Pareto front."""
+    import matplotlib.axes
+
+    from pipeline.stages.report.plots import front_png, front_points
+
+    def point(run, name, x, top1, ok=True):
+        return {"x": x, "top1": top1, "label": f"{run}/{name}", "ok": ok, "group": run}
+
+    points = [point("a", "int8", 10.0, 0.90), point("a", "fp32", 40.0, 0.91), point("b", "int8", 2.0, 0.88),
+              point("b", "fp32", 8.0, 0.87), point("c", "int8", 1.0, 0.95, ok=False)]
+    assert [p["label"] for p in front_points(points)] == ["b/int8", "a/int8", "a/fp32"]  # failed c is no front
+    labelled, legend = [], []
+    real_annotate = matplotlib.axes.Axes.annotate
+    monkeypatch.setattr(matplotlib.axes.Axes, "annotate", lambda ax, text, *a, **k: labelled.append(text)
+                        or real_annotate(ax, text, *a, **k))
+    real_scatter = matplotlib.axes.Axes.scatter
+    monkeypatch.setattr(matplotlib.axes.Axes, "scatter", lambda ax, *a, **k: legend.append((k["label"], k["color"]))
+                        or real_scatter(ax, *a, **k))
+    out = front_png(points, tmp_path / "size.png", "MiB", "title", "top-1 (%) at the runs' 28 px")
+    assert out.read_bytes()[:4] == b"\x89PNG"
+    assert sorted(labelled) == ["a/fp32", "a/int8", "b/int8"]
+    names = dict(legend)
+    assert list(names) == ["a", "b", "c (failed a gate)"] and len(set(names.values())) == 3
+
+
+def test_latency_plot_names_both_image_sizes(tmp_path, monkeypatch):
+    """Top-1 measured at the run's 28 px against latency at 224 px: the axes say which size each figure is at."""
+    import matplotlib.axes
+
+    from pipeline.stages.report.plots import latency_png
+
+    said = []
+    real = matplotlib.axes.Axes.set_ylabel
+    monkeypatch.setattr(matplotlib.axes.Axes, "set_ylabel", lambda ax, text, *a, **k: said.append(text)
+                        or real(ax, text, *a, **k))
+    rows = [{"artifact": "tflite/int8.tflite", "top1": 0.9, "source": "host", "status": "pass",
+             "at_size": {224: {"ms_1": 3.0}}}]
+    assert latency_png(rows, tmp_path / "latency.png", 224, None, 28).read_bytes()[:4] == b"\x89PNG"
+    assert said == ["top-1 (%) at the run's 28 px"]

@@ -40,7 +40,7 @@ def report(layout, cfg) -> dict[str, Path]:
     out = layout.report_dir
     png = pareto_png(rows, out / "pareto.png", reference)
     layers = layers_png(meta["explain"], out / "layers.png")
-    latency = latency_png(rows, out / "latency.png", latency_size(rows) or 224, reference)
+    latency = latency_png(rows, out / "latency.png", latency_size(rows) or 224, reference, cfg.image_size)
     memory = memory_png(memory_rows(rows, tables), out / "memory.png")
     return {"json": atomic_write_json(out / "report.json", {**meta, "columns": columns(rows), "rows": rows}),
             "md": atomic_write_text(out / "report.md", to_markdown(rows, meta)),

@@ -37,9 +37,27 @@ def layers_png(found: list[dict], path: Path) -> Path:
     return path
 
 
-def front_png(points: list[dict], path: Path, xlabel: str, title: str) -> Path:
-    """Top-1 (%) against a cost (log x axis), each point {x, top1, label, ok}, points on each other sharing one label,
-    and the Pareto front through the passing points: each the cheapest that beats every cheaper one."""
+def front_points(points: list[dict]) -> list[dict]:
+    """The Pareto front through the passing points: each the cheapest that beats every cheaper one."""
+    front, best = [], -1.0
+    for p in sorted((p for p in points if p["ok"]), key=lambda p: p["x"]):
+        if p["top1"] > best:
+            front.append(p)
+            best = p["top1"]
+    return front
+
+
+def legend_name(group: str | None, ok: bool) -> str:
+    """A run's points (compare) or the run's own (report): passed as dots, failed as crosses."""
+    if group is None:
+        return "passed every gate" if ok else "failed a gate"
+    return group if ok else f"{group} (failed a gate)"
+
+
+def front_png(points: list[dict], path: Path, xlabel: str, title: str, ylabel: str = "top-1 (%)") -> Path:
+    """Top-1 (%) against a cost (log x axis), each point {x, top1, label, ok, group}: one colour per group (a run) in
+    the legend, a failed point as a cross, and labels only on the Pareto front (the rest would blur into each other;
+    the table has them all)."""
     import matplotlib
     import matplotlib.ticker
 
@@ -47,18 +65,21 @@ def front_png(points: list[dict], path: Path, xlabel: str, title: str) -> Path:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
+    groups = list(dict.fromkeys(p.get("group") for p in points))
+    colours = {g: plt.get_cmap("tab10")(i % 10) for i, g in enumerate(groups)}
+    for g in groups:
+        for ok in (True, False):
+            mine = [p for p in points if p.get("group") == g and p["ok"] == ok]
+            if mine:
+                ax.scatter([p["x"] for p in mine], [100 * p["top1"] for p in mine], s=40, alpha=0.7,
+                           color=colours[g], marker="o" if ok else "x", label=legend_name(g, ok))
+    front = front_points(points)
     labels: dict[tuple, list[str]] = {}
-    for p in points:
-        ax.scatter(p["x"], 100 * p["top1"], s=40, alpha=0.6, color="tab:blue" if p["ok"] else "tab:red")
+    for p in front:
         labels.setdefault((round(p["x"], 2), round(100 * p["top1"], 2)), []).append(p["label"])
     for (x, y), names in labels.items():
         ax.annotate(", ".join(names), (x, y), fontsize=7, xytext=(4, 3), textcoords="offset points")
-    front, best = [], -1.0
-    for p in sorted((p for p in points if p["ok"]), key=lambda p: p["x"]):
-        if p["top1"] > best:
-            front.append(p)
-            best = p["top1"]
-    ax.plot([p["x"] for p in front], [100 * p["top1"] for p in front], "k--", lw=1, label="Pareto front")
+    ax.plot([p["x"] for p in front], [100 * p["top1"] for p in front], "k--", lw=1, label="Pareto front (labelled)")
     ax.set_xscale("log")
     if points:  # plain-number ticks (1, 2, 5, 10, ...) across the values shown
         lo, hi = min(p["x"] for p in points), max(p["x"] for p in points)
@@ -68,7 +89,7 @@ def front_png(points: list[dict], path: Path, xlabel: str, title: str) -> Path:
     else:
         ax.text(0.5, 0.5, "nothing measured", ha="center", transform=ax.transAxes)
     ax.set_xlabel(xlabel)
-    ax.set_ylabel("top-1 (%)")
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
@@ -84,10 +105,13 @@ def pareto_png(rows: list[dict], path: Path, reference: dict | None = None) -> P
     return front_png(points, path, "file size (MiB, log scale)", "accuracy vs size")
 
 
-def latency_png(rows: list[dict], path: Path, size: int, reference: dict | None = None) -> Path:
-    """Top-1 against latency at `size` px, 1 thread (bench/latency.py), for the rows it measured."""
+def latency_png(rows: list[dict], path: Path, size: int, reference: dict | None = None,
+                top1_at: int | None = None) -> Path:
+    """Top-1 (measured at the run's `top1_at` px) against latency at `size` px, 1 thread (bench/latency.py), for the
+    rows it measured: the two sizes are named on their axes."""
     points = [{"x": r["at_size"][size]["ms_1"], "top1": r["top1"], "label": Path(r["artifact"]).name,
                "ok": r["status"] == "pass"} for r in measured(rows, reference)
               if (r.get("at_size") or {}).get(size, {}).get("ms_1")]
     return front_png(points, path, f"ms per image at {size}x{size}, 1 thread (log scale)",
-                     f"accuracy vs latency at {size} px (bench/latency.py)")
+                     f"accuracy vs latency at {size} px (bench/latency.py)",
+                     f"top-1 (%) at the run's {top1_at} px" if top1_at and top1_at != size else "top-1 (%)")
