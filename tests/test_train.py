@@ -357,3 +357,27 @@ def test_a_small_data_set_trains_for_at_least_min_steps(capsys):
     assert "3,600 training images are 14 steps an epoch: 58 epochs instead of 4, for min_steps=800" in \
         capsys.readouterr().err
     assert with_step_floor(load_config(None, {"preset": "cpu", "min_steps": "0"}), 3_600, 14).epochs == 4
+
+
+def test_a_small_real_image_folder_trains_to_the_step_floor(tmp_path, capsys, monkeypatch):
+    """A small ImageFolder of real Fashion-MNIST PNGs (1,000 training images, 200 test), as bench/small_folder.py
+    makes it at full size: the step floor turns 1 epoch of 14 steps into 11 epochs, and the model learns (it was
+    left near chance by the bare epoch)."""
+    import importlib.util
+
+    from conftest import ROOT
+
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))  # as the bench script runs: beside its benchkit
+    spec = importlib.util.spec_from_file_location("small_folder", ROOT / "bench" / "small_folder.py")
+    small_folder = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(small_folder)
+    folder = small_folder.write_folder(tmp_path / "data", 1000, 200)
+    assert len(list((folder / "train").rglob("*.png"))) == 1000 and len(list((folder / "test").rglob("*.png"))) == 200
+    cfg = tiny(tmp_path, name="folder", data_source="imagefolder", data_root=folder, in_channels=3, train_subset=0,
+               eval_subset=0, epochs=1, min_steps=150)
+    out = train_module.train(cfg)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert "900 training images are 14 steps an epoch: 11 epochs instead of 1, for min_steps=150" in \
+        capsys.readouterr().err
+    assert len(metrics["epochs"]) == 11 and metrics["test_images"] == 200
+    assert metrics["test_acc"] > 0.6  # chance is 0.1
