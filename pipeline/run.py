@@ -108,6 +108,11 @@ def run_one(stage_name: str, cfg: Config) -> int:
 
     stage = STAGES[stage_name]
     ctx = Context(cfg)
+    if stage_name in ("report", "bundle"):  # they read every record: one that cannot be read is bad input
+        bad = [why for rel in declared_rows(ctx.layout, cfg) for why in [records.unreadable(ctx.layout, rel)] if why]
+        if bad:
+            raise EdgeError(f"{bad[0]}{f' (and {len(bad) - 1} more)' if len(bad) > 1 else ''}; delete it and "
+                            f"`resnet-edge run name={ctx.layout.root.name}` rebuilds its row")
     if stage.uses_data:
         ctx.data  # noqa: B018  (at the door, as in run)
     begin_run(ctx)

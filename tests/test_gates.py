@@ -205,3 +205,25 @@ def test_a_side_command_cannot_rewrite_the_run_gates(tiny_run, tmp_path, capsys)
     assert main(["evaluate", str(int8)]) == 0  # the run's own gates: allowed
     drop = [g for g in json.loads(record.read_text())["gates"] if g["name"] == "top-1 drop"]
     assert drop and drop[0]["threshold"] == 1.0
+
+
+def test_an_unreadable_record_is_one_line_for_report_and_bundle(tiny_run, tmp_path, capsys):
+    """A results/*.json cut off (or not a record): report used to print `report ok` and exit 0, bundle a
+    JSONDecodeError traceback. Now both stop in one line naming the file, and the report already there stays."""
+    from conftest import copy_run
+
+    cfg = copy_run(tiny_run, tmp_path, "cut")
+    assert main(["report", str(cfg.run_dir)]) == 0
+    before = (cfg.run_dir / "report" / "report.md").read_bytes()
+    record = cfg.run_dir / "results" / "tflite" / "int8.tflite.json"
+    record.write_text(record.read_text()[:100])
+    capsys.readouterr()
+    for verb in ("report", "bundle"):
+        assert main([verb, str(cfg.run_dir)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"error: {record}: unreadable record (JSONDecodeError") \
+            and "delete it and `resnet-edge run name=cut` rebuilds its row" in err[0], err
+    assert (cfg.run_dir / "report" / "report.md").read_bytes() == before
+    record.write_text("[1, 2]")
+    assert main(["report", str(cfg.run_dir)]) == 2
+    assert f"{record}: not a record (a JSON list)" in capsys.readouterr().err

@@ -59,11 +59,24 @@ class Gate:
 def read(layout: Layout, artifact: str) -> dict:
     path = layout.record(artifact)
     try:
-        return json.loads(path.read_text())
+        record = json.loads(path.read_text())
     except FileNotFoundError:
         return {}
-    except (OSError, json.JSONDecodeError):
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
         return {"build": {"status": "failed", "error": f"{path}: unreadable record"}}
+    return record if isinstance(record, dict) else {"build": {"status": "failed", "error": f"{path}: not a record"}}
+
+
+def unreadable(layout: Layout, artifact: str) -> str | None:
+    """Why the artifact's record cannot be read (a file cut off or edited by hand, no permission), or None."""
+    path = layout.record(artifact)
+    try:
+        record = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        return f"{path}: unreadable record ({type(e).__name__}: {str(e).splitlines()[0][:120]})"
+    return None if isinstance(record, dict) else f"{path}: not a record (a JSON {type(record).__name__})"
 
 
 def write(layout: Layout, artifact: str, **sections) -> dict:
