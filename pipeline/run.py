@@ -129,11 +129,11 @@ def run_one(stage_name: str, cfg: Config) -> int:
         if too_big:
             raise EdgeError(f"report written to {ctx.layout.report_dir}, but {len(too_big)} file(s) fail "
                             f"max_size_mib={cfg.max_size_mib:g}: " + " | ".join(too_big))
-        old = [rel for rel in declared_rows(ctx.layout, cfg) if records.row_status(ctx.layout, rel, 0)[0] == "stale"]
+        old = {rel: why for rel in declared_rows(ctx.layout, cfg)
+               for status, why in [records.row_status(ctx.layout, rel, 0)] if status == "stale"}
         if old:
             raise EdgeError(f"report written to {ctx.layout.report_dir}, but {len(old)} row(s) are stale "
-                            f"({', '.join(old[:3])}{', ...' if len(old) > 3 else ''}: "
-                            f"{records.row_status(ctx.layout, old[0], 0)[1]})")
+                            f"({', '.join(list(old)[:3])}{', ...' if len(old) > 3 else ''}: {next(iter(old.values()))})")
     return 0
 
 

@@ -56,27 +56,29 @@ class Gate:
         return asdict(self)
 
 
-def read(layout: Layout, artifact: str) -> dict:
+def _load(layout: Layout, artifact: str) -> tuple[dict, str | None]:
+    """(record, why it cannot be read): ({}, None) where there is none yet."""
     path = layout.record(artifact)
     try:
         record = json.loads(path.read_text())
     except FileNotFoundError:
-        return {}
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
-        return {"build": {"status": "failed", "error": f"{path}: unreadable record"}}
-    return record if isinstance(record, dict) else {"build": {"status": "failed", "error": f"{path}: not a record"}}
+        return {}, None
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        return {}, f"{path}: unreadable record ({type(e).__name__}: {str(e).splitlines()[0][:120]})"
+    if not isinstance(record, dict):
+        return {}, f"{path}: not a record (a JSON {type(record).__name__})"
+    return record, None
+
+
+def read(layout: Layout, artifact: str) -> dict:
+    """The artifact's record; one that cannot be read is a failed build naming why."""
+    record, why = _load(layout, artifact)
+    return {"build": {"status": "failed", "error": why}} if why else record
 
 
 def unreadable(layout: Layout, artifact: str) -> str | None:
     """Why the artifact's record cannot be read (a file cut off or edited by hand, no permission), or None."""
-    path = layout.record(artifact)
-    try:
-        record = json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
-        return f"{path}: unreadable record ({type(e).__name__}: {str(e).splitlines()[0][:120]})"
-    return None if isinstance(record, dict) else f"{path}: not a record (a JSON {type(record).__name__})"
+    return _load(layout, artifact)[1]
 
 
 def write(layout: Layout, artifact: str, **sections) -> dict:

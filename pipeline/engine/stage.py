@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core import console, records
-from ..core.artifacts import MIB, atomic_write_json, sha256
+from ..core.artifacts import MIB, atomic_write_json, file_sha
 from ..config import Config, save_config
 from ..core.errors import EdgeError
 from ..core.layout import Layout
@@ -186,7 +186,7 @@ def fingerprint(layout: Layout, spec: str) -> str | None:
         return None
     if sections:
         return records.digest(json.loads(path.read_text()), tuple(sections.split(",")))
-    return sha256(path)
+    return file_sha(path)  # once per file version in a process: the key, the lineage and the checks share it
 
 
 def stage_key(stage: Stage, ctx: Context) -> str:
