@@ -1,5 +1,6 @@
 import contextlib
 import io
+import json
 import os
 import shutil
 import sys
@@ -26,6 +27,12 @@ def locked(package: str) -> str:
     raise KeyError(package)
 
 
+def pytest_collection_modifyitems(items):
+    """The whole-chain tests first, the rest in their order: each pytest-xdist worker then ends on short tests (one
+    worker no longer runs a two-minute chain alone at the end)."""
+    items.sort(key=lambda item: item.get_closest_marker("chain") is None)
+
+
 @pytest.fixture(scope="session")
 def fmnist():
     from pipeline.data import load_data
@@ -38,22 +45,62 @@ TINY_RUN = {"model": "resnet18", "width": "0.25", "stem": "imagenet", "image_siz
             "finetune_subset": "2000"}
 
 
+def built_once(tmp_path_factory, worker_id: str, name: str, build) -> Path:
+    """A folder that `build(folder)` fills once per test session, pytest-xdist's workers included: the first worker
+    to ask builds it under a lock while the others wait, then everyone reads it (a failed build is tried again by the
+    next to ask, and fails there too). For what is costly and never changed by a test."""
+    import fcntl
+
+    root = tmp_path_factory.getbasetemp()
+    root = root.parent if worker_id != "master" else root  # the workers' common folder
+    folder, done = root / f"{name}-shared", root / f"{name}-shared.done"
+    with open(root / f"{name}-shared.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.is_file():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            build(folder)
+            done.touch()
+    return folder
+
+
 @pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory):
+def tiny_run(tmp_path_factory, worker_id):
     """A briefly trained quarter-width ResNet-18 on real Fashion-MNIST, exported and converted (gates passed), each
-    stage run under the stage contract as the verbs run it."""
+    stage run under the stage contract as the verbs run it; built once for the session (workers share it)."""
     from pipeline.config import load_config
     from pipeline.run import run_one
 
-    cfg = load_config(None, {**TINY_RUN, "runs_dir": str(tmp_path_factory.mktemp("runs")), "name": "tiny"})
-    with console_capture(tmp_path_factory.mktemp("console") / "fd.txt") as seen:
-        for stage in ("train", "export", "convert"):
-            run_one(stage, cfg)
-    TINY_CONSOLE.update(seen)
+    def build(home: Path) -> None:
+        cfg = load_config(None, {**TINY_RUN, "runs_dir": str(home / "runs"), "name": "tiny"})
+        with console_capture(home / "fd.txt") as seen:
+            for stage in ("train", "export", "convert"):
+                assert run_one(stage, cfg) == 0, stage
+        (home / "console.json").write_text(json.dumps(seen))
+
+    home = built_once(tmp_path_factory, worker_id, "tiny", build)
+    TINY_CONSOLE.update(json.loads((home / "console.json").read_text()))
+    cfg = load_config(home / "runs" / "tiny" / "config.yaml", {})
     before = snapshot(cfg.run_dir)
     yield cfg
     changed = sorted(set(before.items()) ^ set(snapshot(cfg.run_dir).items()))
     assert not changed, f"a test changed the session's tiny run (copy it first: copy_run): {changed[:5]}"
+
+
+@pytest.fixture(scope="session")
+def litert_run(tiny_run, tmp_path_factory, worker_id):
+    """A copy of the tiny run that the litert stage has run on (fp32 and NNCF int8 by litert-torch, gates passed),
+    built once for the session (workers share it); a test that writes copies it first."""
+    from pipeline.config import load_config
+    from pipeline.run import run_one
+
+    def build(folder: Path) -> None:
+        assert run_one("litert", copy_run(tiny_run, folder, "litert")) == 0
+
+    cfg = load_config(built_once(tmp_path_factory, worker_id, "litert", build) / "litert" / "config.yaml", {})
+    before = snapshot(cfg.run_dir)
+    yield cfg
+    assert snapshot(cfg.run_dir) == before, "a test changed the session's litert run (copy it first: copy_run)"
 
 
 def snapshot(folder: Path) -> dict:
@@ -97,3 +144,15 @@ def copy_run(cfg, tmp_path, name: str, **changes):
     shutil.copytree(cfg.run_dir, target.run_dir)
     save_config(target, target.run_dir / "config.yaml")
     return target
+
+
+def bench_script(monkeypatch, name: str):
+    """bench/<name>.py as a module, to call its main(argv) in this process (no second interpreter importing torch,
+    TensorFlow and NNCF again), with bench/ on sys.path as when the script runs: beside its benchkit."""
+    import importlib.util
+
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

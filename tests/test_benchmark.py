@@ -2,12 +2,10 @@
 latency bench script reads a run and writes only beside it."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 
-from conftest import ROOT
+from conftest import bench_script
 
 from pipeline.stages.benchmark import benchmark
 from pipeline.cli import main
@@ -79,7 +77,7 @@ def test_benchmark_error_is_a_bench_failed_row(tiny_run, tmp_path, capsys):
     assert "- tflite/fp16.tflite: bench failed: " in (cfg.run_dir / "report" / "report.md").read_text()
 
 
-def test_latency_bench_reads_the_run_and_writes_beside_it(tiny_run, tmp_path):
+def test_latency_bench_reads_the_run_and_writes_beside_it(tiny_run, tmp_path, monkeypatch, capsys):
     """bench/latency.py re-exports the run's weights at another input size through every runtime, into
     runs/<name>-latency/, never into the run; the run's report shows its table."""
     from conftest import copy_run
@@ -87,10 +85,10 @@ def test_latency_bench_reads_the_run_and_writes_beside_it(tiny_run, tmp_path):
     tiny_run = copy_run(tiny_run, tmp_path, tiny_run.name)  # the session's run stays as it is: the bench writes beside
     run = tiny_run.run_dir
     before = {p: p.stat().st_mtime_ns for p in run.rglob("*")}
-    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "latency.py"), f"runs_dir={run.parent}",
-                           f"name={run.name}", "size=56", "bench_runs=3", "bench_warmup=1", "bench_threads=1",
-                           "calib=8", "mobilenet=false"], capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    latency = bench_script(monkeypatch, "latency")  # its main() in this process, as `python bench/latency.py` runs it
+    assert latency.main([f"runs_dir={run.parent}", f"name={run.name}", "size=56", "bench_runs=3", "bench_warmup=1",
+                         "bench_threads=1", "calib=8", "mobilenet=false"]) == 0
+    stdout = capsys.readouterr().out
     assert {p: p.stat().st_mtime_ns for p in run.rglob("*")} == before  # nothing in the run changed
     out = run.parent / f"{run.name}-latency"
     table = json.loads((out / "latency_56.json").read_text())
@@ -105,7 +103,7 @@ def test_latency_bench_reads_the_run_and_writes_beside_it(tiny_run, tmp_path):
 
     shape = Interpreter(model_path=str(out / "56px" / "model_int8.tflite")).get_input_details()[0]["shape"]
     assert shape.tolist() == [1, 56, 56, 1]  # the 28 px run's weights, at 56 px
-    assert "| resnet18 | tflite | int8 |" in proc.stdout
+    assert "| resnet18 | tflite | int8 |" in stdout
     from pipeline.core.layout import Layout
     from pipeline.stages.report import report
 
@@ -123,17 +121,17 @@ def test_latency_bench_reads_the_run_and_writes_beside_it(tiny_run, tmp_path):
     assert written["latency"].read_bytes()[:4] == b"\x89PNG"
 
 
-def test_compression_bench_runs_beside_the_run_with_the_real_gate(tiny_run, tmp_path):
+def test_compression_bench_runs_beside_the_run_with_the_real_gate(tiny_run, tmp_path, monkeypatch, capsys):
     """bench/compression.py: each variant a run of its own under runs/<name>-compression/, at the run's own gate."""
     from conftest import copy_run
 
     run = copy_run(tiny_run, tmp_path, tiny_run.name).run_dir  # the session's run stays as it is
     before = {p: p.stat().st_mtime_ns for p in run.rglob("*")}
-    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "compression.py"), f"runs_dir={run.parent}",
-                           f"name={run.name}", "variants=magnitude30,structured30", "prune_epochs=0",
-                           "structured_epochs=0", "quant_fallback=off", "run_litert=false", "size=56", "bench_threads=1", "bench_runs=3"],
-                          capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    compression = bench_script(monkeypatch, "compression")  # in this process, as `python bench/compression.py`
+    assert compression.main([f"runs_dir={run.parent}", f"name={run.name}", "variants=magnitude30,structured30",
+                             "prune_epochs=0", "structured_epochs=0", "quant_fallback=off", "run_litert=false",
+                             "size=56", "bench_threads=1", "bench_runs=3"]) == 0
+    stdout = capsys.readouterr().out
     assert {p: p.stat().st_mtime_ns for p in run.rglob("*")} == before  # nothing in the run changed
     table = json.loads((run.parent / f"{run.name}-compression" / "compression.json").read_text())
     assert table["max_int8_drop"] == 1.0  # the run's gate, not a loosened one
@@ -149,7 +147,7 @@ def test_compression_bench_runs_beside_the_run_with_the_real_gate(tiny_run, tmp_
     assert gate["threshold"] == 1.0 and int8["drop_points"] == pytest.approx(gate["value"])
     assert int8["status"] == ("pass" if gate["passed"] else "gate") and abs(int8["sparsity"] - 0.3) < 0.02
     assert (run.parent / f"{run.name}-compression" / "magnitude30" / "tflite" / "pruned30_int8.tflite").is_file()
-    assert "| magnitude30 | tflite/pruned30_int8.tflite | nncf_magnitude |" in proc.stdout
+    assert "| magnitude30 | tflite/pruned30_int8.tflite | nncf_magnitude |" in stdout
     # at 56 px: the dense fp32 and int8 files and the channel-pruned int8 file, benchmarked together
     timed = {k for k, r in rows.items() if r.get("ms_56_1")}
     assert timed == {("run", "tflite/fp32.tflite"), ("run", "tflite/int8.tflite"),

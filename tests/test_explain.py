@@ -7,10 +7,11 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import copy_run
+from conftest import built_once, copy_run, snapshot
 
 from pipeline.engine.checkpoint import derived_checkpoint, load_checkpoint, model_from_checkpoint, save_checkpoint
 from pipeline.cli import main
+from pipeline.config import load_config
 from pipeline.data import Normalization, check_calibration
 from pipeline.core.errors import EdgeError
 from pipeline.core.precision import tflite_ops
@@ -40,14 +41,21 @@ def plant_outlier(cfg) -> None:
 
 
 @pytest.fixture(scope="module")
-def outlier_run(tiny_run, tmp_path_factory):
-    cfg = copy_run(tiny_run, tmp_path_factory.mktemp("outlier"), "outlier", run_structured=False,
-                   run_magnitude=False)
-    plant_outlier(cfg)
-    with pytest.raises(EdgeError, match=r"nncf_int8.tflite: top-1 drop FAILED.*repaired: "
-                                        r"tflite/nncf_int8_fallback.tflite pass"):
-        run_one("litert", cfg)
-    return cfg
+def outlier_run(tiny_run, tmp_path_factory, worker_id):
+    """A copy of the tiny run with the outlier planted and litert run on it (its int8 file fails, the fallback
+    repairs it); built once for the session (workers share it), and copied by a test that writes."""
+    def build(folder):
+        cfg = copy_run(tiny_run, folder, "outlier", run_structured=False, run_magnitude=False)
+        plant_outlier(cfg)
+        with pytest.raises(EdgeError, match=r"nncf_int8.tflite: top-1 drop FAILED.*repaired: "
+                                            r"tflite/nncf_int8_fallback.tflite pass"):
+            run_one("litert", cfg)
+
+    folder = built_once(tmp_path_factory, worker_id, "outlier", build)
+    cfg = load_config(folder / "outlier" / "config.yaml", {})
+    before = snapshot(cfg.run_dir)
+    yield cfg
+    assert snapshot(cfg.run_dir) == before, "a test changed the outlier run (copy it first: copy_run)"
 
 
 def test_explain_a_good_int8_file(tiny_run, tmp_path):
@@ -64,9 +72,10 @@ def test_explain_a_good_int8_file(tiny_run, tmp_path):
         lay["snr_added_db"] for lay in layers)
 
 
-def test_explain_ranks_the_hard_layer_worst(outlier_run, tiny_run):
-    assert run_one("explain", outlier_run) == 0
-    result = read(outlier_run, "tflite/nncf_int8.tflite", "explain")
+def test_explain_ranks_the_hard_layer_worst(outlier_run, tmp_path, litert_run):
+    run = copy_run(outlier_run, tmp_path, "outlier")  # the shared run stays as it is
+    assert run_one("explain", run) == 0
+    result = read(run, "tflite/nncf_int8.tflite", "explain")
     assert result["reference"] == "tflite/fp32_litert.tflite" and result["unmatched"] == 0
     worst = result["layers"][result["worst"][0]]
     assert worst["layer"] == "layer1.0.conv2" and worst["op"] == "CONV_2D"  # the conv that reads the outlier
@@ -79,46 +88,46 @@ def test_explain_ranks_the_hard_layer_worst(outlier_run, tiny_run):
     by_output = sorted(range(len(layers)), key=lambda i: layers[i]["snr_db"])[:5]
     assert result["worst"] == by_added != by_output
     # the same layer is unremarkable in the untouched model's file: the ranking is the outlier's doing
-    run_one("litert", copy_run(tiny_run, outlier_run.run_dir.parent, "clean", run_structured=False,
-                               run_magnitude=False))
-    clean = main(["explain", str(outlier_run.run_dir.parent / "clean" / "tflite" / "nncf_int8.tflite")])
+    copy_run(litert_run, tmp_path, "clean")  # the tiny run's own NNCF int8 file
+    clean = main(["explain", str(tmp_path / "clean" / "tflite" / "nncf_int8.tflite")])
     assert clean == 0
-    layers = json.loads((outlier_run.run_dir.parent / "clean" / "explain" / "tflite" / "nncf_int8.tflite.json")
+    layers = json.loads((tmp_path / "clean" / "explain" / "tflite" / "nncf_int8.tflite.json")
                         .read_text())["layers"]
     assert next(lay for lay in layers if lay["layer"] == "layer1.0.conv2")["snr_added_db"] > 25
 
 
-def test_fallback_turns_a_failed_int8_file_into_a_passing_one(outlier_run):
-    int8 = read(outlier_run, "tflite/nncf_int8.tflite")
+def test_fallback_turns_a_failed_int8_file_into_a_passing_one(outlier_run, tmp_path):
+    run = copy_run(outlier_run, tmp_path, "outlier")  # the shared run stays as it is
+    int8 = read(run, "tflite/nncf_int8.tflite")
     drop = {g["name"]: g for g in int8["gates"]}["top-1 drop"]
     assert drop["threshold"] == 1.0 and not drop["passed"] and drop["value"] > 10  # the default gate, failed
-    fixed = read(outlier_run, "tflite/nncf_int8_fallback.tflite")
+    fixed = read(run, "tflite/nncf_int8_fallback.tflite")
     gate = {g["name"]: g for g in fixed["gates"]}["top-1 drop"]
     assert gate["threshold"] == 1.0 and gate["passed"] and fixed["build"]["repairs"] == "tflite/nncf_int8.tflite"
     assert fixed["build"]["float_layers"][0] == "layer1.0.conv2" and len(fixed["build"]["float_layers"]) <= 4
     assert fixed["build"]["precision"] == "mixed" and fixed["evaluation"]["parent"] == "train/best.pt"
-    ops = tflite_ops(outlier_run.run_dir / "tflite" / "nncf_int8_fallback.tflite")
+    ops = tflite_ops(run.run_dir / "tflite" / "nncf_int8_fallback.tflite")
     convs = [o for o in ops if o["op"] in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")]
     floats = [o for o in convs if o["outputs"] == ["FLOAT32"]]
     assert 1 <= len(floats) <= 2 * len(fixed["build"]["float_layers"]) and len(convs) - len(floats) >= 15
 
-    assert main(["report", str(outlier_run.run_dir)]) == 2  # the onnx2tf rows predate the planted outlier
-    rows = {r["artifact"]: r for r in json.loads((outlier_run.run_dir / "report" / "report.json").read_text())["rows"]}
+    assert main(["report", str(run.run_dir)]) == 2  # the onnx2tf rows predate the planted outlier
+    rows = {r["artifact"]: r for r in json.loads((run.run_dir / "report" / "report.json").read_text())["rows"]}
     assert {a for a, r in rows.items() if r["status"] == "stale"} == {  # built before the outlier was planted
         "tflite/fp32.tflite", "tflite/fp16.tflite", "tflite/dynamic_range.tflite", "tflite/int8.tflite"}
     assert rows["tflite/nncf_int8.tflite"]["status"] == "gate"
     assert rows["tflite/nncf_int8_fallback.tflite"]["status"] == "pass"
-    md = (outlier_run.run_dir / "report" / "report.md").read_text()
+    md = (run.run_dir / "report" / "report.md").read_text()
     assert "tflite/nncf_int8_fallback.tflite: the repair of tflite/nncf_int8.tflite (quant_fallback=auto): " in md
     assert "kept in float (layer1.0.conv2" in md
-    assert main(["bundle", str(outlier_run.run_dir)]) == 0  # the repaired file ships, the failed one does not
-    bundled = {p.name for p in (outlier_run.run_dir / "device_bundle" / "models").iterdir()}
+    assert main(["bundle", str(run.run_dir)]) == 0  # the repaired file ships, the failed one does not
+    bundled = {p.name for p in (run.run_dir / "device_bundle" / "models").iterdir()}
     assert "nncf_int8_fallback.tflite" in bundled and "nncf_int8.tflite" not in bundled
 
     from pipeline.engine.stage import Context
     from pipeline.stages import fallback
 
-    repaired = outlier_run.run_dir / "tflite" / "nncf_int8_fallback.tflite"
+    repaired = run.run_dir / "tflite" / "nncf_int8_fallback.tflite"
     kept = repaired.read_bytes()
 
     def crashes(layers, path):  # a converter that dies half-way through writing its file
@@ -126,16 +135,16 @@ def test_fallback_turns_a_failed_int8_file_into_a_passing_one(outlier_run):
         raise RuntimeError("converter crashed")
 
     with pytest.raises(RuntimeError, match="converter crashed"):
-        fallback.repair(Context(outlier_run), outlier_run.run_dir / "tflite" / "nncf_int8.tflite",
-                        outlier_run.run_dir / "train" / "best.pt", {"method": "m"}, False, crashes, lambda lay: "x")
+        fallback.repair(Context(run), run.run_dir / "tflite" / "nncf_int8.tflite",
+                        run.run_dir / "train" / "best.pt", {"method": "m"}, False, crashes, lambda lay: "x")
     assert repaired.read_bytes() == kept  # the previous repair stays until a new one is kept
     assert not list(repaired.parent.glob(".trying-*"))
 
-    off = dataclasses.replace(outlier_run, quant_fallback="off")
+    off = dataclasses.replace(run, quant_fallback="off")
     with pytest.raises(EdgeError, match="nncf_int8.tflite: top-1 drop FAILED"):
         run_one("litert", off)
-    assert not (outlier_run.run_dir / "tflite" / "nncf_int8_fallback.tflite").exists()  # a stale repair goes
-    assert not (outlier_run.run_dir / "results" / "tflite" / "nncf_int8_fallback.tflite.json").exists()
+    assert not (run.run_dir / "tflite" / "nncf_int8_fallback.tflite").exists()  # a stale repair goes
+    assert not (run.run_dir / "results" / "tflite" / "nncf_int8_fallback.tflite.json").exists()
 
 
 def test_calibration_images_are_checked(fmnist, tiny_run, tmp_path):
@@ -159,30 +168,32 @@ def test_calibration_images_are_checked(fmnist, tiny_run, tmp_path):
     assert (cfg.run_dir / "tflite" / "int8.tflite").read_bytes() == before  # nothing already produced is lost
 
 
-def test_accuracy_control_repairs_the_qdq_onnx(outlier_run):
+def test_accuracy_control_repairs_the_qdq_onnx(outlier_run, tmp_path):
     """NNCF's own loop (quantize_with_accuracy_control) for the QDQ ONNX file, at the default gate."""
+    run = copy_run(outlier_run, tmp_path, "outlier")  # the shared run stays as it is
     with pytest.raises(EdgeError, match=r"quant/ptq_int8.onnx: top-1 drop FAILED"):
-        run_one("quantize", outlier_run)
-    ptq = read(outlier_run, "quant/ptq_int8.onnx")
+        run_one("quantize", run)
+    ptq = read(run, "quant/ptq_int8.onnx")
     assert not {g["name"]: g for g in ptq["gates"]}["top-1 drop"]["passed"]
-    fixed = read(outlier_run, "quant/ptq_int8_fallback.onnx")
+    fixed = read(run, "quant/ptq_int8_fallback.onnx")
     gate = {g["name"]: g for g in fixed["gates"]}["top-1 drop"]
     assert gate["threshold"] == 1.0 and gate["passed"] and fixed["build"]["repairs"] == "quant/ptq_int8.onnx"
     assert 1 <= len(fixed["build"]["float_layers"]) <= 4 and fixed["build"]["precision"] == "int8"
 
 
-def test_fallback_for_onnx2tf_int8(outlier_run):
+def test_fallback_for_onnx2tf_int8(outlier_run, tmp_path):
     """onnx2tf's route: its SavedModel quantized again by TFLite's converter with explain's worst layer (and the
     conv that only it reads) on the QuantizationDebugger's deny list."""
+    run = copy_run(outlier_run, tmp_path, "outlier")  # the shared run stays as it is
     with pytest.raises(EdgeError, match=r"tflite/int8.tflite: top-1 drop FAILED.*repaired: "
                                         r"tflite/int8_fallback.tflite pass with 1 layer"):
-        run_one("convert", outlier_run)
-    assert not {g["name"]: g for g in read(outlier_run, "tflite/int8.tflite")["gates"]}["top-1 drop"]["passed"]
-    fixed = read(outlier_run, "tflite/int8_fallback.tflite")
+        run_one("convert", run)
+    assert not {g["name"]: g for g in read(run, "tflite/int8.tflite")["gates"]}["top-1 drop"]["passed"]
+    fixed = read(run, "tflite/int8_fallback.tflite")
     gate = {g["name"]: g for g in fixed["gates"]}["top-1 drop"]
     assert gate["threshold"] == 1.0 and gate["passed"] and fixed["build"]["precision"] == "mixed"
     assert fixed["build"]["float_layers"] == ["conv_2d 3/20"]  # layer1.0.conv2, onnx2tf's third conv
-    ops = tflite_ops(outlier_run.run_dir / "tflite" / "int8_fallback.tflite")
+    ops = tflite_ops(run.run_dir / "tflite" / "int8_fallback.tflite")
     convs = [o for o in ops if o["op"] == "CONV_2D"]
     assert [i for i, o in enumerate(convs) if o["outputs"] == ["FLOAT32"]] == [1, 2]  # layer1.0's two convs
 

@@ -13,10 +13,8 @@ def record(cfg, artifact: str) -> dict:
     return json.loads((cfg.run_dir / "results" / f"{artifact}.json").read_text())
 
 
-def test_litert_fp32_and_nncf_int8(tiny_run, tmp_path):
-    cfg = copy_run(tiny_run, tmp_path, "litert")
-    assert run_one("litert", cfg) == 0
-
+def test_litert_fp32_and_nncf_int8(litert_run):
+    cfg = litert_run
     fp32 = record(cfg, "tflite/fp32_litert.tflite")
     parity = {g["name"]: g for g in fp32["gates"]}["parity"]
     assert parity["threshold"] == 1e-3 and parity["value"] <= 1e-3 and parity["passed"]
@@ -53,11 +51,10 @@ def test_no_cross_check_with_an_onnx2tf_file_its_record_does_not_vouch_for(tiny_
     assert "cross_check" not in record(cfg, "tflite/fp32_litert.tflite")["build"]
 
 
-def test_report_names_the_two_fp32_routes(tiny_run, tmp_path):
+def test_report_names_the_two_fp32_routes(litert_run, tmp_path):
     from pipeline.cli import main
 
-    cfg = copy_run(tiny_run, tmp_path, "routes", run_structured=False, run_magnitude=False)
-    run_one("litert", cfg)
+    cfg = copy_run(litert_run, tmp_path, "routes", run_structured=False, run_magnitude=False)
     assert main(["report", str(cfg.run_dir)]) == 0
     md = (cfg.run_dir / "report" / "report.md").read_text()
     assert "Two fp32 converters: tflite/fp32.tflite (onnx2tf, from ONNX) and tflite/fp32_litert.tflite" in md

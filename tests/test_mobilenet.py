@@ -3,6 +3,7 @@ pruning with its depthwise groups kept consistent, explain, benchmark, report, b
 
 import json
 
+import pytest
 import torch
 from torch import nn
 
@@ -17,6 +18,7 @@ MNV2 = ["model=mobilenet_v2", "width=0.5", "stem=imagenet", "image_size=28", "pr
         "name=mnv2"]
 
 
+@pytest.mark.chain
 def test_mobilenet_v2_runs_the_whole_chain(tmp_path, capsys):
     code = main(["run", *MNV2, f"runs_dir={tmp_path}"])
     run = tmp_path / "mnv2"

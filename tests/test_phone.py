@@ -61,6 +61,7 @@ def fitted_weights(fmnist, per_class: int) -> dict:
     return state
 
 
+@pytest.mark.chain
 def test_phone_preset_runs_torchvision_weights_at_224(tmp_path, fmnist, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # weights=torchvision reads torch's hub cache
     state = fitted_weights(fmnist, per_class=6)  # torchvision's keys and shapes

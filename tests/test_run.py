@@ -54,6 +54,7 @@ def _kill_during_convert(args, run, log):
     assert proc.returncode == -signal.SIGKILL, log.read_text()[-2000:]
 
 
+@pytest.mark.chain
 def test_run_killed_then_continued_cached_and_forced(tmp_path, capsys):
     args = ["run", *SMALL, f"runs_dir={tmp_path}"]
     run = tmp_path / "small"

@@ -363,15 +363,9 @@ def test_a_small_real_image_folder_trains_to_the_step_floor(tmp_path, capsys, mo
     """A small ImageFolder of real Fashion-MNIST PNGs (1,000 training images, 200 test), as bench/small_folder.py
     makes it at full size: the step floor turns 1 epoch of 14 steps into 11 epochs, and the model learns (it was
     left near chance by the bare epoch)."""
-    import importlib.util
+    from conftest import bench_script
 
-    from conftest import ROOT
-
-    monkeypatch.syspath_prepend(str(ROOT / "bench"))  # as the bench script runs: beside its benchkit
-    spec = importlib.util.spec_from_file_location("small_folder", ROOT / "bench" / "small_folder.py")
-    small_folder = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(small_folder)
-    folder = small_folder.write_folder(tmp_path / "data", 1000, 200)
+    folder = bench_script(monkeypatch, "small_folder").write_folder(tmp_path / "data", 1000, 200)
     assert len(list((folder / "train").rglob("*.png"))) == 1000 and len(list((folder / "test").rglob("*.png"))) == 200
     cfg = tiny(tmp_path, name="folder", data_source="imagefolder", data_root=folder, in_channels=3, train_subset=0,
                eval_subset=0, epochs=1, min_steps=150)
