@@ -63,7 +63,7 @@ def run_onnx2tf(onnx_path: Path, workdir: Path, calib: np.ndarray, norm: Normali
     cwd = Path.cwd()
     try:
         os.chdir(workdir)  # whatever onnx2tf writes beside itself stays in the temporary directory
-        with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log), _int8_graph():
+        with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log), _int8_graph(), _onnxsim_in_process():
             onnx2tf.convert(
                 input_onnx_file_path=str(model), output_folder_path=str(workdir / "tf"),
                 output_signaturedefs=int8 or saved_model,  # the SavedModel the int8 file is calibrated from
@@ -82,6 +82,51 @@ def run_onnx2tf(onnx_path: Path, workdir: Path, calib: np.ndarray, norm: Normali
         print(log.getvalue())  # into the stage's log (pipeline.console), or the console with --verbose
     (workdir / "onnx2tf.log").write_text(log.getvalue())
     return workdir / "tf"
+
+
+class _InProcessOnnxsim:
+    """What onnx2tf sees as its `subprocess` module: its `onnxsim` command lines (three per conversion, with the same
+    arguments) run by onnxsim's own command-line entry point in this process; anything else goes to subprocess. Each
+    `onnxsim` process spent about 2 s of its 2.1 s importing onnxsim (which imports torch): 6 s per conversion."""
+
+    def __getattr__(self, name):
+        import subprocess
+
+        return getattr(subprocess, name)
+
+    @staticmethod
+    def check_output(cmd, **kwargs):
+        import subprocess
+        import sys
+
+        if not cmd or cmd[0] != "onnxsim":
+            return subprocess.check_output(cmd, **kwargs)
+        import onnxsim
+
+        out, argv = io.StringIO(), sys.argv
+        try:
+            sys.argv = list(cmd)
+            with contextlib.redirect_stdout(out):
+                code = onnxsim.main()
+        except SystemExit as e:
+            code = e.code
+        finally:
+            sys.argv = argv
+        if code not in (None, 0):
+            raise subprocess.CalledProcessError(code, cmd, out.getvalue().encode())
+        return out.getvalue().encode()
+
+
+@contextlib.contextmanager
+def _onnxsim_in_process():
+    import onnx2tf.onnx2tf as converter
+
+    real = converter.subprocess
+    converter.subprocess = _InProcessOnnxsim()
+    try:
+        yield
+    finally:
+        converter.subprocess = real
 
 
 @contextlib.contextmanager
