@@ -29,6 +29,32 @@ def test_compare_merges_two_runs_into_one_table_and_plots(tiny_run, tmp_path, ca
     assert "<img alt=\"top-1 vs size\" src=\"data:image/png;base64," in (out / "compare.html").read_text()
 
 
+def test_compare_shows_the_memory_each_file_was_measured_to_use(tiny_run, tmp_path, capsys):
+    """model MiB (measured): the resident memory a TFLite file added when the benchmark ran it (the report's Memory
+    section), in its own run's row; "-" for the same file in a run that never benchmarked it."""
+    measured, unmeasured = (copy_run(tiny_run, tmp_path, name) for name in ("measured", "unmeasured"))
+    int8 = measured.run_dir / "tflite" / "int8.tflite"
+    assert main(["benchmark", str(int8), "bench_runs=2", "bench_warmup=1", "bench_threads=1"]) == 0
+    record = json.loads((measured.run_dir / "results" / "tflite" / "int8.tflite.json").read_text())
+    model_mib = record["benchmark"]["threads"]["1"]["memory"]["model_mib"]
+    assert model_mib > 0
+    out = tmp_path / "cmp"
+    assert main(["compare", str(measured.run_dir), str(unmeasured.run_dir), "--out", str(out)]) == 0
+    result = json.loads((out / "compare.json").read_text())
+    column = result["columns"].index("model MiB (measured)")
+    cells = {}
+    for line in capsys.readouterr().out.splitlines():
+        row = [c.strip() for c in line.strip("|").split("|")]
+        if len(row) == len(result["columns"]) and row[3] == "tflite/int8.tflite":
+            cells[row[0]] = row[column]
+    assert cells == {"measured": f"{model_mib:.1f}", "unmeasured": "-"}
+    # the only benchmarked int8 file ships if it passed its gate, and the headline says what it uses in memory
+    row = next(r for r in result["rows"] if r["run"] == "measured" and r["artifact"] == "tflite/int8.tflite")
+    assert (result["ship"] == "measured/int8.tflite") == (row["status"] == "pass")
+    if row["status"] == "pass":
+        assert f"{row['size_mib']:.2f} MiB, {model_mib:.1f} MiB in memory)" in (out / "compare.md").read_text()
+
+
 def test_compare_refuses_runs_of_another_image_size_or_data_set(tiny_run, tmp_path, capsys):
     bigger = copy_run(tiny_run, tmp_path, "tiny_32", image_size=32)
     assert main(["compare", str(tiny_run.run_dir), str(bigger.run_dir), "--out", str(tmp_path / "cmp")]) == 2
