@@ -86,8 +86,8 @@ def compare(run_dirs: list[Path], out: Path) -> dict[str, Path]:
     base = runs[0]["cfg"]
     memory = f", {best['model_mib']:.1f} MiB in memory" if best and best.get("model_mib") else ""
     headline = (f"Ship: {best['run']} / {best['artifact']} ({best['model']} width {best['width']:g}, top-1 "
-                f"{100 * best['top1']:.2f}%, {best['size_mib']:.2f} MiB{memory}): the fastest int8 TFLite file that passed "
-                f"every gate within {max_drop[best['run']]:g} point(s) (max_int8_drop) of its own run's fp32 model."
+                f"{100 * best['top1']:.2f}%, {best['size_mib']:.2f} MiB{memory}): the fastest int8 TFLite file that "
+                f"passed every gate within {max_drop[best['run']]:g} point(s) (max_int8_drop) of its own run's fp32 model."
                 if best else
                 "Ship: none (no int8 TFLite file passed every gate within the drop allowed).")
     label = lambda r: f"{r['run']}/{Path(r['artifact']).name}"  # noqa: E731
