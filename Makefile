@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.locked
 FMNIST := /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz
-# The venv's bin must be on PATH: onnx2tf runs the `onnxsim` program.
+# The venv's bin on PATH: onnx2tf called by hand runs the `onnxsim` program (convert runs it in-process).
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: setup test demo demo-docs device-check-arm64 lock clean

@@ -125,18 +125,27 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_report(args: argparse.Namespace) -> int:
+def _opened_run(args: argparse.Namespace):
+    """report's and bundle's run: RUN_DIR, or the run that key=value names (`report name=x`, as every other verb
+    takes it; runs/default with neither)."""
     from .config import open_run, parse_overrides
+
+    run_dir, words = args.run_dir, list(args.overrides)
+    if run_dir is not None and "=" in run_dir and not Path(run_dir).exists():
+        run_dir, words = None, [run_dir, *words]
+    return open_run(run_dir, parse_overrides(words))
+
+
+def cmd_report(args: argparse.Namespace) -> int:
     from .run import run_one
 
-    return run_one("report", open_run(args.run_dir, parse_overrides(args.overrides)))
+    return run_one("report", _opened_run(args))
 
 
 def cmd_bundle(args: argparse.Namespace) -> int:
-    from .config import open_run, parse_overrides
     from .run import run_one
 
-    return run_one("bundle", open_run(args.run_dir, parse_overrides(args.overrides)))
+    return run_one("bundle", _opened_run(args))
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -295,7 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
             ("report", cmd_report, "report.json/.md/.html and pareto.png of a run directory"),
             ("bundle", cmd_bundle, "device bundle: chosen .tflite files, eval.npz, device_tests scripts, README")):
         p = add(verb, help=text)
-        p.add_argument("run_dir")
+        p.add_argument("run_dir", nargs="?", metavar="RUN_DIR", help="a run's folder, or name=<run> (runs/default)")
         p.add_argument("overrides", nargs="*", metavar="key=value",
                        help="e.g. max_size_mib=3 bundle_models=fp32,*int8 bundle_images=1000")
         p.set_defaults(func=func)

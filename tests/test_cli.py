@@ -186,3 +186,20 @@ def test_run_and_train_on_an_existing_run_start_from_its_saved_config(tmp_path):
     fresh = _config([*where, "preset=cpu_long"])
     assert (fresh.width, fresh.epochs) == (1.0, 10)
     assert _config([f"runs_dir={tmp_path}", "name=y"]).width == 1.0  # a new run: the defaults
+
+
+def test_report_and_bundle_take_the_run_by_name_as_every_verb_does(tiny_run, tmp_path, capsys, monkeypatch):
+    """`report name=x` used to read "name=x" as a folder ("name=x: not a run directory"); RUN_DIR still works."""
+    from conftest import copy_run
+
+    run = copy_run(tiny_run, tmp_path, "named").run_dir
+    assert main(["report", "name=named", f"runs_dir={tmp_path}"]) == 0
+    assert (run / "report" / "report.md").read_text().startswith(f"# resnet-edge report: {run}")
+    assert main(["bundle", f"runs_dir={tmp_path}", "name=named", "bundle_models=int8"]) == 0
+    assert sorted(p.name for p in (run / "device_bundle" / "models").iterdir()) == ["int8.tflite"]
+    assert main(["report", str(run)]) == 0
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    assert main(["report"]) == 2  # no runs/default here
+    assert capsys.readouterr().err == ("error: runs/default: not a run directory (no config.yaml); run `resnet-edge "
+                                       "run` first\n")
