@@ -9,7 +9,8 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: setup test demo demo-docs device-check-arm64 lock clean
 
-setup: $(STAMP) $(FMNIST)
+EXT    := $(VENV)/torch_extensions/.built
+setup: $(STAMP) $(EXT) $(FMNIST)
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,9 +18,13 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/pip install --quiet -r requirements.lock
 	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	$(BIN)/pip check
+	touch $@
+
+# NNCF's torch CPU extension, compiled once into the venv (quantization/__init__.py points torch there).
+$(EXT): $(STAMP)
 	@echo "compiling NNCF's torch CPU extension once (about a minute on 2 cores; QAT and magnitude pruning use it)"
-	$(BIN)/python -c "import nncf.torch; nncf.torch.force_build_cpu_extensions()" > $(VENV)/nncf-extension.log 2>&1 || \
-	  { tail -20 $(VENV)/nncf-extension.log; exit 1; }
+	$(BIN)/python -c "from quantization.nncf_ops import build_extension; print(build_extension())" \
+	  > $(VENV)/nncf-extension.log 2>&1 || { tail -20 $(VENV)/nncf-extension.log; exit 1; }
 	touch $@
 
 # Fashion-MNIST comes from Debian (no downloads at run time).

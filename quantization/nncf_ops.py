@@ -7,7 +7,6 @@ the caller names. No run paths, no stages: this imports models/ and the project'
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -17,10 +16,21 @@ from torch import nn
 
 from pipeline.core.errors import EdgeError
 
-PRESETS = ("performance", "mixed")
-# NNCF compiles its torch CPU extension (ninja, C++) on first use and gives the build 60 s by default: a fresh 2-core
-# machine that is busy took longer and the quantize stage failed. Ten minutes, unless the user set their own.
-os.environ.setdefault("NNCF_EXTENSION_LOAD_TIMEOUT", "600")
+PRESETS = ("performance", "mixed")  # (the extension's folder and build time limit: quantization/__init__.py)
+
+
+def build_extension() -> Path:
+    """NNCF's torch CPU extension (its fake-quantize kernels: QAT and magnitude pruning), compiled now if it is not
+    yet in torch's extension folder (quantization/__init__.py: the venv's); the path of the library. `make setup`
+    calls this, so that neither the demo nor the tests compile it. (nncf.torch.force_build_cpu_extensions() alone
+    builds nothing: the extension registers itself only when its module is imported.)"""
+    from nncf.torch.quantization.extensions import QuantizedFunctionsCPULoader as Loader
+
+    Loader.load()
+    built = sorted(Path(Loader.get_build_dir()).glob(f"{Loader.name()}*.so"))
+    if not built:
+        raise EdgeError(f"NNCF's torch CPU extension was not built in {Loader.get_build_dir()}")
+    return built[0]
 
 
 def _preset(name: str):

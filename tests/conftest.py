@@ -4,11 +4,13 @@ import json
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+SESSION_START = time.time()  # before any test ran: what `make setup` made is older
 # onnx2tf runs the `onnxsim` program: the venv's bin must be on PATH even when pytest is started by full path.
 os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
 # pytest-xdist workers share the cores: torch's and OpenMP's thread pools sized to each worker's share, not all of

@@ -65,3 +65,23 @@ def test_nncf_onnx_ptq_and_onnx2tf_convert_in_one_process(tmp_path, monkeypatch)
         interpreter.invoke()
         worst = max(worst, float(np.abs(interpreter.get_tensor(out["index"]) - reference[i: i + 1]).max()))
     assert worst < 1e-4
+
+
+def test_setup_built_nncfs_extension_into_the_venv():
+    """`make setup` compiles NNCF's torch CPU extension into this venv (quantization/__init__.py names the folder):
+    the suite and the demo only load it. Its setup step used to build nothing (NNCF's own force_build sees the
+    extension only once its module is imported), and the per-user folder it used was rebuilt by every other
+    checkout's venv (19 s to a minute, inside whichever test loaded it next)."""
+    import os
+    import sys
+    from pathlib import Path
+
+    from conftest import SESSION_START
+    from quantization.nncf_ops import build_extension
+
+    assert sys.prefix != sys.base_prefix  # the suite runs in `make setup`'s venv
+    folder = Path(sys.prefix) / "torch_extensions"
+    assert os.environ["TORCH_EXTENSIONS_DIR"] == str(folder)
+    library = build_extension()
+    assert library.is_relative_to(folder) and library.name == "quantized_functions_cpu.so"
+    assert library.stat().st_mtime < SESSION_START  # built before the tests started, not by one of them
