@@ -66,43 +66,47 @@ def built_once(tmp_path_factory, worker_id: str, name: str, build) -> Path:
     return folder
 
 
-@pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory, worker_id):
-    """A briefly trained quarter-width ResNet-18 on real Fashion-MNIST, exported and converted (gates passed), each
-    stage run under the stage contract as the verbs run it; built once for the session (workers share it)."""
+def shared_run(tmp_path_factory, worker_id: str, name: str, build):
+    """For a session fixture to `yield from`: the run <name> that `build(runs_dir)` makes once for the session
+    (built_once: the workers share it); its config, and after the session the check that no test changed it (a test
+    that writes copies it first: copy_run)."""
     from pipeline.config import load_config
-    from pipeline.run import run_one
 
-    def build(home: Path) -> None:
-        cfg = load_config(None, {**TINY_RUN, "runs_dir": str(home / "runs"), "name": "tiny"})
-        with console_capture(home / "fd.txt") as seen:
-            for stage in ("train", "export", "convert"):
-                assert run_one(stage, cfg) == 0, stage
-        (home / "console.json").write_text(json.dumps(seen))
-
-    home = built_once(tmp_path_factory, worker_id, "tiny", build)
-    TINY_CONSOLE.update(json.loads((home / "console.json").read_text()))
-    cfg = load_config(home / "runs" / "tiny" / "config.yaml", {})
+    cfg = load_config(built_once(tmp_path_factory, worker_id, name, build) / name / "config.yaml", {})
     before = snapshot(cfg.run_dir)
     yield cfg
     changed = sorted(set(before.items()) ^ set(snapshot(cfg.run_dir).items()))
-    assert not changed, f"a test changed the session's tiny run (copy it first: copy_run): {changed[:5]}"
+    assert not changed, f"a test changed the session's {name} run (copy it first: copy_run): {changed[:5]}"
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, worker_id):
+    """A briefly trained quarter-width ResNet-18 on real Fashion-MNIST, exported and converted (gates passed), each
+    stage run under the stage contract as the verbs run it; what it printed is in TINY_CONSOLE."""
+    from pipeline.config import load_config
+    from pipeline.run import run_one
+
+    def build(runs: Path) -> None:
+        cfg = load_config(None, {**TINY_RUN, "runs_dir": str(runs), "name": "tiny"})
+        with console_capture(runs / "fd.txt") as seen:
+            for stage in ("train", "export", "convert"):
+                assert run_one(stage, cfg) == 0, stage
+        (runs / "console.json").write_text(json.dumps(seen))
+
+    for cfg in shared_run(tmp_path_factory, worker_id, "tiny", build):  # one config, then the check after the session
+        TINY_CONSOLE.update(json.loads((cfg.run_dir.parent / "console.json").read_text()))
+        yield cfg
 
 
 @pytest.fixture(scope="session")
 def litert_run(tiny_run, tmp_path_factory, worker_id):
-    """A copy of the tiny run that the litert stage has run on (fp32 and NNCF int8 by litert-torch, gates passed),
-    built once for the session (workers share it); a test that writes copies it first."""
-    from pipeline.config import load_config
+    """A copy of the tiny run that the litert stage has run on (fp32 and NNCF int8 by litert-torch, gates passed)."""
     from pipeline.run import run_one
 
-    def build(folder: Path) -> None:
-        assert run_one("litert", copy_run(tiny_run, folder, "litert")) == 0
+    def build(runs: Path) -> None:
+        assert run_one("litert", copy_run(tiny_run, runs, "litert")) == 0
 
-    cfg = load_config(built_once(tmp_path_factory, worker_id, "litert", build) / "litert" / "config.yaml", {})
-    before = snapshot(cfg.run_dir)
-    yield cfg
-    assert snapshot(cfg.run_dir) == before, "a test changed the session's litert run (copy it first: copy_run)"
+    yield from shared_run(tmp_path_factory, worker_id, "litert", build)
 
 
 def snapshot(folder: Path) -> dict:
@@ -148,13 +152,18 @@ def copy_run(cfg, tmp_path, name: str, **changes):
     return target
 
 
-def bench_script(monkeypatch, name: str):
-    """bench/<name>.py as a module, to call its main(argv) in this process (no second interpreter importing torch,
-    TensorFlow and NNCF again), with bench/ on sys.path as when the script runs: beside its benchkit."""
+def script_module(path: Path):
+    """A script (bench/, device_tests/) loaded as a module, to call its functions in this process."""
     import importlib.util
 
-    monkeypatch.syspath_prepend(str(ROOT / "bench"))
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "bench" / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(Path(path).stem, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def bench_script(monkeypatch, name: str):
+    """bench/<name>.py as a module, to call its main(argv) in this process (no second interpreter importing torch,
+    TensorFlow and NNCF again), with bench/ on sys.path as when the script runs: beside its benchkit."""
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    return script_module(ROOT / "bench" / f"{name}.py")

@@ -2,23 +2,19 @@
 tool, the comparison and the report's merge of a stored arm64 result (tests/fixtures/arm64-ai-edge-litert.json: real
 output of device_tests/arm64_check.py on test_run's small run, under qemu-user, trimmed to its fp32 and int8 rows)."""
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
 
 import pytest
+from conftest import ROOT, script_module
 
-ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "tests" / "fixtures" / "arm64-ai-edge-litert.json"
 
 
 @pytest.fixture(scope="module")
 def arm64():
-    spec = importlib.util.spec_from_file_location("arm64_check", ROOT / "device_tests" / "arm64_check.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return script_module(ROOT / "device_tests" / "arm64_check.py")
 
 
 def test_every_manylinux_tag_from_2_17_to_bookworms_glibc(arm64):

@@ -7,11 +7,10 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import built_once, copy_run, snapshot
+from conftest import copy_run, shared_run
 
 from pipeline.engine.checkpoint import derived_checkpoint, load_checkpoint, model_from_checkpoint, save_checkpoint
 from pipeline.cli import main
-from pipeline.config import load_config
 from pipeline.data import Normalization, check_calibration
 from pipeline.core.errors import EdgeError
 from pipeline.core.precision import tflite_ops
@@ -40,22 +39,18 @@ def plant_outlier(cfg) -> None:
     assert run_one("export", cfg) == 0  # the float model is unchanged: the ONNX parity gate still passes
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def outlier_run(tiny_run, tmp_path_factory, worker_id):
     """A copy of the tiny run with the outlier planted and litert run on it (its int8 file fails, the fallback
-    repairs it); built once for the session (workers share it), and copied by a test that writes."""
-    def build(folder):
-        cfg = copy_run(tiny_run, folder, "outlier", run_structured=False, run_magnitude=False)
+    repairs it); a test that writes copies it first."""
+    def build(runs):
+        cfg = copy_run(tiny_run, runs, "outlier", run_structured=False, run_magnitude=False)
         plant_outlier(cfg)
         with pytest.raises(EdgeError, match=r"nncf_int8.tflite: top-1 drop FAILED.*repaired: "
                                             r"tflite/nncf_int8_fallback.tflite pass"):
             run_one("litert", cfg)
 
-    folder = built_once(tmp_path_factory, worker_id, "outlier", build)
-    cfg = load_config(folder / "outlier" / "config.yaml", {})
-    before = snapshot(cfg.run_dir)
-    yield cfg
-    assert snapshot(cfg.run_dir) == before, "a test changed the outlier run (copy it first: copy_run)"
+    yield from shared_run(tmp_path_factory, worker_id, "outlier", build)
 
 
 def test_explain_a_good_int8_file(tiny_run, tmp_path):

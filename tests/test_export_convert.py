@@ -205,3 +205,23 @@ def test_convert_removes_only_the_work_folders_of_dead_conversions(tmp_path):
     assert clear_dead_work(tmp_path, "") == [f".onnx2tf-{dead.stdout.strip()}-a"]
     assert {p.name for p in tmp_path.iterdir()} == {n for n, stays in folders.items() if stays}
     assert clear_dead_work(tmp_path, "structured50_") == [f".onnx2tf-structured50_{dead.stdout.strip()}-c"]
+
+
+def test_onnx2tf_simplifies_in_this_process(tiny_run, tmp_path, monkeypatch, capsys):
+    """onnx2tf's three `onnxsim` runs per conversion go through onnxsim's entry point in this process (each program
+    spent 2 s starting and importing torch): no onnxsim process starts, and onnxsim's own output is in the log."""
+    import subprocess
+
+    from pipeline.engine.stage import Context
+
+    started = []
+    real = subprocess.check_output
+    monkeypatch.setattr(subprocess, "check_output", lambda cmd, **kw: started.append(cmd) or real(cmd, **kw))
+    ctx = Context(tiny_run)
+    capsys.readouterr()
+    paths = convert_tflite(tiny_run.run_dir / "onnx" / "model.onnx", tmp_path, ctx.calib_u8[:8], ctx.data.norm,
+                           tiny_run.image_size, ("fp32",))
+    assert paths["fp32"].stat().st_size > 1000
+    assert not [cmd for cmd in started if cmd and cmd[0] == "onnxsim"], started
+    log = capsys.readouterr().out  # run_onnx2tf prints onnx2tf's log (into the stage's log file in a stage)
+    assert log.count("Simplifying...") == 3 and "Model optimizing complete" in log

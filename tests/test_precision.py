@@ -2,20 +2,16 @@
 (device_tests/tflite_precision.py, used by bench_tflite.py and android_benchmark.py) give the same answers on the
 same files, whatever the files are called."""
 
-import importlib.util
 import shutil
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, script_module
 
 from pipeline.core.precision import onnx_precision, precision_of, tflite_precision
 
 
 def _device_copy():
-    spec = importlib.util.spec_from_file_location("tflite_precision", ROOT / "device_tests" / "tflite_precision.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return script_module(ROOT / "device_tests" / "tflite_precision.py")
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,8 @@ import io
 import os
 import re
 import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -90,15 +92,10 @@ class _InProcessOnnxsim:
     `onnxsim` process spent about 2 s of its 2.1 s importing onnxsim (which imports torch): 6 s per conversion."""
 
     def __getattr__(self, name):
-        import subprocess
-
         return getattr(subprocess, name)
 
     @staticmethod
     def check_output(cmd, **kwargs):
-        import subprocess
-        import sys
-
         if not cmd or cmd[0] != "onnxsim":
             return subprocess.check_output(cmd, **kwargs)
         import onnxsim
