@@ -124,7 +124,7 @@ def main(argv: list[str]) -> int:
         rows.append({"model": model, "runtime": runtime, "precision": precision, "artifact": path.name,
                      "size_mib": path.stat().st_size / 2**20, **cells,
                      "peak_rss_mib": max((r["threads"][str(n)].get("peak_rss_mib") or 0) for n in threads),
-                     **memory_figures(r["threads"].values()),
+                     **memory_figures(r),
                      "errors": {n: c["error"] for n, c in r["threads"].items() if "error" in c} or None})
     t1 = f"ms_{threads[0]}"
     base = (fp32_reference([r for r in rows if r[t1]], "tflite") or {}).get(t1)

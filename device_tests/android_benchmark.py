@@ -113,17 +113,18 @@ def parse(text: str) -> dict:
 
 def cache_path(args, remote_model: str) -> str | None:
     """XNNPACK's weight cache beside the model on the phone (packed weights mapped from a file instead of a private
-    copy: bench_tflite.py's default too), or None when it does not apply."""
+    copy: bench_tflite.py's default too), or None when it does not apply. --weight-cache unset means on."""
     uses_xnnpack = args.use_xnnpack and not (args.use_gpu or args.use_nnapi)
-    return f"{remote_model}.xnnpack_cache" if args.weight_cache and uses_xnnpack else None
+    return f"{remote_model}.xnnpack_cache" if args.weight_cache is not False and uses_xnnpack else None
 
 
-def benchmark_command(args, remote_model: str) -> str:
+def benchmark_command(args, remote_model: str, cache: bool = True) -> str:
+    """benchmark_model's command line on the phone; cache=False leaves the weight cache out."""
     flags = [f"--graph={remote_model}", f"--num_threads={args.threads}", f"--num_runs={args.runs}",
              f"--warmup_runs={args.warmup}", f"--use_xnnpack={str(args.use_xnnpack).lower()}",
              f"--use_gpu={str(args.use_gpu).lower()}", f"--use_nnapi={str(args.use_nnapi).lower()}",
              "--report_peak_memory_footprint=true"]
-    cache = cache_path(args, remote_model)
+    cache = cache_path(args, remote_model) if cache else None
     if cache:
         flags.append(f"--xnnpack_weight_cache_file_path={cache}")
     if args.op_profiling:
@@ -151,7 +152,17 @@ def run_model(args, model: str, pushed: list[str]) -> dict:
     if row["weight_cache"]:
         pushed.append(cache_path(args, remote))  # benchmark_model writes it: removed with what was pushed
     adb(args, ["push", model, remote], timeout=600)
-    command = benchmark_command(args, remote)
+    run_benchmark(args, name, benchmark_command(args, remote), row)
+    if row["status"] != "pass" and row["weight_cache"] and args.weight_cache is None and "timed out" not in row["error"]:
+        # the default's cache could not be made or read (or the binary predates it): the same run without it
+        row |= {"fallback": f"with XNNPACK's weight cache: {row['error']}", "weight_cache": False, "error": None}
+        row.pop("log_tail", None)
+        run_benchmark(args, name, benchmark_command(args, remote, cache=False), row)
+    return row
+
+
+def run_benchmark(args, name: str, command: str, row: dict) -> None:
+    """benchmark_model once on the phone: its figures into `row` (status pass), or the reason it failed."""
     try:
         proc = subprocess.run([args.adb, "-s", args.serial, "shell", command], capture_output=True, text=True,
                               timeout=args.timeout)
@@ -162,7 +173,7 @@ def run_model(args, model: str, pushed: list[str]) -> dict:
             adb(args, ["shell", f"kill {pid.group(1)}"], check=False)
         row["error"] = (f"{name}: benchmark_model timed out after {args.timeout} s: raise --timeout or lower --runs "
                         f"(a delegate that falls back to the CPU is slow)")
-        return row
+        return
     text = proc.stdout + proc.stderr
     figures = parse(text)
     if proc.returncode != 0 or not figures:
@@ -173,11 +184,10 @@ def run_model(args, model: str, pushed: list[str]) -> dict:
                         f"flags, --no-weight-cache (a benchmark_model older than the flag), or a benchmark_model built "
                         f"for this phone's ABI")
         row["log_tail"] = lines[-20:]
-        return row
+        return
     median = figures.get("latency_ms_median", figures["latency_ms_avg"])
     row |= {"status": "pass", "ms_1" if args.threads == 1 else "ms_n": median,
             "peak_rss_mib": figures.get("peak_rss_mib"), "benchmark_model": figures, "command": command}
-    return row
 
 
 def write_json(path: str, rows: list[dict], serial: str) -> None:
@@ -197,9 +207,11 @@ def parse_args(argv):
     p.add_argument("--runs", type=int, default=50)
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--use-xnnpack", action=argparse.BooleanOptionalAction, default=True)
-    p.add_argument("--weight-cache", action=argparse.BooleanOptionalAction, default=True,
+    p.add_argument("--weight-cache", action=argparse.BooleanOptionalAction, default=None,
                    help="XNNPACK's weight cache file beside the model (--xnnpack_weight_cache_file_path): packed "
-                        "weights mapped from a file, not a second private copy")
+                        "weights mapped from a file, not a second private copy. Default: on, and a model that "
+                        "fails with it runs again without it (the row's `fallback` says why); --weight-cache: on, "
+                        "no second run")
     p.add_argument("--use-gpu", action="store_true")
     p.add_argument("--use-nnapi", action="store_true")
     p.add_argument("--op-profiling", action="store_true", help="per-op timings in the log (--enable_op_profiling)")
@@ -262,6 +274,8 @@ def main(argv=None) -> int:
             row = run_model(args, model, pushed)
             rows.append(row)
             write_json(out, rows, args.serial)
+            if row.get("fallback") and row["status"] == "pass":
+                print(f"note: {row['artifact']}: ran without the weight cache ({row['fallback']})", file=sys.stderr)
             if row["status"] == "pass":
                 ms = row["ms_1"] if row["ms_1"] is not None else row["ms_n"]
                 print(f"{row['artifact']}: {ms:.2f} ms ({args.threads} threads, {row['delegate']}), "

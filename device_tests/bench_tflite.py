@@ -8,8 +8,11 @@ order: ai_edge_litert, tflite_runtime, tensorflow.lite. Imports nothing from res
 --mode (default auto): how the model runs. auto is compiled_cache where the runtime has LiteRT's CompiledModel
 (ai-edge-litert >= 2) and no --delegate is given: XNNPACK's packed weights go to a cache file beside the model
 (<model>.xnnpack_cache, written on the first run, mapped after), which takes the int8 ResNet-18 at 224x224 from 29.4 to
-20.6 MiB at the same latency; elsewhere the Interpreter. --mode interpreter turns it off; --mode compiled_lean also
-rebuilds convolutions' indirection buffers at each inference (18.3 MiB, 10-20% slower; see tflite_memory.py).
+20.6 MiB at the same latency; elsewhere the Interpreter. Under auto, a model that CompiledModel cannot load or run
+(ai-edge-litert 2.3.0 under qemu-user on arm64, for one) runs again without the weight cache, then with the
+Interpreter: the row's `mode` says which ran and `fallback` why (the Python Interpreter has no weight-cache option).
+A mode named with --mode is not replaced. --mode interpreter turns the cache off; --mode compiled_lean also rebuilds
+convolutions' indirection buffers at each inference (18.3 MiB, 10-20% slower; see tflite_memory.py).
 
 Each model and thread count runs in its own process, so peak RSS belongs to that model and a crashing model cannot
 take the others down. Rows are printed as a table and written as JSON (device_results_<host>_<time>.json) in the schema
@@ -28,7 +31,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from tflite_memory import MODES, attribute  # noqa: E402  (where the memory goes, measured)
+from tflite_memory import MODES, SHIPPED_MODE, attribute  # noqa: E402  (where the memory goes, measured)
 from tflite_precision import tflite_precision  # noqa: E402  (the bundle's own copy of the precision rule)
 
 RUNTIMES = ("ai_edge_litert.interpreter", "tflite_runtime.interpreter", "tensorflow.lite")
@@ -114,7 +117,8 @@ def unreadable(path: str) -> str | None:
 
 
 def choose_mode(mode: str, delegate: str | None) -> str:
-    """auto: compiled_cache where LiteRT's CompiledModel is there and no delegate is asked for, else interpreter."""
+    """auto: SHIPPED_MODE (compiled_cache) where LiteRT's CompiledModel is there and no delegate is asked for, else
+    interpreter."""
     if mode != "auto":
         if delegate and not mode.startswith("interpreter"):
             raise BenchError(f"--mode {mode} runs LiteRT's CompiledModel, which takes no --delegate: use --mode "
@@ -126,7 +130,7 @@ def choose_mode(mode: str, delegate: str | None) -> str:
         import ai_edge_litert.compiled_model  # noqa: F401
     except ImportError:
         return "interpreter"
-    return "compiled_cache"
+    return SHIPPED_MODE
 
 
 class Model:
@@ -191,10 +195,27 @@ def measure(path: str, threads: int, warmup: int, runs: int, eval_path: str | No
     return row
 
 
-def run_worker(path: str, threads: int, args) -> dict:
+# auto's ways down when a mode cannot load or run a model: without the weight cache, then the Interpreter
+FALLBACK = {"compiled_cache": "compiled", "compiled_lean": "compiled", "compiled": "interpreter"}
+
+
+def run_cell(path: str, threads: int, args, mode: str) -> dict:
+    """One model at one thread count in `mode`; under --mode auto, a failure other than a timeout tries the next mode
+    of FALLBACK, and the cell says which mode ran (`mode`) and what failed before it (`fallback`)."""
+    cell, failed = run_worker(path, threads, args, mode), []
+    while "error" in cell and args.auto and mode in FALLBACK and not cell.get("timed_out"):
+        failed.append(f"{mode}: {cell['error']}")
+        mode = FALLBACK[mode]
+        cell = run_worker(path, threads, args, mode)
+    if failed and "error" not in cell:
+        cell["fallback"] = "; ".join(failed)
+    return cell
+
+
+def run_worker(path: str, threads: int, args, mode: str | None = None) -> dict:
     """One model at one thread count in a fresh process of this script."""
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", path, "--threads", str(threads),
-           "--warmup", str(args.warmup), "--runs", str(args.runs), "--mode", args.mode]
+           "--warmup", str(args.warmup), "--runs", str(args.runs), "--mode", mode or args.mode]
     if args.eval and threads == args.thread_list[0]:
         cmd += ["--eval", args.eval]
     if args.delegate:
@@ -204,7 +225,7 @@ def run_worker(path: str, threads: int, args) -> dict:
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
     except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {args.timeout} s: raise --timeout or lower --runs"}
+        return {"error": f"timed out after {args.timeout} s: raise --timeout or lower --runs", "timed_out": True}
     line = next((ln[7:] for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
     if proc.returncode == 0 and line:
         return json.loads(line)
@@ -234,6 +255,7 @@ def make_row(path: str, cells: dict[int, dict], expected: dict, runtime: str, wh
     ok = {n: c for n, c in cells.items() if "error" not in c}
     name = os.path.basename(path)
     threads = sorted(cells)
+    fallback = next((c["fallback"] for c in ok.values() if c.get("fallback")), None)
     row = {"artifact": name, "format": "tflite", "precision": precision(path),
            "status": "pass" if len(ok) == len(cells) else "failed",
            "error": next((c["error"] for c in cells.values() if "error" in c), None),
@@ -243,7 +265,7 @@ def make_row(path: str, cells: dict[int, dict], expected: dict, runtime: str, wh
            "predictions": next((c["predictions"] for c in ok.values() if "predictions" in c), None),
            "ms_1": ok.get(1, {}).get("latency_ms_median"), "ms_n": ok.get(threads[-1], {}).get("latency_ms_median"),
            "threads_n": threads[-1], "peak_rss_mib": max((c["peak_rss_mib"] or 0 for c in ok.values()), default=None),
-           **memory_figures(ok.values()),
+           **memory_figures(ok.values()), "fallback": fallback,
            "source": f"device:{where['name']}", "runtime": runtime,
            "per_thread": {f"t{n}": {k: v for k, v in c.items() if k != "predictions"} for n, c in cells.items()}}
     host_top1 = expected.get(name)
@@ -270,13 +292,14 @@ def write_json(path: str, rows: list[dict], where: dict, runtime: str) -> None:
 
 
 def table(rows: list[dict]) -> str:
-    head = ["model", "precision", "status", "MiB", "top-1", "host top-1", "ms @1", "ms @N", "N", "peak RSS MiB",
-            "model MiB", "floor MiB"]
+    head = ["model", "precision", "status", "mode", "MiB", "top-1", "host top-1", "ms @1", "ms @N", "N",
+            "peak RSS MiB", "model MiB", "floor MiB"]
     out = [" | ".join(head)]
     for r in rows:
         def f(v, d=2):
             return "-" if v is None else (f"{v:.{d}f}" if isinstance(v, float) else str(v))
-        out.append(" | ".join([r["artifact"], f(r["precision"]), r["status"], f(r["size_mib"]), f(r["top1"], 4),
+        out.append(" | ".join([r["artifact"], f(r["precision"]), r["status"], f(r.get("mode")), f(r["size_mib"]),
+                               f(r["top1"], 4),
                                f(r.get("host_top1"), 4), f(r["ms_1"]), f(r["ms_n"]), f(r["threads_n"]),
                                f(r["peak_rss_mib"], 0), f(r.get("model_mib"), 1), f(r.get("floor_mib"), 1)]))
     return "\n".join(out)
@@ -316,6 +339,7 @@ def main(argv=None) -> int:
             print("RESULT " + json.dumps(result))
             return 0
         runtime = find_runtime()[0]
+        args.auto = args.mode == "auto"
         args.mode = choose_mode(args.mode, args.delegate)
         import numpy as np
 
@@ -346,22 +370,30 @@ def main(argv=None) -> int:
         return 2
     where = host()
     out = args.out or f"device_results_{where['name']}_{time.strftime('%Y%m%d-%H%M%S')}.json"  # a rerun adds a file
+    try:  # the results' folder exists before anything is measured, so no figure is lost at the end
+        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    except OSError as e:
+        print(f"error: --out {out}: cannot make its folder ({e.strerror})", file=sys.stderr)
+        return 2
     print(f"runtime: {runtime} ({args.mode}); host: {where['cpu']}, {where['cores']} cores; threads "
           f"{args.thread_list}", file=sys.stderr)
     rows, failed = [], []
     for path in args.models:
         first, *more = args.thread_list
         problem = unreadable(path)  # a missing, cut-off or corrupt file is its row's error, not the worker's crash
-        cells = {first: run_worker(path, first, args) if problem is None else {"error": problem}}
-        for n in more:  # a model that would not load will not load at another thread count either
-            cells[n] = cells[first] if "error" in cells[first] else run_worker(path, n, args)
+        cells = {first: run_cell(path, first, args, args.mode) if problem is None else {"error": problem}}
+        for n in more:  # a model that would not load will not load at another thread count either; the mode that
+            # ran at the first count runs the others (a fallback is not tried again)
+            cells[n] = cells[first] if "error" in cells[first] else run_cell(path, n, args, cells[first]["mode"])
         row = make_row(path, cells, expected, runtime, where)
         rows.append(row)
         write_json(out, rows, where, runtime)
         if row["status"] != "pass":
             failed.append(row)
             print(f"error: {row['error']}", file=sys.stderr)
-        elif row.get("matches_host") is False:
+        elif row["fallback"]:
+            print(f"note: {row['artifact']}: ran with {row['mode']} ({row['fallback']})", file=sys.stderr)
+        if row["status"] == "pass" and row.get("matches_host") is False:
             print(f"warning: {row['artifact']}: top-1 {row['top1']:.4f} here, {row['host_top1']:.4f} on the host",
                   file=sys.stderr)
     print(table(rows))

@@ -16,13 +16,13 @@ from .core.errors import EdgeError
 from .core.layout import Layout
 from .core.precision import is_int8_tflite
 from .stages.report.html import img, markdown_html
-from .stages.report.markdown import fmt
+from .stages.report.markdown import fmt, in_memory
 from .stages.report.plots import front_png
 from .stages.report.rows import latency_size, run_rows
 
 COLUMNS = ["run", "model", "width", "artifact", "precision", "sparsity", "channels kept", "MMACs", "status", "top-1 %",
-           "size MiB", "gzip MiB", "ms @1", "ms @N", "ms @1 at {size}px", "ms @N at {size}px", "model MiB (measured)",
-           "peak RSS MiB"]
+           "size MiB", "gzip MiB", "ms @1", "ms @N", "ms @1 at {size}px", "ms @N at {size}px",
+           "model MiB (as shipped)", "model MiB (Interpreter)", "peak RSS MiB"]
 
 
 def load_run(run_dir: Path) -> dict:
@@ -55,7 +55,8 @@ def _cells(r: dict, size: int | None) -> list[str]:
         r["run"], r["model"], fmt(r["width"], 2), r["artifact"], r.get("precision"), fmt(r.get("sparsity"), 3),
         fmt(r.get("channels_kept"), 2), fmt(r["macs"] / 1e6, 1) if r.get("macs") else None, r["status"],
         fmt(100 * r["top1"]), fmt(r.get("size_mib")), fmt(r.get("gzip_mib")), fmt(r.get("ms_1")),
-        fmt(r.get("ms_n")), *at_size, fmt(r.get("model_mib"), 1), fmt(r.get("peak_rss_mib"), 0))]
+        fmt(r.get("ms_n")), *at_size, fmt(r.get("model_mib"), 1), fmt(r.get("interpreter_model_mib"), 1),
+        fmt(r.get("peak_rss_mib"), 0))]
 
 
 def ship(rows: list[dict], size: int | None, max_drop: dict[str, float]) -> dict | None:
@@ -84,7 +85,7 @@ def compare(run_dirs: list[Path], out: Path) -> dict[str, Path]:
     max_drop = {run["name"]: run["cfg"].max_int8_drop for run in runs}
     best = ship(rows, size, max_drop)
     base = runs[0]["cfg"]
-    memory = f", {best['model_mib']:.1f} MiB in memory" if best and best.get("model_mib") else ""
+    memory = in_memory(best) if best else ""
     headline = (f"Ship: {best['run']} / {best['artifact']} ({best['model']} width {best['width']:g}, top-1 "
                 f"{100 * best['top1']:.2f}%, {best['size_mib']:.2f} MiB{memory}): the fastest int8 TFLite file that "
                 f"passed every gate within {max_drop[best['run']]:g} point(s) (max_int8_drop) of its own run's fp32 model."
@@ -106,8 +107,9 @@ def compare(run_dirs: list[Path], out: Path) -> dict[str, Path]:
                             f"top-1 vs latency at the runs' {base.image_size} px (no bench/latency.py figures)")
     intro = (f"Runs: {', '.join(run['dir'] for run in runs)}; {base.data_source} at {base.image_size} px, top-1 on "
              f"each run's own test images ({', '.join(str((run['reference'] or {}).get('images', '?')) for run in runs)})"
-             f"; MiB = 2^20 bytes; ms = median per image, batch 1; model MiB (measured) = the resident memory a "
-             "TFLite file added when run (the report's Memory section)"
+             f"; MiB = 2^20 bytes; ms = median per image, batch 1; model MiB = the resident memory a TFLite file "
+             "added when run, as the device bundle runs it (CompiledModel with XNNPACK's weight cache) and with the "
+             "Interpreter (the report's Memory section)"
              + (f", measured on {host['run']}'s host" if host else "") + ". Plots: size.png, latency.png.")
     md = "\n".join(["# resnet-edge compare", "", headline, "", intro, "", "| " + " | ".join(cols) + " |",
                     "|" + "---|" * len(cols), *("| " + " | ".join(_cells(r, size)) + " |" for r in rows)]) + "\n"

@@ -4,7 +4,7 @@ It keeps the phone's files under $FAKE_ADB_ROOT (so pushes and clean-up can be c
 $FAKE_ADB_LOG, and for `shell .../benchmark_model --graph=...` replays real benchmark_model output text from
 tests/fixtures/benchmark_model/ (after the pid line the device shell prints for `echo PID=$$; exec ...`). Wholesale
 deletes (`rm -rf`) and `pkill` are refused, so a script that would wipe or kill more than its own shows up. $FAKE_ADB_SCENARIO: ok | nodevice | twodevices | unauthorized | crash
-(a graph named *crashy* crashes) | timeout.
+(a graph named *crashy* crashes) | cachecrash (a run with XNNPACK's weight cache crashes) | timeout.
 """
 
 import json
@@ -24,7 +24,7 @@ with open(os.environ["FAKE_ADB_LOG"], "a") as log:
 if args[:1] == ["-s"]:
     serial, args = args[1], args[2:]
     if scenario == "twodevices" and serial not in ("R58M41ABCDE", "emulator-5554") or \
-            scenario in ("ok", "crash", "timeout") and serial != "R58M41ABCDE":
+            scenario in ("ok", "crash", "cachecrash", "timeout") and serial != "R58M41ABCDE":
         print(f"adb: device '{serial}' not found", file=sys.stderr)
         sys.exit(1)
 
@@ -35,7 +35,7 @@ def on_phone(path: str) -> Path:
 
 if args[0] == "devices":
     print("List of devices attached")
-    if scenario in ("ok", "crash", "timeout"):
+    if scenario in ("ok", "crash", "cachecrash", "timeout"):
         print("R58M41ABCDE\tdevice")
     elif scenario == "twodevices":
         print("R58M41ABCDE\tdevice\nemulator-5554\tdevice")
@@ -85,7 +85,7 @@ elif args[0] == "shell":
             on_phone(cache).write_bytes(b"packed weights")
         if scenario == "timeout":
             time.sleep(60)
-        if scenario == "crash" and "crashy" in graph:
+        if scenario == "crash" and "crashy" in graph or scenario == "cachecrash" and cache:
             print((FIXTURES / "pixel4_segfault.txt").read_text(), end="")
             sys.exit(139)
         print((FIXTURES / os.environ.get("FAKE_ADB_OUTPUT", "chromeos_cpu_xnnpack.txt")).read_text(), end="")

@@ -37,13 +37,29 @@ def test_benchmark_verb_records_each_format_at_each_thread_count(tiny_run, tmp_p
         assert memory["mode"] == "interpreter" and memory["file_mib"] == pytest.approx(size, rel=0.05, abs=0.05)
         assert memory["floor_mib"] == pytest.approx(size, rel=0.1) and memory["model_mib"] > memory["floor_mib"]
     assert "memory" not in rows["onnx/model.onnx"]["threads"]["1"]
+    # and as the device bundle runs it: CompiledModel with the weight cache, at the largest thread count, from a copy
+    shipped = rows["tflite/int8.tflite"]["shipped"]
+    assert shipped["mode"] == "compiled_cache" and list(shipped["threads"]) == ["2"]
+    ship = shipped["threads"]["2"]["memory"]
+    assert ship["mode"] == "compiled_cache" and ship["cache_mib"] > 0 and ship["cache_file_mib"] > 0
+    assert not list((run / "tflite").glob("*.xnnpack_cache")) and "shipped" not in rows["onnx/model.onnx"]
     assert main(["report", str(run)]) == 0
     md = (run / "report" / "report.md").read_text()
     section = md.split("## Memory (model MiB, measured)")[1].split("\n## ")[0]
     int8 = rows["tflite/int8.tflite"]["threads"]
     top = max((c["memory"] for c in int8.values()), key=lambda m: m["model_mib"])
-    assert f"| tflite/int8.tflite | {top['model_mib']:.1f} | {top['file_mib']:.1f} |" in section
+    assert (f"| tflite/int8.tflite | CompiledModel + weight cache, as shipped | {ship['model_mib']:.1f} | "
+            f"{ship['file_mib']:.1f} |") in section
+    assert f"| tflite/int8.tflite | Interpreter | {top['model_mib']:.1f} | {top['file_mib']:.1f} |" in section
     assert "onnx/model.onnx" not in section and (run / "report" / "memory.png").stat().st_size > 10_000
+    row = next(r for r in json.loads((run / "report" / "report.json").read_text())["rows"]
+               if r["artifact"] == "tflite/int8.tflite")
+    assert row["model_mib"] == ship["model_mib"] and row["interpreter_model_mib"] == top["model_mib"]
+    assert row["memory_mode"] == "compiled_cache"
+    if row["status"] == "pass":  # the only int8 file with a latency: recommended, quoting its memory as shipped
+        assert md.splitlines()[2].startswith("Recommended phone file: tflite/int8.tflite (")
+        assert (f"{ship['model_mib']:.1f} MiB in memory (CompiledModel + weight cache, as shipped; "
+                f"{top['model_mib']:.1f} MiB with the Interpreter))") in md.splitlines()[2]
 
 
 def test_broken_artifact_becomes_a_result_not_a_crash(tmp_path):

@@ -92,6 +92,24 @@ def test_yaml_errors_name_the_file_and_line(tmp_path, capsys):
     assert "unknown config keys ['modle']" in capsys.readouterr().err
 
 
+def test_a_home_folder_in_yaml_is_the_home_folder(tmp_path, monkeypatch):
+    """A YAML file has no shell to expand ~: the paths in it are expanded as the command line's are, and only ~."""
+    from pipeline.config import load_config
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    config = tmp_path / "edge.yaml"
+    config.write_text("runs_dir: ~/edge-runs\ndata_root: ~/fashion\nweights: ~/w.pt\nignored_scope: ~fc\n")
+    cfg = load_config(config)
+    assert cfg.runs_dir == str(tmp_path / "home" / "edge-runs") and cfg.data_root == str(tmp_path / "home" / "fashion")
+    assert cfg.weights == str(tmp_path / "home" / "w.pt") and cfg.ignored_scope == "~fc"  # not a path: as written
+    assert cfg.run_dir == tmp_path / "home" / "edge-runs" / "default"
+    config.write_text("runs_dir: $HOME/runs\n")  # no variables, no globbing: only ~
+    assert load_config(config).runs_dir == "$HOME/runs"
+    assert load_config(None, {"runs_dir": "~/cli-runs"}).runs_dir == str(tmp_path / "home" / "cli-runs")
+    assert not (tmp_path / "~").exists()
+
+
 def test_verbose_shows_the_cause(tmp_path, capsys, monkeypatch):
     args = ["train", "epochs=two", f"runs_dir={tmp_path}"]
     assert main(["--verbose", *args]) == 2

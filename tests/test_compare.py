@@ -30,29 +30,35 @@ def test_compare_merges_two_runs_into_one_table_and_plots(tiny_run, tmp_path, ca
 
 
 def test_compare_shows_the_memory_each_file_was_measured_to_use(tiny_run, tmp_path, capsys):
-    """model MiB (measured): the resident memory a TFLite file added when the benchmark ran it (the report's Memory
-    section), in its own run's row; "-" for the same file in a run that never benchmarked it."""
+    """model MiB: the resident memory a TFLite file added when the benchmark ran it (the report's Memory section), as
+    the device bundle runs it (CompiledModel with the weight cache) and with the Interpreter, in its own run's row;
+    "-" for the same file in a run that never benchmarked it."""
     measured, unmeasured = (copy_run(tiny_run, tmp_path, name) for name in ("measured", "unmeasured"))
     int8 = measured.run_dir / "tflite" / "int8.tflite"
     assert main(["benchmark", str(int8), "bench_runs=2", "bench_warmup=1", "bench_threads=1"]) == 0
     record = json.loads((measured.run_dir / "results" / "tflite" / "int8.tflite.json").read_text())
-    model_mib = record["benchmark"]["threads"]["1"]["memory"]["model_mib"]
-    assert model_mib > 0
+    interpreter = record["benchmark"]["threads"]["1"]["memory"]["model_mib"]
+    shipped = record["benchmark"]["shipped"]
+    assert shipped["mode"] == "compiled_cache" and shipped["threads"]["1"]["memory"]["cache_mib"] > 0
+    model_mib = shipped["threads"]["1"]["memory"]["model_mib"]
+    assert model_mib > 0 and interpreter > 0
+    assert not list(int8.parent.glob("*.xnnpack_cache"))  # the cache was written beside a copy, not into the run
     out = tmp_path / "cmp"
     assert main(["compare", str(measured.run_dir), str(unmeasured.run_dir), "--out", str(out)]) == 0
     result = json.loads((out / "compare.json").read_text())
-    column = result["columns"].index("model MiB (measured)")
+    columns = [result["columns"].index(c) for c in ("model MiB (as shipped)", "model MiB (Interpreter)")]
     cells = {}
     for line in capsys.readouterr().out.splitlines():
         row = [c.strip() for c in line.strip("|").split("|")]
         if len(row) == len(result["columns"]) and row[3] == "tflite/int8.tflite":
-            cells[row[0]] = row[column]
-    assert cells == {"measured": f"{model_mib:.1f}", "unmeasured": "-"}
+            cells[row[0]] = [row[c] for c in columns]
+    assert cells == {"measured": [f"{model_mib:.1f}", f"{interpreter:.1f}"], "unmeasured": ["-", "-"]}
     # the only benchmarked int8 file ships if it passed its gate, and the headline says what it uses in memory
     row = next(r for r in result["rows"] if r["run"] == "measured" and r["artifact"] == "tflite/int8.tflite")
     assert (result["ship"] == "measured/int8.tflite") == (row["status"] == "pass")
     if row["status"] == "pass":
-        assert f"{row['size_mib']:.2f} MiB, {model_mib:.1f} MiB in memory)" in (out / "compare.md").read_text()
+        assert (f"{row['size_mib']:.2f} MiB, {model_mib:.1f} MiB in memory (CompiledModel + weight cache, as "
+                f"shipped; {interpreter:.1f} MiB with the Interpreter))") in (out / "compare.md").read_text()
 
 
 def test_compare_refuses_runs_of_another_image_size_or_data_set(tiny_run, tmp_path, capsys):

@@ -172,7 +172,8 @@ def test_board_script_in_bare_venv_matches_host_accuracy(litert_venv, device_bun
     merged = {r["artifact"]: r for r in collect_rows(Layout(run), tiny_run)}
     device_row = merged[f"int8.tflite @ device:{result['host']['name']}"]
     assert device_row["top1"] == host[0]["top1"] and device_row["precision"] == "int8"
-    assert device_row["delta_top1"] == pytest.approx(100 * (host[0]["top1"] - host[1]["top1"]))  # vs its own fp32
+    # vs its own fp32, in points, signed (+: the int8 file scores higher), rounded to 1e-6 as the report promises
+    assert device_row["delta_top1"] == pytest.approx(100 * (host[0]["top1"] - host[1]["top1"]), abs=1e-6)
     assert merged["tflite/int8.tflite"]["source"] == "host"
 
 
@@ -200,6 +201,55 @@ def test_board_script_reports_the_same_memory_fields_under_tflite_runtime(litert
     assert old["floor_mib"] == pytest.approx(new["floor_mib"])  # read from the same file
 
 
+# What ai-edge-litert 2.3.0's CompiledModel printed for every file under qemu-user on arm64 (make device-check-arm64)
+COMPILED_MODEL_FAILS = """import ai_edge_litert.compiled_model as cm
+
+
+def _cannot_load(*args, **kwargs):
+    raise RuntimeError("ERROR: [./litert/cc/litert_compiled_model.h:1961]")
+
+
+cm.CompiledModel.from_file = staticmethod(_cannot_load)
+"""
+
+
+def test_board_script_falls_back_when_compiled_model_cannot_load(litert_venv, device_bundle, tmp_path):
+    """A board where CompiledModel cannot load the files (simulated: its loader raises what it raised under qemu):
+    the default still measures and scores every model, with the Interpreter, and says so; a mode the user named is
+    not replaced."""
+    board = board_copy(device_bundle, tmp_path)
+    patch = tmp_path / "patch"
+    patch.mkdir()
+    (patch / "sitecustomize.py").write_text(COMPILED_MODEL_FAILS)
+    env = {**os.environ, "PYTHONPATH": str(patch)}
+    expected = json.loads((board / "expected.json").read_text())["top1"]
+
+    def bench(*extra):
+        out = tmp_path / "out.json"
+        out.unlink(missing_ok=True)
+        proc = subprocess.run([str(litert_venv), "bench_tflite.py", "models/int8.tflite", "models/fp32.tflite",
+                               "--eval", "eval.npz", "--threads", "1,2", "--runs", "3", "--warmup", "1", "--out",
+                               str(out), *extra], cwd=board, env=env, capture_output=True, text=True, timeout=600)
+        return proc, {r["artifact"]: r for r in json.loads(out.read_text())["rows"]}
+
+    proc, rows = bench()
+    assert proc.returncode == 0, proc.stderr
+    for name in ("int8.tflite", "fp32.tflite"):
+        row = rows[name]
+        assert row["status"] == "pass" and row["top1"] == expected[name] and row["matches_host"] is True
+        assert row["mode"] == "interpreter" and row["per_thread"]["t2"]["mode"] == "interpreter"
+        assert row["fallback"].startswith("compiled_cache: models/") and "; compiled: models/" in row["fallback"]
+        assert "litert_compiled_model.h:1961" in row["fallback"]
+        assert row["model_mib"] > 0 and row["ms_1"] > 0 and row["ms_n"] > 0
+        assert f"note: {name}: ran with interpreter (compiled_cache: " in proc.stderr
+    assert " | int8 | pass | interpreter | " in proc.stdout
+
+    proc, rows = bench("--mode", "compiled_cache")  # asked for by name: a failure is the row's, not replaced
+    assert proc.returncode == 1
+    assert all(r["status"] == "failed" and "litert_compiled_model.h:1961" in r["error"] for r in rows.values())
+    assert all(r["fallback"] is None for r in rows.values())
+
+
 def test_board_script_errors_are_one_line(litert_venv, device_bundle, tmp_path):
     script = str(device_bundle / "bench_tflite.py")
     # -S: no site-packages, so no runtime can be found
@@ -217,6 +267,18 @@ def test_board_script_errors_are_one_line(litert_venv, device_bundle, tmp_path):
     assert proc.returncode == 1
     assert "error: /nonexistent/libvx_delegate.so: cannot load the delegate" in proc.stderr
     assert json.loads(out.read_text())["rows"][0]["status"] == "failed"
+    # --out in a folder that is not there yet: made before measuring, so the figures are kept
+    out = tmp_path / "results" / "x" / "int8.json"
+    proc = subprocess.run([str(litert_venv), script, "models/int8.tflite", "--threads", "1", "--runs", "2",
+                           "--warmup", "0", "--out", str(out)], cwd=board_copy(device_bundle, tmp_path),
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(out.read_text())["rows"][0]["status"] == "pass"
+    (tmp_path / "a_file").write_text("")  # a folder that cannot be made: refused before anything runs
+    proc = subprocess.run([str(litert_venv), script, "models/int8.tflite", "--out", str(tmp_path / "a_file" / "o.json")],
+                          cwd=device_bundle, capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr.strip().startswith("error: --out ")
+    assert "cannot make its folder" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 
 
 # --- the Android script ---------------------------------------------------------------------------------------------
@@ -290,6 +352,27 @@ def test_android_weight_cache_off_and_with_the_gpu(phone):
         assert proc.returncode == 0, proc.stderr
         shell = [c[3] for c in calls if c[2:3] == ["shell"] and "benchmark_model --graph" in c[3]]
         assert "xnnpack_weight_cache" not in shell[0] and rows[0]["weight_cache"] is False
+
+
+def test_android_runs_again_without_the_weight_cache_when_it_fails(phone):
+    """The default's weight cache crashes benchmark_model (replayed: a real segfault's text): the model runs again
+    without it and the row says so; with --weight-cache asked for by name, the crash is the row's."""
+    proc, calls, rows, root = phone("cachecrash")
+    assert proc.returncode == 0, proc.stderr
+    shell = [c[3] for c in calls if c[2:3] == ["shell"] and "benchmark_model --graph" in c[3]]
+    assert len(shell) == 2 and "--xnnpack_weight_cache_file_path=" in shell[0]
+    assert "xnnpack_weight_cache" not in shell[1]
+    row = rows[0]
+    assert row["status"] == "pass" and row["weight_cache"] is False and row["error"] is None
+    assert row["ms_1"] is None and row["ms_n"] == pytest.approx(56.2658) and "log_tail" not in row
+    assert row["fallback"].startswith("with XNNPACK's weight cache: int8.tflite: benchmark_model crashed "
+                                      "(Segmentation fault)")
+    assert "note: int8.tflite: ran without the weight cache" in proc.stderr
+    assert not (root / "data" / "local" / "tmp" / "resnet-edge").exists()  # the cache it wrote is removed too
+
+    proc, calls, rows, _ = phone("cachecrash", "--weight-cache")
+    assert proc.returncode == 1 and rows[0]["status"] == "failed" and "Segmentation fault" in rows[0]["error"]
+    assert len([c for c in calls if c[2:3] == ["shell"] and "benchmark_model --graph" in c[3]]) == 1
 
 
 def test_android_leaves_what_it_did_not_bring(phone, tmp_path):

@@ -75,10 +75,15 @@ def test_explain_ranks_the_hard_layer_worst(outlier_run, tmp_path, litert_run):
     worst = result["layers"][result["worst"][0]]
     assert worst["layer"] == "layer1.0.conv2" and worst["op"] == "CONV_2D"  # the conv that reads the outlier
     assert worst["snr_added_db"] < 10 and result["verdict"].startswith("layer1.0.conv2 (CONV_2D")
-    # every later layer inherits the damage; a layer that only passes it on is not blamed for it
+    # every later layer inherits the damage; a layer that only passes it on is not blamed for it: the noise it added
+    # itself is at most a quarter of the noise its output carries (6 dB), and at most a quarter of what the culprit
+    # added. Margins in dB, not thresholds: the figures move with each host's float path (17.1 dB added on a Xeon
+    # with AMX, above 20 on AMD EPYCs), the gaps do not.
     layers = result["layers"]
     inherited = next(lay for lay in layers if lay["layer"] == "layer2.1.conv1")
-    assert inherited["snr_db"] < 10 and inherited["snr_added_db"] > 20
+    assert inherited["snr_db"] < 10
+    assert inherited["snr_added_db"] >= inherited["snr_db"] + 6
+    assert inherited["snr_added_db"] >= worst["snr_added_db"] + 6
     by_added = sorted(range(len(layers)), key=lambda i: layers[i]["snr_added_db"])[:5]
     by_output = sorted(range(len(layers)), key=lambda i: layers[i]["snr_db"])[:5]
     assert result["worst"] == by_added != by_output

@@ -5,6 +5,7 @@ import gzip
 import json
 
 import numpy as np
+import pytest
 import onnx
 import torch
 from onnx import TensorProto, helper
@@ -227,3 +228,30 @@ def test_an_unreadable_record_is_one_line_for_report_and_bundle(tiny_run, tmp_pa
     record.write_text("[1, 2]")
     assert main(["report", str(cfg.run_dir)]) == 2
     assert f"{record}: not a record (a JSON list)" in capsys.readouterr().err
+
+
+def test_report_delta_is_the_files_top1_less_the_fp32_top1(tiny_run, tmp_path):
+    """Each row's Δ top-1 in the report (JSON, table, recommended line) is its own top-1 minus the fp32 model's on the
+    same images, in points: positive where the file scores higher. Checked against the records' measured top-1s."""
+    from conftest import copy_run
+
+    from pipeline.core import records
+    from pipeline.core.layout import Layout
+
+    cfg = copy_run(tiny_run, tmp_path, "delta")
+    main(["report", str(cfg.run_dir)])
+    report = json.loads((cfg.run_dir / "report" / "report.json").read_text())
+    md = (cfg.run_dir / "report" / "report.md").read_text()
+    head = next(line for line in md.splitlines() if line.startswith("| artifact |"))
+    column = [c.strip() for c in head.strip("|").split("|")].index("Δ top-1 vs fp32 (points)")
+    signs = set()
+    for row in (r for r in report["rows"] if r["source"] == "host" and r["delta_top1"] is not None):
+        ev = records.read(Layout(cfg.run_dir), row["artifact"])["evaluation"]
+        expected = 100 * (ev["top1"] - ev["reference_top1"])
+        assert row["delta_top1"] == pytest.approx(expected, abs=1e-6), row["artifact"]
+        line = next(ln for ln in md.splitlines() if ln.startswith(f"| {row['artifact']} |"))
+        assert [c.strip() for c in line.strip("|").split("|")][column] == f"{expected:.2f}", row["artifact"]
+        signs.add((expected > 0) - (expected < 0))
+        if f"Recommended phone file: {row['artifact']} (" in md:
+            assert f"Δ {expected:+.2f} points vs fp32" in md.split(f"Recommended phone file: {row['artifact']} (")[1]
+    assert -1 in signs or 1 in signs  # a row that moved: a flipped sign could not pass

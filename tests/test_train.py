@@ -193,15 +193,33 @@ def test_training_path_imports_no_conversion_tools():
     assert proc.returncode == 0, proc.stdout
 
 
+def _labels_at_random(tmp_path) -> Path:
+    """Fashion-MNIST with every training label drawn at random (seeded): its images, no signal in its labels. The
+    validation split is carved from these, so no model can score above chance on it, on any host."""
+    import numpy as np
+
+    from pipeline.data import FASHION_MNIST_DIR
+
+    root = tmp_path / "random-labels"
+    root.mkdir()
+    for name in ("train-images-idx3-ubyte.gz", "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        (root / name).symlink_to(FASHION_MNIST_DIR / name)
+    labels = np.random.default_rng(0).integers(0, 10, 60000, dtype=np.uint8)
+    (root / "train-labels-idx1-ubyte").write_bytes(bytes([0, 0, 8, 1]) + (60000).to_bytes(4, "big") + labels.tobytes())
+    return root
+
+
 def test_a_run_that_learns_nothing_is_an_error(tmp_path, capsys):
-    """AdamW at lr=10 passes the door (a legal rate) but learns nothing on any host: every step moves every weight by
-    about 10, so the loss stays finite but far above a uniform guess's (30 against 2.30 measured) and the model ends at
-    chance, which must not read as `train ok`. (SGD at lr=5 diverged on some hosts and trained on others.)"""
+    """Learning nothing, by construction: labels drawn at random keep validation at chance whatever the float path,
+    and AdamW at lr=10 (a legal rate) moves every weight by about 10 a step, so the loss stays far above a uniform
+    guess's. That must not read as `train ok`. (A learning rate alone was not certain: SGD at lr=5, then AdamW at
+    lr=10 on the real labels, trained on some hosts.)"""
     code = main(["train", *[f"{k}={v}" for k, v in TINY.items() if k != "lr"], "optimizer=adamw", "lr=10",
-                 f"runs_dir={tmp_path}", "name=diverged"])
+                 f"data_root={_labels_at_random(tmp_path)}", f"runs_dir={tmp_path}", "name=diverged"])
     err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert code == 2
+    assert code == 2, err
     assert err.startswith("error: train failed: training diverged: last epoch's train loss ")
+    assert float(err.split("train loss ")[1].split(" ")[0]) > 2 * 2.30  # above twice a uniform guess's
     assert "(a uniform guess scores 2.30) and best validation top-1 " in err
     assert float(err.split("best validation top-1 ")[1].split("%")[0]) <= 15.0  # chance level, in percent
     assert "is chance level (1/10); lower lr=10.0" in err

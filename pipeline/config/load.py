@@ -4,6 +4,7 @@ an existing run (`open_run`) that the CLI, compare and the bench scripts share."
 from __future__ import annotations
 
 import dataclasses
+import os
 import types
 import typing
 from pathlib import Path
@@ -79,6 +80,16 @@ def read_yaml(path: Path) -> dict:
     return loaded
 
 
+PATH_KEYS = ("runs_dir", "data_root", "weights")  # the keys that name a file or folder
+
+
+def expand_home(values: dict) -> dict:
+    """values with a leading ~ of each path key expanded to the home folder, as a shell does on the command line
+    (a YAML file has no shell: `runs_dir: ~/edge-runs` would otherwise be a folder named ~). Nothing else expands."""
+    return {k: os.path.expanduser(v) if k in PATH_KEYS and isinstance(v, str) and v.startswith("~") else v
+            for k, v in values.items()}
+
+
 def load_config(path: str | Path | None = None, overrides: dict[str, str] | None = None, cls=Config):
     """YAML file (optional) then key=value overrides; unknown keys and wrong types are errors, never dropped."""
     values: dict = {}
@@ -90,11 +101,11 @@ def load_config(path: str | Path | None = None, overrides: dict[str, str] | None
         unknown = sorted(set(map(str, loaded)) - known)
         if unknown:
             raise EdgeError(f"{path}: unknown config keys {unknown}; valid keys: {', '.join(sorted(known))}")
-        values.update({k: _check_type(k, hints[k], v) for k, v in loaded.items()})
+        values.update({k: _check_type(k, hints[k], v) for k, v in expand_home(loaded).items()})
     if "preset" in known:
         preset = resolve_preset(str((overrides or {}).get("preset", values.get("preset", "auto"))))
         values = {**PRESETS[preset], **values, "preset": preset}
-    for key, text in (overrides or {}).items():
+    for key, text in expand_home(overrides or {}).items():
         if key not in known:
             raise EdgeError(f"unknown config key {key!r}; valid keys: {', '.join(sorted(known))}")
         if key != "preset":  # already resolved above

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -22,6 +24,7 @@ from ..config.keys import BENCHMARK_KEYS
 from ..core import records
 from ..core.errors import EdgeError
 from ..core.names import declared_rows
+from ..engine.memory import memory_figures
 from ..engine.stage import Stage
 from ..core.host import host
 from ..core.layout import DEVICE_TESTS, REPO
@@ -76,32 +79,53 @@ def measure_tflite(path: str, threads: int, warmup: int, runs: int, mode: str = 
             "init_ms": row["load_ms"] + row["first_ms"], "model_rss_mib": row.get("rss_added_mib"), "memory": row}
 
 
+def measure_in_process(path: Path, n: int, warmup: int, runs: int, shape: list[int], mode: str,
+                       timeout: int) -> dict:
+    """measure() in a fresh process of its own: its result, or {"error": ...}."""
+    code = ("import json, sys; from pipeline.stages.benchmark import measure; "
+            f"print('RESULT ' + json.dumps(measure({str(Path(path).resolve())!r}, {n}, {warmup}, {runs}, {shape!r}, "
+            f"{mode!r})))")
+    env = {**os.environ, "OMP_NUM_THREADS": str(n), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    try:
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout,
+                              env=env, cwd=REPO)  # the path is absolute: any cwd of the caller
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout} s"}
+    result = next((ln[7:] for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
+    if proc.returncode != 0 or result is None:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        return {"error": tail[:300]}
+    return json.loads(result)
+
+
+def measure_shipped(path: Path, threads: int, warmup: int, runs: int, timeout: int) -> dict:
+    """A TFLite file run as the device bundle ships it (tflite_memory.SHIPPED_MODE: CompiledModel with XNNPACK's
+    weight cache), at `threads`: a copy in a temporary folder (the cache is written beside it, never into the run), one
+    process that writes the cache, then the measured one that maps it, as every launch after the first does."""
+    mode = tflite_memory().SHIPPED_MODE
+    with tempfile.TemporaryDirectory(prefix="shipped-") as tmp:
+        copy = Path(tmp) / Path(path).name
+        shutil.copyfile(path, copy)
+        cold = measure_in_process(copy, threads, 0, 1, [], mode, timeout)
+        cell = cold if "error" in cold else measure_in_process(copy, threads, warmup, runs, [], mode, timeout)
+    return {"mode": mode, "threads": {str(threads): cell}}
+
+
 def benchmark_one(path: Path, shape: list[int], threads: list[int], warmup: int, runs: int,
-                  timeout: int = 600, mode: str = "interpreter") -> dict:
+                  timeout: int = 600, mode: str = "interpreter", shipped: bool = False) -> dict:
     """One artifact at each thread count, each in a fresh process: {"threads": {"1": {...} or {"error": ...}}}.
-    mode: how a TFLite file is run (device_tests/tflite_memory.py's MODES)."""
-    cells = {}
-    for n in threads:
-        code = ("import json, sys; from pipeline.stages.benchmark import measure; "
-                f"print('RESULT ' + json.dumps(measure({str(Path(path).resolve())!r}, {n}, {warmup}, {runs}, {shape!r}, {mode!r})))")
-        env = {**os.environ, "OMP_NUM_THREADS": str(n), "TF_CPP_MIN_LOG_LEVEL": "2"}
-        try:
-            proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout,
-                                  env=env, cwd=REPO)  # the path is absolute: any cwd of the caller
-        except subprocess.TimeoutExpired:
-            cells[str(n)] = {"error": f"timed out after {timeout} s"}
-            continue
-        result = next((ln[7:] for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
-        if proc.returncode != 0 or result is None:
-            tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-            cells[str(n)] = {"error": tail[:300]}
-        else:
-            cells[str(n)] = json.loads(result)
-    return {"input_shape": shape, "runs": runs, "warmup": warmup, "host": host(), "threads": cells}
+    mode: how a TFLite file is run (device_tests/tflite_memory.py's MODES). shipped: a TFLite file is also measured
+    as the device bundle runs it, at the largest thread count (`shipped`: measure_shipped)."""
+    cells = {str(n): measure_in_process(path, n, warmup, runs, shape, mode, timeout) for n in threads}
+    result = {"input_shape": shape, "runs": runs, "warmup": warmup, "host": host(), "threads": cells}
+    if shipped and str(path).endswith(".tflite"):
+        result["shipped"] = measure_shipped(path, max(threads), warmup, runs, timeout)
+    return result
 
 
 def benchmark(artifacts: list[Path], shape: list[int], threads: list[int], warmup: int, runs: int) -> list[dict]:
-    """Latency and memory of each artifact at each thread count, one subprocess each."""
+    """Latency and memory of each artifact at each thread count, one subprocess each; a TFLite file's memory also as
+    the device bundle ships it."""
     if runs < 1 or warmup < 0 or not threads or min(threads) < 1:
         raise EdgeError(f"bench_runs={runs} bench_warmup={warmup} bench_threads={threads}: need runs >= 1, "
                         f"warmup >= 0 and thread counts >= 1")
@@ -109,10 +133,14 @@ def benchmark(artifacts: list[Path], shape: list[int], threads: list[int], warmu
     for path in artifacts:
         if not Path(path).is_file():
             raise EdgeError(f"{path}: artifact not found")
-        result = benchmark_one(Path(path), shape, threads, warmup, runs)
+        result = benchmark_one(Path(path), shape, threads, warmup, runs, shipped=True)
         results.append(result)
         cells = [f"{n} thr {c['latency_ms_median']:.2f} ms" if "error" not in c else f"{n} thr failed: {c['error']}"
                  for n, c in result["threads"].items()]
+        shipped = memory_figures(result)
+        if shipped["memory_mode"] not in (None, "interpreter"):
+            cells.append(f"{shipped['model_mib']:.1f} MiB as shipped ({shipped['memory_mode']}), "
+                         f"{shipped['interpreter_model_mib']:.1f} MiB with the Interpreter")
         print(f"  benchmark {Path(path).name}: " + ", ".join(cells), file=sys.stderr)
     return results
 

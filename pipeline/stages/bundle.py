@@ -80,7 +80,10 @@ In Termux on the phone itself, the board commands above work where a TFLite runt
 weights and buffers, activations; `floor MiB`: weights + activations) and, with ai-edge-litert 2 or newer, runs the
 models with XNNPACK's weight cache by default: the packed weights are written once to `<model>.xnnpack_cache` beside
 the model and mapped from it afterwards, so they cost file-backed pages the OS can drop instead of a second private
-copy of every weight (`--mode interpreter` turns it off; the folder must be writable). The same in an app: LiteRT's
+copy of every weight (`--mode interpreter` turns it off; the folder must be writable). Where CompiledModel cannot
+load or run a model (ai-edge-litert 2.3.0 under qemu on arm64 could not), the default runs it again without the
+cache, then with the Interpreter, and the row's `mode` and `fallback` say which ran and why;
+`android_benchmark.py` likewise runs a model again without the cache when benchmark_model fails with it. The same in an app: LiteRT's
 `CompiledModel` with the CPU option `xnnpack_weight_cache_path` set to a file path (a folder path does nothing), or
 the XNNPACK delegate's `weight_cache_file_path` option (C/C++); `benchmark_model --xnnpack_weight_cache_file_path=`
 measures it on a phone. The delegate flag `TFLITE_XNNPACK_DELEGATE_FLAG_TRANSIENT_INDIRECTION_BUFFER` (0x20, with the

@@ -7,7 +7,7 @@ from __future__ import annotations
 from ...core import records
 from ...core.artifacts import file_sha
 from ...core.errors import EdgeError
-from ...engine.memory import memory_markdown, memory_rows
+from ...engine.memory import memory_markdown, memory_rows, shipped_label
 
 from .rows import columns, fp32_reference, latency_size, load_json, recommended, smallest
 
@@ -39,7 +39,7 @@ def cells(r: dict, reference: dict | None, size: int | None = None) -> list[str]
         fmt(r.get("channels_kept"), 2), fmt(r["macs"] / 1e6, 1) if r.get("macs") else None, r.get("status"),
         fmt(r.get("size_mib")), fmt(r.get("gzip_mib")), top1, fmt(r.get("delta_top1")), fmt(r.get("agreement"), 4),
         fmt(r.get("ms_1")), fmt(r.get("ms_n")), fmt(r.get("peak_rss_mib"), 0), fmt(r.get("model_mib"), 1),
-        fmt(r.get("floor_mib"), 1))]
+        fmt(r.get("interpreter_model_mib"), 1), fmt(r.get("floor_mib"), 1))]
     if size:
         at = (r.get("at_size") or {}).get(size, {})
         cells += [fmt(at.get("ms_1")), fmt(at.get("speedup"), 1)]
@@ -76,7 +76,17 @@ def _described(r: dict, rows: list[dict]) -> str:
     if speed and fp32:
         speed += f", {fp32 / r['ms_1']:.1f}x the fp32 TFLite file"
     delta = f", Δ {r['delta_top1']:+.2f} points vs fp32" if r["delta_top1"] is not None else ""
-    return f"{r['artifact']} ({r['size_mib']:.2f} MiB, top-1 {100 * r['top1']:.2f}%{delta}{speed})"
+    return f"{r['artifact']} ({r['size_mib']:.2f} MiB, top-1 {100 * r['top1']:.2f}%{delta}{speed}{in_memory(r)})"
+
+
+def in_memory(r: dict) -> str:
+    """`, 13.1 MiB in memory (CompiledModel + weight cache, as shipped; 22.0 MiB with the Interpreter)`: a row's
+    measured model memory as the device bundle runs the file, the Interpreter's beside it; "" where unmeasured."""
+    if r.get("model_mib") is None:
+        return ""
+    beside = (f"; {r['interpreter_model_mib']:.1f} MiB with the Interpreter" if r.get("interpreter_model_mib")
+              is not None and r.get("memory_mode") != "interpreter" else "")
+    return f", {r['model_mib']:.1f} MiB in memory ({shipped_label(r.get('memory_mode'))}{beside})"
 
 
 def headline(rows: list[dict], reference: dict | None) -> str:
@@ -172,13 +182,15 @@ def latency_markdown(table: dict) -> str:
            f"Same weights, batch 1, median of {table['runs']} runs after {table['warmup']} warm-up runs; host "
            f"{table['host']['cpu']}, {table['host']['cores']} cores.", "",
            "| model | runtime | precision | size MiB | " + " | ".join(f"ms @{n}" for n in threads)
-           + f" | x TFLite fp32 @{threads[0]} | peak RSS MiB | model MiB (measured) | floor MiB |",
-           "|---|---|---|---:|" + "---:|" * len(threads) + "---:|---:|---:|---:|"]
+           + f" | x TFLite fp32 @{threads[0]} | peak RSS MiB | model MiB (as shipped) | model MiB (Interpreter) | "
+           "floor MiB |",
+           "|---|---|---|---:|" + "---:|" * len(threads) + "---:|---:|---:|---:|---:|"]
     for r in table["rows"]:
         out.append(f"| {r['model']} | {r['runtime']} | {r['precision']} | {fmt(r['size_mib'])} | "
                    + " | ".join(fmt(r.get(f"ms_{n}")) for n in threads)
                    + f" | {fmt(r.get('speedup_vs_tflite_fp32'))} | {fmt(r.get('peak_rss_mib'), 0)} | "
-                   + f"{fmt(r.get('model_mib'), 1)} | {fmt(r.get('floor_mib'), 1)} |")
+                   + f"{fmt(r.get('model_mib'), 1)} | {fmt(r.get('interpreter_model_mib'), 1)} | "
+                   + f"{fmt(r.get('floor_mib'), 1)} |")
     return "\n".join(out)
 
 
