@@ -85,3 +85,28 @@ def test_setup_built_nncfs_extension_into_the_venv():
     library = build_extension()
     assert library.is_relative_to(folder) and library.name == "quantized_functions_cpu.so"
     assert library.stat().st_mtime < SESSION_START  # built before the tests started, not by one of them
+
+
+def test_the_extension_is_not_rebuilt_by_a_process_with_another_ninja_first_on_path(tmp_path):
+    """A process started from a shell whose PATH has /usr/bin before the venv (Debian's ninja-build 1.11 there, the
+    locked ninja 1.13 in the venv) loads the extension as built: the two ninjas do not read each other's build log, and
+    the one it found first used to compile it again (40 s), then the next process of the suite compiled it once more.
+    On a copy of the venv's extension folder, so the venv's own stays as `make setup` made it."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    folder = Path(sys.prefix) / "torch_extensions"
+    copy = Path(shutil.copytree(folder, tmp_path / "torch_extensions", symlinks=True))
+    built = sorted(copy.rglob("quantized_functions_cpu.so"))
+    assert built, "make setup builds the extension"
+    before = {p: p.stat().st_mtime_ns for p in copy.rglob("*") if p.is_file()}
+    env = {**os.environ, "TORCH_EXTENSIONS_DIR": str(copy), "PATH": "/usr/bin:/bin"}
+    code = "from quantization.nncf_ops import build_extension; print(build_extension())"
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert Path(proc.stdout.strip()) == built[0]
+    changed = [p.name for p, t in before.items() if p.stat().st_mtime_ns != t]
+    assert changed == [], f"rebuilt with PATH=/usr/bin:/bin ({shutil.which('ninja', path='/usr/bin:/bin')}): {changed}"
