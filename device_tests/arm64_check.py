@@ -253,7 +253,8 @@ def compare_rows(arm: dict, host: dict, expected: dict) -> list[dict]:
         out.append({"model": r["artifact"], "precision": r.get("precision"), "status": r["status"],
                     "error": r.get("error"), "arm64_top1": r.get("top1"), "host_top1": ref,
                     "same_runtime_host_top1": same.get("top1"), "differ_vs_same_runtime": differ,
-                    "images": r.get("images"), "diff_points": diff, "ms_1": r.get("ms_1"),
+                    "images": r.get("images"), "diff_points": diff, "ms_1": r.get("ms_1"), "mode": r.get("mode"),
+                    "fallback": r.get("fallback"),
                     "ok": r["status"] == "pass" and diff is not None and diff <= MAX_DIFF_POINTS})
     return out
 
@@ -262,11 +263,12 @@ def table(rows: list[dict]) -> str:
     def pct(v):
         return "-" if v is None else f"{100 * v:.2f}"
 
-    lines = ["| model | runtime | arm64 top-1 % | host top-1 % (expected.json) | same runtime on host % | images differing "
-             "from the same runtime on host | \\|diff\\| pts | ms @1 (qemu, not representative) | ok |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---|"]
+    lines = ["| model | runtime | mode | arm64 top-1 % | host top-1 % (expected.json) | same runtime on host % | images "
+             "differing from the same runtime on host | \\|diff\\| pts | ms @1 (qemu, not representative) | ok |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
-        lines.append(f"| {r['model']} | {r['runtime']} | {pct(r['arm64_top1'])} | {pct(r['host_top1'])} | "
+        mode = (r.get("mode") or "-") + (" (fallback)" if r.get("fallback") else "")
+        lines.append(f"| {r['model']} | {r['runtime']} | {mode} | {pct(r['arm64_top1'])} | {pct(r['host_top1'])} | "
                      f"{pct(r['same_runtime_host_top1'])} | "
                      f"{'-' if r['differ_vs_same_runtime'] is None else r['differ_vs_same_runtime']} / {r['images']} | "
                      f"{'-' if r['diff_points'] is None else format(r['diff_points'], '.2f')} | "

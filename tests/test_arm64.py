@@ -80,7 +80,8 @@ def test_interrupted_build_leaves_nothing(arm64, tmp_path):
 
 
 def test_comparison_counts_differing_images_and_fails_past_half_a_point(arm64):
-    arm = {"rows": [{"artifact": "int8.tflite", "status": "pass", "top1": 0.900, "predictions": [1, 2, 3, 4]},
+    arm = {"rows": [{"artifact": "int8.tflite", "status": "pass", "top1": 0.900, "predictions": [1, 2, 3, 4],
+                     "mode": "interpreter", "fallback": "compiled_cache: cannot load; compiled: cannot load"},
                     {"artifact": "fp32.tflite", "status": "pass", "top1": 0.894, "predictions": [1, 2, 3, 4]},
                     {"artifact": "bad.tflite", "status": "failed", "error": "cannot load", "top1": None}]}
     host = {"rows": [{"artifact": "int8.tflite", "top1": 0.901, "predictions": [1, 2, 3, 5]},
@@ -90,7 +91,8 @@ def test_comparison_counts_differing_images_and_fails_past_half_a_point(arm64):
     assert rows["int8.tflite"]["differ_vs_same_runtime"] == 1 and rows["int8.tflite"]["ok"]  # 0.4 point: ok
     assert rows["fp32.tflite"]["differ_vs_same_runtime"] == 0 and not rows["fp32.tflite"]["ok"]  # 0.6 point
     assert not rows["bad.tflite"]["ok"] and rows["bad.tflite"]["error"] == "cannot load"
-    assert "NO: cannot load" in arm64.table([{**r, "runtime": "x"} for r in rows.values()])
+    table = arm64.table([{**r, "runtime": "x"} for r in rows.values()])
+    assert "NO: cannot load" in table and "| int8.tflite | x | interpreter (fallback) | 90.00 |" in table
 
 
 def test_report_merges_a_stored_arm64_result_as_emulated_device_rows(arm64, tiny_run, tmp_path):
@@ -102,6 +104,8 @@ def test_report_merges_a_stored_arm64_result_as_emulated_device_rows(arm64, tiny
 
     stored = json.loads(FIXTURE.read_text())
     assert stored["host"]["machine"] == "aarch64" and stored["runtime"] == "ai_edge_litert.interpreter"
+    # ai-edge-litert 2.3.0's CompiledModel could load nothing under qemu: the default fell back to the Interpreter
+    assert all(r["mode"] == "interpreter" and "litert_compiled_model.h" in r["fallback"] for r in stored["rows"])
     cfg = copy_run(tiny_run, tmp_path, "arm")
     (cfg.run_dir / "device").mkdir()
     shutil.copy(FIXTURE, cfg.run_dir / "device" / FIXTURE.name)
@@ -113,6 +117,7 @@ def test_report_merges_a_stored_arm64_result_as_emulated_device_rows(arm64, tiny
     for stored_row in stored["rows"]:
         row = rows[f"{stored_row['artifact']} @ {source}"]
         assert row["emulated"] and row["top1"] == stored_row["top1"] and "predictions" not in row
+        assert row["mode"] == "interpreter" and row["fallback"] == stored_row["fallback"]  # which way it ran, and why
     md = (cfg.run_dir / "report" / "report.md").read_text()
     assert EMULATED_NOTE in md and "NOT representative" in md
     assert not any(r.get("emulated") for r in _measured(report["rows"], None))  # what the Pareto plots draw
