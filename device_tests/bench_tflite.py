@@ -8,10 +8,9 @@ order: ai_edge_litert, tflite_runtime, tensorflow.lite. Imports nothing from res
 --mode (default auto): how the model runs. auto is compiled_cache where the runtime has LiteRT's CompiledModel
 (ai-edge-litert >= 2) and no --delegate is given: XNNPACK's packed weights go to a cache file beside the model
 (<model>.xnnpack_cache, written on the first run, mapped after), which takes the int8 ResNet-18 at 224x224 from 29.4 to
-20.6 MiB at the same latency; elsewhere the Interpreter. Under auto, a model that CompiledModel cannot load or run
-(ai-edge-litert 2.3.0 under qemu-user on arm64, for one) runs again without the weight cache, then with the
-Interpreter: the row's `mode` says which ran and `fallback` why (the Python Interpreter has no weight-cache option).
-A mode named with --mode is not replaced. --mode interpreter turns the cache off; --mode compiled_lean also rebuilds
+20.6 MiB at the same latency; elsewhere the Interpreter. A model auto's CompiledModel cannot load or run (all, with
+ai-edge-litert 2.3.0 under qemu on arm64) runs again without the cache, then with the Interpreter; the row's `mode`
+and `fallback` say which ran and why. --mode interpreter turns the cache off; --mode compiled_lean also rebuilds
 convolutions' indirection buffers at each inference (18.3 MiB, 10-20% slower; see tflite_memory.py).
 
 Each model and thread count runs in its own process, so peak RSS belongs to that model and a crashing model cannot
@@ -117,8 +116,7 @@ def unreadable(path: str) -> str | None:
 
 
 def choose_mode(mode: str, delegate: str | None) -> str:
-    """auto: SHIPPED_MODE (compiled_cache) where LiteRT's CompiledModel is there and no delegate is asked for, else
-    interpreter."""
+    """auto: SHIPPED_MODE where LiteRT's CompiledModel is there and no delegate is asked for, else interpreter."""
     if mode != "auto":
         if delegate and not mode.startswith("interpreter"):
             raise BenchError(f"--mode {mode} runs LiteRT's CompiledModel, which takes no --delegate: use --mode "
@@ -299,8 +297,7 @@ def table(rows: list[dict]) -> str:
         def f(v, d=2):
             return "-" if v is None else (f"{v:.{d}f}" if isinstance(v, float) else str(v))
         out.append(" | ".join([r["artifact"], f(r["precision"]), r["status"], f(r.get("mode")), f(r["size_mib"]),
-                               f(r["top1"], 4),
-                               f(r.get("host_top1"), 4), f(r["ms_1"]), f(r["ms_n"]), f(r["threads_n"]),
+                               f(r["top1"], 4), f(r.get("host_top1"), 4), f(r["ms_1"]), f(r["ms_n"]), f(r["threads_n"]),
                                f(r["peak_rss_mib"], 0), f(r.get("model_mib"), 1), f(r.get("floor_mib"), 1)]))
     return "\n".join(out)
 
@@ -370,7 +367,7 @@ def main(argv=None) -> int:
         return 2
     where = host()
     out = args.out or f"device_results_{where['name']}_{time.strftime('%Y%m%d-%H%M%S')}.json"  # a rerun adds a file
-    try:  # the results' folder exists before anything is measured, so no figure is lost at the end
+    try:  # the results' folder, made before anything is measured: no figure is lost at the end
         os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     except OSError as e:
         print(f"error: --out {out}: cannot make its folder ({e.strerror})", file=sys.stderr)
@@ -382,8 +379,7 @@ def main(argv=None) -> int:
         first, *more = args.thread_list
         problem = unreadable(path)  # a missing, cut-off or corrupt file is its row's error, not the worker's crash
         cells = {first: run_cell(path, first, args, args.mode) if problem is None else {"error": problem}}
-        for n in more:  # a model that would not load will not load at another thread count either; the mode that
-            # ran at the first count runs the others (a fallback is not tried again)
+        for n in more:  # what would not load will not load at another count either; the mode that ran runs on
             cells[n] = cells[first] if "error" in cells[first] else run_cell(path, n, args, cells[first]["mode"])
         row = make_row(path, cells, expected, runtime, where)
         rows.append(row)
