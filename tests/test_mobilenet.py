@@ -31,10 +31,15 @@ def test_mobilenet_v2_runs_the_whole_chain(tmp_path, capsys):
     assert code == (0 if all(r["status"] == "pass" for r in rows.values()) else 2)  # a failed gate is exit 2
     for rel in ("tflite/structured25_fp32.tflite", "tflite/structured25_int8.tflite"):  # fine-tuned: no loss
         assert rows[rel]["status"] == "pass", rows[rel]
-    # NNCF's ONNX PTQ of MobileNetV2's depthwise convs on 300 images: 2.2 points on the reference host, past the
-    # 1-point gate (which exit 2 then reports); more than 5 would be calibration or the QDQ graph broken
-    ptq = next(g for g in rows["quant/ptq_int8.onnx"]["gates"] if g["name"] == "top-1 drop")
-    assert ptq["threshold"] == 1.0 and ptq["value"] <= 5.0
+    # NNCF's ONNX PTQ of MobileNetV2's depthwise convs on 300 images: past the 1-point gate (which exit 2 then
+    # reports) by a margin that moves with the float path the model was trained on (2.2 points with bf16 autocast,
+    # 5.2 with oneDNN held to AVX2, so fp32, on the same Xeon). Broken calibration or a broken QDQ graph lands near
+    # chance: the int8 model keeps most of the float model's top-1 and agrees with it on most images.
+    ptq_row = rows["quant/ptq_int8.onnx"]
+    ptq = next(g for g in ptq_row["gates"] if g["name"] == "top-1 drop")
+    fp32_top1 = rows["onnx/model.onnx"]["top1"]
+    assert ptq["threshold"] == 1.0 and ptq["value"] == pytest.approx(100 * (fp32_top1 - ptq_row["top1"]), abs=1e-6)
+    assert fp32_top1 > 0.4 and ptq_row["top1"] >= 0.85 * fp32_top1 and ptq_row["agreement"] >= 0.8, ptq_row
     for rel in ("onnx/model.onnx", "tflite/fp32.tflite", "tflite/fp16.tflite", "tflite/int8.tflite"):
         assert rows[rel]["status"] == "pass" and rows[rel]["ms_1"] > 0, rows[rel]  # parity, agreement, int8 drop
     # channel pruning: every depthwise conv still has one group per channel, in and out
