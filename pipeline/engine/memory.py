@@ -31,7 +31,8 @@ def memory_figures(benchmark: dict | None) -> dict:
     top = shipped or interpreter
     mode = benchmark["shipped"]["mode"] if shipped else "interpreter" if interpreter else None
     return {"model_mib": top and top["model_mib"], "floor_mib": top and top["floor_mib"], "memory": top,
-            "memory_mode": mode, "interpreter_model_mib": interpreter and interpreter["model_mib"],
+            "memory_mode": mode, "as_shipped": shipped is not None,
+            "interpreter_model_mib": interpreter and interpreter["model_mib"],
             "interpreter_memory": interpreter}
 
 
@@ -42,17 +43,18 @@ MODE_LABELS = {"interpreter": "Interpreter", "interpreter_plain": "Interpreter, 
                "CompiledModel + weight cache, transient indirection"}
 
 
-def shipped_label(mode: str | None) -> str:
-    """`memory_mode` in words, with "as shipped" where it is how the device bundle runs files."""
+def shipped_label(r: dict) -> str:
+    """A row's `memory_mode` in words, with "as shipped" where the figure is the bundle's way (memory_figures)."""
+    mode = r.get("memory_mode")
     label = MODE_LABELS.get(mode or "", mode or "-")
-    return f"{label}, as shipped" if mode == "compiled_cache" else label
+    return f"{label}, as shipped" if r.get("as_shipped") else label
 
 
 def memory_rows(rows: list[dict], latency_tables: list[dict]) -> list[dict]:
     """The run's host rows with an attribution, then bench/latency.py's TFLite rows at their size (224x224): each as
     shipped (where measured), then with the Interpreter."""
     def both(artifact: str, r: dict) -> list[dict]:
-        out = [{"artifact": artifact, "how": shipped_label(r.get("memory_mode")), "memory": r["memory"]}]
+        out = [{"artifact": artifact, "how": shipped_label(r), "memory": r["memory"]}]
         if r.get("memory_mode") != "interpreter" and r.get("interpreter_memory"):
             out.append({"artifact": artifact, "how": MODE_LABELS["interpreter"], "memory": r["interpreter_memory"]})
         return out

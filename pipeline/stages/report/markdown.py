@@ -86,7 +86,7 @@ def in_memory(r: dict) -> str:
         return ""
     beside = (f"; {r['interpreter_model_mib']:.1f} MiB with the Interpreter" if r.get("interpreter_model_mib")
               is not None and r.get("memory_mode") != "interpreter" else "")
-    return f", {r['model_mib']:.1f} MiB in memory ({shipped_label(r.get('memory_mode'))}{beside})"
+    return f", {r['model_mib']:.1f} MiB in memory ({shipped_label(r)}{beside})"
 
 
 def headline(rows: list[dict], reference: dict | None) -> str:
