@@ -20,17 +20,17 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.core import records  # noqa: E402
-from pipeline.config import open_run, parse_overrides  # noqa: E402
-from benchkit import entry, write_table  # noqa: E402
-from pipeline.core.errors import EdgeError  # noqa: E402
-from pipeline.engine.evaluate import drop_points  # noqa: E402
-from pipeline.core.host import host  # noqa: E402
-from pipeline.core.layout import Layout  # noqa: E402
-from pipeline.engine.stage import Context, begin_run, run_stage  # noqa: E402
-from pipeline.chain import STAGES  # noqa: E402
+from pipeline.core import records
+from pipeline.config import open_run, parse_overrides
+from benchkit import entry, write_table
+from pipeline.core.errors import EdgeError
+from pipeline.engine.evaluate import drop_points
+from pipeline.core.host import host
+from pipeline.core.layout import Layout
+from pipeline.chain import context, stages
+from pipeline.engine.contract import run_stage
+from pipeline.engine.manifest import begin_run
 
 VARIANTS = [  # (folder, stage, config changes)
     ("ptq_qat", "quantize", {"qat": True}),  # QAT with the run's kd_alpha
@@ -136,14 +136,14 @@ def main(argv: list[str]) -> int:
     data = None
     for folder, stage_name, changes in (v for v in VARIANTS if v[0] in names):
         variant = dataclasses.replace(cfg, runs_dir=str(out), name=folder, **changes)
-        ctx = Context(variant, data)
+        ctx = context(variant, data)
         seed(source, ctx.layout)
         begin_run(ctx)
         start = time.perf_counter()
-        stage = STAGES[stage_name]
+        stage = stages()[stage_name]
         entry = run_stage(stage, ctx)
         data = ctx.data  # loaded once, shared by every variant
-        for rel in stage.records(ctx.layout, variant):
+        for rel in stage.records(ctx):
             rows.append(row(ctx.layout, rel, folder) | {"stage_s": round(time.perf_counter() - start, 1),
                                                         "stage_error": entry.get("error")})
     if size:

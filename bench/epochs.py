@@ -14,15 +14,15 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchkit import entry, write_table  # noqa: E402
-from pipeline.config import load_config, parse_overrides  # noqa: E402
-from pipeline.core.errors import EdgeError  # noqa: E402
-from pipeline.core.host import host  # noqa: E402
-from pipeline.core.layout import Layout  # noqa: E402
-from pipeline.engine.stage import Context, begin_run, read_manifest, run_stage, stage_key, unchanged  # noqa: E402
-from pipeline.chain import STAGES  # noqa: E402
+from benchkit import entry, write_table
+from pipeline.config import load_config, parse_overrides
+from pipeline.core.errors import EdgeError
+from pipeline.core.host import host
+from pipeline.core.layout import Layout
+from pipeline.chain import context, stages
+from pipeline.engine.contract import decide, run_stage
+from pipeline.engine.manifest import begin_run
 
 RECIPES = "6 ema=0;6;8;10;12;10 augment=true;14 augment=true"  # the cpu preset has ema=0.998
 
@@ -46,11 +46,11 @@ def main(argv: list[str]) -> int:
     rows, data = [], None
     for label, changes in recipes:
         cfg = load_config(None, {"preset": "cpu", **overrides, **changes, "runs_dir": str(root), "name": label})
-        ctx = Context(cfg, data)
+        ctx = context(cfg, data)
         begin_run(ctx)
-        stage, key = STAGES["train"], stage_key(STAGES["train"], ctx)
-        done = read_manifest(ctx.layout)["stages"].get("train", {})
-        if not (done.get("key") == key and done.get("status") == "ok" and unchanged(stage, ctx, done)):
+        stage = stages()["train"]
+        action, key = decide(stage, ctx)
+        if action != "cached":
             result = run_stage(stage, ctx, key)
             if result["status"] != "ok":
                 raise EdgeError(f"recipe {label}: {result['error']}")

@@ -15,15 +15,14 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchkit import entry, write_table  # noqa: E402
-from pipeline.compare import compare  # noqa: E402
-from pipeline.config import load_config, parse_bool, parse_overrides  # noqa: E402
-from pipeline.core.errors import EdgeError  # noqa: E402
-from pipeline.core.host import host  # noqa: E402
-from pipeline.run import run  # noqa: E402
-from pipeline.engine.stage import Context  # noqa: E402
+from benchkit import entry, write_table
+from pipeline.compare import compare
+from pipeline.config import load_config, parse_bool, parse_overrides
+from pipeline.core.errors import EdgeError
+from pipeline.core.host import host
+from pipeline.run import run
+from pipeline.chain import context
 
 MEMBERS = {  # name: what differs from the shared recipe
     "resnet18": {"model": "resnet18"},
@@ -46,7 +45,7 @@ def main(argv: list[str]) -> int:
         cfg = load_config(None, {"preset": "cpu", **overrides, **{k: str(v) for k, v in MEMBERS[name].items()},
                                  "runs_dir": str(root), "name": name})
         start = time.perf_counter()
-        ctx = Context(cfg, data)
+        ctx = context(cfg, data)
         try:  # a member with a failed gate still has its report: its rows go into the comparison, marked
             run(cfg, force=force, ctx=ctx)
             problems[name] = None

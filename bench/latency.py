@@ -20,22 +20,20 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.core.artifacts import atomic_write, file_sha  # noqa: E402
-from pipeline.stages.benchmark import benchmark  # noqa: E402
-from pipeline.engine.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
-from pipeline.config import open_run, parse_bool, parse_overrides  # noqa: E402
-from pipeline.engine.onnx_to_tflite import tflite_at_size  # noqa: E402
-from pipeline.data import eval_arrays, input_shape, load_data_for, preprocess  # noqa: E402
-from benchkit import entry, write_table  # noqa: E402
-from pipeline.core.errors import EdgeError  # noqa: E402
-from pipeline.core.host import host  # noqa: E402
-from pipeline.core.layout import Layout  # noqa: E402
-from pipeline.engine.memory import memory_figures  # noqa: E402
-from pipeline.stages.report.markdown import latency_markdown  # noqa: E402
-from pipeline.stages.report.rows import fp32_reference  # noqa: E402
-from pipeline.core.names import magnitude_name, structured_name  # noqa: E402
+from pipeline.core.artifacts import atomic_write, file_sha
+from pipeline.stages.benchmark import benchmark
+from pipeline.engine.checkpoint import load_checkpoint, save_checkpoint
+from pipeline.config import open_run, parse_bool, parse_overrides
+from pipeline.engine.onnx_to_tflite import tflite_at_size
+from pipeline.data import eval_arrays, input_shape, load_data_for, preprocess
+from benchkit import entry, write_table
+from pipeline.core.errors import EdgeError
+from pipeline.core.host import host
+from pipeline.core.layout import Layout
+from pipeline.engine.memory import memory_figures
+from pipeline.stages.report import fp32_reference, latency_markdown
+from pipeline.core.names import magnitude_name, structured_name
 
 
 def mobilenet_checkpoint(parent: dict, out: Path) -> Path:

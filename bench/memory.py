@@ -19,14 +19,13 @@ import shutil
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchkit import entry, write_table  # noqa: E402
-from pipeline.core.artifacts import atomic_write_text  # noqa: E402
-from pipeline.stages.benchmark import benchmark_one  # noqa: E402
-from pipeline.config import parse_overrides  # noqa: E402
-from pipeline.core.errors import EdgeError  # noqa: E402
-from pipeline.core.host import host  # noqa: E402
+from benchkit import entry, write_table
+from pipeline.core.artifacts import atomic_write_text
+from pipeline.stages.benchmark import benchmark_one
+from pipeline.config import parse_overrides
+from pipeline.core.errors import EdgeError
+from pipeline.core.host import host
 
 ROOT = Path(__file__).resolve().parents[1]
 FILES = {"fp32": ("fp32.tflite", "model_fp32.tflite"), "int8": ("int8.tflite", "model_int8.tflite"),

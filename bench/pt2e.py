@@ -10,23 +10,21 @@ from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.engine.checkpoint import load_checkpoint, model_from_checkpoint  # noqa: E402
-from pipeline.config import open_run, parse_overrides  # noqa: E402
-from pipeline.data import load_data_for, preprocess  # noqa: E402
-from benchkit import entry, write_table  # noqa: E402
-from pipeline.core.errors import EdgeError  # noqa: E402
-from pipeline.engine.evaluate import predict  # noqa: E402
-from pipeline.core.host import host  # noqa: E402
-from pipeline.core.layout import Layout  # noqa: E402
-from pipeline.engine.torch_to_tflite import to_tflite  # noqa: E402
-from pipeline.core.precision import tflite_precision  # noqa: E402
-from pipeline.engine.runners import TFLiteRunner, TorchRunner  # noqa: E402
+from pipeline.engine.checkpoint import load_checkpoint, model_from_checkpoint
+from pipeline.config import open_run, parse_overrides
+from pipeline.data import load_data_for, preprocess
+from benchkit import entry, write_table
+from pipeline.core.errors import EdgeError
+from pipeline.engine.evaluate import predict
+from pipeline.core.host import host
+from pipeline.core.layout import Layout
+from pipeline.engine.torch_to_tflite import to_tflite
+from pipeline.core.precision import tflite_precision
+from pipeline.engine.runners import TFLiteRunner, TorchRunner
 
 
 def main(argv: list[str]) -> int:

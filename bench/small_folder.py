@@ -11,16 +11,14 @@ Any other key=value goes to the run (e.g. structured_ratio=0.3).
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchkit import entry, write_table  # noqa: E402
-from pipeline.config import load_config, parse_overrides  # noqa: E402
-from pipeline.core.errors import EdgeError  # noqa: E402
-from pipeline.core.host import host  # noqa: E402
+from benchkit import entry, write_table
+from pipeline.config import load_config, parse_overrides
+from pipeline.core.errors import EdgeError
+from pipeline.core.host import host
 
 
 def write_folder(root: Path, train: int, test: int) -> Path:
@@ -47,7 +45,8 @@ def write_folder(root: Path, train: int, test: int) -> Path:
 
 def main(argv: list[str]) -> int:
     from pipeline.run import run
-    from pipeline.stages.report.rows import run_rows
+    from pipeline.chain import context
+    from pipeline.stages.report import run_rows
 
     o = parse_overrides(argv)
     train, test = (int(o.pop(k, d)) for k, d in (("train", 3600), ("test", 400)))
@@ -64,7 +63,7 @@ def main(argv: list[str]) -> int:
     from pipeline.core.layout import Layout
 
     layout = Layout(cfg.run_dir)
-    rows, _, _ = run_rows(layout, cfg)
+    rows, _, _ = run_rows(context(cfg))
     print("| artifact | status | top-1 % | Δ vs fp32 | size MiB |\n|---|---|---:|---:|---:|")
     for r in rows:
         top1 = "-" if r.get("top1") is None else f"{100 * r['top1']:.2f}"

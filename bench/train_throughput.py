@@ -17,8 +17,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from models import build_model  # noqa: E402
+from models import build_model
 
 
 def measure(variant: str, opts: dict, device: torch.device) -> dict:
@@ -80,7 +79,7 @@ def main(argv: list[str]) -> int:
     base = rows[0]["images_per_s"]
     print(f"train throughput: {opts['model']} stem={opts['stem']} {opts['image_size']}px batch {opts['batch_size']}, "
           f"{device} ({host}), torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print(f"| variant | images/s | x (a) | warm-up s |\n|---|---:|---:|---:|")
+    print("| variant | images/s | x (a) | warm-up s |\n|---|---:|---:|---:|")
     for r in rows:
         ips = r["images_per_s"]
         ratio = f"{ips / base:.2f}" if ips and base else "-"

@@ -1,19 +1,30 @@
-"""The chain: every stage in the order `run` runs them. Each stage declares itself beside its code (name, the stages
-it needs, its config keys, what it reads, writes and records: pipeline.engine.stage.Stage); this table only orders
-them, and no stage imports it."""
+"""The chain: every stage in the order `run` runs them. Each stage declares itself beside its code
+(pipeline.engine.contract.Stage); this table only orders them, and no stage imports it. To add a stage, write its
+module and add its STAGE here (docs/architecture.md, "Add a stage")."""
 
 from __future__ import annotations
 
 from .config import Config
-from .core.names import runs
-from .engine.stage import Stage
-from .stages import benchmark, bundle, compress, convert, explain, export, litert, report, train
+from .engine.context import Context
+from .engine.contract import Stage
+from .stages import (benchmark, bundle, convert, explain, export, litert, prune_magnitude, prune_structured, quantize,
+                     report, train)
 
-STAGES: dict[str, Stage] = {s.name: s for s in [
-    train.STAGE, export.STAGE, convert.STAGE, litert.STAGE, compress.QUANTIZE, compress.PRUNE_STRUCTURED,
-    compress.PRUNE_MAGNITUDE, explain.STAGE, benchmark.STAGE, report.STAGE, bundle.STAGE]}
+CHAIN: tuple[Stage, ...] = (
+    train.STAGE, export.STAGE, convert.STAGE, litert.STAGE, quantize.STAGE, prune_structured.STAGE,
+    prune_magnitude.STAGE, explain.STAGE, benchmark.STAGE, report.STAGE, bundle.STAGE)
+
+
+def stages() -> dict[str, Stage]:
+    """The chain's stages by name."""
+    return {s.name: s for s in CHAIN}
 
 
 def stages_for(cfg: Config) -> list[Stage]:
-    """The chain `run` runs for this config, in order."""
-    return [s for name, s in STAGES.items() if runs(name, cfg)]
+    """The stages `run` runs for this config, in order."""
+    return [s for s in CHAIN if s.runs(cfg)]
+
+
+def context(cfg: Config, data=None) -> Context:
+    """A stage's Context that knows the chain (and so the run's rows)."""
+    return Context(cfg, data, chain=CHAIN)

@@ -61,51 +61,51 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
 
 def _split(words: list[str]) -> tuple[str | None, dict[str, str]]:
-    """[config.yaml] key=value ... -> (the YAML path or None, the overrides)."""
+    """[config.yaml | RUN_DIR] key=value ... -> (the YAML file or run folder, or None; the overrides)."""
     from .config import parse_overrides
 
     words = list(words)
     path = words.pop(0) if words and "=" not in words[0] else None
-    if path is not None and not Path(path).is_file() and Path(path).suffix not in (".yaml", ".yml"):
-        raise EdgeError(f"{path!r}: expected key=value (a config file, first, ends in .yaml)")
+    if path is not None and not Path(path).exists() and Path(path).suffix not in (".yaml", ".yml"):
+        raise EdgeError(f"{path!r}: expected key=value (a config file, first, ends in .yaml) or a run folder")
     return path, parse_overrides(words)
 
 
 def _config(words: list[str]):
-    """[config.yaml] key=value. Without a YAML file, every verb on an existing run (train and run included) starts
+    """[config.yaml | RUN_DIR] key=value. A run folder opens that run. Without a YAML file, every verb on an existing run (train and run included) starts
     from the run's saved config (<runs_dir>/<name>/config.yaml), the overrides on top: `resnet-edge export name=x`
     needs no repeat of the training keys, and `run name=x` after a custom `train name=x ...` does not retrain x with
     the defaults. preset= starts afresh from that preset's values."""
     from .config import load_config, open_run, run_folder
 
     path, overrides = _split(words)
+    if path is not None and Path(path).is_dir():
+        return open_run(path, overrides)
     if path is None and "preset" not in overrides and Layout(run_folder(overrides)).config.is_file():
         return open_run(None, {"resume": "false", **overrides})  # resume=true is one command's request, not saved
     return load_config(path, overrides)
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    from .run import run_one
-
-    cfg = _config(args.overrides)
-    try:
-        if int(os.environ.get("RANK", "0")) > 0:  # torchrun: every rank trains; rank 0 keeps the books
-            from .stages.train import train
-
-            train(cfg)
-            return 0
-        return run_one("train", cfg)
-    except KeyboardInterrupt:
-        print(f"error: interrupted; {Layout(cfg.run_dir).last} holds the last completed epoch: continue "
-              f"with resume=true (or `resnet-edge run`)", file=sys.stderr)
-        return 130
-
-
 def cmd_stage(args: argparse.Namespace) -> int:
-    """export, convert, litert, quantize: the verb is the stage."""
+    """A stage of the chain: the verb is its name. benchmark and explain given files measure those files instead."""
+    from .chain import context, stages
     from .run import run_one
 
-    return run_one(args.verb, _config(args.overrides))
+    stage = stages()[args.verb]
+    if args.verb in FILE_VERBS and any(_is_artifact(w) for w in args.overrides):
+        return FILE_VERBS[args.verb](args)
+    cfg = _opened_run(args.overrides) if stage.needs_run else _config(args.overrides)
+    try:
+        if stage.name == "train" and int(os.environ.get("RANK", "0")) > 0:  # torchrun: every rank trains; rank 0
+            stage.call(context(cfg))  # keeps the books
+            return 0
+        return run_one(stage.name, cfg)
+    except KeyboardInterrupt:
+        if stage.resumable is None:
+            raise
+        print(f"error: interrupted; continue where {stage.name} stopped with resume=true (or `resnet-edge run "
+              f"name={cfg.name}`)", file=sys.stderr)
+        return 130
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
@@ -125,27 +125,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _opened_run(args: argparse.Namespace):
-    """report's and bundle's run: RUN_DIR, or the run that key=value names (`report name=x`, as every other verb
-    takes it; runs/default with neither)."""
+def _opened_run(words: list[str]):
+    """The run of a stage that reads a run it did not make (Stage.needs_run): RUN_DIR, or the run that key=value
+    names (`report name=x`, as every other verb takes it; runs/default with neither). It must exist."""
     from .config import open_run, parse_overrides
 
-    run_dir, words = args.run_dir, list(args.overrides)
-    if run_dir is not None and "=" in run_dir and not Path(run_dir).exists():
-        run_dir, words = None, [run_dir, *words]
+    words = list(words)
+    run_dir = words.pop(0) if words and "=" not in words[0] else None
     return open_run(run_dir, parse_overrides(words))
 
 
-def cmd_report(args: argparse.Namespace) -> int:
-    from .run import run_one
-
-    return run_one("report", _opened_run(args))
-
-
-def cmd_bundle(args: argparse.Namespace) -> int:
-    from .run import run_one
-
-    return run_one("bundle", _opened_run(args))
+def _is_artifact(word: str) -> bool:
+    return "=" not in word and Path(word).suffix in (".pt", ".onnx", ".tflite")
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -162,15 +153,15 @@ def _artifact_context(args: argparse.Namespace):
     runs_dir=/name= when given, else the run directory the first artifact lives in; its config (data set, image size,
     normalisation) applies. Results go into that run only: an artifact from elsewhere is recorded as external/."""
     from .config import load_config, parse_overrides, run_folder
-    from .engine.stage import Context
+    from .chain import context
 
-    artifacts = [Path(a).resolve() for a in args.artifacts if "=" not in a]
+    artifacts = [Path(a).resolve() for a in args.overrides if "=" not in a]
     if not artifacts:
         raise EdgeError(f"{args.verb}: name at least one artifact (.pt, .onnx or .tflite)")
     missing = [str(a) for a in artifacts if not a.is_file()]
     if missing:
         raise EdgeError(f"{', '.join(missing)}: artifact not found")
-    overrides = parse_overrides([a for a in args.artifacts if "=" in a])
+    overrides = parse_overrides([a for a in args.overrides if "=" in a])
     home = next((p for p in artifacts[0].resolve().parents if Layout(p).config.is_file()), None)
     if "runs_dir" in overrides or "name" in overrides or home is None:
         target = Layout(run_folder(overrides))
@@ -178,7 +169,7 @@ def _artifact_context(args: argparse.Namespace):
         cfg = load_config(saved, overrides | {"runs_dir": str(target.root.parent), "name": target.root.name})
     else:
         cfg = load_config(Layout(home).config, overrides | {"runs_dir": str(home.parent), "name": home.name})
-    return artifacts, Context(cfg)
+    return artifacts, context(cfg)
 
 
 def _keep_the_run_gates(ctx, own: list[Path]) -> None:
@@ -223,7 +214,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_benchmark(args: argparse.Namespace) -> int:
+def cmd_benchmark_files(args: argparse.Namespace) -> int:
+    """benchmark ARTIFACT... key=value: host latency and peak RSS of any files, into the records of their run."""
     from .core import records
     from .stages.benchmark import benchmark
     from .data import input_shape
@@ -246,12 +238,13 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_explain(args: argparse.Namespace) -> int:
+def cmd_explain_files(args: argparse.Namespace) -> int:
     """explain ARTIFACT... [reference=FLOAT.tflite] [explain_images=64]: per-layer int8 error, into explain/."""
-    from .stages.explain import reference_for, write_explanation
+    from .engine.layer_error import reference_for
+    from .stages.explain import write_explanation
 
-    given = [w.partition("=")[2] for w in args.artifacts if w.startswith("reference=")]
-    args.artifacts = [w for w in args.artifacts if not w.startswith("reference=")]
+    given = [w.partition("=")[2] for w in args.overrides if w.startswith("reference=")]
+    args.overrides = [w for w in args.overrides if not w.startswith("reference=")]
     artifacts, ctx = _artifact_context(args)
     if given and not Path(given[0]).is_file():
         raise EdgeError(f"reference={given[0]}: file not found")
@@ -282,48 +275,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="image_size=224 num_classes=1000 in_channels=3 width=1 stem= shortcut=")
     p.add_argument("--format", choices=["md", "json"], default="md")
     p.set_defaults(func=cmd_summary)
-    config_verbs = [
-        ("train", cmd_train, "train a model (GPU: AMP, channels_last; torchrun for DDP); resumable",
-         "e.g. model=resnet18 epochs=6 preset=cpu|gpu resume=true weights=PATH"),
-        ("export", cmd_stage, "torch checkpoint -> ONNX, with onnxruntime parity gate", "e.g. name=default"),
-        ("convert", cmd_stage, "ONNX -> TFLite fp32/fp16/dynamic-range/int8 with onnx2tf, gated", "e.g. name=default"),
-        ("litert", cmd_stage, "torch -> TFLite with litert-torch: fp32 and NNCF PT2E int8 (nncf_int8.tflite), gated",
-         "pt2e_algorithm=minmax|nncf|nncf_bias|observers"),
-        ("quantize", cmd_stage, "NNCF int8 PTQ of the fp32 ONNX; qat=true adds quantization-aware training",
-         "qat=true qat_epochs=1 qat_lr= quant_preset=performance|mixed ignored_scope=a,b calib_size=300"),
-        ("prune", cmd_prune, "NNCF magnitude pruning or channel pruning, fine-tuned, to fp32 and int8 TFLite",
-         "prune_method=magnitude prune_ratio=0.5 prune_epochs=1 | prune_method=structured structured_ratio=0.5"),
-        ("run", cmd_run, "the whole chain into runs/<name>/: train, export, convert, litert, quantize, prune, "
-                         "explain, benchmark, report, bundle (cached per stage; force=true redoes)", "e.g. name=default force=true"),
-    ]
-    for verb, func, text, example in config_verbs:
-        p = add(verb, help=text)
-        p.add_argument("overrides", nargs="*", metavar="[config.yaml] key=value", help=example)
-        p.set_defaults(func=func)
-    for verb, func, text in (
-            ("report", cmd_report, "report.json/.md/.html and pareto.png of a run directory"),
-            ("bundle", cmd_bundle, "device bundle: chosen .tflite files, eval.npz, device_tests scripts, README")):
-        p = add(verb, help=text)
-        p.add_argument("run_dir", nargs="?", metavar="RUN_DIR", help="a run's folder, or name=<run> (runs/default)")
-        p.add_argument("overrides", nargs="*", metavar="key=value",
-                       help="e.g. max_size_mib=3 bundle_models=fp32,*int8 bundle_images=1000")
-        p.set_defaults(func=func)
+    from .chain import CHAIN
+
+    for stage in CHAIN:
+        p = add(stage.name, help=stage.help)
+        files = f"; or {FILE_VERBS_USAGE[stage.name]}" if stage.name in FILE_VERBS_USAGE else ""
+        p.add_argument("overrides", nargs="*", metavar="[config.yaml | RUN_DIR] key=value",
+                       help=f"e.g. name=default{files}; keys its result depends on: {', '.join(sorted(stage.keys))}")
+        p.set_defaults(func=cmd_stage)
+    p = add("prune", help="the prune stage prune_method chooses: magnitude (prune_magnitude) or structured "
+                          "(prune_structured)")
+    p.add_argument("overrides", nargs="*", metavar="[config.yaml] key=value",
+                   help="prune_method=magnitude prune_ratio=0.5 prune_epochs=1 | prune_method=structured "
+                        "structured_ratio=0.5")
+    p.set_defaults(func=cmd_prune)
+    p = add("run", help="the whole chain into runs/<name>/: " + ", ".join(s.name for s in CHAIN)
+                        + " (cached per stage; force=true redoes)")
+    p.add_argument("overrides", nargs="*", metavar="[config.yaml] key=value",
+                   help="e.g. name=default force=true " + " ".join(f"{s.switch}=false" for s in CHAIN if s.switch))
+    p.set_defaults(func=cmd_run)
     p = add("compare", help="which model to ship: several runs in one table and two Pareto plots (size, latency)")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     p.add_argument("--out", default="runs/compare", help="where compare.{md,html,json}, size.png, latency.png go")
     p.set_defaults(func=cmd_compare)
-    for verb, func, text, example in (
-            ("evaluate", cmd_evaluate, "top-1/top-5, agreement with fp32, per-class accuracy, gates of any artifact",
-             "eval_subset=1000"),
-            ("benchmark", cmd_benchmark, "host latency (median/p90, 1 thread and all cores), peak RSS",
-             "bench_runs=50 bench_warmup=10 bench_threads=1,2 image_size=224"),
-            ("explain", cmd_explain, "per-layer error of an int8 TFLite file against its float sibling: SNR, "
-                                     "cosine, max error, the layers adding most noise",
-             "reference=FLOAT.tflite explain_images=64")):
-        p = add(verb, help=text)
-        p.add_argument("artifacts", nargs="+", metavar="ARTIFACT|key=value", help=f".pt/.onnx/.tflite files; {example}")
-        p.set_defaults(func=func)
+    p = add("evaluate", help="top-1/top-5, agreement with fp32, per-class accuracy, gates of any artifact")
+    p.add_argument("overrides", nargs="+", metavar="ARTIFACT|key=value", help=".pt/.onnx/.tflite files; eval_subset=1000")
+    p.set_defaults(func=cmd_evaluate)
     return parser
+
+
+# Stage verbs that also take files: `benchmark FILE...` and `explain FILE...` measure any files.
+FILE_VERBS = {"benchmark": cmd_benchmark_files, "explain": cmd_explain_files}
+FILE_VERBS_USAGE = {"benchmark": "ARTIFACT... bench_runs=50 bench_warmup=10 bench_threads=1,2 image_size=224",
+                    "explain": "ARTIFACT... reference=FLOAT.tflite explain_images=64"}
 
 
 def main(argv: list[str] | None = None) -> int:

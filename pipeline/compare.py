@@ -10,15 +10,12 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
+from .chain import context
 from .config import open_run
 from .core.artifacts import atomic_write_json, atomic_write_text
 from .core.errors import EdgeError
-from .core.layout import Layout
 from .core.precision import is_int8_tflite
-from .stages.report.html import img, markdown_html
-from .stages.report.markdown import fmt, in_memory
-from .stages.report.plots import front_png
-from .stages.report.rows import latency_size, run_rows
+from .stages.report import fmt, front_png, img, in_memory, latency_size, markdown_html, run_rows
 
 COLUMNS = ["run", "model", "width", "artifact", "precision", "sparsity", "channels kept", "MMACs", "status", "top-1 %",
            "size MiB", "gzip MiB", "ms @1", "ms @N", "ms @1 at {size}px", "ms @N at {size}px",
@@ -28,7 +25,7 @@ COLUMNS = ["run", "model", "width", "artifact", "precision", "sparsity", "channe
 def load_run(run_dir: Path) -> dict:
     """One run: its config and its host rows (reference and latency attached), labelled with the run's name."""
     cfg = open_run(run_dir)
-    rows, reference, _ = run_rows(Layout(run_dir), cfg)
+    rows, reference, _ = run_rows(context(cfg))
     rows = [r for r in rows if r["source"] == "host" and r.get("top1") is not None
             and (reference is None or r.get("data_id") == reference["data_id"])]
     return {"dir": str(run_dir), "name": run_dir.name, "cfg": cfg, "reference": reference,

@@ -10,22 +10,23 @@ report is written, then run exits non-zero naming every failed stage and every r
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 
-from .core import records
+from .chain import context, stages, stages_for
 from .config import Config
+from .core import records
 from .core.errors import EdgeError
-from .core.artifacts import atomic_write_json
-from .engine.stage import (Context, Outcome, mark_skipped, begin_run, read_manifest, run_stage, stage_key, stage_table,
-                    unchanged)
-from .chain import stages_for
-from .core.names import declared_rows
+from .core.names import fallback_path
+from .engine.context import Context
+from .engine.contract import Outcome, decide, mark_skipped, run_stage
+from .engine.manifest import begin_run, record_run, stage_table
 
 
 def run(cfg: Config, force: bool = False, ctx: Context | None = None) -> Outcome:
     start = time.perf_counter()
-    ctx = ctx or Context(cfg)
+    ctx = ctx or context(cfg)
     ctx.data  # noqa: B018  (at the door: the data loads, and fits the config, before any stage starts)
     begin_run(ctx)
     outcome = Outcome()
@@ -46,16 +47,16 @@ def run(cfg: Config, force: bool = False, ctx: Context | None = None) -> Outcome
             table.append((stage.name, "cached", 0.0))
             continue
         if action == "resume":
-            ctx.cfg = cfg = _resumed(cfg)  # an interrupted training continues from last.pt
+            ctx.cfg = cfg = dataclasses.replace(cfg, resume=True)  # an interrupted stage continues (train: last.pt)
         entry = run_stage(stage, ctx, key)
         table.append((stage.name, entry["status"], entry["wall_s"]))
         if entry["status"] != "ok":
             outcome.failed[stage.name] = entry["error"]
             print(f"{stage.name} FAILED after {entry['wall_s']:.1f} s (the reason closes the run)", file=sys.stderr)
-    outcome.rows += row_problems(ctx.layout, cfg, set(outcome.failed))
+    outcome.rows += row_problems(ctx, set(outcome.failed))
     problems = outcome.problems()
     total = time.perf_counter() - start
-    _record_run(ctx, table, total)
+    record_run(ctx.layout, table, total)
     print("\n".join(stage_table(table, total)), file=sys.stderr)
     print(f"run {'FAILED' if problems else 'ok'}: {ctx.layout.root}"
           + (f" ({len(outcome.skipped)} stage(s) skipped: "
@@ -67,49 +68,26 @@ def run(cfg: Config, force: bool = False, ctx: Context | None = None) -> Outcome
     return outcome
 
 
-def row_problems(layout, cfg: Config, failed_stages: set[str] = frozenset()) -> list[str]:
+def row_problems(ctx: Context, failed_stages: set[str] = frozenset()) -> list[str]:
     """The run's rows that did not pass, each with its reason: a gate (max_size_mib's included), a failed benchmark,
     a failed build (unless its stage's own failure already says so), a record checked against nothing."""
     out = []
-    for rel in declared_rows(layout, cfg):
-        record = records.read(layout, rel)
-        status, reason = records.row_status(layout, rel, cfg.max_size_mib)
+    for rel in ctx.rows:
+        record = records.read(ctx.layout, rel)
+        status, reason = records.row_status(ctx.layout, rel, ctx.cfg.max_size_mib)
         if status in ("gate", "bench failed", "unchecked", "stale") or (
                 status == "failed" and record.get("build", {}).get("stage") not in failed_stages):
-            out.append(f"{rel}: {status}: {reason}{_repair(layout, rel)}")
+            out.append(f"{rel}: {status}: {reason}{_repair(ctx.layout, rel)}")
     return out
-
-
-def decide(stage, ctx: Context, force: bool = False) -> tuple[str, str]:
-    """What `run` does with a stage whose needs are met, and its key: "cached" (key unchanged, it last ended ok, its
-    outputs and record sections on disk as recorded; never with force), "resume" (a training interrupted under the
-    same key, last.pt on disk) or "run"."""
-    key = stage_key(stage, ctx)
-    done = read_manifest(ctx.layout)["stages"].get(stage.name, {})
-    if not force and done.get("key") == key and done.get("status") == "ok" and unchanged(stage, ctx, done):
-        return "cached", key
-    if stage.name == "train" and done.get("key") == key and done.get("status") == "started" \
-            and ctx.layout.last.is_file():
-        return "resume", key
-    return "run", key
-
-
-def _record_run(ctx: Context, table: list, total: float) -> None:
-    """The last run's stage table and wall time, in the manifest."""
-    manifest = read_manifest(ctx.layout)
-    manifest["last_run"] = {"stages": [list(row) for row in table], "wall_s": round(total, 2)}
-    atomic_write_json(ctx.layout.manifest, manifest)
 
 
 def run_one(stage_name: str, cfg: Config) -> int:
     """One stage of the chain under the same contract (a single verb); EdgeError naming the failure or each of its
     rows that failed a gate."""
-    from .chain import STAGES
-
-    stage = STAGES[stage_name]
-    ctx = Context(cfg)
+    stage = stages()[stage_name]
+    ctx = context(cfg)
     if stage_name in ("report", "bundle"):  # they read every record: one that cannot be read is bad input
-        bad = [why for rel in declared_rows(ctx.layout, cfg) for why in [records.unreadable(ctx.layout, rel)] if why]
+        bad = [why for rel in ctx.rows for why in [records.unreadable(ctx.layout, rel)] if why]
         if bad:
             raise EdgeError(f"{bad[0]}{f' (and {len(bad) - 1} more)' if len(bad) > 1 else ''}; delete it and "
                             f"`resnet-edge run name={ctx.layout.root.name}` rebuilds its row")
@@ -119,17 +97,17 @@ def run_one(stage_name: str, cfg: Config) -> int:
     entry = run_stage(stage, ctx)
     if entry["status"] != "ok":
         raise EdgeError(f"{stage_name} failed: {entry['error']}") from ctx.errors.get(stage_name)
-    failed = [f"{rel}: {reason}{_repair(ctx.layout, rel)}" for rel in stage.records(ctx.layout, cfg)
+    failed = [f"{rel}: {reason}{_repair(ctx.layout, rel)}" for rel in stage.records(ctx)
               for st, reason in [records.status(records.read(ctx.layout, rel))] if st == "gate"]
     if failed:
         raise EdgeError(f"{stage_name}: gate failed: " + " | ".join(failed))
     if stage_name == "report":  # the size gate is the report's own (the other gates' verdicts are their stages')
-        too_big = [f"{rel}: {g.text()}" for rel in declared_rows(ctx.layout, cfg)
+        too_big = [f"{rel}: {g.text()}" for rel in ctx.rows
                    for g in records.size_gates(records.read(ctx.layout, rel), cfg.max_size_mib) if not g.passed]
         if too_big:
             raise EdgeError(f"report written to {ctx.layout.report_dir}, but {len(too_big)} file(s) fail "
                             f"max_size_mib={cfg.max_size_mib:g}: " + " | ".join(too_big))
-        old = {rel: why for rel in declared_rows(ctx.layout, cfg)
+        old = {rel: why for rel in ctx.rows
                for status, why in [records.row_status(ctx.layout, rel, 0)] if status == "stale"}
         if old:
             raise EdgeError(f"report written to {ctx.layout.report_dir}, but {len(old)} row(s) are stale "
@@ -139,17 +117,9 @@ def run_one(stage_name: str, cfg: Config) -> int:
 
 def _repair(layout, rel: str) -> str:
     """What quant_fallback made of a row that failed its gate, if anything."""
-    from .core.names import fallback_path
-
     fixed = layout.rel(fallback_path(layout.path(rel)))
     record = records.read(layout, fixed)
     if not record.get("build"):
         return ""
     return (f" (repaired: {fixed} {records.status(record)[0]} with "
             f"{len(record['build'].get('float_layers') or [])} layer(s) in float)")
-
-
-def _resumed(cfg: Config) -> Config:
-    import dataclasses
-
-    return dataclasses.replace(cfg, resume=True)

@@ -120,10 +120,10 @@ def test_latency_bench_reads_the_run_and_writes_beside_it(tiny_run, tmp_path, mo
     shape = Interpreter(model_path=str(out / "56px" / "model_int8.tflite")).get_input_details()[0]["shape"]
     assert shape.tolist() == [1, 56, 56, 1]  # the 28 px run's weights, at 56 px
     assert "| resnet18 | tflite | int8 |" in stdout
-    from pipeline.core.layout import Layout
+    from pipeline.chain import context
     from pipeline.stages.report import report
 
-    written = report(Layout(run), tiny_run)
+    written = report(context(tiny_run))
     md = written["md"].read_text()
     assert "## Latency at 56x56 (bench/latency.py)" in md and "| resnet18 | onnxruntime | int8 |" in md
     # each run row the bench re-made carries its 56 px figures, as columns and in the top-1-vs-latency plot

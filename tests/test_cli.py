@@ -59,14 +59,15 @@ BAD = [  # (argv, what the one line must say)
     (["run", "max_size_mib=-1"], "max_size_mib=-1.0: expected 0 <= max_size_mib"),
     (["run", "bundle_images=0"], "bundle_images=0: expected 1 <= bundle_images"),
     (["evaluate", "nowhere.tflite"], "nowhere.tflite: artifact not found"),
-    (["benchmark", "bench_runs=3"], "benchmark: name at least one artifact"),
+    (["benchmark", "bench_runs=3"], "not a run directory (no config.yaml)"),  # the stage, on a run that isn't there
+    (["explain", "explain_images=8"], "not a run directory (no config.yaml)"),
 ]
 
 
 @pytest.mark.parametrize("argv, message", BAD, ids=[" ".join(a) for a, _ in BAD])
 def test_bad_input_is_one_line_exit_2(argv, message, tmp_path, capsys):
     verb, *rest = argv
-    pointed = [] if verb in ("summary", "evaluate", "benchmark") else [f"runs_dir={tmp_path}"]
+    pointed = [] if verb in ("summary", "evaluate") else [f"runs_dir={tmp_path}"]
     code = main([verb, *rest, *pointed])
     err = capsys.readouterr().err
     assert code == 2
@@ -125,14 +126,19 @@ def test_verbose_shows_the_cause(tmp_path, capsys, monkeypatch):
 
 
 def test_every_config_key_is_declared_by_a_stage_or_neutral():
-    """A key no stage declares would change a result without re-running anything: each is owned or neutral."""
-    from pipeline.chain import STAGES
+    """A key no stage declares would change a result without re-running anything: each is owned, a stage's switch,
+    or neutral. A stage added with a key the typed Config lacks is named here."""
+    from pipeline.chain import CHAIN
     from pipeline.config.keys import NEUTRAL_KEYS
 
-    declared = set().union(*(s.keys for s in STAGES.values()))
+    declared = set().union(*(s.keys for s in CHAIN))
+    switches = {s.switch for s in CHAIN if s.switch}
     fields = {f.name for f in dataclasses.fields(Config)}
-    assert fields - declared - NEUTRAL_KEYS == set()
-    assert declared | NEUTRAL_KEYS <= fields  # and none of them is a typo
+    assert fields - declared - switches - NEUTRAL_KEYS == set()
+    assert {s.name: sorted(s.keys - fields) for s in CHAIN if s.keys - fields} == {}  # add them to Config
+    assert switches | NEUTRAL_KEYS <= fields  # and none of them is a typo
+    assert all(dataclasses.fields(Config)[[f.name for f in dataclasses.fields(Config)].index(k)].type == "bool"
+               for k in switches)
 
 
 def test_changing_a_gate_key_regates_every_gated_row(tiny_run, tmp_path):
@@ -141,21 +147,23 @@ def test_changing_a_gate_key_regates_every_gated_row(tiny_run, tmp_path):
     rows it re-makes carry the new threshold."""
     from conftest import copy_run
 
-    from pipeline.chain import STAGES
+    from pipeline.chain import stages
     from pipeline.config import load_config
-    from pipeline.engine.stage import Context, stage_key
-    from pipeline.run import decide, run_one
+    from pipeline.chain import context
+    from pipeline.engine.contract import stage_key
+    from pipeline.engine.contract import decide
+    from pipeline.run import run_one
 
     cfg = copy_run(tiny_run, tmp_path, "regate")
     changes = {"max_int8_drop": "0.5", "quant_fallback": "off", "max_float_layers": "3", "explain_images": "32"}
     gated = ("convert", "litert", "quantize", "prune_structured", "prune_magnitude")
-    base = Context(cfg)
+    base = context(cfg)
     for key, value in changes.items():
-        other = Context(load_config(cfg.run_dir / "config.yaml", {key: value}))
-        assert [s for s in gated if stage_key(STAGES[s], base) == stage_key(STAGES[s], other)] == [], key
-    assert decide(STAGES["convert"], base)[0] == "cached"
+        other = context(load_config(cfg.run_dir / "config.yaml", {key: value}))
+        assert [s for s in gated if stage_key(stages()[s], base) == stage_key(stages()[s], other)] == [], key
+    assert decide(stages()["convert"], base)[0] == "cached"
     tighter = load_config(cfg.run_dir / "config.yaml", {"max_int8_drop": "0.5"})
-    assert decide(STAGES["convert"], Context(tighter))[0] == "run"
+    assert decide(stages()["convert"], context(tighter))[0] == "run"
     try:
         run_one("convert", tighter)
     except EdgeError as e:  # a 3-epoch model may miss a half-point gate: that is the new gate at work

@@ -124,8 +124,8 @@ def test_fallback_turns_a_failed_int8_file_into_a_passing_one(outlier_run, tmp_p
     bundled = {p.name for p in (run.run_dir / "device_bundle" / "models").iterdir()}
     assert "nncf_int8_fallback.tflite" in bundled and "nncf_int8.tflite" not in bundled
 
-    from pipeline.engine.stage import Context
-    from pipeline.stages import fallback
+    from pipeline.chain import context
+    from pipeline.engine import fallback
 
     repaired = run.run_dir / "tflite" / "nncf_int8_fallback.tflite"
     kept = repaired.read_bytes()
@@ -135,7 +135,7 @@ def test_fallback_turns_a_failed_int8_file_into_a_passing_one(outlier_run, tmp_p
         raise RuntimeError("converter crashed")
 
     with pytest.raises(RuntimeError, match="converter crashed"):
-        fallback.repair(Context(run), run.run_dir / "tflite" / "nncf_int8.tflite",
+        fallback.repair(context(run), run.run_dir / "tflite" / "nncf_int8.tflite",
                         run.run_dir / "train" / "best.pt", {"method": "m"}, False, crashes, lambda lay: "x")
     assert repaired.read_bytes() == kept  # the previous repair stays until a new one is kept
     assert not list(repaired.parent.glob(".trying-*"))
@@ -155,14 +155,15 @@ def test_calibration_images_are_checked(fmnist, tiny_run, tmp_path):
     with pytest.raises(EdgeError, match="calibration: images are not normalised like training"):
         check_calibration(real, Normalization((0.9,), (0.05,)), 28)
 
-    from pipeline.engine.stage import Context, run_stage
-    from pipeline.chain import STAGES
+    from pipeline.chain import context
+    from pipeline.engine.contract import run_stage
+    from pipeline.chain import stages
 
     black = dataclasses.replace(fmnist, calibration=dataclasses.replace(fmnist.calibration, images=np.zeros_like(
         np.asarray(fmnist.calibration.images))))
     cfg = copy_run(tiny_run, tmp_path, "black")
     before = (cfg.run_dir / "tflite" / "int8.tflite").read_bytes()
-    entry = run_stage(STAGES["convert"], Context(cfg, data=black))
+    entry = run_stage(stages()["convert"], context(cfg, data=black))
     assert entry["status"] == "failed" and entry["error"].startswith("calibration: 300 of 300 calibration images")
     assert "\n" not in entry["error"]
     assert (cfg.run_dir / "tflite" / "int8.tflite").read_bytes() == before  # nothing already produced is lost
@@ -217,14 +218,14 @@ def test_a_repair_that_is_no_better_is_not_kept(outlier_run, tmp_path, capsys):
     copy of the failed file, so none is kept: no file, no record, one line saying why."""
     import shutil
 
-    from pipeline.engine.stage import Context
-    from pipeline.stages import fallback
+    from pipeline.chain import context
+    from pipeline.engine import fallback
 
     cfg = copy_run(outlier_run, tmp_path, "nobetter")
-    layout = Context(cfg).layout
+    layout = context(cfg).layout
     failed = layout.tflite("nncf_int8")
     fallback.clear(layout, failed)
-    ctx = Context(cfg)
+    ctx = context(cfg)
     kept = fallback.repair(ctx, failed, layout.best, {"method": "test"}, False,
                            lambda layers, out: shutil.copyfile(failed, out), lambda lay: lay["layer"])
     assert kept is None

@@ -161,9 +161,9 @@ def test_our_int8_file_is_the_one_onnx2tf_makes(tiny_run, tmp_path):
 
     from pipeline.core.names import VARIANTS
     from pipeline.engine.onnx_to_tflite import calibration_nhwc
-    from pipeline.engine.stage import Context
+    from pipeline.chain import context
 
-    ctx = Context(tiny_run)
+    ctx = context(tiny_run)
     calib_u8 = ctx.calib_u8[:32]
     ours = convert_tflite(tiny_run.run_dir / "onnx" / "model.onnx", tmp_path / "ours", calib_u8, ctx.data.norm,
                           tiny_run.image_size, ("fp32", "dynamic_range", "int8"))
@@ -212,12 +212,12 @@ def test_onnx2tf_simplifies_in_this_process(tiny_run, tmp_path, monkeypatch, cap
     spent 2 s starting and importing torch): no onnxsim process starts, and onnxsim's own output is in the log."""
     import subprocess
 
-    from pipeline.engine.stage import Context
+    from pipeline.chain import context
 
     started = []
     real = subprocess.check_output
     monkeypatch.setattr(subprocess, "check_output", lambda cmd, **kw: started.append(cmd) or real(cmd, **kw))
-    ctx = Context(tiny_run)
+    ctx = context(tiny_run)
     capsys.readouterr()
     paths = convert_tflite(tiny_run.run_dir / "onnx" / "model.onnx", tmp_path, ctx.calib_u8[:8], ctx.data.norm,
                            tiny_run.image_size, ("fp32",))

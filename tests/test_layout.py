@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.config import load_config
+
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("pipeline", "quantization", "models")
 
@@ -86,7 +88,7 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 def test_no_import_cycle_counting_imports_inside_functions():
     graph = import_graph()
     assert "pipeline.stages.convert" in graph["pipeline.chain"]  # the walk sees imports at all
-    assert "pipeline.stages.fallback" in graph["pipeline.stages.litert"]
+    assert "pipeline.engine.gated" in graph["pipeline.stages.litert"]
     assert cycles(graph) == []
     # the check itself: a module that imports its importer is a cycle
     assert cycles({**graph, "pipeline.core.errors": {"pipeline.chain"}}) != []
@@ -100,7 +102,7 @@ def test_no_pipeline_module_over_400_lines():
 
 def test_the_layer_contract_holds():
     """lint-imports (import-linter) with pyproject.toml's contracts: cli > compare | run > chain > stages > engine >
-    data > config > core; inside stages compress > convert | litert > fallback > the rest; quantization raises our
+    data > config > core; no stage imports another but quantize and prune_* (train's fine-tuning); quantization raises our
     error type and imports nothing else of pipeline/; models/ is pure torch."""
     exe = shutil.which("lint-imports", path=str(Path(sys.executable).parent))
     assert exe, "import-linter is not installed: make setup installs requirements.lock"
@@ -135,17 +137,15 @@ def test_device_scripts_stand_alone():
 
 @pytest.mark.parametrize("changes", [{}, {"run_litert": "false"}, {"qat": "true", "run_structured": "false"},
                                      {"run_magnitude": "false", "structured_ratio": "0.3"}])
-def test_the_report_rows_are_what_the_stage_table_records(tmp_path, changes):
-    """pipeline.core.names.declared_rows (what report, bundle, benchmark and explain read) equals the records the
-    chain's building stages declare, for runs with and without each optional stage."""
-    from pipeline.chain import stages_for
-    from pipeline.config import load_config
-    from pipeline.core.layout import Layout
-    from pipeline.core.names import declared_rows
+def test_the_rows_are_what_the_running_stages_record(tmp_path, changes):
+    """The run's rows (what report, bundle, benchmark and explain read) are the records of the building stages `run`
+    runs for the config, in the chain's order: a switched-off stage has none, and a key that adds files adds rows."""
+    from pipeline.chain import context
 
-    cfg = load_config(None, {"runs_dir": str(tmp_path), **changes})
-    layout = Layout(cfg.run_dir)
-    from_table = [rel for s in stages_for(cfg) if s.builds() for rel in s.records(layout, cfg)]
-    assert declared_rows(layout, cfg) == from_table
-    assert ("tflite/nncf_int8.tflite" in from_table) == cfg.run_litert
-    assert ("quant/qat_int8.onnx" in from_table) == cfg.qat
+    ctx = context(load_config(None, {"runs_dir": str(tmp_path), **changes}))
+    assert ("tflite/nncf_int8.tflite" in ctx.rows) == ctx.cfg.run_litert
+    assert ("quant/qat_int8.onnx" in ctx.rows) == ctx.cfg.qat
+    assert any(r.startswith("tflite/structured") for r in ctx.rows) == ctx.cfg.run_structured
+    assert any(r.startswith("tflite/pruned") for r in ctx.rows) == ctx.cfg.run_magnitude
+    assert ctx.rows[:5] == ["onnx/model.onnx", "tflite/fp32.tflite", "tflite/fp16.tflite",
+                            "tflite/dynamic_range.tflite", "tflite/int8.tflite"]

@@ -76,7 +76,8 @@ def test_changed_images_change_the_key_of_every_stage_that_reads_them(tmp_path):
     'unchanged, skipped'); the stages that read only files are untouched. A record built from the old data is stale."""
     from pipeline.chain import stages_for
     from pipeline.config import load_config
-    from pipeline.engine.stage import Context, stage_key
+    from pipeline.chain import context
+    from pipeline.engine.contract import stage_key
 
     rng = np.random.default_rng(0)
     for split in ("train", "test"):
@@ -89,8 +90,8 @@ def test_changed_images_change_the_key_of_every_stage_that_reads_them(tmp_path):
                              "stem": "small", "val_size": "2", "calib_size": "2", "runs_dir": str(tmp_path / "runs"), "name": "d"})
     chain = stages_for(cfg)
 
-    def loaded() -> Context:  # as `run` and every verb that reads the data do: load it at the door
-        ctx = Context(cfg)
+    def loaded():  # as `run` and every verb that reads the data do: load it at the door
+        ctx = context(cfg)
         ctx.data  # noqa: B018
         return ctx
 

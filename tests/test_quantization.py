@@ -105,7 +105,7 @@ def test_no_float_fallback_when_pruning_not_int8_costs_the_points(tiny_run, tmp_
     """70% of the channels removed and no fine-tuning: the float parent is far below the fp32 model, so its int8 file
     fails too, but keeping layers in float cannot repair what pruning lost: no fallback file, one line naming the
     keys to change. (The fallback for an int8-caused failure: tests/test_explain.py.)"""
-    from pipeline.stages.fallback import int8_is_the_cause
+    from pipeline.engine.fallback import int8_is_the_cause
 
     cfg = copy_run(tiny_run, tmp_path, "overpruned", structured_ratio=0.7, structured_epochs=0, run_litert=False)
     assert cfg.quant_fallback == "auto"

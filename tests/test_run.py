@@ -173,11 +173,11 @@ def test_changed_file_on_disk_reruns_its_stage(tiny_run, tmp_path, capsys, monke
     # what run would do next, decided without doing it (run executes exactly these decisions): nothing changed, so
     # every stage is cached; force=true runs all of it again
     from pipeline.config import load_config
-    from pipeline.run import decide
-    from pipeline.engine.stage import Context
+    from pipeline.engine.contract import decide
+    from pipeline.chain import context
     from pipeline.chain import stages_for
 
-    ctx = Context(load_config(cfg.run_dir / "config.yaml", {}))
+    ctx = context(load_config(cfg.run_dir / "config.yaml", {}))
     chain = stages_for(ctx.cfg)
     assert [s.name for s in chain] == [s for s in STAGES if s not in ("litert", "prune_structured", "prune_magnitude")]
     assert [decide(s, ctx)[0] for s in chain] == ["cached"] * len(chain)
@@ -186,17 +186,18 @@ def test_changed_file_on_disk_reruns_its_stage(tiny_run, tmp_path, capsys, monke
 
 def test_report_cache_key_sees_device_results_with_a_relative_runs_dir(tmp_path, monkeypatch):
     from pipeline.config import load_config
-    from pipeline.engine.stage import Context, stage_key
-    from pipeline.chain import STAGES
+    from pipeline.chain import context
+    from pipeline.engine.contract import stage_key
+    from pipeline.chain import stages
 
     monkeypatch.chdir(tmp_path)
-    ctx = Context(load_config(None, {"runs_dir": "runs", "name": "rel", "preset": "cpu"}))
+    ctx = context(load_config(None, {"runs_dir": "runs", "name": "rel", "preset": "cpu"}))
     (tmp_path / "runs" / "rel" / "device").mkdir(parents=True)
     results = tmp_path / "runs" / "rel" / "device" / "device_results_pi.json"
     results.write_text('{"rows": []}')
-    before = stage_key(STAGES["report"], ctx)
+    before = stage_key(stages()["report"], ctx)
     results.write_text('{"rows": [{"artifact": "int8.tflite", "top1": 0.9}]}')
-    assert stage_key(STAGES["report"], ctx) != before  # new device figures re-make the report
+    assert stage_key(stages()["report"], ctx) != before  # new device figures re-make the report
 
 
 def test_failed_stage_skips_its_dependents_and_names_only_the_cause(tmp_path, capsys):

@@ -20,12 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config.keys import BENCHMARK_KEYS
 from ..core import records
 from ..core.errors import EdgeError
-from ..core.names import declared_rows
 from ..engine.memory import memory_figures
-from ..engine.stage import Stage
+from ..engine.contract import Stage
 from ..core.host import host
 from ..core.layout import DEVICE_TESTS, REPO
 
@@ -149,12 +147,15 @@ def benchmark_stage(ctx) -> None:
     """Every artifact of the run that was built, at cfg's thread counts: the `benchmark` section of its record."""
     from ..data import input_shape  # torch: here, not in the TFLite workers that import this module
     layout, cfg = ctx.layout, ctx.cfg
-    built = [rel for rel in declared_rows(layout, cfg) if records.built(layout, rel)]
+    built = [rel for rel in ctx.rows if records.built(layout, rel)]
     results = benchmark([layout.path(rel) for rel in built], input_shape(cfg), cfg.thread_counts, cfg.bench_warmup,
                         cfg.bench_runs)
     for rel, result in zip(built, results):
         records.write(layout, rel, benchmark=result)
 
 
-STAGE = Stage("benchmark", benchmark_stage, needs=("export",), keys=BENCHMARK_KEYS, inputs=declared_rows,
-              records=declared_rows, sections=("benchmark",), uses_data=False)
+STAGE = Stage(
+    "benchmark", benchmark_stage, "host latency (median/p90, 1 thread and all cores) and peak RSS of every row, and "
+    "its memory as shipped (CompiledModel + weight cache)", needs=("export",),
+    keys=frozenset({"bench_runs", "bench_warmup", "bench_threads", "image_size", "in_channels", "data_source"}),
+    inputs=lambda ctx: ctx.rows, records=lambda ctx: ctx.rows, needs_run=True, sections=("benchmark",), uses_data=False)

@@ -5,6 +5,7 @@ scripts and a README with the commands."""
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import shutil
@@ -13,14 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config.keys import BUNDLE_KEYS
+from ..config.keys import EVAL_KEYS
 from ..core import console, records
 from ..core.errors import EdgeError
 from ..core.layout import DEVICE_TESTS
-from ..core.names import bundle_candidates, bundle_chosen, declared_rows
 from ..engine.evaluate import predict, score
 from ..engine.runners import open_runner
-from ..engine.stage import Stage
+from ..engine.contract import Stage
 
 SCRIPTS = DEVICE_TESTS
 SCRIPT_NAMES = ("bench_tflite.py", "android_benchmark.py", "tflite_precision.py", "tflite_memory.py")
@@ -96,10 +96,10 @@ def bundle_stage(ctx) -> None:
     """<run>/device_bundle/, built in a temporary folder (whose files therefore need no atomic writes of their own)
     and swapped in whole."""
     layout, cfg = ctx.layout, ctx.cfg
-    models = [layout.path(rel) for rel in bundle_chosen(layout, cfg)]
-    left_out = [rel for rel in bundle_candidates(layout, cfg) if layout.path(rel) not in models]
+    models = [layout.path(rel) for rel in chosen(ctx)]
+    left_out = [rel for rel in candidates(ctx) if layout.path(rel) not in models]
     if not models:
-        have = ", ".join(Path(r).stem for r in declared_rows(layout, cfg) if r.endswith(".tflite")) or "none"
+        have = ", ".join(Path(r).stem for r in ctx.rows if r.endswith(".tflite")) or "none"
         raise EdgeError(f"bundle_models={cfg.bundle_models}: no built .tflite file that passed its gates matches "
                         f"(the run declares: {have})")
     missing = [s for s in SCRIPT_NAMES if not (SCRIPTS / s).is_file()]
@@ -161,17 +161,34 @@ def _carry_over(old: Path, new: Path) -> list[str]:
     return kept
 
 
-def _inputs(layout, cfg) -> list[str]:
-    chosen = bundle_candidates(layout, cfg)
-    return chosen + [f"{layout.rel(layout.record(rel))}#build,gates" for rel in chosen] + \
+def candidates(ctx) -> list[str]:
+    """The run's .tflite rows whose stem matches a comma-separated glob of bundle_models (`*`: all)."""
+    globs = [p.strip() for p in ctx.cfg.bundle_models.split(",") if p.strip()] or ["*"]
+    tflite = [r for r in ctx.rows if r.endswith(".tflite")]
+    return [r for r in tflite if any(fnmatch.fnmatch(Path(r).stem, g) for g in globs)]
+
+
+def chosen(ctx) -> list[str]:
+    """The candidates that were built and passed every gate, max_size_mib's included: a file that failed a gate, or
+    was checked against nothing, is not shipped."""
+    return [r for r in candidates(ctx)
+            if records.built(ctx.layout, r) and records.passed(ctx.layout, r, ctx.cfg.max_size_mib)]
+
+
+def _inputs(ctx) -> list[str]:
+    layout, shipped = ctx.layout, candidates(ctx)
+    return shipped + [f"{layout.rel(layout.record(rel))}#build,gates" for rel in shipped] + \
         [str(SCRIPTS / name) for name in SCRIPT_NAMES]
 
 
-def _outputs(layout, cfg) -> list[str]:
+def _outputs(ctx) -> list[str]:
+    layout = ctx.layout
     files = ["eval.npz", "expected.json", "README.md", *SCRIPT_NAMES]
     return [layout.rel(layout.bundle_dir / f) for f in files] + \
-        [layout.rel(layout.bundle_dir / "models" / Path(rel).name) for rel in bundle_chosen(layout, cfg)]
+        [layout.rel(layout.bundle_dir / "models" / Path(rel).name) for rel in chosen(ctx)]
 
 
-STAGE = Stage("bundle", bundle_stage, needs=("convert",), keys=BUNDLE_KEYS, inputs=_inputs, outputs=_outputs,
-              sections=())
+STAGE = Stage(
+    "bundle", bundle_stage, "device bundle: chosen .tflite files, eval.npz, device_tests scripts, README",
+    needs=("convert",), keys=EVAL_KEYS | {"bundle_models", "bundle_images", "bench_runs", "bench_warmup", "max_size_mib"},
+    inputs=_inputs, outputs=_outputs, needs_run=True, sections=())

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from ..config.keys import EXPORT_KEYS
-from ..core.names import rel
+from ..config.keys import EVAL_KEYS
 from ..engine.checkpoint import load_checkpoint, model_from_checkpoint
 from ..engine.evaluate import assess
-from ..engine.stage import Stage
+from ..engine.contract import Stage
 from ..engine.summary import count_macs
 from ..engine.torch_to_onnx import export_onnx
 
@@ -25,5 +24,7 @@ def export_stage(ctx) -> None:
                                                         "batchnorm_nodes": parity["batchnorm_nodes"]})
 
 
-STAGE = Stage("export", export_stage, needs=("train",), keys=EXPORT_KEYS, inputs=lambda la, c: rel(la, la.best),
-              outputs=lambda la, c: rel(la, la.onnx), records=lambda la, c: rel(la, la.onnx))
+STAGE = Stage(
+    "export", export_stage, "torch checkpoint -> ONNX, with onnxruntime parity gate", needs=("train",),
+    keys=EVAL_KEYS | {"dynamic_batch"}, inputs=lambda ctx: ctx.names(ctx.layout.best),
+    outputs=lambda ctx: ctx.names(ctx.layout.onnx), records=lambda ctx: ctx.names(ctx.layout.onnx))

@@ -9,15 +9,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..config.keys import LITERT_KEYS
+from ..config.keys import GATED_KEYS
 from ..core import records
-from ..core.names import litert_files, rel
+from ..core.names import litert_files
 from ..engine.checkpoint import load_checkpoint, model_from_checkpoint
+from ..engine.contract import Stage
 from ..engine.evaluate import assess, compare
-from ..engine.runners import tflite_weight_sparsity
-from ..engine.stage import Stage
-from ..engine.torch_to_tflite import convert_fp32, convert_int8
-from . import fallback
+from ..engine.gated import quantize_gated
+from ..engine.torch_to_tflite import convert_fp32
 
 
 def cross_check(ctx, onnx2tf: Path, litert: Path) -> dict:
@@ -27,26 +26,6 @@ def cross_check(ctx, onnx2tf: Path, litert: Path) -> dict:
     return {"other": ctx.layout.rel(onnx2tf), **compare(a, b),
             "vs_torch": {ctx.layout.rel(onnx2tf): compare(a, torch_logits)["max_abs_diff"],
                          ctx.layout.rel(litert): compare(b, torch_logits)["max_abs_diff"]}}
-
-
-def quantize_gated(ctx, model, out: Path, parent: Path, build: dict, compressed: bool = False) -> dict:
-    """NNCF PT2E int8 of `model` -> `out`, evaluated and gated; with quant_fallback=auto a file that fails its top-1
-    gate gets a repaired sibling, <out>_fallback.tflite, with its worst modules in float (pipeline.stages.fallback).
-    Returns the int8 file's record."""
-    layout, cfg = ctx.layout, ctx.cfg
-    convert_int8(model, ctx.calib, out, cfg.pt2e_algorithm)
-    build = {**build, "calibration": ctx.calibration}
-    if compressed:
-        build["sparsity_tflite_int8"] = tflite_weight_sparsity(out)["zero_share"]
-    record = assess(ctx, out, parent=parent, compressed=compressed, build=build)
-    if not fallback.wanted(ctx, record, out, parent):
-        fallback.clear(layout, out)
-    else:
-        fallback.repair(ctx, out, parent, build, compressed,
-                        lambda layers, path: convert_int8(model, ctx.calib, path, cfg.pt2e_algorithm,
-                                                          tuple(lay["module"] for lay in layers if lay["module"])),
-                        lambda lay: lay["module"] or lay["layer"])
-    return record
 
 
 def litert_stage(ctx) -> None:
@@ -62,16 +41,9 @@ def litert_stage(ctx) -> None:
                    {"method": f"nncf pt2e ({cfg.pt2e_algorithm}) + litert-torch", "macs": ctx.dense_macs})
 
 
-def deliver_int8(ctx, checkpoint: Path, name: str, build: dict) -> Path:
-    """A compressed checkpoint's NNCF PT2E int8 file, tflite/<name>_nncf_int8.tflite, evaluated and gated."""
-    model = model_from_checkpoint(load_checkpoint(checkpoint))
-    out = ctx.layout.tflite(f"{name}_nncf_int8")
-    quantize_gated(ctx, model, out, checkpoint, compressed=True, build={
-        **build, "method": f"{build['method']} -> nncf pt2e ({ctx.cfg.pt2e_algorithm}) + litert-torch"})
-    return out
-
-
-STAGE = Stage("litert", litert_stage, needs=("export",), keys=LITERT_KEYS,
-              inputs=lambda la, c: rel(la, la.best, la.onnx, la.tflite("fp32")),
-              sources=lambda la, c: rel(la, la.best),  # the onnx2tf files: only the cross-check's other side
-              outputs=lambda la, c: rel(la, *litert_files(la)), records=lambda la, c: rel(la, *litert_files(la)))
+STAGE = Stage(
+    "litert", litert_stage, "torch -> TFLite with litert-torch: fp32 and NNCF PT2E int8 (nncf_int8.tflite), gated",
+    needs=("export",), keys=GATED_KEYS | {"pt2e_algorithm"}, switch="run_litert",
+    inputs=lambda ctx: ctx.names(ctx.layout.best, ctx.layout.onnx, ctx.layout.tflite("fp32")),
+    sources=lambda ctx: ctx.names(ctx.layout.best),  # the onnx2tf files: only the cross-check's other side
+    outputs=lambda ctx: ctx.names(*litert_files(ctx.layout)), records=lambda ctx: ctx.names(*litert_files(ctx.layout)))

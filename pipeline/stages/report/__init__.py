@@ -9,23 +9,26 @@ from __future__ import annotations
 from pathlib import Path
 
 from ...core import records
-from ...config.keys import REPORT_KEYS
 from ...core.artifacts import atomic_write_json, atomic_write_text
-from ...core.names import declared_rows
 from ...core.host import host, versions
+from ...engine.contract import Stage
+from ...engine.manifest import manifest_stage_rows, stage_table
 from ...engine.memory import memory_png, memory_rows
-from ...engine.stage import Stage, manifest_stage_rows, stage_table
+from .html import img, markdown_html, to_html
+from .markdown import architecture, converters_line, explanations, fmt, in_memory, latency_markdown, to_markdown
+from .plots import front_png, latency_png, layers_png, pareto_png
+from .rows import columns, fp32_reference, latency_size, load_json, recommended, run_rows, smallest
 
-from .html import to_html
-from .markdown import architecture, converters_line, explanations, to_markdown
-from .plots import latency_png, layers_png, pareto_png
-from .rows import columns, latency_size, load_json, recommended, run_rows, smallest
+# What compare, bench/ and the tests read of the report: its rows, and how it shows them.
+__all__ = ["STAGE", "report", "run_rows", "fp32_reference", "latency_size", "recommended", "smallest", "fmt",
+           "in_memory", "latency_markdown", "front_png", "img", "markdown_html"]
 
 
-def report(layout, cfg) -> dict[str, Path]:
+def report(ctx) -> dict[str, Path]:
     """report/{report.json, report.md, report.html, pareto.png, layers.png, latency.png, memory.png} from the run's records (and
     bench/latency.py's tables of the run, where it ran)."""
-    rows, reference, tables = run_rows(layout, cfg)
+    layout, cfg = ctx.layout, ctx.cfg
+    rows, reference, tables = run_rows(ctx)
     # the host the latencies were measured on (the benchmark's own record), the versions the run was made with
     measured_on = next((b["host"] for rel in (r["artifact"] for r in rows if r["source"] == "host")
                         for b in [records.read(layout, rel).get("benchmark") or {}] if b.get("host")), host())
@@ -49,19 +52,21 @@ def report(layout, cfg) -> dict[str, Path]:
 
 
 def report_stage(ctx) -> None:
-    report(ctx.layout, ctx.cfg)
+    report(ctx)
 
 
 OUTPUTS = ("report.json", "report.md", "report.html", "pareto.png", "layers.png", "latency.png", "memory.png")
 
 
-def _inputs(layout, cfg) -> list[str]:
-    rows = declared_rows(layout, cfg)
+def _inputs(ctx) -> list[str]:
+    layout, rows = ctx.layout, ctx.rows
     extra = sorted(layout.device_dir.glob("*.json")) + sorted(layout.companion("latency").glob("latency_*.json"))
     return ([layout.rel(layout.record(rel)) for rel in rows] + [layout.rel(layout.best)]
             + [rel for rel in map(layout.rel, map(layout.explanation, rows)) if layout.path(rel).is_file()]
             + [str(p.resolve()) for p in extra])  # absolute: the latency tables live beside the run
 
 
-STAGE = Stage("report", report_stage, needs=(), keys=REPORT_KEYS, inputs=_inputs, sections=(), uses_data=False,
-              outputs=lambda la, c: [la.rel(la.report_dir / f) for f in OUTPUTS])
+STAGE = Stage(
+    "report", report_stage, "report.json/.md/.html and pareto.png of a run directory", needs=(),
+    keys=frozenset({"max_size_mib"}), inputs=_inputs, needs_run=True, sections=(), uses_data=False,
+    outputs=lambda ctx: [ctx.layout.rel(ctx.layout.report_dir / f) for f in OUTPUTS])

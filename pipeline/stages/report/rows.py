@@ -10,7 +10,6 @@ from pathlib import Path
 from ...core import records
 from ...core.artifacts import file_sha
 from ...core.records import Gate
-from ...core.names import declared_rows
 from ...engine.evaluate import delta_points
 from ...engine.memory import memory_figures
 from ...core.precision import is_int8_tflite
@@ -122,9 +121,9 @@ def device_rows(layout, max_drop: float) -> list[dict]:
     return rows
 
 
-def collect_rows(layout, cfg) -> list[dict]:
-    return [host_row(layout, rel, cfg.max_size_mib) for rel in declared_rows(layout, cfg)] + \
-        device_rows(layout, cfg.max_int8_drop)
+def collect_rows(ctx) -> list[dict]:
+    return [host_row(ctx.layout, rel, ctx.cfg.max_size_mib) for rel in ctx.rows] + \
+        device_rows(ctx.layout, ctx.cfg.max_int8_drop)
 
 
 def _shippable(rows: list[dict], reference: dict | None) -> list[dict]:
@@ -183,10 +182,11 @@ def current(layout, table: dict) -> bool:
     return bool(weights) and all(file_sha(layout.path(rel)) == sha for rel, sha in weights.items())
 
 
-def run_rows(layout, cfg) -> tuple[list[dict], dict | None, list[dict]]:
+def run_rows(ctx) -> tuple[list[dict], dict | None, list[dict]]:
     """The run's rows (with bench/latency.py's figures attached where it ran), the fp32 reference's measurement set
     and the latency tables: what report and compare read."""
-    rows = collect_rows(layout, cfg)
+    layout = ctx.layout
+    rows = collect_rows(ctx)
     reference = fp32_reference([r for r in rows if r["source"] == "host" and r.get("data_id")])
     reference = reference and {k: reference[k] for k in ("images", "split", "data_id")}
     tables = [t for t in map(load_json, sorted(layout.companion("latency").glob("latency_*.json"))) if t

@@ -6,8 +6,7 @@ resume), finetune (the compression stages' short runs)."""
 from pathlib import Path
 
 from ...config.keys import TRAIN_KEYS
-from ...core.names import rel
-from ...engine.stage import Stage
+from ...engine.contract import Stage
 from .finetune import fine_tune
 from .loop import check_batch, check_learned, train, train_stage
 from .runtime import CenterTapConv2d, center_tap_convs
@@ -17,9 +16,13 @@ __all__ = ["STAGE", "train", "train_stage", "fine_tune", "check_batch", "check_l
            "CenterTapConv2d", "center_tap_convs"]
 
 
-def _weights_file(layout, cfg) -> list[str]:
-    return [str(Path(cfg.weights).resolve())] if cfg.weights and Path(cfg.weights).is_file() else []
+def _weights_file(ctx) -> list[str]:
+    weights = ctx.cfg.weights
+    return [str(Path(weights).resolve())] if weights and Path(weights).is_file() else []
 
 
-STAGE = Stage("train", train_stage, needs=(), keys=TRAIN_KEYS, inputs=_weights_file,
-              outputs=lambda la, c: rel(la, la.best, la.last, la.metrics), sections=())
+STAGE = Stage(
+    "train", train_stage, "train a model (GPU: AMP, channels_last; torchrun for DDP); resumable", needs=(),
+    keys=TRAIN_KEYS, inputs=_weights_file, outputs=lambda ctx: ctx.names(ctx.layout.best, ctx.layout.last,
+                                                                         ctx.layout.metrics),
+    sections=(), resumable=lambda ctx: ctx.layout.last.is_file())  # an interrupted training continues from last.pt

@@ -4,8 +4,8 @@ The ranking is explain's (the noise each conv / fully-connected layer adds, meas
 rule looks at validation images; the test split only judges the result, as for every file. NNCF's own loop for ONNX
 (quantize_with_accuracy_control: rank once, revert in rank order, stop at max_drop) is followed, not reinvented.
 
-Each route says how to quantize with some layers in float: NNCF PT2E (pipeline.stages.litert) by module name, onnx2tf's
-SavedModel through TFLite's QuantizationDebugger deny list (pipeline.stages.convert) by op output name.
+Each route says how to quantize with some layers in float: NNCF PT2E by module name, onnx2tf's SavedModel through TFLite's
+QuantizationDebugger deny list by op output name (both in pipeline.engine.gated).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..core import console
 from ..core.errors import EdgeError
-from ..core.names import existing, fallback_path  # noqa: F401  (existing: the rows it makes, for callers)
+from ..core.names import fallback_path
 
 
 def clear(layout, int8: Path) -> None:
@@ -34,7 +34,7 @@ def wanted(ctx, record: dict, int8: Path, parent: Path) -> bool:
     if ctx.cfg.quant_fallback != "auto" or not any(g["name"] == "top-1 drop" and not g["passed"]
                                                    for g in record.get("gates") or []):
         return False
-    from ..engine.evaluate import drop_points, score
+    from .evaluate import drop_points, score
 
     parent_drop = drop_points(record["evaluation"]["reference_top1"],
                               score(ctx.logits(parent), ctx.eval_set.labels)["top1"])
@@ -52,11 +52,11 @@ def int8_is_the_cause(parent_drop: float, max_drop: float) -> bool:
 
 
 def ranked(failed: Path, reference: Path, images) -> list[dict]:
-    """The file's conv and fully-connected layers, the one adding most noise first (pipeline.stages.explain); each with
+    """The file's conv and fully-connected layers, the one adding most noise first (pipeline.engine.layer_error); each with
     `sole_producers`: the conv layers whose output only it reads (a layer kept in float must not read int8)."""
     from collections import Counter
 
-    from ..stages.explain import WEIGHTED_OPS, explain
+    from .layer_error import WEIGHTED_OPS, explain
 
     layers = explain(failed, reference, images)["layers"]
     readers = Counter(j for lay in layers for j in lay["reads"])
@@ -72,8 +72,8 @@ def repair(ctx, failed: Path, parent: Path, build: dict, compressed: bool,
     drop against `parent` (the float model the int8 file was made from) is within max_int8_drop; the last try is
     evaluated and gated like any file, and kept only if it scores better on the validation images than the file it
     repairs (None: no repair kept). `name(layer)`: how the record lists a float layer."""
-    from ..engine.evaluate import assess, drop_points
-    from ..stages.explain import reference_for
+    from .evaluate import assess, drop_points
+    from .layer_error import reference_for
 
     layout, cfg = ctx.layout, ctx.cfg
     reference = reference_for(ctx, layout.rel(failed))
@@ -112,8 +112,8 @@ def repair(ctx, failed: Path, parent: Path, build: dict, compressed: bool,
 
 def validation_top1(ctx, path: Path) -> float:
     """Top-1 of any artifact on the validation images (ctx.val_set)."""
-    from ..engine.evaluate import predict
-    from ..engine.runners import open_runner
+    from .evaluate import predict
+    from .runners import open_runner
 
     x, labels = ctx.val_set
     return float((predict(open_runner(path), x).argmax(1) == labels).mean())
