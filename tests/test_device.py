@@ -117,8 +117,9 @@ def test_bundle_bad_input_is_one_line(tiny_run, tmp_path, capsys):
 def test_board_script_in_bare_venv_matches_host_accuracy(litert_venv, device_bundle, tiny_run, tmp_path):
     from pipeline.data import eval_arrays, load_data_for
     from pipeline.engine.evaluate import predict, score
-    from pipeline.core.layout import Layout
-    from pipeline.stages.report.rows import collect_rows
+    from pipeline.chain import context
+    from pipeline.config import open_run
+    from pipeline.stages.report import run_rows
     from pipeline.engine.runners import open_runner
 
     bare = subprocess.run([str(litert_venv), "-c", "import torch"], capture_output=True)
@@ -169,7 +170,7 @@ def test_board_script_in_bare_venv_matches_host_accuracy(litert_venv, device_bun
     run = device_bundle.parent
     (run / "device").mkdir(exist_ok=True)
     shutil.copy(out, run / "device" / out.name)  # what a user copies back: report merges it as extra rows
-    merged = {r["artifact"]: r for r in collect_rows(Layout(run), tiny_run)}
+    merged = {r["artifact"]: r for r in run_rows(context(open_run(run)))[0]}
     device_row = merged[f"int8.tflite @ device:{result['host']['name']}"]
     assert device_row["top1"] == host[0]["top1"] and device_row["precision"] == "int8"
     # vs its own fp32, in points, signed (+: the int8 file scores higher), rounded to 1e-6 as the report promises
