@@ -20,16 +20,16 @@ import sys
 import time
 from pathlib import Path
 
-
-from pipeline.core import records
-from pipeline.config import open_run, parse_overrides
 from benchkit import entry, write_table
+
+from pipeline.chain import context, stages
+from pipeline.config import open_run, parse_overrides
+from pipeline.core import records
 from pipeline.core.errors import EdgeError
-from pipeline.engine.evaluate import drop_points
 from pipeline.core.host import host
 from pipeline.core.layout import Layout
-from pipeline.chain import context, stages
 from pipeline.engine.contract import run_stage
+from pipeline.engine.evaluate import drop_points
 from pipeline.engine.manifest import begin_run
 
 VARIANTS = [  # (folder, stage, config changes)
@@ -66,31 +66,47 @@ def row(layout: Layout, rel: str, label: str) -> dict:
     build, ev = record.get("build") or {}, record.get("evaluation") or {}
     status, reason = records.status(record)
     drop = drop_points(ev["reference_top1"], ev["top1"]) if ev.get("reference_top1") is not None else None
-    return {"variant": label, "artifact": rel, "method": build.get("method"), "status": status, "reason": reason,
-            "top1": ev.get("top1"), "drop_points": drop, "size_mib": build.get("size_mib"),
-            "gzip_mib": build.get("gzip_mib"), "macs": build.get("macs"), "channels_kept": build.get("channels_kept"),
-            "sparsity": build.get("sparsity_tflite_int8", build.get("nncf_sparsity_prunable"))}
+    return {
+        "variant": label,
+        "artifact": rel,
+        "method": build.get("method"),
+        "status": status,
+        "reason": reason,
+        "top1": ev.get("top1"),
+        "drop_points": drop,
+        "size_mib": build.get("size_mib"),
+        "gzip_mib": build.get("gzip_mib"),
+        "macs": build.get("macs"),
+        "channels_kept": build.get("channels_kept"),
+        "sparsity": build.get("sparsity_tflite_int8", build.get("nncf_sparsity_prunable")),
+    }
 
 
 def at_size(rows: list[dict], source: Layout, out: Path, cfg, data, size: int) -> None:
     """The dense model (fp32 and int8) and every channel-pruned variant (int8) re-made as TFLite at `size` px and
     benchmarked together (one process per file, the run's thread counts): rows get ms_<size>_<threads> and
     x_fp32_<size>, the speed-up over the dense fp32 file at the first thread count."""
-    from pipeline.engine.onnx_to_tflite import tflite_at_size
-
-    from pipeline.stages.benchmark import benchmark
     from pipeline.data import eval_arrays, input_shape
+    from pipeline.engine.onnx_to_tflite import tflite_at_size
+    from pipeline.stages.benchmark import benchmark
 
     where = out / f"{size}px"
     calib_u8, (x, _) = data.calibration.images[:64], eval_arrays(data, size, 8)
-    jobs = [(r, source.best, "fp32" if r["artifact"].endswith("fp32.tflite") else "int8") for r in rows
-            if r["variant"] == "run" and r["artifact"] in (source.rel(source.tflite("fp32")),
-                                                         source.rel(source.tflite("int8")))]
+    jobs = [
+        (r, source.best, "fp32" if r["artifact"].endswith("fp32.tflite") else "int8")
+        for r in rows
+        if r["variant"] == "run"
+        and r["artifact"] in (source.rel(source.tflite("fp32")), source.rel(source.tflite("int8")))
+    ]
     for r in rows:
         name = Path(r["artifact"]).stem.removesuffix("_int8")
         ckpt = out / r["variant"] / "quant" / f"{name}.pt"
-        if r["variant"] != "run" and r["artifact"].endswith("_int8.tflite") and r.get("channels_kept") and \
-                ckpt.is_file():
+        if (
+            r["variant"] != "run"
+            and r["artifact"].endswith("_int8.tflite")
+            and r.get("channels_kept")
+            and ckpt.is_file()
+        ):
             jobs.append((r, ckpt, "int8"))
     paths = []
     for r, ckpt, precision in jobs:
@@ -98,11 +114,13 @@ def at_size(rows: list[dict], source: Layout, out: Path, cfg, data, size: int) -
         stem = f"{r['variant']}_{Path(ckpt).stem}"
         made = tflite_at_size(ckpt, where / f"{stem}.onnx", (precision,), calib_u8, data.norm, size, x)
         paths.append(made[precision])
-        print(f"compression: {r['variant']} {precision} at {size} px built in {time.perf_counter() - t:.0f} s",
-              file=sys.stderr)
+        print(
+            f"compression: {r['variant']} {precision} at {size} px built in {time.perf_counter() - t:.0f} s",
+            file=sys.stderr,
+        )
     threads = cfg.thread_counts
     results = benchmark(paths, [1, input_shape(cfg)[1], size, size], threads, cfg.bench_warmup, cfg.bench_runs)
-    for (r, _, _), result in zip(jobs, results):
+    for (r, _, _), result in zip(jobs, results, strict=True):
         for n in threads:
             r[f"ms_{size}_{n}"] = result["threads"][str(n)].get("latency_ms_median")
     base = next((r[f"ms_{size}_{threads[0]}"] for r, _, p in jobs if p == "fp32"), None)
@@ -144,8 +162,10 @@ def main(argv: list[str]) -> int:
         entry = run_stage(stage, ctx)
         data = ctx.data  # loaded once, shared by every variant
         for rel in stage.records(ctx):
-            rows.append(row(ctx.layout, rel, folder) | {"stage_s": round(time.perf_counter() - start, 1),
-                                                        "stage_error": entry.get("error")})
+            rows.append(
+                row(ctx.layout, rel, folder)
+                | {"stage_s": round(time.perf_counter() - start, 1), "stage_error": entry.get("error")}
+            )
     if size:
         from pipeline.data import load_data_for
 
@@ -153,28 +173,45 @@ def main(argv: list[str]) -> int:
     threads = cfg.thread_counts
     fp32_mib = next((r["size_mib"] for r in rows if r["artifact"] == source.rel(source.tflite("fp32"))), None)
     ev_images = (records.read(source, source.rel(source.onnx)).get("evaluation") or {}).get("images")
-    print(f"compression: {cfg.model} on {cfg.data_source}, {ev_images} test images, gate max_int8_drop "
-          f"{cfg.max_int8_drop:g} points; host {host()['cpu']}; MiB = 2^20 bytes")
+    print(
+        f"compression: {cfg.model} on {cfg.data_source}, {ev_images} test images, gate max_int8_drop "
+        f"{cfg.max_int8_drop:g} points; host {host()['cpu']}; MiB = 2^20 bytes"
+    )
     at = [f"ms @{n} {size}px" for n in threads] + [f"x fp32 {size}px @{threads[0]}"] if size else []
-    print("| variant | artifact | method | status | top-1 % | drop pts | size MiB | gzip MiB | gzip / fp32 TFLite "
-          "| MMACs | sparsity | channels kept | " + "".join(f"{c} | " for c in at))
+    print(
+        "| variant | artifact | method | status | top-1 % | drop pts | size MiB | gzip MiB | gzip / fp32 TFLite "
+        "| MMACs | sparsity | channels kept | " + "".join(f"{c} | " for c in at)
+    )
     print("|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * len(at))
     for r in rows:
         share = r["gzip_mib"] / fp32_mib if r["gzip_mib"] and fp32_mib else None
-        cells = [_cell(r.get(f"ms_{size}_{n}"), ".2f") for n in threads] + [_cell(r.get(f"x_fp32_{size}"), ".1f")] \
-            if size else []
-        print(f"| {r['variant']} | {r['artifact']} | {r['method'] or '-'} | {r['status']} | "
-              f"{_cell(100 * r['top1'] if r['top1'] is not None else None, '.2f')} | "
-              f"{_cell(r['drop_points'], '.2f')} | {_cell(r['size_mib'], '.2f')} | "
-              f"{_cell(r['gzip_mib'], '.2f')} | {_cell(share, '.1%')} | "
-              f"{_cell(r['macs'] / 1e6 if r['macs'] else None, '.1f')} | {_cell(r['sparsity'], '.3f')} | "
-              f"{_cell(r['channels_kept'], '.2f')} | " + "".join(f"{c} | " for c in cells))
+        cells = (
+            [_cell(r.get(f"ms_{size}_{n}"), ".2f") for n in threads] + [_cell(r.get(f"x_fp32_{size}"), ".1f")]
+            if size
+            else []
+        )
+        print(
+            f"| {r['variant']} | {r['artifact']} | {r['method'] or '-'} | {r['status']} | "
+            f"{_cell(100 * r['top1'] if r['top1'] is not None else None, '.2f')} | "
+            f"{_cell(r['drop_points'], '.2f')} | {_cell(r['size_mib'], '.2f')} | "
+            f"{_cell(r['gzip_mib'], '.2f')} | {_cell(share, '.1%')} | "
+            f"{_cell(r['macs'] / 1e6 if r['macs'] else None, '.1f')} | {_cell(r['sparsity'], '.3f')} | "
+            f"{_cell(r['channels_kept'], '.2f')} | " + "".join(f"{c} | " for c in cells)
+        )
     for r in rows:
         if r["status"] != "pass":
             print(f"- {r['variant']} {r['artifact']}: {r['status']}: {r['reason']}")
-    return write_table(out / "compression.json", {"run": str(source.root), "host": host(),
-                                                  "max_int8_drop": cfg.max_int8_drop, "size": size,
-                                                  "threads": threads, "rows": rows})
+    return write_table(
+        out / "compression.json",
+        {
+            "run": str(source.root),
+            "host": host(),
+            "max_int8_drop": cfg.max_int8_drop,
+            "size": size,
+            "threads": threads,
+            "rows": rows,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -14,13 +14,13 @@ import json
 import sys
 from pathlib import Path
 
-
 from benchkit import entry, write_table
+
+from pipeline.chain import context, stages
 from pipeline.config import load_config, parse_overrides
 from pipeline.core.errors import EdgeError
 from pipeline.core.host import host
 from pipeline.core.layout import Layout
-from pipeline.chain import context, stages
 from pipeline.engine.contract import decide, run_stage
 from pipeline.engine.manifest import begin_run
 
@@ -56,18 +56,33 @@ def main(argv: list[str]) -> int:
                 raise EdgeError(f"recipe {label}: {result['error']}")
         data = ctx.data
         m = json.loads(Layout(cfg.run_dir).metrics.read_text())
-        rows.append({"recipe": label, **changes, "ema": cfg.ema, "augment": cfg.augment, "epochs": cfg.epochs,
-                     "best_epoch": m["best_epoch"], "val_top1": m["best_val_acc"], "test_top1": m["test_acc"],
-                     "train_min": m["train_wall_s"] / 60, "amp": m["amp"],
-                     "curve": [(e["epoch"], e["val_acc"], e["wall_s"] / 60) for e in m["epochs"]]})
+        rows.append(
+            {
+                "recipe": label,
+                **changes,
+                "ema": cfg.ema,
+                "augment": cfg.augment,
+                "epochs": cfg.epochs,
+                "best_epoch": m["best_epoch"],
+                "val_top1": m["best_val_acc"],
+                "test_top1": m["test_acc"],
+                "train_min": m["train_wall_s"] / 60,
+                "amp": m["amp"],
+                "curve": [(e["epoch"], e["val_acc"], e["wall_s"] / 60) for e in m["epochs"]],
+            }
+        )
         print(f"epochs: {label}: test {100 * m['test_acc']:.2f}% in {m['train_wall_s'] / 60:.1f} min", file=sys.stderr)
-    print(f"fp32 {cfg.model} on {cfg.data_source} at {cfg.image_size} px ({cfg.preset} preset), test top-1 of the best "
-          f"validation epoch on {m['test_images']} images; host {host()['cpu']}")
+    print(
+        f"fp32 {cfg.model} on {cfg.data_source} at {cfg.image_size} px ({cfg.preset} preset), test top-1 of the best "
+        f"validation epoch on {m['test_images']} images; host {host()['cpu']}"
+    )
     print("| recipe | epochs | ema | augment | best epoch | val top-1 % | test top-1 % | train min |")
     print("|---|---:|---:|---|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['recipe']} | {r['epochs']} | {r['ema']:g} | {r['augment']} | {r['best_epoch']} | "
-              f"{100 * r['val_top1']:.2f} | {100 * r['test_top1']:.2f} | {r['train_min']:.1f} |")
+        print(
+            f"| {r['recipe']} | {r['epochs']} | {r['ema']:g} | {r['augment']} | {r['best_epoch']} | "
+            f"{100 * r['val_top1']:.2f} | {100 * r['test_top1']:.2f} | {r['train_min']:.1f} |"
+        )
     return write_table(root / "epochs.json", {"host": host(), "overrides": overrides, "rows": rows})
 
 

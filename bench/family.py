@@ -15,14 +15,14 @@ import sys
 import time
 from pathlib import Path
 
-
 from benchkit import entry, write_table
+
+from pipeline.chain import context
 from pipeline.compare import compare
 from pipeline.config import load_config, parse_bool, parse_overrides
 from pipeline.core.errors import EdgeError
 from pipeline.core.host import host
 from pipeline.run import run
-from pipeline.chain import context
 
 MEMBERS = {  # name: what differs from the shared recipe
     "resnet18": {"model": "resnet18"},
@@ -42,8 +42,16 @@ def main(argv: list[str]) -> int:
     root = Path(overrides.pop("runs_dir", "runs")) / "family"
     walls, problems, data = {}, {}, None
     for name in names:
-        cfg = load_config(None, {"preset": "cpu", **overrides, **{k: str(v) for k, v in MEMBERS[name].items()},
-                                 "runs_dir": str(root), "name": name})
+        cfg = load_config(
+            None,
+            {
+                "preset": "cpu",
+                **overrides,
+                **{k: str(v) for k, v in MEMBERS[name].items()},
+                "runs_dir": str(root),
+                "name": name,
+            },
+        )
         start = time.perf_counter()
         ctx = context(cfg, data)
         try:  # a member with a failed gate still has its report: its rows go into the comparison, marked
@@ -53,8 +61,7 @@ def main(argv: list[str]) -> int:
             problems[name] = str(e)
         data = ctx.data  # one data set for every member
         walls[name] = round(time.perf_counter() - start, 1)
-        print(f"family: {name} done in {walls[name]:.0f} s ({problems[name] or 'every gate passed'})",
-              file=sys.stderr)
+        print(f"family: {name} done in {walls[name]:.0f} s ({problems[name] or 'every gate passed'})", file=sys.stderr)
     reported = [n for n in names if (root / n / "report" / "report.json").is_file()]
     if not reported:
         raise EdgeError("no member reached its report: " + " | ".join(f"{n}: {p}" for n, p in problems.items()))
@@ -62,8 +69,17 @@ def main(argv: list[str]) -> int:
     print(written["md"].read_text(), end="")
     print("| member | wall s |\n|---|---:|\n" + "".join(f"| {n} | {w:.0f} |\n" for n, w in walls.items()))
     print("".join(f"- {n}: {p}\n" for n, p in problems.items() if p), end="")
-    return write_table(root / "family.json", {"members": names, "overrides": overrides, "wall_s": walls,
-                                              "problems": problems, "host": host(), "compare": str(root / "compare")})
+    return write_table(
+        root / "family.json",
+        {
+            "members": names,
+            "overrides": overrides,
+            "wall_s": walls,
+            "problems": problems,
+            "host": host(),
+            "compare": str(root / "compare"),
+        },
+    )
 
 
 if __name__ == "__main__":

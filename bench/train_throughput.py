@@ -31,7 +31,9 @@ def measure(variant: str, opts: dict, device: torch.device) -> dict:
         x = x.contiguous(memory_format=torch.channels_last)
     dtype = torch.bfloat16 if device.type == "cpu" or torch.cuda.is_bf16_supported() else torch.float16
     scaler = torch.amp.GradScaler(device.type, enabled=amp and dtype == torch.float16)
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True, foreach=True)  # as train.make_optimizer
+    opt = torch.optim.SGD(
+        model.parameters(), lr=0.01, momentum=0.9, nesterov=True, foreach=True
+    )  # as train.make_optimizer
     step_model = torch.compile(model) if variant == "c_amp_cl_compile" else model
 
     def step():
@@ -54,14 +56,26 @@ def measure(variant: str, opts: dict, device: torch.device) -> dict:
     if device.type == "cuda":
         torch.cuda.synchronize()
     wall = time.perf_counter() - start
-    return {"variant": variant, "images_per_s": opts["steps"] * opts["batch_size"] / wall, "warmup_s": warm_s,
-            "amp_dtype": str(dtype).replace("torch.", "") if amp else "fp32", "channels_last": amp,
-            "compile": variant == "c_amp_cl_compile"}
+    return {
+        "variant": variant,
+        "images_per_s": opts["steps"] * opts["batch_size"] / wall,
+        "warmup_s": warm_s,
+        "amp_dtype": str(dtype).replace("torch.", "") if amp else "fp32",
+        "channels_last": amp,
+        "compile": variant == "c_amp_cl_compile",
+    }
 
 
 def main(argv: list[str]) -> int:
-    opts = {"model": "resnet18", "stem": "small", "image_size": 28, "batch_size": 512, "steps": 30, "warmup": 5,
-            "out": "runs/bench/train_throughput.json"}
+    opts = {
+        "model": "resnet18",
+        "stem": "small",
+        "image_size": 28,
+        "batch_size": 512,
+        "steps": 30,
+        "warmup": 5,
+        "out": "runs/bench/train_throughput.json",
+    }
     for arg in argv:
         key, _, value = arg.partition("=")
         if key not in opts:
@@ -77,18 +91,26 @@ def main(argv: list[str]) -> int:
         except Exception as e:  # a variant that cannot run here becomes a row, not a crash
             rows.append({"variant": variant, "images_per_s": None, "error": f"{e.__class__.__name__}: {e}"[:200]})
     base = rows[0]["images_per_s"]
-    print(f"train throughput: {opts['model']} stem={opts['stem']} {opts['image_size']}px batch {opts['batch_size']}, "
-          f"{device} ({host}), torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(
+        f"train throughput: {opts['model']} stem={opts['stem']} {opts['image_size']}px batch {opts['batch_size']}, "
+        f"{device} ({host}), torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
     print("| variant | images/s | x (a) | warm-up s |\n|---|---:|---:|---:|")
     for r in rows:
         ips = r["images_per_s"]
         ratio = f"{ips / base:.2f}" if ips and base else "-"
-        print(f"| {r['variant']} | {ips:,.0f} | {ratio} | {r.get('warmup_s', 0):.1f} |" if ips
-              else f"| {r['variant']} | failed: {r['error']} | - | - |")
+        print(
+            f"| {r['variant']} | {ips:,.0f} | {ratio} | {r.get('warmup_s', 0):.1f} |"
+            if ips
+            else f"| {r['variant']} | failed: {r['error']} | - | - |"
+        )
     out = Path(opts["out"])
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"options": opts, "device": str(device), "host": host, "torch": torch.__version__,
-                               "rows": rows}, indent=2))
+    out.write_text(
+        json.dumps(
+            {"options": opts, "device": str(device), "host": host, "torch": torch.__version__, "rows": rows}, indent=2
+        )
+    )
     print(f"wrote {out}")
     return 0
 

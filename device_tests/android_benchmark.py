@@ -6,9 +6,9 @@ supply: the prebuilt android_aarch64_benchmark_model, or one built with bazel). 
 
 Checks adb and exactly one attached device (or --serial), pushes the binary and the models to --remote-dir, runs each
 model with a timeout, parses benchmark_model's timing and memory lines into the rows `resnet-edge report` merges
-(device_results_android_<serial>_<time>.json, rewritten after every model). On the phone it touches only what it brought:
-it removes the files it pushed (and --remote-dir only if it created it, and only when empty), and on a timeout it
-stops the one process it started, by its pid. Precision comes from the .tflite file itself (tflite_precision.py).
+(device_results_android_<serial>_<time>.json, rewritten after every model). On the phone it touches only what it
+brought: it removes the files it pushed (and --remote-dir only if it created it, and only when empty), and on a timeout
+it stops the one process it started, by its pid. Precision comes from the .tflite file itself (tflite_precision.py).
 """
 
 from __future__ import annotations
@@ -26,13 +26,19 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from tflite_precision import tflite_precision  # noqa: E402  (the bundle's own copy of the precision rule)
 
-TIMINGS = re.compile(r"Inference timings in us: Init: ([\d.e+]+), First inference: ([\d.e+]+), "
-                     r"Warmup \(avg\): ([\d.e+]+), Inference \(avg\): ([\d.e+]+)")
-RUN_STATS = re.compile(r"count=(\d+) first=\d+ curr=\d+ min=(\d+) max=(\d+) avg=([\d.e+]+) std=\d+"
-                       r"(?: p5=\d+ median=(\d+) p95=(\d+))?")
+TIMINGS = re.compile(
+    r"Inference timings in us: Init: ([\d.e+]+), First inference: ([\d.e+]+), "
+    r"Warmup \(avg\): ([\d.e+]+), Inference \(avg\): ([\d.e+]+)"
+)
+RUN_STATS = re.compile(
+    r"count=(\d+) first=\d+ curr=\d+ min=(\d+) max=(\d+) avg=([\d.e+]+) std=\d+"
+    r"(?: p5=\d+ median=(\d+) p95=(\d+))?"
+)
 # benchmark_model prints max_rss_kb / 1024 and labels it MB: the figures are MiB.
-FOOTPRINT = re.compile(r"(?:Peak memory footprint|Memory footprint delta from the start of the tool) \(MB\): "
-                       r"init=([\d.e+]+) overall=([\d.e+]+)")
+FOOTPRINT = re.compile(
+    r"(?:Peak memory footprint|Memory footprint delta from the start of the tool) \(MB\): "
+    r"init=([\d.e+]+) overall=([\d.e+]+)"
+)
 PEAK = re.compile(r"Overall peak memory footprint \(MB\) via periodic monitoring: ([\d.e+]+)")
 MODEL_MB = re.compile(r"The input model file size \(MB\): ([\d.e+]+)")
 SIGNALS = {134: "Aborted", 137: "Killed", 139: "Segmentation fault"}
@@ -120,10 +126,16 @@ def cache_path(args, remote_model: str) -> str | None:
 
 def benchmark_command(args, remote_model: str, cache: bool = True) -> str:
     """benchmark_model's command line on the phone; cache=False leaves the weight cache out."""
-    flags = [f"--graph={remote_model}", f"--num_threads={args.threads}", f"--num_runs={args.runs}",
-             f"--warmup_runs={args.warmup}", f"--use_xnnpack={str(args.use_xnnpack).lower()}",
-             f"--use_gpu={str(args.use_gpu).lower()}", f"--use_nnapi={str(args.use_nnapi).lower()}",
-             "--report_peak_memory_footprint=true"]
+    flags = [
+        f"--graph={remote_model}",
+        f"--num_threads={args.threads}",
+        f"--num_runs={args.runs}",
+        f"--warmup_runs={args.warmup}",
+        f"--use_xnnpack={str(args.use_xnnpack).lower()}",
+        f"--use_gpu={str(args.use_gpu).lower()}",
+        f"--use_nnapi={str(args.use_nnapi).lower()}",
+        "--report_peak_memory_footprint=true",
+    ]
     cache = cache_path(args, remote_model) if cache else None
     if cache:
         flags.append(f"--xnnpack_weight_cache_file_path={cache}")
@@ -141,11 +153,21 @@ def run_model(args, model: str, pushed: list[str]) -> dict:
         precision = tflite_precision(model)
     except (OSError, ValueError) as e:
         raise AdbError(f"{model}: {e}") from e
-    row = {"artifact": name, "format": "tflite", "precision": precision, "status": "failed", "error": None,
-           "size_mib": os.path.getsize(model) / 2**20, "top1": None, "ms_1": None, "ms_n": None,
-           "threads_n": args.threads, "peak_rss_mib": None, "source": f"android:{args.serial}",
-           "delegate": "gpu" if args.use_gpu else "nnapi" if args.use_nnapi else
-           "xnnpack" if args.use_xnnpack else "cpu"}
+    row = {
+        "artifact": name,
+        "format": "tflite",
+        "precision": precision,
+        "status": "failed",
+        "error": None,
+        "size_mib": os.path.getsize(model) / 2**20,
+        "top1": None,
+        "ms_1": None,
+        "ms_n": None,
+        "threads_n": args.threads,
+        "peak_rss_mib": None,
+        "source": f"android:{args.serial}",
+        "delegate": "gpu" if args.use_gpu else "nnapi" if args.use_nnapi else "xnnpack" if args.use_xnnpack else "cpu",
+    }
     remote = f"{args.remote_dir}/{name}"
     pushed.append(remote)
     row["weight_cache"] = cache_path(args, remote) is not None
@@ -153,7 +175,12 @@ def run_model(args, model: str, pushed: list[str]) -> dict:
         pushed.append(cache_path(args, remote))  # benchmark_model writes it: removed with what was pushed
     adb(args, ["push", model, remote], timeout=600)
     run_benchmark(args, name, benchmark_command(args, remote), row)
-    if row["status"] != "pass" and row["weight_cache"] and args.weight_cache is None and "timed out" not in row["error"]:
+    if (
+        row["status"] != "pass"
+        and row["weight_cache"]
+        and args.weight_cache is None
+        and "timed out" not in row["error"]
+    ):
         # the default's cache could not be made or read (or the binary predates it): the same run without it
         row |= {"fallback": f"with XNNPACK's weight cache: {row['error']}", "weight_cache": False, "error": None}
         row.pop("log_tail", None)
@@ -164,15 +191,18 @@ def run_model(args, model: str, pushed: list[str]) -> dict:
 def run_benchmark(args, name: str, command: str, row: dict) -> None:
     """benchmark_model once on the phone: its figures into `row` (status pass), or the reason it failed."""
     try:
-        proc = subprocess.run([args.adb, "-s", args.serial, "shell", command], capture_output=True, text=True,
-                              timeout=args.timeout)
+        proc = subprocess.run(
+            [args.adb, "-s", args.serial, "shell", command], capture_output=True, text=True, timeout=args.timeout
+        )
     except subprocess.TimeoutExpired as e:
         output = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
         pid = PID.search(output)
         if pid:  # only the process this script started
             adb(args, ["shell", f"kill {pid.group(1)}"], check=False)
-        row["error"] = (f"{name}: benchmark_model timed out after {args.timeout} s: raise --timeout or lower --runs "
-                        f"(a delegate that falls back to the CPU is slow)")
+        row["error"] = (
+            f"{name}: benchmark_model timed out after {args.timeout} s: raise --timeout or lower --runs "
+            f"(a delegate that falls back to the CPU is slow)"
+        )
         return
     text = proc.stdout + proc.stderr
     figures = parse(text)
@@ -180,14 +210,21 @@ def run_benchmark(args, name: str, command: str, row: dict) -> None:
         lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
         last = lines[-1] if lines else "no output"
         why = SIGNALS.get(proc.returncode, f"exit {proc.returncode}")
-        row["error"] = (f"{name}: benchmark_model crashed ({why}): last line {last!r}; try without the delegate "
-                        f"flags, --no-weight-cache (a benchmark_model older than the flag), or a benchmark_model built "
-                        f"for this phone's ABI")
+        row["error"] = (
+            f"{name}: benchmark_model crashed ({why}): last line {last!r}; try without the delegate "
+            f"flags, --no-weight-cache (a benchmark_model older than the flag), or a benchmark_model built "
+            f"for this phone's ABI"
+        )
         row["log_tail"] = lines[-20:]
         return
     median = figures.get("latency_ms_median", figures["latency_ms_avg"])
-    row |= {"status": "pass", "ms_1" if args.threads == 1 else "ms_n": median,
-            "peak_rss_mib": figures.get("peak_rss_mib"), "benchmark_model": figures, "command": command}
+    row |= {
+        "status": "pass",
+        "ms_1" if args.threads == 1 else "ms_n": median,
+        "peak_rss_mib": figures.get("peak_rss_mib"),
+        "benchmark_model": figures,
+        "command": command,
+    }
 
 
 def write_json(path: str, rows: list[dict], serial: str) -> None:
@@ -207,11 +244,15 @@ def parse_args(argv):
     p.add_argument("--runs", type=int, default=50)
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--use-xnnpack", action=argparse.BooleanOptionalAction, default=True)
-    p.add_argument("--weight-cache", action=argparse.BooleanOptionalAction, default=None,
-                   help="XNNPACK's weight cache file beside the model (--xnnpack_weight_cache_file_path): packed "
-                        "weights mapped from a file, not a second private copy. Default: on, and a model that "
-                        "fails with it runs again without it (the row's `fallback` says why); --weight-cache: on, "
-                        "no second run")
+    p.add_argument(
+        "--weight-cache",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="XNNPACK's weight cache file beside the model (--xnnpack_weight_cache_file_path): packed "
+        "weights mapped from a file, not a second private copy. Default: on, and a model that "
+        "fails with it runs again without it (the row's `fallback` says why); --weight-cache: on, "
+        "no second run",
+    )
     p.add_argument("--use-gpu", action="store_true")
     p.add_argument("--use-nnapi", action="store_true")
     p.add_argument("--op-profiling", action="store_true", help="per-op timings in the log (--enable_op_profiling)")
@@ -234,8 +275,10 @@ def prepare_remote(args, names: list[str]) -> bool:
         return True
     taken = [n for n in names if _exists(args, f"{args.remote_dir}/{n}")]
     if taken:
-        raise AdbError(f"--remote-dir {args.remote_dir} already holds {', '.join(taken)}, which this script would "
-                       f"overwrite and then delete: choose another --remote-dir")
+        raise AdbError(
+            f"--remote-dir {args.remote_dir} already holds {', '.join(taken)}, which this script would "
+            f"overwrite and then delete: choose another --remote-dir"
+        )
     return False
 
 
@@ -256,8 +299,9 @@ def main(argv=None) -> int:
                 raise AdbError(f"--{name} {getattr(args, name)}: expected an integer >= {low}")
         found = shutil.which(args.adb or "adb")
         if not found:
-            raise AdbError(f"{args.adb or 'adb'} not found: install Android platform-tools and put adb on PATH, "
-                           f"or pass --adb PATH")
+            raise AdbError(
+                f"{args.adb or 'adb'} not found: install Android platform-tools and put adb on PATH, or pass --adb PATH"
+            )
         args.adb = found
         for path in [args.binary, *args.models]:
             if not os.path.isfile(path):
@@ -278,8 +322,11 @@ def main(argv=None) -> int:
                 print(f"note: {row['artifact']}: ran without the weight cache ({row['fallback']})", file=sys.stderr)
             if row["status"] == "pass":
                 ms = row["ms_1"] if row["ms_1"] is not None else row["ms_n"]
-                print(f"{row['artifact']}: {ms:.2f} ms ({args.threads} threads, {row['delegate']}), "
-                      f"peak {row['peak_rss_mib'] or 0:.1f} MiB", file=sys.stderr)
+                print(
+                    f"{row['artifact']}: {ms:.2f} ms ({args.threads} threads, {row['delegate']}), "
+                    f"peak {row['peak_rss_mib'] or 0:.1f} MiB",
+                    file=sys.stderr,
+                )
             else:
                 print(f"error: {row['error']}", file=sys.stderr)
         print(f"wrote {out}", file=sys.stderr)
@@ -287,8 +334,9 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except Exception as e:  # noqa: BLE001  anything else: one line, not a traceback
-        print(f"error: android benchmark: {type(e).__name__}: {(str(e).splitlines() or [''])[0][:300]}",
-              file=sys.stderr)
+        print(
+            f"error: android benchmark: {type(e).__name__}: {(str(e).splitlines() or [''])[0][:300]}", file=sys.stderr
+        )
         return 2
     finally:
         if created is not None:

@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import platform
-import shlex
 import shutil
 import subprocess
 import sys
@@ -29,49 +28,42 @@ import tempfile
 import time
 from pathlib import Path
 
-SUITE, PYTHON = "bookworm", "3.11"  # bookworm's python3 is 3.11; its glibc is 2.36
-GLIBC = (2, 36)
-MIRROR = "http://deb.debian.org/debian"
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from arm64_rootfs import (  # noqa: E402  (what it builds once and caches)
+    RUNTIMES,
+    CheckError,
+    arm64_venv,
+    chroot_command,
+    host_venv,
+    rootfs,
+    wheels,
+)
+
 MAX_DIFF_POINTS = 0.5  # int8 kernels differ across architectures; more than this is a broken bundle, not rounding
-RUNTIMES = {  # name: (the packages pip installs, the module bench_tflite.py will find)
-    "ai-edge-litert": (["numpy", "ai-edge-litert"], "ai_edge_litert.interpreter"),
-    "tflite-runtime": (["numpy<2", "tflite-runtime"], "tflite_runtime.interpreter"),
-}
 QEMU = "/usr/bin/qemu-aarch64-static"
 BINFMT = Path("/proc/sys/fs/binfmt_misc")
 
 
-class CheckError(Exception):
-    """One line naming the problem and what to install or run."""
-
-
-def manylinux_tags(arch: str = "aarch64", glibc: tuple[int, int] = GLIBC) -> list[str]:
-    """Every manylinux platform tag a glibc-`glibc` system accepts, oldest first: pip download takes only the tags it
-    is given, so each one from 2_17 (manylinux2014) to the target's glibc must be listed."""
-    return [f"manylinux2014_{arch}"] + [f"manylinux_2_{minor}_{arch}" for minor in range(17, glibc[1] + 1)]
-
-
-def pip_download_command(packages: list[str], dest: Path, arch: str) -> list[str]:
-    platforms = [arg for tag in manylinux_tags(arch) for arg in ("--platform", tag)]
-    return [sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:", "--python-version", PYTHON,
-            *platforms, "--dest", str(dest), *packages]
-
-
-def mmdebstrap_command(target: Path) -> list[str]:
-    return ["mmdebstrap", "--arch=arm64", "--variant=minbase", "--include=python3,python3-venv", "--quiet", SUITE,
-            str(target), MIRROR]
-
-
-def chroot_command(root: Path, argv: list[str], cwd: str = "/") -> list[str]:
-    """A command inside the arm64 root file system with a clean environment; qemu runs it through binfmt_misc."""
-    return ["chroot", str(root), "/usr/bin/env", "-i", "PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/root",
-            "LANG=C.UTF-8", "/bin/sh", "-c", f"cd {shlex.quote(cwd)} && exec {shlex.join(argv)}"]
-
-
 def bench_command(python: str, models: list[str], out: str, runs: int, warmup: int, timeout: int) -> list[str]:
     """bench_tflite.py as the bundle README has it, one thread (emulation), every image's prediction kept."""
-    return [python, "bench_tflite.py", *models, "--eval", "eval.npz", "--threads", "1", "--runs", str(runs),
-            "--warmup", str(warmup), "--timeout", str(timeout), "--predictions", "--out", out]
+    return [
+        python,
+        "bench_tflite.py",
+        *models,
+        "--eval",
+        "eval.npz",
+        "--threads",
+        "1",
+        "--runs",
+        str(runs),
+        "--warmup",
+        str(warmup),
+        "--timeout",
+        str(timeout),
+        "--predictions",
+        "--out",
+        out,
+    ]
 
 
 def check_tools() -> None:
@@ -89,109 +81,15 @@ def check_tools() -> None:
     if not entry.exists() and shutil.which("update-binfmts"):
         subprocess.run(["update-binfmts", "--enable", "qemu-aarch64"], capture_output=True)
     if not (BINFMT / "register").exists():
-        raise CheckError(f"binfmt_misc is not mounted at {BINFMT} and could not be: mount -t binfmt_misc binfmt_misc "
-                         f"{BINFMT} (a container may need --privileged)")
+        raise CheckError(
+            f"binfmt_misc is not mounted at {BINFMT} and could not be: mount -t binfmt_misc binfmt_misc "
+            f"{BINFMT} (a container may need --privileged)"
+        )
     if not entry.exists() or not entry.read_text().startswith("enabled"):
-        raise CheckError("binfmt_misc has no enabled qemu-aarch64 entry: apt-get install binfmt-support "
-                         "qemu-user-static, then update-binfmts --enable qemu-aarch64")
-
-
-def _run(cmd: list[str], what: str, timeout: int = 3600) -> subprocess.CompletedProcess:
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    if proc.returncode != 0:
-        tail = [ln for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()][-1:] or ["no output"]
-        raise CheckError(f"{what} failed (exit {proc.returncode}): {tail[0][:300]}")
-    return proc
-
-
-def built_once(final: Path, build, what: str) -> Path:
-    """`build(tmp)` into a temporary sibling of `final`, renamed to `final` when it returns: nothing half-built."""
-    if final.exists():
-        return final
-    final.parent.mkdir(parents=True, exist_ok=True)
-    for stale in final.parent.glob(f".{final.name}-*"):  # left by a build that was killed
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
-    start = time.perf_counter()
-    print(f"arm64: building {what} ...", file=sys.stderr)
-    try:
-        build(tmp)
-        os.chmod(tmp, 0o755)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    print(f"arm64: {what} built in {time.perf_counter() - start:.0f} s", file=sys.stderr)
-    return final
-
-
-def rootfs(cache: Path) -> Path:
-    def build(tmp: Path) -> None:
-        os.rmdir(tmp)  # mmdebstrap wants to make the directory itself
-        try:
-            _run(mmdebstrap_command(tmp), "mmdebstrap (bookworm arm64)")
-        finally:
-            tmp.mkdir(exist_ok=True)  # for built_once's clean-up or rename
-
-    return built_once(cache / "rootfs", build, f"the {SUITE} arm64 root file system (mmdebstrap, a few minutes)")
-
-
-def wheels(cache: Path, runtime: str, arch: str) -> Path:
-    packages = RUNTIMES[runtime][0]
-    return built_once(cache / "wheels" / f"{runtime}-{arch}",
-                      lambda tmp: _run(pip_download_command(packages, tmp, arch), f"pip download {runtime} ({arch})"),
-                      f"{arch} wheels for {runtime}")
-
-
-def venv_once(final: Path, build, what: str) -> None:
-    """A venv names its own path in its scripts, so it is built in place and marked complete last; one without the
-    marker (an interrupted build) is removed and built again."""
-    marker = final / ".complete"
-    if marker.exists():
-        return
-    start = time.perf_counter()
-    print(f"arm64: building {what} ...", file=sys.stderr)
-    shutil.rmtree(final, ignore_errors=True)
-    try:
-        build()
-        marker.write_text("ok\n")
-    except BaseException:
-        shutil.rmtree(final, ignore_errors=True)
-        raise
-    print(f"arm64: {what} built in {time.perf_counter() - start:.0f} s", file=sys.stderr)
-
-
-def arm64_venv(root: Path, runtime: str, wheel_dir: Path) -> str:
-    """/opt/<runtime> inside the root file system, installed from the downloaded wheels (no network inside)."""
-    venv, inside = f"/opt/{runtime}", root / "wheels" / runtime
-
-    def build() -> None:
-        shutil.rmtree(inside, ignore_errors=True)
-        shutil.copytree(wheel_dir, inside)
-        try:
-            _run(chroot_command(root, ["python3", "-m", "venv", venv]), f"python3 -m venv ({runtime}, arm64)")
-            _run(chroot_command(root, [f"{venv}/bin/pip", "install", "--quiet", "--no-index", "--find-links",
-                                       f"/wheels/{runtime}", *RUNTIMES[runtime][0]]), f"pip install {runtime} (arm64)")
-        finally:
-            shutil.rmtree(inside, ignore_errors=True)
-
-    venv_once(root / venv.lstrip("/"), build, f"the arm64 venv for {runtime} (under emulation)")
-    return f"{venv}/bin/python"
-
-
-def host_venv(cache: Path, runtime: str) -> Path:
-    """The same runtime on this x86_64 host, from its own downloaded wheels: the image-by-image reference."""
-    wheel_dir, final = wheels(cache, runtime, platform.machine()), cache / "host" / runtime
-
-    def build() -> None:
-        final.parent.mkdir(parents=True, exist_ok=True)
-        python = shutil.which(f"python{PYTHON}") or sys.executable
-        _run([python, "-m", "venv", str(final)], f"venv ({runtime}, host)")
-        _run([str(final / "bin" / "pip"), "install", "--quiet", "--no-index", "--find-links", str(wheel_dir),
-              *RUNTIMES[runtime][0]], f"pip install {runtime} (host)")
-
-    venv_once(final, build, f"the host venv for {runtime}")
-    return final / "bin" / "python"
+        raise CheckError(
+            "binfmt_misc has no enabled qemu-aarch64 entry: apt-get install binfmt-support "
+            "qemu-user-static, then update-binfmts --enable qemu-aarch64"
+        )
 
 
 def bench_in_rootfs(root: Path, bundle: Path, python: str, models: list[str], args) -> dict:
@@ -203,9 +101,14 @@ def bench_in_rootfs(root: Path, bundle: Path, python: str, models: list[str], ar
     try:
         shutil.copytree(bundle, inside, dirs_exist_ok=True)
         cwd = "/" + str(inside.relative_to(root))
-        proc = subprocess.run(chroot_command(root, bench_command(python, models, "arm64.json", args.runs, args.warmup,
-                                                                 args.timeout), cwd),
-                              capture_output=True, text=True, timeout=args.timeout * (len(models) + 1))
+        proc = subprocess.run(
+            chroot_command(
+                root, bench_command(python, models, "arm64.json", args.runs, args.warmup, args.timeout), cwd
+            ),
+            capture_output=True,
+            text=True,
+            timeout=args.timeout * (len(models) + 1),
+        )
         out = inside / "arm64.json"
         if not out.is_file():
             tail = [ln for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()][-1:] or ["no output"]
@@ -233,8 +136,12 @@ def emulated(result: dict, runtime: str, host_cpu: str) -> dict:
     machine = result["host"].get("machine")
     version = result.get("runtime_version")
     source = f"arm64 (emulated, {runtime} {version or ''})".replace(" )", ")")
-    where = {**result["host"], "name": "arm64 (emulated)", "cpu": f"qemu-user {machine} on {host_cpu}",
-             "emulated": "qemu-user"}
+    where = {
+        **result["host"],
+        "name": "arm64 (emulated)",
+        "cpu": f"qemu-user {machine} on {host_cpu}",
+        "emulated": "qemu-user",
+    }
     rows = [{**r, "source": source, "emulated": True} for r in result["rows"]]
     return {**result, "host": where, "rows": rows}
 
@@ -247,15 +154,27 @@ def compare_rows(arm: dict, host: dict, expected: dict) -> list[dict]:
     for r in arm["rows"]:
         same = here.get(r["artifact"], {})
         a, b = r.get("predictions"), same.get("predictions")
-        differ = sum(x != y for x, y in zip(a, b)) if a and b and len(a) == len(b) else None
+        differ = sum(x != y for x, y in zip(a, b, strict=True)) if a and b and len(a) == len(b) else None
         ref = expected.get(r["artifact"])
         diff = None if ref is None or r.get("top1") is None else abs(100 * (r["top1"] - ref))
-        out.append({"model": r["artifact"], "precision": r.get("precision"), "status": r["status"],
-                    "error": r.get("error"), "arm64_top1": r.get("top1"), "host_top1": ref,
-                    "same_runtime_host_top1": same.get("top1"), "differ_vs_same_runtime": differ,
-                    "images": r.get("images"), "diff_points": diff, "ms_1": r.get("ms_1"), "mode": r.get("mode"),
-                    "fallback": r.get("fallback"),
-                    "ok": r["status"] == "pass" and diff is not None and diff <= MAX_DIFF_POINTS})
+        out.append(
+            {
+                "model": r["artifact"],
+                "precision": r.get("precision"),
+                "status": r["status"],
+                "error": r.get("error"),
+                "arm64_top1": r.get("top1"),
+                "host_top1": ref,
+                "same_runtime_host_top1": same.get("top1"),
+                "differ_vs_same_runtime": differ,
+                "images": r.get("images"),
+                "diff_points": diff,
+                "ms_1": r.get("ms_1"),
+                "mode": r.get("mode"),
+                "fallback": r.get("fallback"),
+                "ok": r["status"] == "pass" and diff is not None and diff <= MAX_DIFF_POINTS,
+            }
+        )
     return out
 
 
@@ -263,17 +182,21 @@ def table(rows: list[dict]) -> str:
     def pct(v):
         return "-" if v is None else f"{100 * v:.2f}"
 
-    lines = ["| model | runtime | mode | arm64 top-1 % | host top-1 % (expected.json) | same runtime on host % | images "
-             "differing from the same runtime on host | \\|diff\\| pts | ms @1 (qemu, not representative) | ok |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|---|"]
+    lines = [
+        "| model | runtime | mode | arm64 top-1 % | host top-1 % (expected.json) | same runtime on host % | images "
+        "differing from the same runtime on host | \\|diff\\| pts | ms @1 (qemu, not representative) | ok |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
     for r in rows:
         mode = (r.get("mode") or "-") + (" (fallback)" if r.get("fallback") else "")
-        lines.append(f"| {r['model']} | {r['runtime']} | {mode} | {pct(r['arm64_top1'])} | {pct(r['host_top1'])} | "
-                     f"{pct(r['same_runtime_host_top1'])} | "
-                     f"{'-' if r['differ_vs_same_runtime'] is None else r['differ_vs_same_runtime']} / {r['images']} | "
-                     f"{'-' if r['diff_points'] is None else format(r['diff_points'], '.2f')} | "
-                     f"{'-' if r['ms_1'] is None else format(r['ms_1'], '.1f')} | "
-                     f"{'yes' if r['ok'] else 'NO: ' + (r['error'] or 'top-1 differs')} |")
+        lines.append(
+            f"| {r['model']} | {r['runtime']} | {mode} | {pct(r['arm64_top1'])} | {pct(r['host_top1'])} | "
+            f"{pct(r['same_runtime_host_top1'])} | "
+            f"{'-' if r['differ_vs_same_runtime'] is None else r['differ_vs_same_runtime']} / {r['images']} | "
+            f"{'-' if r['diff_points'] is None else format(r['diff_points'], '.2f')} | "
+            f"{'-' if r['ms_1'] is None else format(r['ms_1'], '.1f')} | "
+            f"{'yes' if r['ok'] else 'NO: ' + (r['error'] or 'top-1 differs')} |"
+        )
     return "\n".join(lines)
 
 
@@ -303,17 +226,27 @@ def main(argv=None) -> int:
         if not (bundle / "expected.json").is_file():
             raise CheckError(f"{bundle}: no device bundle; run `make demo` (or resnet-edge bundle {run}) first")
         if "--predictions" not in (bundle / "bench_tflite.py").read_text():
-            raise CheckError(f"{bundle}/bench_tflite.py is older than this check (no --predictions): re-make the "
-                             f"bundle with `resnet-edge bundle {run}`")
+            raise CheckError(
+                f"{bundle}/bench_tflite.py is older than this check (no --predictions): re-make the "
+                f"bundle with `resnet-edge bundle {run}`"
+            )
         expected = json.loads((bundle / "expected.json").read_text()).get("top1", {})
         models = sorted(f"models/{p.name}" for p in (bundle / "models").glob("*.tflite"))
         if not models:
-            raise CheckError(f"{bundle}/models: no .tflite file to check; re-make the bundle (resnet-edge bundle {run})")
+            raise CheckError(
+                f"{bundle}/models: no .tflite file to check; re-make the bundle (resnet-edge bundle {run})"
+            )
         check_tools()
         start = time.perf_counter()
         root = rootfs(cache)
-        host_cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                         if ln.startswith("model name")), platform.processor() or platform.machine())
+        host_cpu = next(
+            (
+                ln.split(":", 1)[1].strip()
+                for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                if ln.startswith("model name")
+            ),
+            platform.processor() or platform.machine(),
+        )
         rows = []
         (run / "device").mkdir(exist_ok=True)
         (run / "device-arm64").mkdir(exist_ok=True)
@@ -323,8 +256,13 @@ def main(argv=None) -> int:
             print(f"arm64: {len(models)} model(s) under {runtime}, emulated ...", file=sys.stderr)
             arm = emulated(bench_in_rootfs(root, bundle, python, models, args), runtime, host_cpu)
             print(f"arm64: {runtime} done in {time.perf_counter() - t:.0f} s", file=sys.stderr)
-            host = bench_on_host(host_venv(cache, runtime), bundle, models,
-                                 (run / "device-arm64" / f"host-{runtime}.json").resolve(), args)
+            host = bench_on_host(
+                host_venv(cache, runtime),
+                bundle,
+                models,
+                (run / "device-arm64" / f"host-{runtime}.json").resolve(),
+                args,
+            )
             for r in compare_rows(arm, host, expected):
                 rows.append({**r, "runtime": f"{runtime} {arm.get('runtime_version') or ''}".strip()})
             tmp = run / "device" / f".arm64-{runtime}.json.tmp"
@@ -334,17 +272,21 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except subprocess.TimeoutExpired as e:
-        print(f"error: {' '.join(map(str, e.cmd))[:200]} timed out after {e.timeout:.0f} s: raise --timeout",
-              file=sys.stderr)
+        print(
+            f"error: {' '.join(map(str, e.cmd))[:200]} timed out after {e.timeout:.0f} s: raise --timeout",
+            file=sys.stderr,
+        )
         return 2
     except Exception as e:  # noqa: BLE001  anything else: one line, not a traceback
         print(f"error: arm64 check: {type(e).__name__}: {(str(e).splitlines() or [''])[0][:300]}", file=sys.stderr)
         return 2
     print(table(rows))
     bad = [r for r in rows if not r["ok"]]
-    print(f"arm64 check: {len(rows) - len(bad)}/{len(rows)} ok in {time.perf_counter() - start:.0f} s; wrote "
-          f"{', '.join(str(run / 'device' / f'arm64-{r}.json') for r in runtimes)}; report: resnet-edge report {run}",
-          file=sys.stderr)
+    print(
+        f"arm64 check: {len(rows) - len(bad)}/{len(rows)} ok in {time.perf_counter() - start:.0f} s; wrote "
+        f"{', '.join(str(run / 'device' / f'arm64-{r}.json') for r in runtimes)}; report: resnet-edge report {run}",
+        file=sys.stderr,
+    )
     return 1 if bad else 0
 
 

@@ -23,21 +23,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import socket
 import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_rows import host, make_row, table, write_json  # noqa: E402  (the rows it writes)
 from tflite_memory import MODES, SHIPPED_MODE, attribute  # noqa: E402  (where the memory goes, measured)
 from tflite_precision import tflite_precision  # noqa: E402  (the bundle's own copy of the precision rule)
 
 RUNTIMES = ("ai_edge_litert.interpreter", "tflite_runtime.interpreter", "tensorflow.lite")
-DISTRIBUTIONS = {"ai_edge_litert.interpreter": "ai-edge-litert", "tflite_runtime.interpreter": "tflite-runtime",
-                 "tensorflow.lite": "tensorflow"}
-INSTALL_HINT = ("pip install numpy ai-edge-litert (or, where it has no wheel: pip install 'numpy<2' tflite-runtime; "
-                "tflite-runtime 2.14 needs numpy<2 and glibc>=2.34 on aarch64)")
+INSTALL_HINT = (
+    "pip install numpy ai-edge-litert (or, where it has no wheel: pip install 'numpy<2' tflite-runtime; "
+    "tflite-runtime 2.14 needs numpy<2 and glibc>=2.34 on aarch64)"
+)
 
 
 class BenchError(Exception):
@@ -57,18 +56,6 @@ def find_runtime():
             return name, module.Interpreter, module.experimental.load_delegate
         return name, module.Interpreter, module.load_delegate
     raise BenchError(f"no TFLite runtime found (tried {', '.join(RUNTIMES)}): {INSTALL_HINT}")
-
-
-def runtime_version(name: str) -> str | None:
-    """The installed version of the runtime's package, e.g. 2.3.0 for ai_edge_litert.interpreter."""
-    try:
-        from importlib.metadata import PackageNotFoundError, version
-    except ImportError:
-        return None
-    try:
-        return version(DISTRIBUTIONS[name])
-    except (PackageNotFoundError, KeyError):
-        return None
 
 
 def _status_mib(field: str) -> float | None:
@@ -96,14 +83,6 @@ def _peak_rss_mib() -> float | None:
     return peak
 
 
-def precision(path: str) -> str | None:
-    """From the file's tensor types (tflite_precision.py, the bundle's copy of the pipeline's rule)."""
-    try:
-        return tflite_precision(path)
-    except (OSError, ValueError):
-        return None
-
-
 def unreadable(path: str) -> str | None:
     """Why a model file cannot be run, read before any runtime opens it; None when it reads as a TFLite file."""
     if not os.path.isfile(path):
@@ -119,8 +98,9 @@ def choose_mode(mode: str, delegate: str | None) -> str:
     """auto: SHIPPED_MODE where LiteRT's CompiledModel is there and no delegate is asked for, else interpreter."""
     if mode != "auto":
         if delegate and not mode.startswith("interpreter"):
-            raise BenchError(f"--mode {mode} runs LiteRT's CompiledModel, which takes no --delegate: use --mode "
-                             f"interpreter")
+            raise BenchError(
+                f"--mode {mode} runs LiteRT's CompiledModel, which takes no --delegate: use --mode interpreter"
+            )
         return mode
     if delegate or find_runtime()[0] != "ai_edge_litert.interpreter":
         return "interpreter"
@@ -158,8 +138,16 @@ class Model:
         return y
 
 
-def measure(path: str, threads: int, warmup: int, runs: int, eval_path: str | None, delegate: str | None,
-            keep_predictions: bool = False, mode: str = "interpreter") -> dict:
+def measure(
+    path: str,
+    threads: int,
+    warmup: int,
+    runs: int,
+    eval_path: str | None,
+    delegate: str | None,
+    keep_predictions: bool = False,
+    mode: str = "interpreter",
+) -> dict:
     """Inside the worker process: load, time and read the memory (tflite_memory.attribute), then score on
     eval.npz."""
     import numpy as np
@@ -168,25 +156,34 @@ def measure(path: str, threads: int, warmup: int, runs: int, eval_path: str | No
     try:
         delegates = [load_delegate(delegate)] if delegate else None
     except Exception as e:  # missing file, wrong ABI, a library that is no delegate
-        raise BenchError(f"{delegate}: cannot load the delegate ({str(e).splitlines()[0][:200]}); check the path "
-                         f"and that it is built for this board and runtime version") from e
+        raise BenchError(
+            f"{delegate}: cannot load the delegate ({str(e).splitlines()[0][:200]}); check the path "
+            f"and that it is built for this board and runtime version"
+        ) from e
     try:
         memory, runner = attribute(path, mode, threads, interpreter_cls, warmup, runs, delegates)
     except Exception as e:  # the runtimes raise ValueError or RuntimeError, worded differently
         raise BenchError(f"{path}: the runtime cannot load it ({str(e).splitlines()[0][:200]})") from e
     model = Model(runner, path, interpreter_cls)
     keep = ("latency_ms_min", "latency_ms_median", "latency_ms_p90", "peak_rss_mib")
-    row = {"threads": threads, "runs": runs, "warmup": warmup, "mode": mode,
-           "init_ms": memory["load_ms"] + memory["first_ms"], **{k: memory.get(k) for k in keep},
-           "input_dtype": np.dtype(model.input["dtype"]).name, "input_shape": [int(d) for d in model.input["shape"]],
-           "memory": memory}
+    row = {
+        "threads": threads,
+        "runs": runs,
+        "warmup": warmup,
+        "mode": mode,
+        "init_ms": memory["load_ms"] + memory["first_ms"],
+        **{k: memory.get(k) for k in keep},
+        "input_dtype": np.dtype(model.input["dtype"]).name,
+        "input_shape": [int(d) for d in model.input["shape"]],
+        "memory": memory,
+    }
     if row["peak_rss_mib"] is None:
         row["peak_rss_mib"] = _peak_rss_mib()
     if eval_path:  # after the memory is read: the images are not the model's memory
         data = np.load(eval_path)
         images, labels = data["x"], data["labels"]
         n = int(model.input["shape"][0]) or 1
-        pred = np.concatenate([model(images[i: i + n]).argmax(-1) for i in range(0, len(images), n)])
+        pred = np.concatenate([model(images[i : i + n]).argmax(-1) for i in range(0, len(images), n)])
         row |= {"top1": float((pred == labels).mean()), "images": int(len(labels))}
         if keep_predictions:
             row["predictions"] = [int(p) for p in pred]
@@ -212,8 +209,20 @@ def run_cell(path: str, threads: int, args, mode: str) -> dict:
 
 def run_worker(path: str, threads: int, args, mode: str | None = None) -> dict:
     """One model at one thread count in a fresh process of this script."""
-    cmd = [sys.executable, os.path.abspath(__file__), "--worker", path, "--threads", str(threads),
-           "--warmup", str(args.warmup), "--runs", str(args.runs), "--mode", mode or args.mode]
+    cmd = [
+        sys.executable,
+        os.path.abspath(__file__),
+        "--worker",
+        path,
+        "--threads",
+        str(threads),
+        "--warmup",
+        str(args.warmup),
+        "--runs",
+        str(args.runs),
+        "--mode",
+        mode or args.mode,
+    ]
     if args.eval and threads == args.thread_list[0]:
         cmd += ["--eval", args.eval]
     if args.delegate:
@@ -231,75 +240,9 @@ def run_worker(path: str, threads: int, args, mode: str | None = None) -> dict:
     reason = next((ln[7:] for ln in reversed(lines) if ln.startswith("error: ")), None)
     if reason is None:
         reason = (lines[-1][:300] if lines else "no output") + (
-            f" (exit {proc.returncode}{', killed by signal ' + str(-proc.returncode) if proc.returncode < 0 else ''})")
+            f" (exit {proc.returncode}{', killed by signal ' + str(-proc.returncode) if proc.returncode < 0 else ''})"
+        )
     return {"error": reason}
-
-
-def host() -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for ln in f:
-                if ln.split(":")[0].strip() in ("model name", "Model", "Hardware"):
-                    cpu = ln.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return {"name": socket.gethostname(), "cpu": cpu, "cores": os.cpu_count(), "machine": platform.machine(),
-            "system": platform.system(), "python": platform.python_version()}
-
-
-def make_row(path: str, cells: dict[int, dict], expected: dict, runtime: str, where: dict) -> dict:
-    ok = {n: c for n, c in cells.items() if "error" not in c}
-    name = os.path.basename(path)
-    threads = sorted(cells)
-    fallback = next((c["fallback"] for c in ok.values() if c.get("fallback")), None)
-    row = {"artifact": name, "format": "tflite", "precision": precision(path),
-           "status": "pass" if len(ok) == len(cells) else "failed",
-           "error": next((c["error"] for c in cells.values() if "error" in c), None),
-           "size_mib": os.path.getsize(path) / 2**20 if os.path.isfile(path) else None,
-           "top1": next((c["top1"] for c in ok.values() if "top1" in c), None),
-           "images": next((c["images"] for c in ok.values() if "images" in c), None),
-           "predictions": next((c["predictions"] for c in ok.values() if "predictions" in c), None),
-           "ms_1": ok.get(1, {}).get("latency_ms_median"), "ms_n": ok.get(threads[-1], {}).get("latency_ms_median"),
-           "threads_n": threads[-1], "peak_rss_mib": max((c["peak_rss_mib"] or 0 for c in ok.values()), default=None),
-           **memory_figures(ok.values()), "fallback": fallback,
-           "source": f"device:{where['name']}", "runtime": runtime,
-           "per_thread": {f"t{n}": {k: v for k, v in c.items() if k != "predictions"} for n, c in cells.items()}}
-    host_top1 = expected.get(name)
-    if host_top1 is not None and row["top1"] is not None:
-        row["host_top1"] = host_top1
-        row["matches_host"] = abs(row["top1"] - host_top1) < 1e-9
-    return row
-
-
-def memory_figures(cells) -> dict:
-    """The row's memory: the thread count's cell that used most (model MiB, floor, anonymous MiB, mode)."""
-    memory = [c["memory"] for c in cells if (c.get("memory") or {}).get("model_mib") is not None]
-    top = max(memory, key=lambda m: m["model_mib"], default={})
-    return {"mode": next((c.get("mode") for c in cells), None), "model_mib": top.get("model_mib"),
-            "floor_mib": top.get("floor_mib"), "anon_mib": top.get("anon_mib")}
-
-
-def write_json(path: str, rows: list[dict], where: dict, runtime: str) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump({"host": where, "runtime": runtime, "runtime_version": runtime_version(runtime), "rows": rows}, f,
-                  indent=2)
-    os.replace(tmp, path)
-
-
-def table(rows: list[dict]) -> str:
-    head = ["model", "precision", "status", "mode", "MiB", "top-1", "host top-1", "ms @1", "ms @N", "N",
-            "peak RSS MiB", "model MiB", "floor MiB"]
-    out = [" | ".join(head)]
-    for r in rows:
-        def f(v, d=2):
-            return "-" if v is None else (f"{v:.{d}f}" if isinstance(v, float) else str(v))
-        out.append(" | ".join([r["artifact"], f(r["precision"]), r["status"], f(r.get("mode")), f(r["size_mib"]),
-                               f(r["top1"], 4), f(r.get("host_top1"), 4), f(r["ms_1"]), f(r["ms_n"]), f(r["threads_n"]),
-                               f(r["peak_rss_mib"], 0), f(r.get("model_mib"), 1), f(r.get("floor_mib"), 1)]))
-    return "\n".join(out)
 
 
 def parse_args(argv):
@@ -312,10 +255,17 @@ def parse_args(argv):
     p.add_argument("--delegate", help="path of a delegate library (.so) to load, e.g. an NPU's")
     p.add_argument("--timeout", type=int, default=900, help="seconds per model and thread count")
     p.add_argument("--out", help="JSON file (default: device_results_<hostname>_<YYYYmmdd-HHMMSS>.json)")
-    p.add_argument("--mode", default="auto", choices=("auto", *MODES),
-                   help="how models run (default auto: compiled_cache where the runtime has it, else interpreter)")
-    p.add_argument("--predictions", action="store_true",
-                   help="keep every image's predicted class in the JSON (to compare two runtimes image by image)")
+    p.add_argument(
+        "--mode",
+        default="auto",
+        choices=("auto", *MODES),
+        help="how models run (default auto: compiled_cache where the runtime has it, else interpreter)",
+    )
+    p.add_argument(
+        "--predictions",
+        action="store_true",
+        help="keep every image's predicted class in the JSON (to compare two runtimes image by image)",
+    )
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     try:
@@ -331,8 +281,16 @@ def main(argv=None) -> int:
     try:
         args = parse_args(argv)
         if args.worker:
-            result = measure(args.worker, args.thread_list[0], args.warmup, args.runs, args.eval, args.delegate,
-                             args.predictions, args.mode)
+            result = measure(
+                args.worker,
+                args.thread_list[0],
+                args.warmup,
+                args.runs,
+                args.eval,
+                args.delegate,
+                args.predictions,
+                args.mode,
+            )
             print("RESULT " + json.dumps(result))
             return 0
         runtime = find_runtime()[0]
@@ -372,8 +330,10 @@ def main(argv=None) -> int:
     except OSError as e:
         print(f"error: --out {out}: cannot make its folder ({e.strerror})", file=sys.stderr)
         return 2
-    print(f"runtime: {runtime} ({args.mode}); host: {where['cpu']}, {where['cores']} cores; threads "
-          f"{args.thread_list}", file=sys.stderr)
+    print(
+        f"runtime: {runtime} ({args.mode}); host: {where['cpu']}, {where['cores']} cores; threads {args.thread_list}",
+        file=sys.stderr,
+    )
     rows, failed = [], []
     for path in args.models:
         first, *more = args.thread_list
@@ -390,8 +350,10 @@ def main(argv=None) -> int:
         elif row["fallback"]:
             print(f"note: {row['artifact']}: ran with {row['mode']} ({row['fallback']})", file=sys.stderr)
         if row["status"] == "pass" and row.get("matches_host") is False:
-            print(f"warning: {row['artifact']}: top-1 {row['top1']:.4f} here, {row['host_top1']:.4f} on the host",
-                  file=sys.stderr)
+            print(
+                f"warning: {row['artifact']}: top-1 {row['top1']:.4f} here, {row['host_top1']:.4f} on the host",
+                file=sys.stderr,
+            )
     print(table(rows))
     print(f"wrote {out}", file=sys.stderr)
     return 1 if failed else 0

@@ -47,7 +47,8 @@ import time
 MIB = 2**20
 MODES = ("interpreter", "interpreter_plain", "interpreter_bytes", "compiled", "compiled_cache", "compiled_lean")
 # How the device bundle runs a file where the runtime has LiteRT's CompiledModel (bench_tflite.py --mode auto), and so
-# the memory the report quotes as shipped (the benchmark stage measures it with the cache written, as on a second launch)
+# the memory the report quotes as shipped (the benchmark stage measures it with the cache written, as on a second
+# launch)
 SHIPPED_MODE = "compiled_cache"
 # XNNPACK delegate flags (tflite/delegates/xnnpack/xnnpack_delegate.h): int8 and uint8 kernels (on by default; a
 # CpuOptions.xnnpack_flags value replaces the defaults), and indirection buffers built per inference instead of kept
@@ -55,10 +56,10 @@ XNNPACK_QS8, XNNPACK_QU8, XNNPACK_TRANSIENT_INDIRECTION_BUFFER = 0x1, 0x2, 0x20
 
 
 def proc_status() -> dict[str, float]:
-    """This process's resident memory in MiB, exact (summed over /proc/self/smaps, where /proc/self/status's
-    counters lag by up to 64 pages a thread; not getrusage's ru_maxrss, which a child inherits from its parent): VmRSS, RssAnon (anonymous memory outside file mappings: heap and
-    mmap'd buffers), RssFile (the rest), the peak VmHWM (status), and `files`, the resident MiB of each mapped file by
-    real path. Empty where there is no /proc."""
+    """This process's resident memory in MiB, exact (summed over /proc/self/smaps, where /proc/self/status's counters
+    lag by up to 64 pages a thread; not getrusage's ru_maxrss, which a child inherits from its parent): VmRSS, RssAnon
+    (anonymous memory outside file mappings: heap and mmap'd buffers), RssFile (the rest), the peak VmHWM (status), and
+    `files`, the resident MiB of each mapped file by real path. Empty where there is no /proc."""
     out = {"VmRSS": 0.0, "RssAnon": 0.0, "RssFile": 0.0, "files": {}}
     path = None
     try:
@@ -103,8 +104,9 @@ def graph_floor(interpreter) -> dict:
     for t in outputs:
         last[t] = len(ops)
     constants = {t for op in ops for t in op["inputs"] if t >= 0 and t not in born}
-    peak = max((sum(nbytes[t] for t in born if born[t] <= k <= last.get(t, born[t])) for k in range(len(ops))),
-               default=0)
+    peak = max(
+        (sum(nbytes[t] for t in born if born[t] <= k <= last.get(t, born[t])) for k in range(len(ops))), default=0
+    )
     weights = sum(nbytes[t] for t in constants)
     # XNNPACK's convolutions (not 1x1) keep an indirection buffer: a pointer per output pixel and kernel tap
     pointers = []
@@ -114,8 +116,13 @@ def graph_floor(interpreter) -> dict:
             if taps > 1:
                 pixels = int(np.prod(tensors[op["outputs"][0]]["shape"][1:3]))
                 pointers.append(pixels * taps * struct.calcsize("P"))
-    return {"weights_mib": weights / MIB, "activations_mib": peak / MIB, "floor_mib": (weights + peak) / MIB,
-            "indirection_mib": sum(pointers) / MIB, "indirection_largest_mib": max(pointers, default=0) / MIB}
+    return {
+        "weights_mib": weights / MIB,
+        "activations_mib": peak / MIB,
+        "floor_mib": (weights + peak) / MIB,
+        "indirection_mib": sum(pointers) / MIB,
+        "indirection_largest_mib": max(pointers, default=0) / MIB,
+    }
 
 
 def arena_span_mib(interpreter) -> float:
@@ -195,8 +202,9 @@ def timed(runner, x, warmup: int, runs: int) -> list[float]:
     return times
 
 
-def attribute(path: str, mode: str, threads: int, interpreter_cls, warmup: int = 10, runs: int = 50,
-              delegates=None) -> tuple[dict, Runner]:
+def attribute(
+    path: str, mode: str, threads: int, interpreter_cls, warmup: int = 10, runs: int = 50, delegates=None
+) -> tuple[dict, Runner]:
     """Load, prepare and run `path` in `mode`, reading /proc between the steps; times as well (load, first
     inference, steady median). Returns the figures and the runner (still loaded: evaluate with it after). Call it
     first thing in a fresh process: whatever the process held before counts as baseline."""
@@ -210,16 +218,22 @@ def attribute(path: str, mode: str, threads: int, interpreter_cls, warmup: int =
     prepared, threads_started = proc_status(), os_threads() - base_threads
     shape = [int(d) for d in runner.input["shape"]]
     dtype = np.dtype(runner.input["dtype"])
-    x = (np.zeros(shape, dtype) if dtype.kind in "iu" else
-         np.random.default_rng(0).standard_normal(shape).astype(dtype))
+    x = np.zeros(shape, dtype) if dtype.kind in "iu" else np.random.default_rng(0).standard_normal(shape).astype(dtype)
     start = time.perf_counter()
     runner(x)
     first_ms = (time.perf_counter() - start) * 1e3
     times = timed(runner, x, warmup, runs)
     ran = proc_status()
-    row = {"mode": mode, "threads": threads, "load_ms": load_ms, "first_ms": first_ms,
-           "latency_ms_median": float(np.median(times)), "latency_ms_p90": float(np.percentile(times, 90)),
-           "latency_ms_min": float(np.min(times)), "runtime_threads": threads_started}
+    row = {
+        "mode": mode,
+        "threads": threads,
+        "load_ms": load_ms,
+        "first_ms": first_ms,
+        "latency_ms_median": float(np.median(times)),
+        "latency_ms_p90": float(np.percentile(times, 90)),
+        "latency_ms_min": float(np.min(times)),
+        "runtime_threads": threads_started,
+    }
     if not base:  # no /proc (macOS, Windows): times only
         return row, runner
     if mode == "interpreter_plain":
@@ -240,18 +254,36 @@ def attribute(path: str, mode: str, threads: int, interpreter_cls, warmup: int =
     arena_run = min(arena, run)
     loaded = len(runner.content) / MIB if getattr(runner, "content", None) else 0.0
     packed, invoke = max(0.0, prep - (arena - arena_run) - loaded), run - arena_run
-    parts = {"file_mib": file_mib, "loaded_mib": loaded, "cache_mib": cache_mib, "packed_mib": packed,
-             "arena_mib": arena, "invoke_mib": invoke}
-    row |= {"baseline_mib": base["VmRSS"], "rss_added_mib": added, "code_mib": code, "model_mib": model, **parts,
-            "arena_source": source, "other_mib": model - sum(parts.values()),
-            "peak_extra_mib": max(0.0, ran["VmHWM"] - ran["VmRSS"]),
-            "peak_rss_mib": ran["VmHWM"], "anon_mib": ran["RssAnon"] - base["RssAnon"],
-            "file_backed_mib": ran["RssFile"] - base["RssFile"], "weights_mib": floor["weights_mib"],
-            "activations_mib": floor["activations_mib"], "floor_mib": floor["floor_mib"],
-            "indirection_mib": floor["indirection_mib"], "indirection_largest_mib": floor["indirection_largest_mib"],
-            "vs_floor": model / floor["floor_mib"] if floor["floor_mib"] else None,
-            "cache_file_mib": os.path.getsize(runner.cache) / MIB if runner.cache and os.path.isfile(runner.cache)
-            else None}
+    parts = {
+        "file_mib": file_mib,
+        "loaded_mib": loaded,
+        "cache_mib": cache_mib,
+        "packed_mib": packed,
+        "arena_mib": arena,
+        "invoke_mib": invoke,
+    }
+    row |= {
+        "baseline_mib": base["VmRSS"],
+        "rss_added_mib": added,
+        "code_mib": code,
+        "model_mib": model,
+        **parts,
+        "arena_source": source,
+        "other_mib": model - sum(parts.values()),
+        "peak_extra_mib": max(0.0, ran["VmHWM"] - ran["VmRSS"]),
+        "peak_rss_mib": ran["VmHWM"],
+        "anon_mib": ran["RssAnon"] - base["RssAnon"],
+        "file_backed_mib": ran["RssFile"] - base["RssFile"],
+        "weights_mib": floor["weights_mib"],
+        "activations_mib": floor["activations_mib"],
+        "floor_mib": floor["floor_mib"],
+        "indirection_mib": floor["indirection_mib"],
+        "indirection_largest_mib": floor["indirection_largest_mib"],
+        "vs_floor": model / floor["floor_mib"] if floor["floor_mib"] else None,
+        "cache_file_mib": os.path.getsize(runner.cache) / MIB
+        if runner.cache and os.path.isfile(runner.cache)
+        else None,
+    }
     return row, runner
 
 

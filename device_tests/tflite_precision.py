@@ -71,8 +71,9 @@ def tensor_types(path: str) -> list[tuple[int, bool, bool]]:
         out = []
         for i, tensor in enumerate(graph.tables(SUBGRAPH_TENSORS)):
             b = tensor.scalar(TENSOR_BUFFER, "I")
-            constant = 0 < b < len(buffers) and (buffers[b].length(BUFFER_DATA) > 0
-                                                 or buffers[b].scalar(BUFFER_SIZE, "Q") > 0)
+            constant = 0 < b < len(buffers) and (
+                buffers[b].length(BUFFER_DATA) > 0 or buffers[b].scalar(BUFFER_SIZE, "Q") > 0
+            )
             out.append((tensor.scalar(TENSOR_TYPE, "b"), constant, i in io))
     except (struct.error, IndexError) as e:  # an offset past the end: a cut-off copy
         raise ValueError(f"{path}: truncated or corrupt TFLite file ({len(buf)} bytes; {e})") from e

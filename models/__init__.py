@@ -27,6 +27,17 @@ def build_model(name: str, **options) -> nn.Module:
 
 
 __all__ = [
-    "MODELS", "build_model", "BasicBlock", "Bottleneck", "ResNet", "InvertedResidual", "MobileNetV2",
-    "resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "mobilenet_v2",
+    "MODELS",
+    "build_model",
+    "BasicBlock",
+    "Bottleneck",
+    "ResNet",
+    "InvertedResidual",
+    "MobileNetV2",
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "resnet101",
+    "resnet152",
+    "mobilenet_v2",
 ]

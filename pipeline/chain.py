@@ -7,12 +7,33 @@ from __future__ import annotations
 from .config import Config
 from .engine.context import Context
 from .engine.contract import Stage
-from .stages import (benchmark, bundle, convert, explain, export, litert, prune_magnitude, prune_structured, quantize,
-                     report, train)
+from .stages import (
+    benchmark,
+    bundle,
+    convert,
+    explain,
+    export,
+    litert,
+    prune_magnitude,
+    prune_structured,
+    quantize,
+    report,
+    train,
+)
 
 CHAIN: tuple[Stage, ...] = (
-    train.STAGE, export.STAGE, convert.STAGE, litert.STAGE, quantize.STAGE, prune_structured.STAGE,
-    prune_magnitude.STAGE, explain.STAGE, benchmark.STAGE, report.STAGE, bundle.STAGE)
+    train.STAGE,
+    export.STAGE,
+    convert.STAGE,
+    litert.STAGE,
+    quantize.STAGE,
+    prune_structured.STAGE,
+    prune_magnitude.STAGE,
+    explain.STAGE,
+    benchmark.STAGE,
+    report.STAGE,
+    bundle.STAGE,
+)
 
 
 def stages() -> dict[str, Stage]:

@@ -1,8 +1,10 @@
-"""`resnet-edge [--verbose] VERB [config.yaml] key=value ...` — one verb per job.
+"""`resnet-edge [--verbose] VERB [config.yaml | RUN_DIR] key=value ...` — one verb per job; every stage of the chain
+is one.
 
-Every key is a Config key (pipeline/config.py), checked for type and range before any work starts; bad input is one
-line `error: ...` and exit 2. --verbose (or RESNET_EDGE_DEBUG=1) prints the traceback of an error as well, and lets the tools' own output
-(onnx2tf, TensorFlow, litert-torch, NNCF) through to the console instead of runs/<name>/logs/<stage>.log.
+Every key is a Config key (pipeline/config/schema.py), checked for type and range before any work starts; bad input
+is one line `error: ...` and exit 2. --verbose (or RESNET_EDGE_DEBUG=1) prints the traceback of an error as well, and
+lets the tools' own output (onnx2tf, TensorFlow, litert-torch, NNCF) through to the console instead of
+runs/<name>/logs/<stage>.log.
 """
 
 from __future__ import annotations
@@ -41,8 +43,9 @@ def cmd_summary(args: argparse.Namespace) -> int:
     if args.model not in MODELS:
         raise EdgeError(f"summary {args.model}: unknown model; choose {', '.join(MODELS)}")
     if o.stem in MIN_IMAGE_SIZE and not MIN_IMAGE_SIZE[o.stem] <= o.image_size <= 4096:
-        raise EdgeError(f"image_size={o.image_size}: expected {MIN_IMAGE_SIZE[o.stem]} <= image_size <= 4096 for "
-                        f"stem={o.stem}")
+        raise EdgeError(
+            f"image_size={o.image_size}: expected {MIN_IMAGE_SIZE[o.stem]} <= image_size <= 4096 for stem={o.stem}"
+        )
     for key, low in (("num_classes", 1), ("in_channels", 1)):
         if getattr(o, key) < low:
             raise EdgeError(f"{key}={getattr(o, key)}: expected {key} >= {low}")
@@ -72,10 +75,10 @@ def _split(words: list[str]) -> tuple[str | None, dict[str, str]]:
 
 
 def _config(words: list[str]):
-    """[config.yaml | RUN_DIR] key=value. A run folder opens that run. Without a YAML file, every verb on an existing run (train and run included) starts
-    from the run's saved config (<runs_dir>/<name>/config.yaml), the overrides on top: `resnet-edge export name=x`
-    needs no repeat of the training keys, and `run name=x` after a custom `train name=x ...` does not retrain x with
-    the defaults. preset= starts afresh from that preset's values."""
+    """[config.yaml | RUN_DIR] key=value. A run folder opens that run. Without a YAML file, every verb on an existing
+    run (train and run included) starts from the run's saved config (<runs_dir>/<name>/config.yaml), the overrides on
+    top: `resnet-edge export name=x` needs no repeat of the training keys, and `run name=x` after a custom `train
+    name=x ...` does not retrain x with the defaults. preset= starts afresh from that preset's values."""
     from .config import load_config, open_run, run_folder
 
     path, overrides = _split(words)
@@ -103,8 +106,11 @@ def cmd_stage(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         if stage.resumable is None:
             raise
-        print(f"error: interrupted; continue where {stage.name} stopped with resume=true (or `resnet-edge run "
-              f"name={cfg.name}`)", file=sys.stderr)
+        print(
+            f"error: interrupted; continue where {stage.name} stopped with resume=true (or `resnet-edge run "
+            f"name={cfg.name}`)",
+            file=sys.stderr,
+        )
         return 130
 
 
@@ -152,8 +158,8 @@ def _artifact_context(args: argparse.Namespace):
     """ARTIFACT... key=value -> (artifacts, Context of the run the results belong to). That run is the one named by
     runs_dir=/name= when given, else the run directory the first artifact lives in; its config (data set, image size,
     normalisation) applies. Results go into that run only: an artifact from elsewhere is recorded as external/."""
-    from .config import load_config, parse_overrides, run_folder
     from .chain import context
+    from .config import load_config, parse_overrides, run_folder
 
     artifacts = [Path(a).resolve() for a in args.overrides if "=" not in a]
     if not artifacts:
@@ -184,9 +190,11 @@ def _keep_the_run_gates(ctx, own: list[Path]) -> None:
     changed = [f"{k}={getattr(ctx.cfg, k)}" for k in sorted(GATE_KEYS) if getattr(ctx.cfg, k) != getattr(saved, k)]
     if changed:
         was = ", ".join(f"{k.split('=')[0]}={getattr(saved, k.split('=')[0])}" for k in changed)
-        raise EdgeError(f"{', '.join(changed)}: {own[0].name} is a row of {ctx.layout.root}, gated at the run's {was}; "
-                        f"change the run's gates with `resnet-edge run name={ctx.layout.root.name} {' '.join(changed)}`"
-                        ", or evaluate a copy of the file outside the run")
+        raise EdgeError(
+            f"{', '.join(changed)}: {own[0].name} is a row of {ctx.layout.root}, gated at the run's {was}; "
+            f"change the run's gates with `resnet-edge run name={ctx.layout.root.name} {' '.join(changed)}`"
+            ", or evaluate a copy of the file outside the run"
+        )
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -200,37 +208,52 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         inside = ctx.layout.holds(artifact)
         old = records.read(ctx.layout, ctx.layout.rel(artifact)) if inside else {}
         if old and (old.get("build") or {}).get("status") != "ok":
-            raise EdgeError(f"{artifact}: its last build {old['build'].get('status')} ({old['build'].get('error')}); "
-                            f"the file on disk is not that build: rebuild it (resnet-edge run) before evaluating")
+            raise EdgeError(
+                f"{artifact}: its last build {old['build'].get('status')} ({old['build'].get('error')}); "
+                f"the file on disk is not that build: rebuild it (resnet-edge run) before evaluating"
+            )
         parent = (old.get("evaluation") or {}).get("parent")
-        record = assess(ctx, artifact, parent=ctx.layout.path(parent) if parent else None,
-                        compressed=bool((old.get("build") or {}).get("compressed")), build=old.get("build"))
+        record = assess(
+            ctx,
+            artifact,
+            parent=ctx.layout.path(parent) if parent else None,
+            compressed=bool((old.get("build") or {}).get("compressed")),
+            build=old.get("build"),
+        )
         ev = record["evaluation"]
         status, reason = records.status(record)
-        vs = f", {100 * ev['agreement']:.2f}% agreement with {ev['reference']}" if ev.get("agreement") is not None \
+        vs = (
+            f", {100 * ev['agreement']:.2f}% agreement with {ev['reference']}"
+            if ev.get("agreement") is not None
             else ""
-        print(f"{record['artifact']}: top-1 {100 * ev['top1']:.2f}%, top-5 {100 * ev['top5']:.2f}%{vs} ({ev['images']} "
-              f"{ev['split']} images) {status}{': ' + reason if reason else ''}")
+        )
+        print(
+            f"{record['artifact']}: top-1 {100 * ev['top1']:.2f}%, top-5 {100 * ev['top5']:.2f}%{vs} ({ev['images']} "
+            f"{ev['split']} images) {status}{': ' + reason if reason else ''}"
+        )
     return 0
 
 
 def cmd_benchmark_files(args: argparse.Namespace) -> int:
     """benchmark ARTIFACT... key=value: host latency and peak RSS of any files, into the records of their run."""
     from .core import records
-    from .stages.benchmark import benchmark
     from .data import input_shape
     from .engine.evaluate import external
+    from .stages.benchmark import benchmark
 
     artifacts, ctx = _artifact_context(args)
     cfg, layout = ctx.cfg, ctx.layout
     results = benchmark(artifacts, input_shape(cfg), cfg.thread_counts, cfg.bench_warmup, cfg.bench_runs)
     failed = []
-    for artifact, result in zip(artifacts, results):
+    for artifact, result in zip(artifacts, results, strict=True):
         rel = layout.rel(artifact) if layout.holds(artifact) else external(artifact)
         records.write(layout, rel, benchmark=result)
-        cells = ", ".join(f"{n} thread(s) {c['latency_ms_median']:.2f} ms (peak RSS {c['peak_rss_mib']:.0f} MiB)"
-                          if "error" not in c else f"{n} thread(s) failed: {c['error']}"
-                          for n, c in result["threads"].items())
+        cells = ", ".join(
+            f"{n} thread(s) {c['latency_ms_median']:.2f} ms (peak RSS {c['peak_rss_mib']:.0f} MiB)"
+            if "error" not in c
+            else f"{n} thread(s) failed: {c['error']}"
+            for n, c in result["threads"].items()
+        )
         print(f"{rel}: {cells}")
         failed += [f"{rel}: {c['error']}" for c in result["threads"].values() if "error" in c][:1]
     if failed:
@@ -257,15 +280,21 @@ def cmd_explain_files(args: argparse.Namespace) -> int:
             raise EdgeError(f"{artifact}: outside a run; name its float file with reference=")
         result = write_explanation(ctx, artifact, reference)
         print(f"{result['artifact']} vs {result['reference']} ({result['images']} images): {result['verdict']}")
-        print("  worst: " + "; ".join(f"{lay['layer']} {lay['op']} {lay['snr_db']:.1f} dB (adds noise at "
-                                      f"{lay['snr_added_db']:.1f} dB)"
-                                      for lay in (result["layers"][i] for i in result["worst"])))
+        print(
+            "  worst: "
+            + "; ".join(
+                f"{lay['layer']} {lay['op']} {lay['snr_db']:.1f} dB (adds noise at {lay['snr_added_db']:.1f} dB)"
+                for lay in (result["layers"][i] for i in result["worst"])
+            )
+        )
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="resnet-edge", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--verbose", action="store_true", help="the tools' own output and the traceback of an error on the console too")
+    parser.add_argument(
+        "--verbose", action="store_true", help="the tools' own output and the traceback of an error on the console too"
+    )
     common = argparse.ArgumentParser(add_help=False)  # --verbose after the verb works too
     common.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     verbs = parser.add_subparsers(dest="verb", required=True)
@@ -280,34 +309,55 @@ def build_parser() -> argparse.ArgumentParser:
     for stage in CHAIN:
         p = add(stage.name, help=stage.help)
         files = f"; or {FILE_VERBS_USAGE[stage.name]}" if stage.name in FILE_VERBS_USAGE else ""
-        p.add_argument("overrides", nargs="*", metavar="[config.yaml | RUN_DIR] key=value",
-                       help=f"e.g. name=default{files}; keys its result depends on: {', '.join(sorted(stage.keys))}")
+        p.add_argument(
+            "overrides",
+            nargs="*",
+            metavar="[config.yaml | RUN_DIR] key=value",
+            help=f"e.g. name=default{files}; keys its result depends on: {', '.join(sorted(stage.keys))}",
+        )
         p.set_defaults(func=cmd_stage)
-    p = add("prune", help="the prune stage prune_method chooses: magnitude (prune_magnitude) or structured "
-                          "(prune_structured)")
-    p.add_argument("overrides", nargs="*", metavar="[config.yaml] key=value",
-                   help="prune_method=magnitude prune_ratio=0.5 prune_epochs=1 | prune_method=structured "
-                        "structured_ratio=0.5")
+    p = add(
+        "prune",
+        help="the prune stage prune_method chooses: magnitude (prune_magnitude) or structured (prune_structured)",
+    )
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="[config.yaml] key=value",
+        help="prune_method=magnitude prune_ratio=0.5 prune_epochs=1 | prune_method=structured structured_ratio=0.5",
+    )
     p.set_defaults(func=cmd_prune)
-    p = add("run", help="the whole chain into runs/<name>/: " + ", ".join(s.name for s in CHAIN)
-                        + " (cached per stage; force=true redoes)")
-    p.add_argument("overrides", nargs="*", metavar="[config.yaml] key=value",
-                   help="e.g. name=default force=true " + " ".join(f"{s.switch}=false" for s in CHAIN if s.switch))
+    p = add(
+        "run",
+        help="the whole chain into runs/<name>/: "
+        + ", ".join(s.name for s in CHAIN)
+        + " (cached per stage; force=true redoes)",
+    )
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="[config.yaml] key=value",
+        help="e.g. name=default force=true " + " ".join(f"{s.switch}=false" for s in CHAIN if s.switch),
+    )
     p.set_defaults(func=cmd_run)
     p = add("compare", help="which model to ship: several runs in one table and two Pareto plots (size, latency)")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     p.add_argument("--out", default="runs/compare", help="where compare.{md,html,json}, size.png, latency.png go")
     p.set_defaults(func=cmd_compare)
     p = add("evaluate", help="top-1/top-5, agreement with fp32, per-class accuracy, gates of any artifact")
-    p.add_argument("overrides", nargs="+", metavar="ARTIFACT|key=value", help=".pt/.onnx/.tflite files; eval_subset=1000")
+    p.add_argument(
+        "overrides", nargs="+", metavar="ARTIFACT|key=value", help=".pt/.onnx/.tflite files; eval_subset=1000"
+    )
     p.set_defaults(func=cmd_evaluate)
     return parser
 
 
 # Stage verbs that also take files: `benchmark FILE...` and `explain FILE...` measure any files.
 FILE_VERBS = {"benchmark": cmd_benchmark_files, "explain": cmd_explain_files}
-FILE_VERBS_USAGE = {"benchmark": "ARTIFACT... bench_runs=50 bench_warmup=10 bench_threads=1,2 image_size=224",
-                    "explain": "ARTIFACT... reference=FLOAT.tflite explain_images=64"}
+FILE_VERBS_USAGE = {
+    "benchmark": "ARTIFACT... bench_runs=50 bench_warmup=10 bench_threads=1,2 image_size=224",
+    "explain": "ARTIFACT... reference=FLOAT.tflite explain_images=64",
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -324,8 +374,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.verbose or os.environ.get("RESNET_EDGE_DEBUG") == "1":
             traceback.print_exc()
         first = (str(e).strip().splitlines() or [""])[0][:300]
-        print(f"error: {args.verb}: {type(e).__name__}: {first} (unexpected: --verbose shows where; please report "
-              "it)", file=sys.stderr)
+        print(
+            f"error: {args.verb}: {type(e).__name__}: {first} (unexpected: --verbose shows where; please report it)",
+            file=sys.stderr,
+        )
         return 2
 
 

@@ -33,8 +33,9 @@ def run(cfg: Config, force: bool = False, ctx: Context | None = None) -> Outcome
     roots: dict[str, list[str]] = {}  # a skipped stage -> the failed stage(s) behind it
     table: list[tuple[str, str, float | None]] = []  # (stage, what happened this time, seconds)
     for stage in stages_for(cfg):
-        missing = sorted({r for n in stage.needs if n in outcome.failed or n in outcome.skipped
-                          for r in roots.get(n, [n])})
+        missing = sorted(
+            {r for n in stage.needs if n in outcome.failed or n in outcome.skipped for r in roots.get(n, [n])}
+        )
         if missing:
             roots[stage.name] = missing
             outcome.skipped[stage.name] = f"needs {', '.join(missing)}"
@@ -58,10 +59,17 @@ def run(cfg: Config, force: bool = False, ctx: Context | None = None) -> Outcome
     total = time.perf_counter() - start
     record_run(ctx.layout, table, total)
     print("\n".join(stage_table(table, total)), file=sys.stderr)
-    print(f"run {'FAILED' if problems else 'ok'}: {ctx.layout.root}"
-          + (f" ({len(outcome.skipped)} stage(s) skipped: "
-             + ", ".join(f"{k} ({v})" for k, v in outcome.skipped.items()) + ")" if outcome.skipped else ""),
-          file=sys.stderr)
+    print(
+        f"run {'FAILED' if problems else 'ok'}: {ctx.layout.root}"
+        + (
+            f" ({len(outcome.skipped)} stage(s) skipped: "
+            + ", ".join(f"{k} ({v})" for k, v in outcome.skipped.items())
+            + ")"
+            if outcome.skipped
+            else ""
+        ),
+        file=sys.stderr,
+    )
     if problems:
         cause = next(iter(ctx.errors.values()), None)
         raise EdgeError("run failed: " + " | ".join(problems)) from cause
@@ -76,7 +84,8 @@ def row_problems(ctx: Context, failed_stages: set[str] = frozenset()) -> list[st
         record = records.read(ctx.layout, rel)
         status, reason = records.row_status(ctx.layout, rel, ctx.cfg.max_size_mib)
         if status in ("gate", "bench failed", "unchecked", "stale") or (
-                status == "failed" and record.get("build", {}).get("stage") not in failed_stages):
+            status == "failed" and record.get("build", {}).get("stage") not in failed_stages
+        ):
             out.append(f"{rel}: {status}: {reason}{_repair(ctx.layout, rel)}")
     return out
 
@@ -89,29 +98,47 @@ def run_one(stage_name: str, cfg: Config) -> int:
     if stage_name in ("report", "bundle"):  # they read every record: one that cannot be read is bad input
         bad = [why for rel in ctx.rows for why in [records.unreadable(ctx.layout, rel)] if why]
         if bad:
-            raise EdgeError(f"{bad[0]}{f' (and {len(bad) - 1} more)' if len(bad) > 1 else ''}; delete it and "
-                            f"`resnet-edge run name={ctx.layout.root.name}` rebuilds its row")
+            raise EdgeError(
+                f"{bad[0]}{f' (and {len(bad) - 1} more)' if len(bad) > 1 else ''}; delete it and "
+                f"`resnet-edge run name={ctx.layout.root.name}` rebuilds its row"
+            )
     if stage.uses_data:
         ctx.data  # noqa: B018  (at the door, as in run)
     begin_run(ctx)
     entry = run_stage(stage, ctx)
     if entry["status"] != "ok":
         raise EdgeError(f"{stage_name} failed: {entry['error']}") from ctx.errors.get(stage_name)
-    failed = [f"{rel}: {reason}{_repair(ctx.layout, rel)}" for rel in stage.records(ctx)
-              for st, reason in [records.status(records.read(ctx.layout, rel))] if st == "gate"]
+    failed = [
+        f"{rel}: {reason}{_repair(ctx.layout, rel)}"
+        for rel in stage.records(ctx)
+        for st, reason in [records.status(records.read(ctx.layout, rel))]
+        if st == "gate"
+    ]
     if failed:
         raise EdgeError(f"{stage_name}: gate failed: " + " | ".join(failed))
     if stage_name == "report":  # the size gate is the report's own (the other gates' verdicts are their stages')
-        too_big = [f"{rel}: {g.text()}" for rel in ctx.rows
-                   for g in records.size_gates(records.read(ctx.layout, rel), cfg.max_size_mib) if not g.passed]
+        too_big = [
+            f"{rel}: {g.text()}"
+            for rel in ctx.rows
+            for g in records.size_gates(records.read(ctx.layout, rel), cfg.max_size_mib)
+            if not g.passed
+        ]
         if too_big:
-            raise EdgeError(f"report written to {ctx.layout.report_dir}, but {len(too_big)} file(s) fail "
-                            f"max_size_mib={cfg.max_size_mib:g}: " + " | ".join(too_big))
-        old = {rel: why for rel in ctx.rows
-               for status, why in [records.row_status(ctx.layout, rel, 0)] if status == "stale"}
+            raise EdgeError(
+                f"report written to {ctx.layout.report_dir}, but {len(too_big)} file(s) fail "
+                f"max_size_mib={cfg.max_size_mib:g}: " + " | ".join(too_big)
+            )
+        old = {
+            rel: why
+            for rel in ctx.rows
+            for status, why in [records.row_status(ctx.layout, rel, 0)]
+            if status == "stale"
+        }
         if old:
-            raise EdgeError(f"report written to {ctx.layout.report_dir}, but {len(old)} row(s) are stale "
-                            f"({', '.join(list(old)[:3])}{', ...' if len(old) > 3 else ''}: {next(iter(old.values()))})")
+            raise EdgeError(
+                f"report written to {ctx.layout.report_dir}, but {len(old)} row(s) are stale "
+                f"({', '.join(list(old)[:3])}{', ...' if len(old) > 3 else ''}: {next(iter(old.values()))})"
+            )
     return 0
 
 
@@ -121,5 +148,7 @@ def _repair(layout, rel: str) -> str:
     record = records.read(layout, fixed)
     if not record.get("build"):
         return ""
-    return (f" (repaired: {fixed} {records.status(record)[0]} with "
-            f"{len(record['build'].get('float_layers') or [])} layer(s) in float)")
+    return (
+        f" (repaired: {fixed} {records.status(record)[0]} with "
+        f"{len(record['build'].get('float_layers') or [])} layer(s) in float)"
+    )

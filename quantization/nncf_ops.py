@@ -51,13 +51,14 @@ def _ignored_scope(model, names: list[str]):
     unknown = [n for n in names if n not in valid]
     if unknown:
         weighted = [n for n in valid if any(k in n for k in ("Conv", "Gemm", "MatMul", "conv", "fc", "linear"))]
-        raise EdgeError(f"ignored_scope names {unknown} match no node; valid names include: "
-                        f"{', '.join(weighted or valid)}")
+        raise EdgeError(
+            f"ignored_scope names {unknown} match no node; valid names include: {', '.join(weighted or valid)}"
+        )
     return nncf.IgnoredScope(names=names)
 
 
 def _batches(x: np.ndarray, batch: int) -> list[np.ndarray]:
-    return [x[i: i + batch] for i in range(0, len(x), batch)]
+    return [x[i : i + batch] for i in range(0, len(x), batch)]
 
 
 def ptq_onnx(model, calib: np.ndarray, preset: str = "performance", ignored: list[str] | None = None):
@@ -69,13 +70,25 @@ def ptq_onnx(model, calib: np.ndarray, preset: str = "performance", ignored: lis
     batch = dim0.dim_value if dim0.HasField("dim_value") else 32  # a static batch takes its own size
     name = model.graph.input[0].name
     items = _batches(calib, batch)
-    return nncf.quantize(model, nncf.Dataset(items, lambda a: {name: a}), preset=_preset(preset),
-                         subset_size=len(items), ignored_scope=_ignored_scope(model, ignored or []))
+    return nncf.quantize(
+        model,
+        nncf.Dataset(items, lambda a: {name: a}),
+        preset=_preset(preset),
+        subset_size=len(items),
+        ignored_scope=_ignored_scope(model, ignored or []),
+    )
 
 
-def ptq_onnx_with_accuracy_control(model, calib: np.ndarray, val_x: np.ndarray, val_y: np.ndarray, max_drop: float,
-                                   preset: str = "performance", ignored: list[str] | None = None,
-                                   max_float_layers: int = 4):
+def ptq_onnx_with_accuracy_control(
+    model,
+    calib: np.ndarray,
+    val_x: np.ndarray,
+    val_y: np.ndarray,
+    max_drop: float,
+    preset: str = "performance",
+    ignored: list[str] | None = None,
+    max_float_layers: int = 4,
+):
     """NNCF PTQ with accuracy control of a float ONNX model: quantize, rank the quantizer groups by how much
     reverting each to float restores top-1 on the validation images, revert in rank order until the drop is at most
     `max_drop` (a fraction: 0.01 = 1 point) or `max_float_layers` are float. -> int8 QDQ ModelProto (mixed)."""
@@ -86,7 +99,7 @@ def ptq_onnx_with_accuracy_control(model, calib: np.ndarray, val_x: np.ndarray, 
     dim0 = model.graph.input[0].type.tensor_type.shape.dim[0]
     batch = dim0.dim_value if dim0.HasField("dim_value") else 32
     name = model.graph.input[0].name
-    labelled = list(zip(_batches(val_x, batch), _batches(val_y, batch)))
+    labelled = list(zip(_batches(val_x, batch), _batches(val_y, batch), strict=True))
 
     def validate(candidate, items) -> tuple[float, list[float]]:
         session = ort.InferenceSession(candidate.SerializeToString(), providers=["CPUExecutionProvider"])
@@ -96,30 +109,47 @@ def ptq_onnx_with_accuracy_control(model, calib: np.ndarray, val_x: np.ndarray, 
 
     calib_items = _batches(calib, batch)
     return nncf.quantize_with_accuracy_control(
-        model, nncf.Dataset(calib_items, lambda a: {name: a}), nncf.Dataset(labelled, lambda item: {name: item[0]}),
-        validate, max_drop=max_drop, preset=_preset(preset), subset_size=len(calib_items),
+        model,
+        nncf.Dataset(calib_items, lambda a: {name: a}),
+        nncf.Dataset(labelled, lambda item: {name: item[0]}),
+        validate,
+        max_drop=max_drop,
+        preset=_preset(preset),
+        subset_size=len(calib_items),
         ignored_scope=_ignored_scope(model, ignored or []),
-        advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(
-            max_num_iterations=max_float_layers))
+        advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(max_num_iterations=max_float_layers),
+    )
 
 
 def float_nodes_onnx(model) -> list[str]:
     """Conv / Gemm / MatMul nodes of a QDQ ONNX model whose weights are not dequantized from int8: float layers."""
     produced_by = {out: n.op_type for n in model.graph.node for out in n.output}
-    return [n.name for n in model.graph.node if n.op_type in ("Conv", "Gemm", "MatMul")
-            and len(n.input) > 1 and produced_by.get(n.input[1]) != "DequantizeLinear"]
+    return [
+        n.name
+        for n in model.graph.node
+        if n.op_type in ("Conv", "Gemm", "MatMul")
+        and len(n.input) > 1
+        and produced_by.get(n.input[1]) != "DequantizeLinear"
+    ]
 
 
 # --- quantization-aware training (torch) ---------------------------------------------------------------------------
 
-def qat_model(model: nn.Module, calib: np.ndarray, preset: str = "performance",
-              ignored: list[str] | None = None) -> nn.Module:
+
+def qat_model(
+    model: nn.Module, calib: np.ndarray, preset: str = "performance", ignored: list[str] | None = None
+) -> nn.Module:
     """NNCF-quantize a torch model for QAT: fake quantizers initialised on `calib`, then train as usual."""
     import nncf
 
     batches = [torch.from_numpy(b) for b in _batches(calib, 32)]
-    return nncf.quantize(model.eval(), nncf.Dataset(batches), preset=_preset(preset), subset_size=len(batches),
-                         ignored_scope=_ignored_scope(model, ignored or []) if ignored else None)
+    return nncf.quantize(
+        model.eval(),
+        nncf.Dataset(batches),
+        preset=_preset(preset),
+        subset_size=len(batches),
+        ignored_scope=_ignored_scope(model, ignored or []) if ignored else None,
+    )
 
 
 def _plain(obj, decode: bool = False):
@@ -142,8 +172,10 @@ def qat_state(qmodel: nn.Module) -> dict:
     """What a QAT checkpoint stores: NNCF's description of the inserted quantizers and all tensors."""
     import nncf.torch
 
-    return {"nncf_config": _plain(nncf.torch.get_config(qmodel)),
-            "model": {k: v.detach().cpu().clone() for k, v in qmodel.state_dict().items()}}
+    return {
+        "nncf_config": _plain(nncf.torch.get_config(qmodel)),
+        "model": {k: v.detach().cpu().clone() for k, v in qmodel.state_dict().items()},
+    }
 
 
 def restore_qat(model: nn.Module, state: dict) -> nn.Module:
@@ -173,12 +205,14 @@ def export_qdq(qmodel: nn.Module, out: Path, example: torch.Tensor) -> Path:
     for q in quantizers:
         q.set_export_mode(QuantizerExportMode.ONNX_QUANTIZE_DEQUANTIZE_PAIRS)
     # NNCF-wrapped models do not export under dynamo: the TorchScript exporter
-    torch.onnx.export(qmodel.eval(), example, str(out), input_names=["input"], output_names=["logits"],
-                      opset_version=17, dynamo=False)
+    torch.onnx.export(
+        qmodel.eval(), example, str(out), input_names=["input"], output_names=["logits"], opset_version=17, dynamo=False
+    )
     return out
 
 
 # --- magnitude (unstructured) pruning --------------------------------------------------------------------------------
+
 
 def magnitude_prune(model: nn.Module, ratio: float, example: torch.Tensor) -> nn.Module:
     import nncf
@@ -195,8 +229,9 @@ def pruning_schedule(pruned: nn.Module, ratio: float, epochs: int):
     from nncf.torch.function_hook.pruning.magnitude.schedulers import MultiStepMagnitudePruningScheduler
 
     steps = {0: ratio / 2, 1: ratio} if epochs > 1 else {0: ratio}
-    scheduler = MultiStepMagnitudePruningScheduler(pruned, mode=nncf.PruneMode.UNSTRUCTURED_MAGNITUDE_GLOBAL,
-                                                   steps=steps)
+    scheduler = MultiStepMagnitudePruningScheduler(
+        pruned, mode=nncf.PruneMode.UNSTRUCTURED_MAGNITUDE_GLOBAL, steps=steps
+    )
     return scheduler.step
 
 
@@ -204,8 +239,9 @@ def adapt_batch_norm(pruned: nn.Module, calib: np.ndarray) -> None:
     """Re-estimate BN statistics after pruning when there is no fine-tuning (epochs=0)."""
     import nncf
 
-    nncf.batch_norm_adaptation(pruned, calibration_dataset=nncf.Dataset([torch.from_numpy(b)
-                                                                         for b in _batches(calib, 32)]))
+    nncf.batch_norm_adaptation(
+        pruned, calibration_dataset=nncf.Dataset([torch.from_numpy(b) for b in _batches(calib, 32)])
+    )
 
 
 def strip_pruning(pruned: nn.Module, fresh: nn.Module) -> tuple[nn.Module, dict]:
@@ -218,6 +254,9 @@ def strip_pruning(pruned: nn.Module, fresh: nn.Module) -> tuple[nn.Module, dict]
     for p in plain.parameters():
         p.requires_grad_(True)  # strip freezes them; later fine-tuning needs them back
     stats = {"nncf_sparsity_prunable": float(stat.pruning_ratio), "nncf_sparsity_all": float(stat.global_pruning_ratio)}
-    print(f"  NNCF magnitude pruning: {stats['nncf_sparsity_prunable']:.3f} of prunable weights zero "
-          f"({stats['nncf_sparsity_all']:.3f} of all parameters)", file=sys.stderr)
+    print(
+        f"  NNCF magnitude pruning: {stats['nncf_sparsity_prunable']:.3f} of prunable weights zero "
+        f"({stats['nncf_sparsity_all']:.3f} of all parameters)",
+        file=sys.stderr,
+    )
     return plain, stats

@@ -30,14 +30,18 @@ FOLLOWERS = ("batch_norm", "relu", "hardtanh")  # ops that fuse into the conv be
 def float_nodes(graph, float_layers: tuple[str, ...]) -> set:
     """The graph nodes of the modules named in `float_layers` ("layer1.0.conv2"), with the batch norm and ReLU that
     fuse into them."""
+
     def named(node) -> bool:
         stack = node.meta.get("nn_module_stack") or {}
         return any(path == f or path.startswith(f + ".") for path, _ in stack.values() for f in float_layers)
 
     found = set()
     for node in graph.nodes:  # topological order: a follower comes after its conv
-        if named(node) or any(a in found and len(a.users) == 1 and str(node.target).split(".")[-2].startswith(
-                FOLLOWERS) for a in node.all_input_nodes if node.op == "call_function"):
+        if named(node) or any(
+            a in found and len(a.users) == 1 and str(node.target).split(".")[-2].startswith(FOLLOWERS)
+            for a in node.all_input_nodes
+            if node.op == "call_function"
+        ):
             found.add(node)
     return found
 
@@ -69,8 +73,13 @@ def quantizer(float_layers: tuple[str, ...] = ()):
     return FloatLayersQuantizer().set_global(lq.get_symmetric_quantization_config(is_per_channel=True))
 
 
-def quantize(model: nn.Module, calib: np.ndarray, algorithm: str = "minmax", batch_size: int = CALIBRATION_BATCH,
-             float_layers: tuple[str, ...] = ()):
+def quantize(
+    model: nn.Module,
+    calib: np.ndarray,
+    algorithm: str = "minmax",
+    batch_size: int = CALIBRATION_BATCH,
+    float_layers: tuple[str, ...] = (),
+):
     """(quantized torch.fx GraphModule, its quantizer) for `model` on `calib` (preprocessed NCHW training images).
     fold_quantize=False: the converter does not accept folded weights (litert-torch 0.10)."""
     import nncf
@@ -83,8 +92,9 @@ def quantize(model: nn.Module, calib: np.ndarray, algorithm: str = "minmax", bat
     example = torch.from_numpy(np.ascontiguousarray(calib[:2]))
     graph = torch.export.export(model.eval(), (example,), dynamic_shapes=({0: batch},)).module()
     annotator = quantizer(tuple(float_layers))
-    batches = [torch.from_numpy(np.ascontiguousarray(calib[i: i + batch_size]))
-               for i in range(0, len(calib), batch_size)]
+    batches = [
+        torch.from_numpy(np.ascontiguousarray(calib[i : i + batch_size])) for i in range(0, len(calib), batch_size)
+    ]
     if algorithm == "observers":
         prepared = prepare_pt2e(graph, annotator)
         with torch.no_grad():
@@ -92,6 +102,7 @@ def quantize(model: nn.Module, calib: np.ndarray, algorithm: str = "minmax", bat
                 prepared(b)
         return convert_pt2e(prepared, fold_quantize=False), annotator
     options = {"minmax": {"fast_bias_correction": None}, "nncf": {}, "nncf_bias": {"fast_bias_correction": False}}
-    quantized = quantize_pt2e(graph, annotator, nncf.Dataset(batches), subset_size=len(batches), fold_quantize=False,
-                              **options[algorithm])
+    quantized = quantize_pt2e(
+        graph, annotator, nncf.Dataset(batches), subset_size=len(batches), fold_quantize=False, **options[algorithm]
+    )
     return quantized, annotator

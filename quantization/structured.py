@@ -14,8 +14,15 @@ from pipeline.core.errors import EdgeError
 IMPORTANCE = {"l1": 1, "l2": 2}
 
 
-def prune_channels(model: nn.Module, ratio: float, example: torch.Tensor, importance: str = "l1",
-                   round_to: int = 1, steps: int = 1, between: Callable[[int], None] | None = None) -> dict:
+def prune_channels(
+    model: nn.Module,
+    ratio: float,
+    example: torch.Tensor,
+    importance: str = "l1",
+    round_to: int = 1,
+    steps: int = 1,
+    between: Callable[[int], None] | None = None,
+) -> dict:
     """Remove `ratio` of the channels of every prunable layer (the classifier's outputs stay), in place, keeping
     channel counts multiples of `round_to` (int8 kernels favour multiples of 8). With `steps` > 1 the ratio is reached
     in that many equal steps (torch-pruning's iterative_steps), `between(step)` (fine-tuning) running after each.
@@ -31,8 +38,15 @@ def prune_channels(model: nn.Module, ratio: float, example: torch.Tensor, import
     channels_before = _conv_channels(model)
     classifier = [m for m in model.modules() if isinstance(m, nn.Linear)]
     magnitude = tp.importance.MagnitudeImportance(p=IMPORTANCE[importance])
-    pruner = tp.pruner.MetaPruner(model, example, importance=magnitude, pruning_ratio=ratio, ignored_layers=classifier,
-                                  round_to=round_to if round_to > 1 else None, iterative_steps=steps)
+    pruner = tp.pruner.MetaPruner(
+        model,
+        example,
+        importance=magnitude,
+        pruning_ratio=ratio,
+        ignored_layers=classifier,
+        round_to=round_to if round_to > 1 else None,
+        iterative_steps=steps,
+    )
     for step in range(steps):
         model.eval()
         pruner.step()
@@ -40,10 +54,18 @@ def prune_channels(model: nn.Module, ratio: float, example: torch.Tensor, import
             between(step)
     after = sum(p.numel() for p in model.parameters())
     channels_after = _conv_channels(model)
-    print(f"  structured pruning {ratio:.0%} ({importance}): params {before:,} -> {after:,}, conv channels "
-          f"{channels_before:,} -> {channels_after:,}", file=sys.stderr)
-    return {"params_before": before, "params_after": after, "channels_before": channels_before,
-            "channels_after": channels_after, "channels_kept": channels_after / channels_before}
+    print(
+        f"  structured pruning {ratio:.0%} ({importance}): params {before:,} -> {after:,}, conv channels "
+        f"{channels_before:,} -> {channels_after:,}",
+        file=sys.stderr,
+    )
+    return {
+        "params_before": before,
+        "params_after": after,
+        "channels_before": channels_before,
+        "channels_after": channels_after,
+        "channels_kept": channels_after / channels_before,
+    }
 
 
 def _conv_channels(model: nn.Module) -> int:

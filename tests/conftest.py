@@ -16,8 +16,9 @@ os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get(
 # pytest-xdist workers share the cores: torch's and OpenMP's thread pools sized to each worker's share, not all of
 # them per worker (two workers x two threads on two cores made a training test 3-5x slower). Set before torch loads.
 if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
-    os.environ.setdefault("OMP_NUM_THREADS",
-                          str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
+    os.environ.setdefault(
+        "OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+    )
 
 
 def locked(package: str) -> str:
@@ -42,9 +43,20 @@ def fmnist():
     return load_data("fashion_mnist")
 
 
-TINY_RUN = {"model": "resnet18", "width": "0.25", "stem": "imagenet", "image_size": "28", "preset": "cpu", "min_steps": "0",
-            "batch_size": "128", "train_subset": "6000", "eval_subset": "1000", "epochs": "3", "lr": "0.1",
-            "finetune_subset": "2000"}
+TINY_RUN = {
+    "model": "resnet18",
+    "width": "0.25",
+    "stem": "imagenet",
+    "image_size": "28",
+    "preset": "cpu",
+    "min_steps": "0",
+    "batch_size": "128",
+    "train_subset": "6000",
+    "eval_subset": "1000",
+    "epochs": "3",
+    "lr": "0.1",
+    "finetune_subset": "2000",
+}
 
 
 def built_once(tmp_path_factory, worker_id: str, name: str, build) -> Path:
@@ -111,8 +123,9 @@ def litert_run(tiny_run, tmp_path_factory, worker_id):
 
 def snapshot(folder: Path) -> dict:
     """Every file under a folder with its size and modification time: what a read-only fixture must keep."""
-    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*")
-            if p.is_file()}
+    return {
+        str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()
+    }
 
 
 TINY_CONSOLE: dict = {}  # what the tiny run printed: {"ours": Python-level stderr+stdout, "fd": file descriptors 1+2}

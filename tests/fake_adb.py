@@ -3,8 +3,9 @@
 It keeps the phone's files under $FAKE_ADB_ROOT (so pushes and clean-up can be checked), logs each call to
 $FAKE_ADB_LOG, and for `shell .../benchmark_model --graph=...` replays real benchmark_model output text from
 tests/fixtures/benchmark_model/ (after the pid line the device shell prints for `echo PID=$$; exec ...`). Wholesale
-deletes (`rm -rf`) and `pkill` are refused, so a script that would wipe or kill more than its own shows up. $FAKE_ADB_SCENARIO: ok | nodevice | twodevices | unauthorized | crash
-(a graph named *crashy* crashes) | cachecrash (a run with XNNPACK's weight cache crashes) | timeout.
+deletes (`rm -rf`) and `pkill` are refused, so a script that would wipe or kill more than its own shows up.
+$FAKE_ADB_SCENARIO: ok | nodevice | twodevices | unauthorized | crash (a graph named *crashy* crashes) | cachecrash (a
+run with XNNPACK's weight cache crashes) | timeout.
 """
 
 import json
@@ -23,8 +24,12 @@ with open(os.environ["FAKE_ADB_LOG"], "a") as log:
     log.write(json.dumps(args) + "\n")
 if args[:1] == ["-s"]:
     serial, args = args[1], args[2:]
-    if scenario == "twodevices" and serial not in ("R58M41ABCDE", "emulator-5554") or \
-            scenario in ("ok", "crash", "cachecrash", "timeout") and serial != "R58M41ABCDE":
+    if (
+        scenario == "twodevices"
+        and serial not in ("R58M41ABCDE", "emulator-5554")
+        or scenario in ("ok", "crash", "cachecrash", "timeout")
+        and serial != "R58M41ABCDE"
+    ):
         print(f"adb: device '{serial}' not found", file=sys.stderr)
         sys.exit(1)
 

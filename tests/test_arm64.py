@@ -17,20 +17,30 @@ def arm64():
     return script_module(ROOT / "device_tests" / "arm64_check.py")
 
 
-def test_every_manylinux_tag_from_2_17_to_bookworms_glibc(arm64):
-    tags = arm64.manylinux_tags("aarch64", (2, 36))
+@pytest.fixture(scope="module")
+def builds():
+    """arm64_rootfs.py: what the check builds once and caches."""
+    return script_module(ROOT / "device_tests" / "arm64_rootfs.py")
+
+
+def test_every_manylinux_tag_from_2_17_to_bookworms_glibc(builds):
+    tags = builds.manylinux_tags("aarch64", (2, 36))
     assert tags[0] == "manylinux2014_aarch64" and tags[1] == "manylinux_2_17_aarch64"
     assert tags[-1] == "manylinux_2_36_aarch64" and len(tags) == 1 + 20  # 2_17 ... 2_36, none skipped
-    cmd = arm64.pip_download_command(["numpy<2", "tflite-runtime"], Path("/w"), "aarch64")
+    cmd = builds.pip_download_command(["numpy<2", "tflite-runtime"], Path("/w"), "aarch64")
     assert cmd[cmd.index("--python-version") + 1] == "3.11" and "--only-binary=:all:" in cmd
     assert [cmd[i + 1] for i, a in enumerate(cmd) if a == "--platform"] == tags  # tflite-runtime 2.14 is 2_34 only
     assert cmd[-2:] == ["numpy<2", "tflite-runtime"]
 
 
-def test_command_lines(arm64):
-    assert arm64.mmdebstrap_command(Path("/c/rootfs"))[:4] == ["mmdebstrap", "--arch=arm64", "--variant=minbase",
-                                                               "--include=python3,python3-venv"]
-    chroot = arm64.chroot_command(Path("/c/rootfs"), ["/opt/x/bin/pip", "install", "numpy<2"], "/tmp/b 1")
+def test_command_lines(arm64, builds):
+    assert builds.mmdebstrap_command(Path("/c/rootfs"))[:4] == [
+        "mmdebstrap",
+        "--arch=arm64",
+        "--variant=minbase",
+        "--include=python3,python3-venv",
+    ]
+    chroot = builds.chroot_command(Path("/c/rootfs"), ["/opt/x/bin/pip", "install", "numpy<2"], "/tmp/b 1")
     assert chroot[:2] == ["chroot", "/c/rootfs"] and "-i" in chroot  # a clean environment inside
     assert chroot[-1] == "cd '/tmp/b 1' && exec /opt/x/bin/pip install 'numpy<2'"  # quoted for the shell
     assert not any("/sys" in a for a in chroot)  # the host's /sys makes ai-edge-litert crash under qemu
@@ -38,13 +48,17 @@ def test_command_lines(arm64):
     assert bench[bench.index("--threads") + 1] == "1" and "--predictions" in bench and "eval.npz" in bench
 
 
-@pytest.mark.parametrize("euid, which, qemu, message", [
-    (1000, True, True, "needs root"),
-    (0, False, True, "apt-get install mmdebstrap"),
-    (0, True, False, "apt-get install qemu-user-static"),
-])
-def test_a_missing_tool_is_one_line_naming_the_package(arm64, monkeypatch, tmp_path, capsys, euid, which, qemu,
-                                                       message):
+@pytest.mark.parametrize(
+    "euid, which, qemu, message",
+    [
+        (1000, True, True, "needs root"),
+        (0, False, True, "apt-get install mmdebstrap"),
+        (0, True, False, "apt-get install qemu-user-static"),
+    ],
+)
+def test_a_missing_tool_is_one_line_naming_the_package(
+    arm64, monkeypatch, tmp_path, capsys, euid, which, qemu, message
+):
     run = tmp_path / "run"
     (run / "device_bundle" / "models").mkdir(parents=True)
     (run / "device_bundle" / "models" / "int8.tflite").write_bytes(b"only its name is read before the tools")
@@ -67,27 +81,43 @@ def test_no_bundle_is_named(arm64, tmp_path, capsys):
     assert "no device bundle" in capsys.readouterr().err
 
 
-def test_interrupted_build_leaves_nothing(arm64, tmp_path):
+def test_interrupted_build_leaves_nothing(builds, tmp_path):
     def build(tmp):
         (tmp / "half").write_text("x")
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        arm64.built_once(tmp_path / "rootfs", build, "test")
+        builds.built_once(tmp_path / "rootfs", build, "test")
     assert list(tmp_path.iterdir()) == []
-    arm64.built_once(tmp_path / "rootfs", lambda tmp: (tmp / "done").write_text("y"), "test")
+    builds.built_once(tmp_path / "rootfs", lambda tmp: (tmp / "done").write_text("y"), "test")
     assert (tmp_path / "rootfs" / "done").is_file() and len(list(tmp_path.iterdir())) == 1
 
 
 def test_comparison_counts_differing_images_and_fails_past_half_a_point(arm64):
-    arm = {"rows": [{"artifact": "int8.tflite", "status": "pass", "top1": 0.900, "predictions": [1, 2, 3, 4],
-                     "mode": "interpreter", "fallback": "compiled_cache: cannot load; compiled: cannot load"},
-                    {"artifact": "fp32.tflite", "status": "pass", "top1": 0.894, "predictions": [1, 2, 3, 4]},
-                    {"artifact": "bad.tflite", "status": "failed", "error": "cannot load", "top1": None}]}
-    host = {"rows": [{"artifact": "int8.tflite", "top1": 0.901, "predictions": [1, 2, 3, 5]},
-                     {"artifact": "fp32.tflite", "top1": 0.9, "predictions": [1, 2, 3, 4]}]}
-    rows = {r["model"]: r for r in arm64.compare_rows(arm, host, {"int8.tflite": 0.904, "fp32.tflite": 0.9,
-                                                                  "bad.tflite": 0.5})}
+    arm = {
+        "rows": [
+            {
+                "artifact": "int8.tflite",
+                "status": "pass",
+                "top1": 0.900,
+                "predictions": [1, 2, 3, 4],
+                "mode": "interpreter",
+                "fallback": "compiled_cache: cannot load; compiled: cannot load",
+            },
+            {"artifact": "fp32.tflite", "status": "pass", "top1": 0.894, "predictions": [1, 2, 3, 4]},
+            {"artifact": "bad.tflite", "status": "failed", "error": "cannot load", "top1": None},
+        ]
+    }
+    host = {
+        "rows": [
+            {"artifact": "int8.tflite", "top1": 0.901, "predictions": [1, 2, 3, 5]},
+            {"artifact": "fp32.tflite", "top1": 0.9, "predictions": [1, 2, 3, 4]},
+        ]
+    }
+    rows = {
+        r["model"]: r
+        for r in arm64.compare_rows(arm, host, {"int8.tflite": 0.904, "fp32.tflite": 0.9, "bad.tflite": 0.5})
+    }
     assert rows["int8.tflite"]["differ_vs_same_runtime"] == 1 and rows["int8.tflite"]["ok"]  # 0.4 point: ok
     assert rows["fp32.tflite"]["differ_vs_same_runtime"] == 0 and not rows["fp32.tflite"]["ok"]  # 0.6 point
     assert not rows["bad.tflite"]["ok"] and rows["bad.tflite"]["error"] == "cannot load"

@@ -4,11 +4,10 @@ latency bench script reads a run and writes only beside it."""
 import json
 
 import pytest
-
 from conftest import bench_script
 
-from pipeline.stages.benchmark import benchmark
 from pipeline.cli import main
+from pipeline.stages.benchmark import benchmark
 
 
 def test_benchmark_verb_records_each_format_at_each_thread_count(tiny_run, tmp_path, capsys):
@@ -17,8 +16,10 @@ def test_benchmark_verb_records_each_format_at_each_thread_count(tiny_run, tmp_p
     cfg = copy_run(tiny_run, tmp_path, "bench")
     run = cfg.run_dir
     artifacts = ["tflite/int8.tflite", "tflite/fp32.tflite", "onnx/model.onnx"]
-    assert main(["benchmark", *(str(run / a) for a in artifacts), "bench_runs=5", "bench_warmup=2",
-                 "bench_threads=1,2"]) == 0
+    assert (
+        main(["benchmark", *(str(run / a) for a in artifacts), "bench_runs=5", "bench_warmup=2", "bench_threads=1,2"])
+        == 0
+    )
     rows = {a: json.loads((run / "results" / f"{a}.json").read_text())["benchmark"] for a in artifacts}
     for name, row in rows.items():
         assert row["runs"] == 5 and row["warmup"] == 2 and row["input_shape"] == [1, 1, 28, 28]
@@ -48,18 +49,25 @@ def test_benchmark_verb_records_each_format_at_each_thread_count(tiny_run, tmp_p
     section = md.split("## Memory (model MiB, measured)")[1].split("\n## ")[0]
     int8 = rows["tflite/int8.tflite"]["threads"]
     top = max((c["memory"] for c in int8.values()), key=lambda m: m["model_mib"])
-    assert (f"| tflite/int8.tflite | CompiledModel + weight cache, as shipped | {ship['model_mib']:.1f} | "
-            f"{ship['file_mib']:.1f} |") in section
+    assert (
+        f"| tflite/int8.tflite | CompiledModel + weight cache, as shipped | {ship['model_mib']:.1f} | "
+        f"{ship['file_mib']:.1f} |"
+    ) in section
     assert f"| tflite/int8.tflite | Interpreter | {top['model_mib']:.1f} | {top['file_mib']:.1f} |" in section
     assert "onnx/model.onnx" not in section and (run / "report" / "memory.png").stat().st_size > 10_000
-    row = next(r for r in json.loads((run / "report" / "report.json").read_text())["rows"]
-               if r["artifact"] == "tflite/int8.tflite")
+    row = next(
+        r
+        for r in json.loads((run / "report" / "report.json").read_text())["rows"]
+        if r["artifact"] == "tflite/int8.tflite"
+    )
     assert row["model_mib"] == ship["model_mib"] and row["interpreter_model_mib"] == top["model_mib"]
     assert row["memory_mode"] == "compiled_cache"
     if row["status"] == "pass":  # the only int8 file with a latency: recommended, quoting its memory as shipped
         assert md.splitlines()[2].startswith("Recommended phone file: tflite/int8.tflite (")
-        assert (f"{ship['model_mib']:.1f} MiB in memory (CompiledModel + weight cache, as shipped; "
-                f"{top['model_mib']:.1f} MiB with the Interpreter))") in md.splitlines()[2]
+        assert (
+            f"{ship['model_mib']:.1f} MiB in memory (CompiledModel + weight cache, as shipped; "
+            f"{top['model_mib']:.1f} MiB with the Interpreter))"
+        ) in md.splitlines()[2]
 
 
 def test_broken_artifact_becomes_a_result_not_a_crash(tmp_path):
@@ -73,6 +81,7 @@ def test_benchmark_error_is_a_bench_failed_row(tiny_run, tmp_path, capsys):
     """A file damaged while it was benchmarked (after it was built and gated): its benchmark fails, and the report
     says so with the reason; while the damaged file is on disk its row is stale (its record describes another file)."""
     from conftest import copy_run
+
     from pipeline.core import records
     from pipeline.core.layout import Layout
 
@@ -80,8 +89,10 @@ def test_benchmark_error_is_a_bench_failed_row(tiny_run, tmp_path, capsys):
     fp16 = cfg.run_dir / "tflite" / "fp16.tflite"
     good = fp16.read_bytes()
     fp16.write_bytes(good[:4096])
-    assert main(["benchmark", str(fp16), str(cfg.run_dir / "tflite" / "int8.tflite"), "bench_runs=2",
-                 "bench_threads=1"]) == 2
+    assert (
+        main(["benchmark", str(fp16), str(cfg.run_dir / "tflite" / "int8.tflite"), "bench_runs=2", "bench_threads=1"])
+        == 2
+    )
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith("error: benchmark failed: tflite/fp16.tflite: ")
     assert records.row_status(Layout(cfg.run_dir), "tflite/fp16.tflite", 0)[0] == "stale"
     fp16.write_bytes(good)  # the file as built: the failed benchmark is what is left to show
@@ -102,17 +113,38 @@ def test_latency_bench_reads_the_run_and_writes_beside_it(tiny_run, tmp_path, mo
     run = tiny_run.run_dir
     before = {p: p.stat().st_mtime_ns for p in run.rglob("*")}
     latency = bench_script(monkeypatch, "latency")  # its main() in this process, as `python bench/latency.py` runs it
-    assert latency.main([f"runs_dir={run.parent}", f"name={run.name}", "size=56", "bench_runs=3", "bench_warmup=1",
-                         "bench_threads=1", "calib=8", "mobilenet=false"]) == 0
+    assert (
+        latency.main(
+            [
+                f"runs_dir={run.parent}",
+                f"name={run.name}",
+                "size=56",
+                "bench_runs=3",
+                "bench_warmup=1",
+                "bench_threads=1",
+                "calib=8",
+                "mobilenet=false",
+            ]
+        )
+        == 0
+    )
     stdout = capsys.readouterr().out
     assert {p: p.stat().st_mtime_ns for p in run.rglob("*")} == before  # nothing in the run changed
     out = run.parent / f"{run.name}-latency"
     table = json.loads((out / "latency_56.json").read_text())
     assert table["runs"] == 3 and table["warmup"] == 1
     rows = {(r["runtime"], r["precision"]): r for r in table["rows"]}
-    assert set(rows) == {("torch", "fp32"), ("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("tflite", "fp32"),
-                         ("tflite", "fp16"), ("tflite", "dynamic_range"), ("tflite", "int8"),
-                         ("tflite (litert-torch)", "fp32"), ("tflite (litert-torch)", "NNCF int8")}
+    assert set(rows) == {
+        ("torch", "fp32"),
+        ("onnxruntime", "fp32"),
+        ("onnxruntime", "int8"),
+        ("tflite", "fp32"),
+        ("tflite", "fp16"),
+        ("tflite", "dynamic_range"),
+        ("tflite", "int8"),
+        ("tflite (litert-torch)", "fp32"),
+        ("tflite (litert-torch)", "NNCF int8"),
+    }
     assert all(r["ms_1"] > 0 and r["errors"] is None for r in rows.values())
     assert rows[("tflite", "int8")]["size_mib"] < 0.3 * rows[("tflite", "fp32")]["size_mib"]
     from ai_edge_litert.interpreter import Interpreter
@@ -131,8 +163,10 @@ def test_latency_bench_reads_the_run_and_writes_beside_it(tiny_run, tmp_path, mo
     int8_56 = report_rows["tflite/int8.tflite"]["at_size"]["56"]
     assert int8_56["ms_1"] == rows[("tflite", "int8")]["ms_1"]
     assert report_rows["quant/ptq_int8.onnx"]["at_size"]["56"]["ms_1"] == rows[("onnxruntime", "int8")]["ms_1"]
-    assert report_rows["tflite/nncf_int8.tflite"]["at_size"]["56"]["ms_1"] == \
-        rows[("tflite (litert-torch)", "NNCF int8")]["ms_1"]
+    assert (
+        report_rows["tflite/nncf_int8.tflite"]["at_size"]["56"]["ms_1"]
+        == rows[("tflite (litert-torch)", "NNCF int8")]["ms_1"]
+    )
     assert "| ms @1 at 56px | x fp32 TFLite at 56px |" in md and "report/latency.png" in md
     assert written["latency"].read_bytes()[:4] == b"\x89PNG"
 
@@ -144,18 +178,37 @@ def test_compression_bench_runs_beside_the_run_with_the_real_gate(tiny_run, tmp_
     run = copy_run(tiny_run, tmp_path, tiny_run.name).run_dir  # the session's run stays as it is
     before = {p: p.stat().st_mtime_ns for p in run.rglob("*")}
     compression = bench_script(monkeypatch, "compression")  # in this process, as `python bench/compression.py`
-    assert compression.main([f"runs_dir={run.parent}", f"name={run.name}", "variants=magnitude30,structured30",
-                             "prune_epochs=0", "structured_epochs=0", "quant_fallback=off", "run_litert=false",
-                             "size=56", "bench_threads=1", "bench_runs=3"]) == 0
+    assert (
+        compression.main(
+            [
+                f"runs_dir={run.parent}",
+                f"name={run.name}",
+                "variants=magnitude30,structured30",
+                "prune_epochs=0",
+                "structured_epochs=0",
+                "quant_fallback=off",
+                "run_litert=false",
+                "size=56",
+                "bench_threads=1",
+                "bench_runs=3",
+            ]
+        )
+        == 0
+    )
     stdout = capsys.readouterr().out
     assert {p: p.stat().st_mtime_ns for p in run.rglob("*")} == before  # nothing in the run changed
     table = json.loads((run.parent / f"{run.name}-compression" / "compression.json").read_text())
     assert table["max_int8_drop"] == 1.0  # the run's gate, not a loosened one
     rows = {(r["variant"], r["artifact"]): r for r in table["rows"]}
-    assert set(rows) == {("run", "onnx/model.onnx"), ("run", "tflite/fp32.tflite"), ("run", "tflite/int8.tflite"),
-                         ("magnitude30", "tflite/pruned30_fp32.tflite"), ("magnitude30", "tflite/pruned30_int8.tflite"),
-                         ("structured30", "tflite/structured30_fp32.tflite"),
-                         ("structured30", "tflite/structured30_int8.tflite")}
+    assert set(rows) == {
+        ("run", "onnx/model.onnx"),
+        ("run", "tflite/fp32.tflite"),
+        ("run", "tflite/int8.tflite"),
+        ("magnitude30", "tflite/pruned30_fp32.tflite"),
+        ("magnitude30", "tflite/pruned30_int8.tflite"),
+        ("structured30", "tflite/structured30_fp32.tflite"),
+        ("structured30", "tflite/structured30_int8.tflite"),
+    }
     int8 = rows[("magnitude30", "tflite/pruned30_int8.tflite")]
     variant = run.parent / f"{run.name}-compression" / "magnitude30"
     made = json.loads((variant / "results" / "tflite" / "pruned30_int8.tflite.json").read_text())
@@ -166,8 +219,11 @@ def test_compression_bench_runs_beside_the_run_with_the_real_gate(tiny_run, tmp_
     assert "| magnitude30 | tflite/pruned30_int8.tflite | nncf_magnitude |" in stdout
     # at 56 px: the dense fp32 and int8 files and the channel-pruned int8 file, benchmarked together
     timed = {k for k, r in rows.items() if r.get("ms_56_1")}
-    assert timed == {("run", "tflite/fp32.tflite"), ("run", "tflite/int8.tflite"),
-                     ("structured30", "tflite/structured30_int8.tflite")}
+    assert timed == {
+        ("run", "tflite/fp32.tflite"),
+        ("run", "tflite/int8.tflite"),
+        ("structured30", "tflite/structured30_int8.tflite"),
+    }
     fp32 = rows[("run", "tflite/fp32.tflite")]["ms_56_1"]
     assert all(rows[k]["x_fp32_56"] == pytest.approx(fp32 / rows[k]["ms_56_1"]) for k in timed)
     s30 = rows[("structured30", "tflite/structured30_int8.tflite")]

@@ -54,8 +54,9 @@ BAD = [  # (argv, what the one line must say)
     (["run", "bench_threads=1,x"], "bench_threads=1,x: expected comma-separated thread counts >= 1"),
     (["run", "bench_threads=0"], "bench_threads=0: expected comma-separated thread counts >= 1"),
     (["run", "force=maybe"], "force=maybe: expected bool"),
-    (["run", "max_int8_drop=101"], "max_int8_drop=101.0: expected 0 <= max_int8_drop <= 100"),  # a range check at
-    # the door, like the others here; the gate itself is tested at its default on a bad file (test_explain.py)
+    # a range check at the door, like the others here; the gate itself is tested at its default on a bad file
+    # (test_explain.py)
+    (["run", "max_int8_drop=101"], "max_int8_drop=101.0: expected 0 <= max_int8_drop <= 100"),
     (["run", "max_size_mib=-1"], "max_size_mib=-1.0: expected 0 <= max_size_mib"),
     (["run", "bundle_images=0"], "bundle_images=0: expected 1 <= bundle_images"),
     (["evaluate", "nowhere.tflite"], "nowhere.tflite: artifact not found"),
@@ -137,8 +138,10 @@ def test_every_config_key_is_declared_by_a_stage_or_neutral():
     assert fields - declared - switches - NEUTRAL_KEYS == set()
     assert {s.name: sorted(s.keys - fields) for s in CHAIN if s.keys - fields} == {}  # add them to Config
     assert switches | NEUTRAL_KEYS <= fields  # and none of them is a typo
-    assert all(dataclasses.fields(Config)[[f.name for f in dataclasses.fields(Config)].index(k)].type == "bool"
-               for k in switches)
+    assert all(
+        dataclasses.fields(Config)[[f.name for f in dataclasses.fields(Config)].index(k)].type == "bool"
+        for k in switches
+    )
 
 
 def test_changing_a_gate_key_regates_every_gated_row(tiny_run, tmp_path):
@@ -147,11 +150,9 @@ def test_changing_a_gate_key_regates_every_gated_row(tiny_run, tmp_path):
     rows it re-makes carry the new threshold."""
     from conftest import copy_run
 
-    from pipeline.chain import stages
+    from pipeline.chain import context, stages
     from pipeline.config import load_config
-    from pipeline.chain import context
-    from pipeline.engine.contract import stage_key
-    from pipeline.engine.contract import decide
+    from pipeline.engine.contract import decide, stage_key
     from pipeline.run import run_one
 
     cfg = copy_run(tiny_run, tmp_path, "regate")
@@ -185,8 +186,10 @@ def test_an_error_no_check_caught_is_still_one_line(tmp_path, capsys, monkeypatc
     monkeypatch.setattr(cli, "build_parser", lambda real=cli.build_parser: _with(real(), "summary", boom))
     assert main(["summary", "resnet18"]) == 2
     err = capsys.readouterr().err
-    assert err == ("error: summary: OverflowError: cannot convert float infinity to integer (unexpected: --verbose "
-                   "shows where; please report it)\n")
+    assert err == (
+        "error: summary: OverflowError: cannot convert float infinity to integer (unexpected: --verbose "
+        "shows where; please report it)\n"
+    )
     assert main(["--verbose", "summary", "resnet18"]) == 2
     assert "Traceback" in capsys.readouterr().err
 
@@ -203,8 +206,9 @@ def test_run_and_train_on_an_existing_run_start_from_its_saved_config(tmp_path):
     from pipeline.config import load_config, save_config
 
     where = [f"runs_dir={tmp_path}", "name=x"]
-    custom = load_config(None, {"runs_dir": str(tmp_path), "name": "x", "width": "0.5", "epochs": "1",
-                                "resume": "true"})
+    custom = load_config(
+        None, {"runs_dir": str(tmp_path), "name": "x", "width": "0.5", "epochs": "1", "resume": "true"}
+    )
     save_config(custom, custom.run_dir / "config.yaml")
     cfg = _config(where)
     assert (cfg.width, cfg.epochs, cfg.resume) == (0.5, 1, False)  # resume=true was one command's request
@@ -227,5 +231,6 @@ def test_report_and_bundle_take_the_run_by_name_as_every_verb_does(tiny_run, tmp
     monkeypatch.chdir(tmp_path)
     capsys.readouterr()
     assert main(["report"]) == 2  # no runs/default here
-    assert capsys.readouterr().err == ("error: runs/default: not a run directory (no config.yaml); run `resnet-edge "
-                                       "run` first\n")
+    assert capsys.readouterr().err == (
+        "error: runs/default: not a run directory (no config.yaml); run `resnet-edge run` first\n"
+    )

@@ -26,7 +26,7 @@ def test_compare_merges_two_runs_into_one_table_and_plots(tiny_run, tmp_path, ca
     assert (result["ship"] in ("tiny/int8.tflite", "tiny_b/int8.tflite")) == (int8["status"] == "pass")
     for png in ("size.png", "latency.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
-    assert "<img alt=\"top-1 vs size\" src=\"data:image/png;base64," in (out / "compare.html").read_text()
+    assert '<img alt="top-1 vs size" src="data:image/png;base64,' in (out / "compare.html").read_text()
 
 
 def test_compare_shows_the_memory_each_file_was_measured_to_use(tiny_run, tmp_path, capsys):
@@ -57,8 +57,10 @@ def test_compare_shows_the_memory_each_file_was_measured_to_use(tiny_run, tmp_pa
     row = next(r for r in result["rows"] if r["run"] == "measured" and r["artifact"] == "tflite/int8.tflite")
     assert (result["ship"] == "measured/int8.tflite") == (row["status"] == "pass")
     if row["status"] == "pass":
-        assert (f"{row['size_mib']:.2f} MiB, {model_mib:.1f} MiB in memory (CompiledModel + weight cache, as "
-                f"shipped; {interpreter:.1f} MiB with the Interpreter))") in (out / "compare.md").read_text()
+        assert (
+            f"{row['size_mib']:.2f} MiB, {model_mib:.1f} MiB in memory (CompiledModel + weight cache, as "
+            f"shipped; {interpreter:.1f} MiB with the Interpreter))"
+        ) in (out / "compare.md").read_text()
 
 
 def test_compare_refuses_runs_of_another_image_size_or_data_set(tiny_run, tmp_path, capsys):
@@ -73,8 +75,17 @@ def test_compare_refuses_runs_of_another_image_size_or_data_set(tiny_run, tmp_pa
 
 
 def _row(run, artifact, precision, delta, ms, fmt="tflite"):
-    return {"run": run, "artifact": artifact, "format": fmt, "precision": precision, "status": "pass",
-            "delta_top1": delta, "ms_1": ms, "size_mib": 1.0, "top1": 0.9}
+    return {
+        "run": run,
+        "artifact": artifact,
+        "format": fmt,
+        "precision": precision,
+        "status": "pass",
+        "delta_top1": delta,
+        "ms_1": ms,
+        "size_mib": 1.0,
+        "top1": 0.9,
+    }
 
 
 def test_ship_holds_each_run_to_its_own_fp32_and_its_own_gate():
@@ -82,10 +93,12 @@ def test_ship_holds_each_run_to_its_own_fp32_and_its_own_gate():
     the best fp32 of all runs nor the loosest gate of all runs."""
     from pipeline.compare import ship
 
-    rows = [_row("wide", "onnx/model.onnx", "fp32", 0.0, 2.0, "onnx"),
-            _row("wide", "tflite/int8.tflite", "int8", -1.5, 1.0),
-            _row("narrow", "onnx/model.onnx", "fp32", 0.0, 1.0, "onnx"),
-            _row("narrow", "tflite/int8.tflite", "int8", -0.8, 0.3)]
+    rows = [
+        _row("wide", "onnx/model.onnx", "fp32", 0.0, 2.0, "onnx"),
+        _row("wide", "tflite/int8.tflite", "int8", -1.5, 1.0),
+        _row("narrow", "onnx/model.onnx", "fp32", 0.0, 1.0, "onnx"),
+        _row("narrow", "tflite/int8.tflite", "int8", -0.8, 0.3),
+    ]
     assert ship(rows, None, {"wide": 2.0, "narrow": 1.0})["run"] == "narrow"  # fastest, within its own 1 point
     assert ship(rows, None, {"wide": 2.0, "narrow": 0.5})["run"] == "wide"  # narrow's 0.8 is past its own 0.5
     assert ship(rows, None, {"wide": 1.0, "narrow": 0.5}) is None
@@ -94,19 +107,25 @@ def test_ship_holds_each_run_to_its_own_fp32_and_its_own_gate():
 def test_one_fp32_reference_rule_for_host_device_and_latency_rows():
     from pipeline.stages.report.rows import fp32_reference
 
-    host = [{"artifact": "onnx/model.onnx", "format": "onnx", "precision": "fp32"},
-            {"artifact": "tflite/fp32_litert.tflite", "format": "tflite", "precision": "fp32"},
-            {"artifact": "tflite/fp32.tflite", "format": "tflite", "precision": "fp32"},
-            {"artifact": "tflite/structured50_fp32.tflite", "format": "tflite", "precision": "fp32"}]
+    host = [
+        {"artifact": "onnx/model.onnx", "format": "onnx", "precision": "fp32"},
+        {"artifact": "tflite/fp32_litert.tflite", "format": "tflite", "precision": "fp32"},
+        {"artifact": "tflite/fp32.tflite", "format": "tflite", "precision": "fp32"},
+        {"artifact": "tflite/structured50_fp32.tflite", "format": "tflite", "precision": "fp32"},
+    ]
     assert fp32_reference(host)["artifact"] == "onnx/model.onnx"  # what the gates compare with
     assert fp32_reference(host, "tflite")["artifact"] == "tflite/fp32.tflite"  # what a speed-up is against
-    device = [{"artifact": "structured50_fp32.tflite", "precision": "fp32"},
-              {"artifact": "fp32.tflite", "precision": "fp32"}]
+    device = [
+        {"artifact": "structured50_fp32.tflite", "precision": "fp32"},
+        {"artifact": "fp32.tflite", "precision": "fp32"},
+    ]
     assert fp32_reference(device)["artifact"] == "fp32.tflite"
     assert fp32_reference(device[:1])["artifact"] == "structured50_fp32.tflite"  # no dense file: the first fp32 one
-    latency = [{"artifact": "model.onnx", "runtime": "onnxruntime", "precision": "fp32"},
-               {"artifact": "mobilenet_v2_fp32.tflite", "runtime": "tflite", "precision": "fp32"},
-               {"artifact": "model_fp32.tflite", "runtime": "tflite", "precision": "fp32"}]
+    latency = [
+        {"artifact": "model.onnx", "runtime": "onnxruntime", "precision": "fp32"},
+        {"artifact": "mobilenet_v2_fp32.tflite", "runtime": "tflite", "precision": "fp32"},
+        {"artifact": "model_fp32.tflite", "runtime": "tflite", "precision": "fp32"},
+    ]
     assert fp32_reference(latency, "tflite")["artifact"] == "model_fp32.tflite"
     assert fp32_reference([{"artifact": "int8.tflite", "precision": "int8"}]) is None
 
@@ -121,16 +140,27 @@ def test_plots_label_only_the_front_and_colour_each_run(tmp_path, monkeypatch):
     def point(run, name, x, top1, ok=True):
         return {"x": x, "top1": top1, "label": f"{run}/{name}", "ok": ok, "group": run}
 
-    points = [point("a", "int8", 10.0, 0.90), point("a", "fp32", 40.0, 0.91), point("b", "int8", 2.0, 0.88),
-              point("b", "fp32", 8.0, 0.87), point("c", "int8", 1.0, 0.95, ok=False)]
+    points = [
+        point("a", "int8", 10.0, 0.90),
+        point("a", "fp32", 40.0, 0.91),
+        point("b", "int8", 2.0, 0.88),
+        point("b", "fp32", 8.0, 0.87),
+        point("c", "int8", 1.0, 0.95, ok=False),
+    ]
     assert [p["label"] for p in front_points(points)] == ["b/int8", "a/int8", "a/fp32"]  # failed c is no front
     labelled, legend = [], []
     real_annotate = matplotlib.axes.Axes.annotate
-    monkeypatch.setattr(matplotlib.axes.Axes, "annotate", lambda ax, text, *a, **k: labelled.append(text)
-                        or real_annotate(ax, text, *a, **k))
+    monkeypatch.setattr(
+        matplotlib.axes.Axes,
+        "annotate",
+        lambda ax, text, *a, **k: labelled.append(text) or real_annotate(ax, text, *a, **k),
+    )
     real_scatter = matplotlib.axes.Axes.scatter
-    monkeypatch.setattr(matplotlib.axes.Axes, "scatter", lambda ax, *a, **k: legend.append((k["label"], k["color"]))
-                        or real_scatter(ax, *a, **k))
+    monkeypatch.setattr(
+        matplotlib.axes.Axes,
+        "scatter",
+        lambda ax, *a, **k: legend.append((k["label"], k["color"])) or real_scatter(ax, *a, **k),
+    )
     out = front_png(points, tmp_path / "size.png", "MiB", "title", "top-1 (%) at the runs' 28 px")
     assert out.read_bytes()[:4] == b"\x89PNG"
     assert sorted(labelled) == ["a/fp32", "a/int8", "b/int8"]
@@ -146,9 +176,17 @@ def test_latency_plot_names_both_image_sizes(tmp_path, monkeypatch):
 
     said = []
     real = matplotlib.axes.Axes.set_ylabel
-    monkeypatch.setattr(matplotlib.axes.Axes, "set_ylabel", lambda ax, text, *a, **k: said.append(text)
-                        or real(ax, text, *a, **k))
-    rows = [{"artifact": "tflite/int8.tflite", "top1": 0.9, "source": "host", "status": "pass",
-             "at_size": {224: {"ms_1": 3.0}}}]
+    monkeypatch.setattr(
+        matplotlib.axes.Axes, "set_ylabel", lambda ax, text, *a, **k: said.append(text) or real(ax, text, *a, **k)
+    )
+    rows = [
+        {
+            "artifact": "tflite/int8.tflite",
+            "top1": 0.9,
+            "source": "host",
+            "status": "pass",
+            "at_size": {224: {"ms_1": 3.0}},
+        }
+    ]
     assert latency_png(rows, tmp_path / "latency.png", 224, None, 28).read_bytes()[:4] == b"\x89PNG"
     assert said == ["top-1 (%) at the run's 28 px"]

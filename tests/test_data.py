@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.data import FASHION_MNIST_DIR, NORMALIZATION, load_data, preprocess
 from pipeline.core.errors import EdgeError
+from pipeline.data import FASHION_MNIST_DIR, NORMALIZATION, load_data, preprocess
 
 
 def test_fashion_mnist_real_splits(fmnist):
@@ -61,8 +61,12 @@ def test_missing_fashion_mnist_names_the_package(tmp_path):
 
 
 def test_idx_label_out_of_range(tmp_path):
-    for name in ("train-images-idx3-ubyte.gz", "t10k-images-idx3-ubyte.gz",
-                 "train-labels-idx1-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+    for name in (
+        "train-images-idx3-ubyte.gz",
+        "t10k-images-idx3-ubyte.gz",
+        "train-labels-idx1-ubyte.gz",
+        "t10k-labels-idx1-ubyte.gz",
+    ):
         (tmp_path / name).write_bytes((FASHION_MNIST_DIR / name).read_bytes())
     raw = bytearray(gzip.decompress((tmp_path / "t10k-labels-idx1-ubyte.gz").read_bytes()))
     raw[8 + 17] = 12
@@ -78,7 +82,8 @@ def _write_folder(root, counts, size=(40, 30)):
             (root / split / cls).mkdir(parents=True)
             for i in range(n):
                 Image.fromarray(rng.integers(0, 255, (*size[::-1], 3), dtype=np.uint8)).save(
-                    root / split / cls / f"{i}.png")
+                    root / split / cls / f"{i}.png"
+                )
 
 
 def test_imagefolder(tmp_path):
@@ -145,13 +150,16 @@ def test_bad_split_sizes(fmnist):
 def test_an_evaluation_set_too_large_for_memory_is_refused_before_decoding(tmp_path):
     """preset=phone on ImageNet's 50,000-image val/ folder used to preprocess it all into memory (28 GiB of float32);
     now it is one line naming the figure and the eval_subset that fits, before a single image is decoded."""
-    from pipeline.data import DataSplits, ImageFiles, ImageSet, NORMALIZATION, eval_arrays
+    from pipeline.data import NORMALIZATION, DataSplits, ImageFiles, ImageSet, eval_arrays
 
     missing = ImageFiles([tmp_path / f"{i}.JPEG" for i in range(50_000)], 224)  # never opened
     split = ImageSet(missing, np.zeros(50_000, np.int64))
     data = DataSplits("imagefolder", ["a"], NORMALIZATION["imagefolder"], 3, split, split, split, split)
-    with pytest.raises(EdgeError, match=r"^eval_subset=0: 50000 test images at 224 px are 28\.0 GiB of float32 in "
-                                        r"memory \(the limit is 4 GiB\); set eval_subset=7133 or less$"):
+    with pytest.raises(
+        EdgeError,
+        match=r"^eval_subset=0: 50000 test images at 224 px are 28\.0 GiB of float32 in "
+        r"memory \(the limit is 4 GiB\); set eval_subset=7133 or less$",
+    ):
         eval_arrays(data, 224)
     with pytest.raises(FileNotFoundError):  # within the limit: it goes on to decode (here: files that are not there)
         eval_arrays(data, 224, limit=7133)

@@ -18,18 +18,33 @@ ANDROID = ROOT / "device_tests" / "android_benchmark.py"
 
 # --- the board script -------------------------------------------------------------------------------------------------
 
+
 def _venv(folder: Path, *requirements: str) -> None:
     subprocess.run([sys.executable, "-m", "venv", str(folder / "venv")], check=True)
-    subprocess.run([str(folder / "venv" / "bin" / "python"), "-m", "pip", "install", "--quiet",
-                    "--disable-pip-version-check", *requirements], check=True)
+    subprocess.run(
+        [
+            str(folder / "venv" / "bin" / "python"),
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            *requirements,
+        ],
+        check=True,
+    )
 
 
 @pytest.fixture(scope="session")
 def litert_venv(tmp_path_factory, worker_id):
     """A fresh venv with numpy and ai-edge-litert (and their own dependencies) at the locked versions: no torch, no
     tensorflow, not this project. One for the session (workers share it)."""
-    folder = built_once(tmp_path_factory, worker_id, "litert-venv", lambda f: _venv(
-        f, "-c", str(ROOT / "requirements.lock"), "numpy", "ai-edge-litert"))
+    folder = built_once(
+        tmp_path_factory,
+        worker_id,
+        "litert-venv",
+        lambda f: _venv(f, "-c", str(ROOT / "requirements.lock"), "numpy", "ai-edge-litert"),
+    )
     return folder / "venv" / "bin" / "python"
 
 
@@ -37,8 +52,12 @@ def litert_venv(tmp_path_factory, worker_id):
 def tflite_runtime_venv(tmp_path_factory, worker_id):
     """The other runtime boards use where ai-edge-litert has no wheel: tflite-runtime 2.14 (numpy 1.x), no
     CompiledModel."""
-    folder = built_once(tmp_path_factory, worker_id, "tflite-runtime-venv", lambda f: _venv(
-        f, "numpy==1.26.4", "tflite-runtime==2.14.0"))
+    folder = built_once(
+        tmp_path_factory,
+        worker_id,
+        "tflite-runtime-venv",
+        lambda f: _venv(f, "numpy==1.26.4", "tflite-runtime==2.14.0"),
+    )
     return folder / "venv" / "bin" / "python"
 
 
@@ -55,8 +74,10 @@ def _differing_prefix(tiny_run) -> int:
     from pipeline.engine.runners import open_runner
 
     x, labels = eval_arrays(load_data_for(tiny_run), tiny_run.image_size, 1000)
-    right = {v: predict(open_runner(tiny_run.run_dir / "tflite" / f"{v}.tflite"), x).argmax(1) == labels
-             for v in ("fp32", "int8")}
+    right = {
+        v: predict(open_runner(tiny_run.run_dir / "tflite" / f"{v}.tflite"), x).argmax(1) == labels
+        for v in ("fp32", "int8")
+    }
     counts = {v: np.cumsum(r) for v, r in right.items()}
     return next(n for n in range(300, 1001, 50) if counts["fp32"][n - 1] != counts["int8"][n - 1])
 
@@ -68,8 +89,9 @@ def device_bundle(tiny_run, tmp_path_factory):
     from pipeline.run import run_one
 
     images = _differing_prefix(tiny_run)
-    cfg = copy_run(tiny_run, tmp_path_factory.mktemp("bundle"), "bundled", bundle_models="fp32,int8",
-                   bundle_images=images)
+    cfg = copy_run(
+        tiny_run, tmp_path_factory.mktemp("bundle"), "bundled", bundle_models="fp32,int8", bundle_images=images
+    )
     run_one("bundle", cfg)
     return cfg.run_dir / "device_bundle"
 
@@ -97,30 +119,41 @@ def test_bundle_holds_models_images_scripts_and_host_figures(device_bundle, tiny
     assert "bench_tflite.py models/fp32.tflite models/int8.tflite --eval eval.npz" in readme
     assert f"--runs {tiny_run.bench_runs} --warmup {tiny_run.bench_warmup}" in readme
     assert "android_benchmark.py models/int8.tflite --binary" in readme
-    for script in ("bench_tflite.py", "android_benchmark.py", "tflite_precision.py", "tflite_memory.py"):
+    from pipeline.stages.bundle import SCRIPT_NAMES
+
+    assert set(SCRIPT_NAMES) == {p.name for p in (ROOT / "device_tests").glob("*.py")} - {
+        "arm64_check.py",
+        "arm64_rootfs.py",
+    }
+    for script in SCRIPT_NAMES:
         assert (device_bundle / script).read_bytes() == (ROOT / "device_tests" / script).read_bytes()
 
 
 def test_bundle_bad_input_is_one_line(tiny_run, tmp_path, capsys):
     from conftest import copy_run
+
     from pipeline.cli import main
 
     tiny_run = copy_run(tiny_run, tmp_path, "copy")  # a verb's keys are saved into the run's config: not the session's
     assert main(["bundle", str(tiny_run.run_dir), "bundle_models=resnet*"]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert err.startswith("error: bundle failed: bundle_models=resnet*: no built .tflite file that passed its gates "
-                          "matches") and "the run declares: " in err
+    assert (
+        err.startswith(
+            "error: bundle failed: bundle_models=resnet*: no built .tflite file that passed its gates matches"
+        )
+        and "the run declares: " in err
+    )
     assert main(["bundle", str(tiny_run.run_dir.parent / "nowhere")]) == 2
     assert "not a run directory (no config.yaml)" in capsys.readouterr().err
 
 
 def test_board_script_in_bare_venv_matches_host_accuracy(litert_venv, device_bundle, tiny_run, tmp_path):
-    from pipeline.data import eval_arrays, load_data_for
-    from pipeline.engine.evaluate import predict, score
     from pipeline.chain import context
     from pipeline.config import open_run
-    from pipeline.stages.report import run_rows
+    from pipeline.data import eval_arrays, load_data_for
+    from pipeline.engine.evaluate import predict, score
     from pipeline.engine.runners import open_runner
+    from pipeline.stages.report import run_rows
 
     bare = subprocess.run([str(litert_venv), "-c", "import torch"], capture_output=True)
     assert bare.returncode != 0  # nothing but numpy and the runtime
@@ -130,9 +163,29 @@ def test_board_script_in_bare_venv_matches_host_accuracy(litert_venv, device_bun
     out = tmp_path / "device_results_board.json"
     board = board_copy(device_bundle, tmp_path)
     proc = subprocess.run(
-        [str(litert_venv), "bench_tflite.py", "models/int8.tflite", "models/fp32.tflite", str(tmp_path / "bad.tflite"),
-         "--eval", "eval.npz", "--threads", "1,2", "--runs", "5", "--warmup", "1", "--out", str(out), "--predictions"],
-        cwd=board, capture_output=True, text=True, timeout=600)
+        [
+            str(litert_venv),
+            "bench_tflite.py",
+            "models/int8.tflite",
+            "models/fp32.tflite",
+            str(tmp_path / "bad.tflite"),
+            "--eval",
+            "eval.npz",
+            "--threads",
+            "1,2",
+            "--runs",
+            "5",
+            "--warmup",
+            "1",
+            "--out",
+            str(out),
+            "--predictions",
+        ],
+        cwd=board,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 1, proc.stderr  # the corrupt file fails; the others are kept
     assert "error: " in proc.stderr and "bad.tflite: not a TFLite flatbuffer (no TFL3 identifier)" in proc.stderr
     result = json.loads(out.read_text())
@@ -147,9 +200,11 @@ def test_board_script_in_bare_venv_matches_host_accuracy(litert_venv, device_bun
 
     n = len(np.load(device_bundle / "eval.npz")["labels"])
     x, labels = eval_arrays(load_data_for(tiny_run), tiny_run.image_size, n)
-    host = [score(predict(open_runner(tiny_run.run_dir / "tflite" / name), x), labels)
-            for name in ("int8.tflite", "fp32.tflite")]
-    for name, host_row in zip(("int8.tflite", "fp32.tflite"), host):
+    host = [
+        score(predict(open_runner(tiny_run.run_dir / "tflite" / name), x), labels)
+        for name in ("int8.tflite", "fp32.tflite")
+    ]
+    for name, host_row in zip(("int8.tflite", "fp32.tflite"), host, strict=True):
         row = rows[name]
         assert row["status"] == "pass" and row["images"] == n
         assert row["top1"] == host_row["top1"]  # same file, same images, same runtime: the same answers
@@ -163,7 +218,9 @@ def test_board_script_in_bare_venv_matches_host_accuracy(litert_venv, device_bun
         assert row["model_mib"] >= memory["model_mib"] > 0 and row["floor_mib"] == pytest.approx(memory["floor_mib"])
         size = (board / "models" / name).stat().st_size / 2**20
         assert memory["floor_mib"] == pytest.approx(size, rel=0.1)  # weights as stored, activations tiny at 28 px
-    assert rows["int8.tflite"]["precision"] == "int8" and rows["int8.tflite"]["per_thread"]["t1"]["input_dtype"] == "int8"
+    assert (
+        rows["int8.tflite"]["precision"] == "int8" and rows["int8.tflite"]["per_thread"]["t1"]["input_dtype"] == "int8"
+    )
     assert rows["bad.tflite"]["precision"] is None  # not a TFLite file: no precision to read
     assert "int8.tflite | int8 | pass" in proc.stdout
 
@@ -178,18 +235,39 @@ def test_board_script_in_bare_venv_matches_host_accuracy(litert_venv, device_bun
     assert merged["tflite/int8.tflite"]["source"] == "host"
 
 
-def test_board_script_reports_the_same_memory_fields_under_tflite_runtime(litert_venv, tflite_runtime_venv,
-                                                                         device_bundle, tmp_path):
+def test_board_script_reports_the_same_memory_fields_under_tflite_runtime(
+    litert_venv, tflite_runtime_venv, device_bundle, tmp_path
+):
     """tflite-runtime has no CompiledModel: auto runs the Interpreter, whose packed weights are a private copy; the
     JSON carries the same fields, and the Interpreter under ai-edge-litert measures alike."""
     rows = {}
-    for label, python, mode in (("tflite-runtime", tflite_runtime_venv, "auto"),
-                                ("litert", litert_venv, "interpreter")):
+    for label, python, mode in (
+        ("tflite-runtime", tflite_runtime_venv, "auto"),
+        ("litert", litert_venv, "interpreter"),
+    ):
         board = board_copy(device_bundle, tmp_path / label)
         out = tmp_path / f"{label}.json"
-        proc = subprocess.run([str(python), "bench_tflite.py", "models/fp32.tflite", "--threads", "1", "--runs", "3",
-                               "--warmup", "1", "--mode", mode, "--out", str(out)], cwd=board, capture_output=True,
-                              text=True, timeout=600)
+        proc = subprocess.run(
+            [
+                str(python),
+                "bench_tflite.py",
+                "models/fp32.tflite",
+                "--threads",
+                "1",
+                "--runs",
+                "3",
+                "--warmup",
+                "1",
+                "--mode",
+                mode,
+                "--out",
+                str(out),
+            ],
+            cwd=board,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert proc.returncode == 0, proc.stderr
         rows[label] = json.loads(out.read_text())["rows"][0]
         assert not list((board / "models").glob("*.xnnpack_cache"))  # no cache without CompiledModel
@@ -228,9 +306,30 @@ def test_board_script_falls_back_when_compiled_model_cannot_load(litert_venv, de
     def bench(*extra):
         out = tmp_path / "out.json"
         out.unlink(missing_ok=True)
-        proc = subprocess.run([str(litert_venv), "bench_tflite.py", "models/int8.tflite", "models/fp32.tflite",
-                               "--eval", "eval.npz", "--threads", "1,2", "--runs", "3", "--warmup", "1", "--out",
-                               str(out), *extra], cwd=board, env=env, capture_output=True, text=True, timeout=600)
+        proc = subprocess.run(
+            [
+                str(litert_venv),
+                "bench_tflite.py",
+                "models/int8.tflite",
+                "models/fp32.tflite",
+                "--eval",
+                "eval.npz",
+                "--threads",
+                "1,2",
+                "--runs",
+                "3",
+                "--warmup",
+                "1",
+                "--out",
+                str(out),
+                *extra,
+            ],
+            cwd=board,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         return proc, {r["artifact"]: r for r in json.loads(out.read_text())["rows"]}
 
     proc, rows = bench()
@@ -258,31 +357,73 @@ def test_board_script_errors_are_one_line(litert_venv, device_bundle, tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: no TFLite runtime found") and "pip install" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
-    proc = subprocess.run([str(litert_venv), script, "models/int8.tflite", "--eval", "missing.npz"],
-                          cwd=device_bundle, capture_output=True, text=True)
-    assert proc.returncode == 2 and proc.stderr.strip() == "error: missing.npz: eval file not found (the bundle's eval.npz)"
+    proc = subprocess.run(
+        [str(litert_venv), script, "models/int8.tflite", "--eval", "missing.npz"],
+        cwd=device_bundle,
+        capture_output=True,
+        text=True,
+    )
+    assert (
+        proc.returncode == 2
+        and proc.stderr.strip() == "error: missing.npz: eval file not found (the bundle's eval.npz)"
+    )
     out = tmp_path / "delegate.json"
-    proc = subprocess.run([str(litert_venv), script, "models/int8.tflite", "--threads", "1", "--runs", "2",
-                           "--delegate", "/nonexistent/libvx_delegate.so", "--out", str(out)],
-                          cwd=device_bundle, capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            str(litert_venv),
+            script,
+            "models/int8.tflite",
+            "--threads",
+            "1",
+            "--runs",
+            "2",
+            "--delegate",
+            "/nonexistent/libvx_delegate.so",
+            "--out",
+            str(out),
+        ],
+        cwd=device_bundle,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 1
     assert "error: /nonexistent/libvx_delegate.so: cannot load the delegate" in proc.stderr
     assert json.loads(out.read_text())["rows"][0]["status"] == "failed"
     # --out in a folder that is not there yet: made before measuring, so the figures are kept
     out = tmp_path / "results" / "x" / "int8.json"
-    proc = subprocess.run([str(litert_venv), script, "models/int8.tflite", "--threads", "1", "--runs", "2",
-                           "--warmup", "0", "--out", str(out)], cwd=board_copy(device_bundle, tmp_path),
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            str(litert_venv),
+            script,
+            "models/int8.tflite",
+            "--threads",
+            "1",
+            "--runs",
+            "2",
+            "--warmup",
+            "0",
+            "--out",
+            str(out),
+        ],
+        cwd=board_copy(device_bundle, tmp_path),
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(out.read_text())["rows"][0]["status"] == "pass"
     (tmp_path / "a_file").write_text("")  # a folder that cannot be made: refused before anything runs
-    proc = subprocess.run([str(litert_venv), script, "models/int8.tflite", "--out", str(tmp_path / "a_file" / "o.json")],
-                          cwd=device_bundle, capture_output=True, text=True)
+    proc = subprocess.run(
+        [str(litert_venv), script, "models/int8.tflite", "--out", str(tmp_path / "a_file" / "o.json")],
+        cwd=device_bundle,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2 and proc.stderr.strip().startswith("error: --out ")
     assert "cannot make its folder" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 
 
 # --- the Android script ---------------------------------------------------------------------------------------------
+
 
 @pytest.fixture
 def phone(tmp_path, tiny_run):
@@ -291,7 +432,7 @@ def phone(tmp_path, tiny_run):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     adb = bin_dir / "adb"
-    adb.write_text(f"#!/bin/sh\nexec {sys.executable} {ROOT / 'tests' / 'fake_adb.py'} \"$@\"\n")
+    adb.write_text(f'#!/bin/sh\nexec {sys.executable} {ROOT / "tests" / "fake_adb.py"} "$@"\n')
     adb.chmod(0o755)
     (tmp_path / "benchmark_model").write_bytes(b"\x7fELF fake binary")
     for name, source in (("int8.tflite", "int8"), ("structured50_int8.tflite", "fp32")):
@@ -302,11 +443,22 @@ def phone(tmp_path, tiny_run):
     def run(scenario, *extra, models=("int8.tflite",), output="chromeos_cpu_xnnpack.txt", path=True):
         log = tmp_path / "adb.log"
         log.write_text("")
-        env = {**os.environ, "FAKE_ADB_SCENARIO": scenario, "FAKE_ADB_ROOT": str(root), "FAKE_ADB_LOG": str(log),
-               "FAKE_ADB_OUTPUT": output, "PATH": f"{bin_dir}:/usr/bin:/bin" if path else "/nonexistent"}
-        proc = subprocess.run([sys.executable, str(ANDROID), *models, "--binary", "benchmark_model",
-                               "--out", "out.json", *extra], cwd=tmp_path, env=env, capture_output=True, text=True,
-                              timeout=120)
+        env = {
+            **os.environ,
+            "FAKE_ADB_SCENARIO": scenario,
+            "FAKE_ADB_ROOT": str(root),
+            "FAKE_ADB_LOG": str(log),
+            "FAKE_ADB_OUTPUT": output,
+            "PATH": f"{bin_dir}:/usr/bin:/bin" if path else "/nonexistent",
+        }
+        proc = subprocess.run(
+            [sys.executable, str(ANDROID), *models, "--binary", "benchmark_model", "--out", "out.json", *extra],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         calls = [json.loads(line) for line in log.read_text().splitlines()]
         out = tmp_path / "out.json"
         rows = json.loads(out.read_text())["rows"] if out.is_file() else None
@@ -338,12 +490,14 @@ def test_android_success_parses_timings_and_memory_and_cleans_up(phone):
     assert "--xnnpack_weight_cache_file_path=/data/local/tmp/resnet-edge/int8.tflite.xnnpack_cache" in shell[0][3]
     assert row["weight_cache"] is True
     shell = [c[3] for c in calls if c[2:3] == ["shell"]]
-    assert shell[-6:] == ["rm -f /data/local/tmp/resnet-edge/benchmark_model",
-                          "rm -f /data/local/tmp/resnet-edge/int8.tflite",
-                          "rm -f /data/local/tmp/resnet-edge/int8.tflite.xnnpack_cache",
-                          "rm -f /data/local/tmp/resnet-edge/structured50_int8.tflite",
-                          "rm -f /data/local/tmp/resnet-edge/structured50_int8.tflite.xnnpack_cache",
-                          "rmdir /data/local/tmp/resnet-edge"]  # it made the folder, so it may remove it
+    assert shell[-6:] == [
+        "rm -f /data/local/tmp/resnet-edge/benchmark_model",
+        "rm -f /data/local/tmp/resnet-edge/int8.tflite",
+        "rm -f /data/local/tmp/resnet-edge/int8.tflite.xnnpack_cache",
+        "rm -f /data/local/tmp/resnet-edge/structured50_int8.tflite",
+        "rm -f /data/local/tmp/resnet-edge/structured50_int8.tflite.xnnpack_cache",
+        "rmdir /data/local/tmp/resnet-edge",
+    ]  # it made the folder, so it may remove it
     assert not (root / "data" / "local" / "tmp" / "resnet-edge").exists()  # nothing left on the phone
 
 
@@ -366,8 +520,9 @@ def test_android_runs_again_without_the_weight_cache_when_it_fails(phone):
     row = rows[0]
     assert row["status"] == "pass" and row["weight_cache"] is False and row["error"] is None
     assert row["ms_1"] is None and row["ms_n"] == pytest.approx(56.2658) and "log_tail" not in row
-    assert row["fallback"].startswith("with XNNPACK's weight cache: int8.tflite: benchmark_model crashed "
-                                      "(Segmentation fault)")
+    assert row["fallback"].startswith(
+        "with XNNPACK's weight cache: int8.tflite: benchmark_model crashed (Segmentation fault)"
+    )
     assert "note: int8.tflite: ran without the weight cache" in proc.stderr
     assert not (root / "data" / "local" / "tmp" / "resnet-edge").exists()  # the cache it wrote is removed too
 
@@ -390,15 +545,18 @@ def test_android_leaves_what_it_did_not_bring(phone, tmp_path):
     (shared / "benchmark_model").write_bytes(b"their own binary")  # a name it would push: refuse, touch nothing
     proc, calls, rows, _ = phone("ok", "--remote-dir", "/data/local/tmp")
     assert proc.returncode == 2 and rows is None
-    assert proc.stderr.strip() == ("error: --remote-dir /data/local/tmp already holds benchmark_model, which this "
-                                   "script would overwrite and then delete: choose another --remote-dir")
+    assert proc.stderr.strip() == (
+        "error: --remote-dir /data/local/tmp already holds benchmark_model, which this "
+        "script would overwrite and then delete: choose another --remote-dir"
+    )
     assert (shared / "benchmark_model").read_bytes() == b"their own binary"
     assert not [c for c in calls if "push" in c or any("rm " in w for w in c)]
 
 
 def test_android_pinned_multithread_median_and_memory_delta(phone):
-    proc, calls, rows, _ = phone("ok", "--threads", "4", "--cpu-mask", "f0", "--use-gpu", "--op-profiling",
-                                 output="am62_ssd_mobilenet_v2.txt")
+    proc, calls, rows, _ = phone(
+        "ok", "--threads", "4", "--cpu-mask", "f0", "--use-gpu", "--op-profiling", output="am62_ssd_mobilenet_v2.txt"
+    )
     assert proc.returncode == 0, proc.stderr
     row = rows[0]
     assert row["ms_n"] == pytest.approx(1239.807) and row["ms_1"] is None and row["threads_n"] == 4  # median
@@ -409,12 +567,15 @@ def test_android_pinned_multithread_median_and_memory_delta(phone):
     assert "--use_gpu=true" in command and "--enable_op_profiling=true" in command
 
 
-@pytest.mark.parametrize("scenario, extra, message", [
-    ("nodevice", (), "error: no Android device attached: connect one with USB debugging on"),
-    ("twodevices", (), "error: 2 devices attached (R58M41ABCDE, emulator-5554): choose one with --serial"),
-    ("unauthorized", (), "error: R58M41ABCDE is unauthorized: accept the USB debugging prompt on the phone"),
-    ("ok", ("--serial", "ZZZ"), "error: --serial ZZZ: not attached (adb devices lists: R58M41ABCDE)"),
-])
+@pytest.mark.parametrize(
+    "scenario, extra, message",
+    [
+        ("nodevice", (), "error: no Android device attached: connect one with USB debugging on"),
+        ("twodevices", (), "error: 2 devices attached (R58M41ABCDE, emulator-5554): choose one with --serial"),
+        ("unauthorized", (), "error: R58M41ABCDE is unauthorized: accept the USB debugging prompt on the phone"),
+        ("ok", ("--serial", "ZZZ"), "error: --serial ZZZ: not attached (adb devices lists: R58M41ABCDE)"),
+    ],
+)
 def test_android_device_problems_are_one_line(phone, scenario, extra, message):
     proc, calls, rows, _ = phone(scenario, *extra)
     assert proc.returncode == 2 and rows is None
@@ -430,8 +591,9 @@ def test_android_serial_picks_one_of_two(phone):
 def test_android_no_adb(phone):
     proc, _, rows, _ = phone("ok", path=False)
     assert proc.returncode == 2 and rows is None
-    assert proc.stderr.strip() == ("error: adb not found: install Android platform-tools and put adb on PATH, "
-                                   "or pass --adb PATH")
+    assert proc.stderr.strip() == (
+        "error: adb not found: install Android platform-tools and put adb on PATH, or pass --adb PATH"
+    )
 
 
 def test_android_crash_keeps_rows_measured(phone, tmp_path):
@@ -454,19 +616,30 @@ def test_android_timeout_names_the_fix_and_stops_only_its_process(phone):
     assert not (root / "data" / "local" / "tmp" / "resnet-edge").exists()
 
 
-@pytest.mark.parametrize("script, args, message", [
-    ("bench_tflite.py", ["{cut}", "--runs", "2", "--warmup", "0", "--threads", "1", "--out", "{tmp}/r.json"],
-     "cut.tflite: truncated or corrupt TFLite file"),  # a struct.error traceback before
-    ("android_benchmark.py", ["{cut}", "--binary", "{cut}", "--threads", "0"], "--threads 0: expected an integer >= 1"),
-    ("android_benchmark.py", ["{cut}", "--binary", "{cut}", "--runs", "0"], "--runs 0: expected an integer >= 1"),
-    ("arm64_check.py", ["{tmp}", "--runtimes="], "--runtimes '': name at least one of"),  # "0/0 ok", exit 0 before
-])
+@pytest.mark.parametrize(
+    "script, args, message",
+    [
+        (
+            "bench_tflite.py",
+            ["{cut}", "--runs", "2", "--warmup", "0", "--threads", "1", "--out", "{tmp}/r.json"],
+            "cut.tflite: truncated or corrupt TFLite file",
+        ),  # a struct.error traceback before
+        (
+            "android_benchmark.py",
+            ["{cut}", "--binary", "{cut}", "--threads", "0"],
+            "--threads 0: expected an integer >= 1",
+        ),
+        ("android_benchmark.py", ["{cut}", "--binary", "{cut}", "--runs", "0"], "--runs 0: expected an integer >= 1"),
+        ("arm64_check.py", ["{tmp}", "--runtimes="], "--runtimes '': name at least one of"),  # "0/0 ok", exit 0 before
+    ],
+)
 def test_device_scripts_turn_bad_input_into_one_error_line(tiny_run, tmp_path, script, args, message):
     cut = tmp_path / "cut.tflite"
     cut.write_bytes((tiny_run.run_dir / "tflite" / "int8.tflite").read_bytes()[:3000])  # a copy cut off mid-way
     argv = [a.format(cut=cut, tmp=tmp_path) for a in args]
-    proc = subprocess.run([sys.executable, str(ROOT / "device_tests" / script), *argv], capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "device_tests" / script), *argv], capture_output=True, text=True, timeout=300
+    )
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
     assert proc.returncode != 0 and len(errors) == 1 and message in errors[0], proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr

@@ -8,18 +8,44 @@ import numpy as np
 import torch
 from conftest import locked
 
-TOOLS = ["torch", "tensorflow", "onnx", "onnxruntime", "onnx2tf", "nncf", "ai_edge_litert", "tf_keras",
-         "onnx_graphsurgeon", "onnxsim", "sng4onnx", "torch_pruning", "litert_torch"]
+TOOLS = [
+    "torch",
+    "tensorflow",
+    "onnx",
+    "onnxruntime",
+    "onnx2tf",
+    "nncf",
+    "ai_edge_litert",
+    "tf_keras",
+    "onnx_graphsurgeon",
+    "onnxsim",
+    "sng4onnx",
+    "torch_pruning",
+    "litert_torch",
+]
 
 
 def _tiny_onnx(path):
     torch.manual_seed(0)
     model = torch.nn.Sequential(
-        torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
-        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 4)).eval()
+        torch.nn.Conv2d(1, 8, 3, padding=1),
+        torch.nn.BatchNorm2d(8),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(8, 4),
+    ).eval()
     x = torch.randn(16, 1, 12, 12)
-    torch.onnx.export(model, x[:1], path, input_names=["input"], output_names=["logits"], opset_version=17,
-                      dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False)
+    torch.onnx.export(
+        model,
+        x[:1],
+        path,
+        input_names=["input"],
+        output_names=["logits"],
+        opset_version=17,
+        dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+        dynamo=False,
+    )
     with torch.no_grad():
         return x.numpy(), model(x).numpy()
 
@@ -29,6 +55,7 @@ def test_every_tool_imports():
     assert versions["onnx2tf"] == locked("onnx2tf") and versions["nncf"] == locked("nncf")
     assert versions["torch"].split("+")[0] == locked("torch") and versions["onnx"] == locked("onnx")
     import nncf.onnx.quantization.quantizer_parameters  # noqa: F401  (the import that 1.29's pins break)
+
     assert shutil.which("onnxsim"), "onnx2tf calls the onnxsim program: the venv's bin must be on PATH"
 
 
@@ -43,7 +70,7 @@ def test_nncf_onnx_ptq_and_onnx2tf_convert_in_one_process(tmp_path, monkeypatch)
     x, reference = _tiny_onnx(tmp_path / "tiny.onnx")
 
     # NNCF post-training quantization of the ONNX graph -> QDQ ONNX that onnxruntime runs
-    calibration = nncf.Dataset([x[i: i + 1] for i in range(len(x))], lambda a: {"input": a})
+    calibration = nncf.Dataset([x[i : i + 1] for i in range(len(x))], lambda a: {"input": a})
     quantized = nncf.quantize(onnx.load(tmp_path / "tiny.onnx"), calibration, subset_size=len(x))
     ops = {n.op_type for n in quantized.graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
@@ -53,17 +80,18 @@ def test_nncf_onnx_ptq_and_onnx2tf_convert_in_one_process(tmp_path, monkeypatch)
 
     # onnx2tf float32 conversion (it rewrites its input file, so it gets a copy), run by the LiteRT interpreter
     shutil.copy(tmp_path / "tiny.onnx", tmp_path / "copy.onnx")
-    onnx2tf.convert(input_onnx_file_path=str(tmp_path / "copy.onnx"), output_folder_path=str(tmp_path / "tf"),
-                    non_verbose=True)
+    onnx2tf.convert(
+        input_onnx_file_path=str(tmp_path / "copy.onnx"), output_folder_path=str(tmp_path / "tf"), non_verbose=True
+    )
     interpreter = Interpreter(model_path=str(tmp_path / "tf" / "copy_float32.tflite"))
     interpreter.allocate_tensors()
     inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
     assert tuple(inp["shape"]) == (1, 12, 12, 1)  # onnx2tf turns NCHW into NHWC
     worst = 0.0
     for i in range(4):
-        interpreter.set_tensor(inp["index"], x[i: i + 1].transpose(0, 2, 3, 1))
+        interpreter.set_tensor(inp["index"], x[i : i + 1].transpose(0, 2, 3, 1))
         interpreter.invoke()
-        worst = max(worst, float(np.abs(interpreter.get_tensor(out["index"]) - reference[i: i + 1]).max()))
+        worst = max(worst, float(np.abs(interpreter.get_tensor(out["index"]) - reference[i : i + 1]).max()))
     assert worst < 1e-4
 
 
@@ -77,6 +105,7 @@ def test_setup_built_nncfs_extension_into_the_venv():
     from pathlib import Path
 
     from conftest import SESSION_START
+
     from quantization.nncf_ops import build_extension
 
     assert sys.prefix != sys.base_prefix  # the suite runs in `make setup`'s venv

@@ -9,11 +9,11 @@ import pytest
 import torch
 from conftest import copy_run, shared_run
 
-from pipeline.engine.checkpoint import derived_checkpoint, load_checkpoint, model_from_checkpoint, save_checkpoint
 from pipeline.cli import main
-from pipeline.data import Normalization, check_calibration
 from pipeline.core.errors import EdgeError
 from pipeline.core.precision import tflite_ops
+from pipeline.data import Normalization, check_calibration
+from pipeline.engine.checkpoint import derived_checkpoint, load_checkpoint, model_from_checkpoint, save_checkpoint
 from pipeline.run import run_one
 
 OUTLIER = 1000.0
@@ -43,11 +43,15 @@ def plant_outlier(cfg) -> None:
 def outlier_run(tiny_run, tmp_path_factory, worker_id):
     """A copy of the tiny run with the outlier planted and litert run on it (its int8 file fails, the fallback
     repairs it); a test that writes copies it first."""
+
     def build(runs):
         cfg = copy_run(tiny_run, runs, "outlier", run_structured=False, run_magnitude=False)
         plant_outlier(cfg)
-        with pytest.raises(EdgeError, match=r"nncf_int8.tflite: top-1 drop FAILED.*repaired: "
-                                            r"tflite/nncf_int8_fallback.tflite pass"):
+        with pytest.raises(
+            EdgeError,
+            match=r"nncf_int8.tflite: top-1 drop FAILED.*repaired: "
+            r"tflite/nncf_int8_fallback.tflite pass",
+        ):
             run_one("litert", cfg)
 
     yield from shared_run(tmp_path_factory, worker_id, "outlier", build)
@@ -64,7 +68,8 @@ def test_explain_a_good_int8_file(tiny_run, tmp_path):
     assert min(lay["snr_db"] for lay in layers) >= 20 and min(lay["cosine"] for lay in layers) > 0.99
     assert result["verdict"].startswith("no layer below 20 dB")
     assert len(result["worst"]) == 5 and result["layers"][result["worst"][0]]["snr_added_db"] == min(
-        lay["snr_added_db"] for lay in layers)
+        lay["snr_added_db"] for lay in layers
+    )
 
 
 def test_explain_ranks_the_hard_layer_worst(outlier_run, tmp_path, litert_run):
@@ -91,8 +96,7 @@ def test_explain_ranks_the_hard_layer_worst(outlier_run, tmp_path, litert_run):
     copy_run(litert_run, tmp_path, "clean")  # the tiny run's own NNCF int8 file
     clean = main(["explain", str(tmp_path / "clean" / "tflite" / "nncf_int8.tflite")])
     assert clean == 0
-    layers = json.loads((tmp_path / "clean" / "explain" / "tflite" / "nncf_int8.tflite.json")
-                        .read_text())["layers"]
+    layers = json.loads((tmp_path / "clean" / "explain" / "tflite" / "nncf_int8.tflite.json").read_text())["layers"]
     assert next(lay for lay in layers if lay["layer"] == "layer1.0.conv2")["snr_added_db"] > 25
 
 
@@ -114,7 +118,11 @@ def test_fallback_turns_a_failed_int8_file_into_a_passing_one(outlier_run, tmp_p
     assert main(["report", str(run.run_dir)]) == 2  # the onnx2tf rows predate the planted outlier
     rows = {r["artifact"]: r for r in json.loads((run.run_dir / "report" / "report.json").read_text())["rows"]}
     assert {a for a, r in rows.items() if r["status"] == "stale"} == {  # built before the outlier was planted
-        "tflite/fp32.tflite", "tflite/fp16.tflite", "tflite/dynamic_range.tflite", "tflite/int8.tflite"}
+        "tflite/fp32.tflite",
+        "tflite/fp16.tflite",
+        "tflite/dynamic_range.tflite",
+        "tflite/int8.tflite",
+    }
     assert rows["tflite/nncf_int8.tflite"]["status"] == "gate"
     assert rows["tflite/nncf_int8_fallback.tflite"]["status"] == "pass"
     md = (run.run_dir / "report" / "report.md").read_text()
@@ -135,8 +143,15 @@ def test_fallback_turns_a_failed_int8_file_into_a_passing_one(outlier_run, tmp_p
         raise RuntimeError("converter crashed")
 
     with pytest.raises(RuntimeError, match="converter crashed"):
-        fallback.repair(context(run), run.run_dir / "tflite" / "nncf_int8.tflite",
-                        run.run_dir / "train" / "best.pt", {"method": "m"}, False, crashes, lambda lay: "x")
+        fallback.repair(
+            context(run),
+            run.run_dir / "tflite" / "nncf_int8.tflite",
+            run.run_dir / "train" / "best.pt",
+            {"method": "m"},
+            False,
+            crashes,
+            lambda lay: "x",
+        )
     assert repaired.read_bytes() == kept  # the previous repair stays until a new one is kept
     assert not list(repaired.parent.glob(".trying-*"))
 
@@ -155,12 +170,15 @@ def test_calibration_images_are_checked(fmnist, tiny_run, tmp_path):
     with pytest.raises(EdgeError, match="calibration: images are not normalised like training"):
         check_calibration(real, Normalization((0.9,), (0.05,)), 28)
 
-    from pipeline.chain import context
+    from pipeline.chain import context, stages
     from pipeline.engine.contract import run_stage
-    from pipeline.chain import stages
 
-    black = dataclasses.replace(fmnist, calibration=dataclasses.replace(fmnist.calibration, images=np.zeros_like(
-        np.asarray(fmnist.calibration.images))))
+    black = dataclasses.replace(
+        fmnist,
+        calibration=dataclasses.replace(
+            fmnist.calibration, images=np.zeros_like(np.asarray(fmnist.calibration.images))
+        ),
+    )
     cfg = copy_run(tiny_run, tmp_path, "black")
     before = (cfg.run_dir / "tflite" / "int8.tflite").read_bytes()
     entry = run_stage(stages()["convert"], context(cfg, data=black))
@@ -186,8 +204,11 @@ def test_fallback_for_onnx2tf_int8(outlier_run, tmp_path):
     """onnx2tf's route: its SavedModel quantized again by TFLite's converter with explain's worst layer (and the
     conv that only it reads) on the QuantizationDebugger's deny list."""
     run = copy_run(outlier_run, tmp_path, "outlier")  # the shared run stays as it is
-    with pytest.raises(EdgeError, match=r"tflite/int8.tflite: top-1 drop FAILED.*repaired: "
-                                        r"tflite/int8_fallback.tflite pass with 1 layer"):
+    with pytest.raises(
+        EdgeError,
+        match=r"tflite/int8.tflite: top-1 drop FAILED.*repaired: "
+        r"tflite/int8_fallback.tflite pass with 1 layer",
+    ):
         run_one("convert", run)
     assert not {g["name"]: g for g in read(run, "tflite/int8.tflite")["gates"]}["top-1 drop"]["passed"]
     fixed = read(run, "tflite/int8_fallback.tflite")
@@ -226,8 +247,15 @@ def test_a_repair_that_is_no_better_is_not_kept(outlier_run, tmp_path, capsys):
     failed = layout.tflite("nncf_int8")
     fallback.clear(layout, failed)
     ctx = context(cfg)
-    kept = fallback.repair(ctx, failed, layout.best, {"method": "test"}, False,
-                           lambda layers, out: shutil.copyfile(failed, out), lambda lay: lay["layer"])
+    kept = fallback.repair(
+        ctx,
+        failed,
+        layout.best,
+        {"method": "test"},
+        False,
+        lambda layers, out: shutil.copyfile(failed, out),
+        lambda lay: lay["layer"],
+    )
     assert kept is None
     assert not fallback.fallback_path(failed).exists() and not layout.record(fallback.fallback_path(failed)).exists()
     assert "no float fallback kept" in capsys.readouterr().err

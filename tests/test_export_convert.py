@@ -11,9 +11,9 @@ from onnx import TensorProto, helper
 
 from models import build_model
 from pipeline.cli import main
-from pipeline.engine.onnx_to_tflite import convert_tflite
-from pipeline.data import Normalization, eval_arrays, load_data, preprocess
 from pipeline.core.errors import EdgeError
+from pipeline.data import Normalization, eval_arrays, load_data, preprocess
+from pipeline.engine.onnx_to_tflite import convert_tflite
 from pipeline.engine.runners import OnnxRunner, TFLiteRunner, TorchRunner, open_runner
 
 
@@ -45,8 +45,12 @@ def test_export_is_gated_onnx(run, fmnist):
 
 
 def test_four_tflite_files_pass_their_gates(run):
-    expected = {"fp32": ("parity", 1e-3), "fp16": ("agreement", 0.995), "dynamic_range": ("top-1 drop", 1.0),
-                "int8": ("top-1 drop", 1.0)}
+    expected = {
+        "fp32": ("parity", 1e-3),
+        "fp16": ("agreement", 0.995),
+        "dynamic_range": ("top-1 drop", 1.0),
+        "int8": ("top-1 drop", 1.0),
+    }
     for variant, (name, threshold) in expected.items():
         rec = record(run, f"tflite/{variant}.tflite")
         assert [g["name"] for g in rec["gates"]] == [name] and rec["gates"][0]["passed"], rec["gates"]
@@ -99,10 +103,16 @@ def test_missing_upstream_names_the_stage(tmp_path, capsys):
 
 
 def test_unconvertible_op_surfaces_onnx2tf_reason_and_leaves_no_file(tmp_path):
-    nodes = [helper.make_node("LpPool", ["input"], ["pooled"], kernel_shape=[2, 2], p=2),
-             helper.make_node("Flatten", ["pooled"], ["logits"])]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 1, 8, 8])],
-                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 49])])
+    nodes = [
+        helper.make_node("LpPool", ["input"], ["pooled"], kernel_shape=[2, 2], p=2),
+        helper.make_node("Flatten", ["pooled"], ["logits"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 1, 8, 8])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 49])],
+    )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "lp.onnx")
     images = np.random.default_rng(0).integers(0, 255, (8, 8, 8, 1), dtype=np.uint8)
     with pytest.raises(EdgeError, match=r"onnx2tf failed: .*LpPool") as err:
@@ -131,8 +141,15 @@ def test_every_model_exports_and_converts(name, options, tmp_path):
     images = load_data("fashion_mnist", val_size=100, calib_size=64).calibration.images
     images = np.repeat(images, 3, -1) if c == 3 else images  # real pictures for the RGB nets too
     norm = Normalization((0.5,) * c, (0.25,) * c)
-    torch.onnx.export(model, torch.zeros(1, c, 32, 32), tmp_path / "m.onnx", input_names=["input"],
-                      output_names=["logits"], opset_version=17, dynamo=False)
+    torch.onnx.export(
+        model,
+        torch.zeros(1, c, 32, 32),
+        tmp_path / "m.onnx",
+        input_names=["input"],
+        output_names=["logits"],
+        opset_version=17,
+        dynamo=False,
+    )
     paths = convert_tflite(tmp_path / "m.onnx", tmp_path / "tflite", images, norm, 32)
     x = preprocess(images[:32], norm, 32)
     ref = OnnxRunner(tmp_path / "m.onnx")(x)
@@ -147,9 +164,9 @@ def test_every_model_exports_and_converts(name, options, tmp_path):
 
 def test_our_int8_file_is_the_one_onnx2tf_makes(tiny_run, tmp_path):
     """convert asks onnx2tf for fp32/fp16/dynamic-range and the SavedModel only, and makes the int8 file itself with
-    onnx2tf's recipe (pipeline.engine.onnx_to_tflite.full_integer_int8), skipping onnx2tf's three other calibrated variants. The
-    files must be byte for byte what onnx2tf 1.28 makes when it does all of it (its MaxPool pads with 0 for int8
-    graphs: the tiny run's ResNet-18 has the ImageNet stem's max-pool)."""
+    onnx2tf's recipe (pipeline.engine.onnx_to_tflite.full_integer_int8), skipping onnx2tf's three other calibrated
+    variants. The files must be byte for byte what onnx2tf 1.28 makes when it does all of it (its MaxPool pads with 0
+    for int8 graphs: the tiny run's ResNet-18 has the ImageNet stem's max-pool)."""
     import contextlib
     import hashlib
     import io
@@ -159,14 +176,20 @@ def test_our_int8_file_is_the_one_onnx2tf_makes(tiny_run, tmp_path):
     import onnx2tf
     import tf_keras
 
+    from pipeline.chain import context
     from pipeline.core.names import VARIANTS
     from pipeline.engine.onnx_to_tflite import calibration_nhwc
-    from pipeline.chain import context
 
     ctx = context(tiny_run)
     calib_u8 = ctx.calib_u8[:32]
-    ours = convert_tflite(tiny_run.run_dir / "onnx" / "model.onnx", tmp_path / "ours", calib_u8, ctx.data.norm,
-                          tiny_run.image_size, ("fp32", "dynamic_range", "int8"))
+    ours = convert_tflite(
+        tiny_run.run_dir / "onnx" / "model.onnx",
+        tmp_path / "ours",
+        calib_u8,
+        ctx.data.norm,
+        tiny_run.image_size,
+        ("fp32", "dynamic_range", "int8"),
+    )
     shutil.copy(tiny_run.run_dir / "onnx" / "model.onnx", tmp_path / "model.onnx")
     np.save(tmp_path / "calib.npy", calibration_nhwc(calib_u8, tiny_run.image_size))
     mean, std = (np.asarray(v, np.float32).reshape(1, 1, 1, 1) for v in (ctx.data.norm.mean, ctx.data.norm.std))
@@ -175,15 +198,23 @@ def test_our_int8_file_is_the_one_onnx2tf_makes(tiny_run, tmp_path):
         os.chdir(tmp_path)
         tf_keras.backend.clear_session()  # as convert does: names (in the file) restart at 0
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            onnx2tf.convert(input_onnx_file_path=str(tmp_path / "model.onnx"), output_folder_path=str(tmp_path / "tf"),
-                            output_integer_quantized_tflite=True, quant_type="per-channel",
-                            custom_input_op_name_np_data_path=[["input", str(tmp_path / "calib.npy"), mean, std]],
-                            input_quant_dtype="int8", output_quant_dtype="int8", non_verbose=True)
+            onnx2tf.convert(
+                input_onnx_file_path=str(tmp_path / "model.onnx"),
+                output_folder_path=str(tmp_path / "tf"),
+                output_integer_quantized_tflite=True,
+                quant_type="per-channel",
+                custom_input_op_name_np_data_path=[["input", str(tmp_path / "calib.npy"), mean, std]],
+                input_quant_dtype="int8",
+                output_quant_dtype="int8",
+                non_verbose=True,
+            )
     finally:
         os.chdir(cwd)
     for variant in ("fp32", "dynamic_range", "int8"):
-        digest = [hashlib.sha256(p.read_bytes()).hexdigest() for p in (ours[variant], tmp_path / "tf" /
-                                                                        f"model_{VARIANTS[variant]}.tflite")]
+        digest = [
+            hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in (ours[variant], tmp_path / "tf" / f"model_{VARIANTS[variant]}.tflite")
+        ]
         assert digest[0] == digest[1], variant
 
 
@@ -197,8 +228,12 @@ def test_convert_removes_only_the_work_folders_of_dead_conversions(tmp_path):
     from pipeline.engine.onnx_to_tflite import clear_dead_work
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    folders = {f".onnx2tf-{dead.stdout.strip()}-a": False, f".onnx2tf-{os.getppid()}-b": True,
-               f".onnx2tf-structured50_{dead.stdout.strip()}-c": True, ".onnx2tf-old": True}
+    folders = {
+        f".onnx2tf-{dead.stdout.strip()}-a": False,
+        f".onnx2tf-{os.getppid()}-b": True,
+        f".onnx2tf-structured50_{dead.stdout.strip()}-c": True,
+        ".onnx2tf-old": True,
+    }
     for name in folders:
         (tmp_path / name).mkdir()
         (tmp_path / name / "model.tflite").write_bytes(b"work")
@@ -219,8 +254,14 @@ def test_onnx2tf_simplifies_in_this_process(tiny_run, tmp_path, monkeypatch, cap
     monkeypatch.setattr(subprocess, "check_output", lambda cmd, **kw: started.append(cmd) or real(cmd, **kw))
     ctx = context(tiny_run)
     capsys.readouterr()
-    paths = convert_tflite(tiny_run.run_dir / "onnx" / "model.onnx", tmp_path, ctx.calib_u8[:8], ctx.data.norm,
-                           tiny_run.image_size, ("fp32",))
+    paths = convert_tflite(
+        tiny_run.run_dir / "onnx" / "model.onnx",
+        tmp_path,
+        ctx.calib_u8[:8],
+        ctx.data.norm,
+        tiny_run.image_size,
+        ("fp32",),
+    )
     assert paths["fp32"].stat().st_size > 1000
     assert not [cmd for cmd in started if cmd and cmd[0] == "onnxsim"], started
     log = capsys.readouterr().out  # run_onnx2tf prints onnx2tf's log (into the stage's log file in a stage)

@@ -5,8 +5,8 @@ import gzip
 import json
 
 import numpy as np
-import pytest
 import onnx
+import pytest
 import torch
 from onnx import TensorProto, helper
 
@@ -30,9 +30,23 @@ def test_constant_calibration_images_are_refused_before_any_int8_file(tiny_run, 
         (data / name).write_bytes((FASHION_MNIST_DIR / name).read_bytes())
     (data / "train-images-idx3-ubyte.gz").write_bytes(_idx(np.zeros((1000, 28, 28), np.uint8)))
     (data / "train-labels-idx1-ubyte.gz").write_bytes(_idx(np.arange(1000) % 10))
-    args = ["run", f"weights={tiny_run.run_dir / 'train' / 'best.pt'}", "epochs=0", f"data_root={data}",
-            "width=0.25", "stem=imagenet", "image_size=28", "preset=cpu", "min_steps=0", "eval_subset=1000", "run_structured=false",
-            "run_magnitude=false", "bench_runs=3", f"runs_dir={tmp_path}", "name=black"]
+    args = [
+        "run",
+        f"weights={tiny_run.run_dir / 'train' / 'best.pt'}",
+        "epochs=0",
+        f"data_root={data}",
+        "width=0.25",
+        "stem=imagenet",
+        "image_size=28",
+        "preset=cpu",
+        "min_steps=0",
+        "eval_subset=1000",
+        "run_structured=false",
+        "run_magnitude=false",
+        "bench_runs=3",
+        f"runs_dir={tmp_path}",
+        "name=black",
+    ]
     assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     refusal = "calibration: 300 of 300 calibration images are constant (300 all black)"
@@ -72,13 +86,18 @@ def test_export_parity_gate_fails_when_onnx_and_torch_disagree(tiny_run, tmp_pat
 def _lppool_onnx(path, size: int) -> None:
     """LpPool (which onnx2tf cannot convert) then a classifier: a valid model onnxruntime runs."""
     w = np.random.default_rng(0).standard_normal((10, (size // 2) ** 2)).astype(np.float32)
-    nodes = [helper.make_node("LpPool", ["input"], ["pooled"], kernel_shape=[2, 2], strides=[2, 2], p=2),
-             helper.make_node("Flatten", ["pooled"], ["flat"]),
-             helper.make_node("Gemm", ["flat", "w"], ["logits"], transB=1)]
-    graph = helper.make_graph(nodes, "lp", [helper.make_tensor_value_info("input", TensorProto.FLOAT,
-                                                                          [1, 1, size, size])],
-                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])],
-                              [helper.make_tensor("w", TensorProto.FLOAT, w.shape, w.ravel())])
+    nodes = [
+        helper.make_node("LpPool", ["input"], ["pooled"], kernel_shape=[2, 2], strides=[2, 2], p=2),
+        helper.make_node("Flatten", ["pooled"], ["flat"]),
+        helper.make_node("Gemm", ["flat", "w"], ["logits"], transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "lp",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 1, size, size])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])],
+        [helper.make_tensor("w", TensorProto.FLOAT, w.shape, w.ravel())],
+    )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
 
 
@@ -112,7 +131,8 @@ def test_artifact_that_cannot_be_built_is_a_failed_row_with_its_reason(tiny_run,
 
 
 def test_a_drop_of_exactly_the_gate_passes_and_one_image_more_fails():
-    # 849 then 839 of 1,000 images right is a drop of exactly 1 point; in floats 100 * (0.849 - 0.839) is 1.0000000000000009
+    # 849 then 839 of 1,000 images right is a drop of exactly 1 point; in floats 100 * (0.849 - 0.839) is
+    # 1.0000000000000009
     from pathlib import Path
 
     from pipeline.engine.evaluate import gates_for
@@ -168,19 +188,38 @@ def test_device_rows_are_gated_on_their_agreement_with_the_host(tiny_run, tmp_pa
 
     cfg = copy_run(tiny_run, tmp_path, "device")
     (cfg.run_dir / "device").mkdir()
-    rows = [{"artifact": "int8.tflite", "precision": "int8", "format": "tflite", "status": "pass", "top1": 0.80,
-             "host_top1": 0.805}, {"artifact": "fp16.tflite", "precision": "fp16", "format": "tflite",
-                                   "status": "pass", "top1": 0.60, "host_top1": 0.80},
-            {"artifact": "fp32.tflite", "precision": "fp32", "format": "tflite", "status": "pass", "top1": 0.81}]
+    rows = [
+        {
+            "artifact": "int8.tflite",
+            "precision": "int8",
+            "format": "tflite",
+            "status": "pass",
+            "top1": 0.80,
+            "host_top1": 0.805,
+        },
+        {
+            "artifact": "fp16.tflite",
+            "precision": "fp16",
+            "format": "tflite",
+            "status": "pass",
+            "top1": 0.60,
+            "host_top1": 0.80,
+        },
+        {"artifact": "fp32.tflite", "precision": "fp32", "format": "tflite", "status": "pass", "top1": 0.81},
+    ]
     (cfg.run_dir / "device" / "board.json").write_text(json.dumps({"rows": rows}))
     assert main(["report", str(cfg.run_dir)]) == 0
     got = {r["artifact"]: r for r in json.loads((cfg.run_dir / "report" / "report.json").read_text())["rows"]}
     assert got["int8.tflite @ board"]["status"] == "pass"
-    assert got["fp16.tflite @ board"]["status"] == "gate" and "device vs host FAILED" in got["fp16.tflite @ board"][
-        "reason"]
+    assert (
+        got["fp16.tflite @ board"]["status"] == "gate"
+        and "device vs host FAILED" in got["fp16.tflite @ board"]["reason"]
+    )
     assert got["fp32.tflite @ board"]["status"] == "unchecked"
-    assert "unchecked = built and measured, but checked against nothing" in \
-        (cfg.run_dir / "report" / "report.md").read_text()
+    assert (
+        "unchecked = built and measured, but checked against nothing"
+        in (cfg.run_dir / "report" / "report.md").read_text()
+    )
 
 
 def test_a_record_with_no_gate_is_unchecked_not_pass():
@@ -222,8 +261,11 @@ def test_an_unreadable_record_is_one_line_for_report_and_bundle(tiny_run, tmp_pa
     for verb in ("report", "bundle"):
         assert main([verb, str(cfg.run_dir)]) == 2
         err = capsys.readouterr().err.strip().splitlines()
-        assert len(err) == 1 and err[0].startswith(f"error: {record}: unreadable record (JSONDecodeError") \
-            and "delete it and `resnet-edge run name=cut` rebuilds its row" in err[0], err
+        assert (
+            len(err) == 1
+            and err[0].startswith(f"error: {record}: unreadable record (JSONDecodeError")
+            and "delete it and `resnet-edge run name=cut` rebuilds its row" in err[0]
+        ), err
     assert (cfg.run_dir / "report" / "report.md").read_bytes() == before
     record.write_text("[1, 2]")
     assert main(["report", str(cfg.run_dir)]) == 2

@@ -95,15 +95,18 @@ def test_no_import_cycle_counting_imports_inside_functions():
 
 
 def test_no_pipeline_module_over_400_lines():
-    long = {str(f.relative_to(ROOT)): n for f in (ROOT / "pipeline").rglob("*.py")
-            if (n := len(f.read_text().splitlines())) > 400}
+    long = {
+        str(f.relative_to(ROOT)): n
+        for f in (ROOT / "pipeline").rglob("*.py")
+        if (n := len(f.read_text().splitlines())) > 400
+    }
     assert long == {}
 
 
 def test_the_layer_contract_holds():
     """lint-imports (import-linter) with pyproject.toml's contracts: cli > compare | run > chain > stages > engine >
-    data > config > core; no stage imports another but quantize and prune_* (train's fine-tuning); quantization raises our
-    error type and imports nothing else of pipeline/; models/ is pure torch."""
+    data > config > core; no stage imports another but quantize and prune_* (train's fine-tuning); quantization raises
+    our error type and imports nothing else of pipeline/; models/ is pure torch."""
     exe = shutil.which("lint-imports", path=str(Path(sys.executable).parent))
     assert exe, "import-linter is not installed: make setup installs requirements.lock"
     proc = subprocess.run([exe, "--no-cache"], cwd=ROOT, capture_output=True, text=True)
@@ -119,8 +122,13 @@ def test_the_layer_contract_catches_a_lower_layer_importing_a_higher_one(tmp_pat
     errors = tmp_path / "pipeline" / "core" / "errors.py"
     errors.write_text(errors.read_text() + "\n\ndef _late():\n    from ..stages import bundle  # noqa: F401\n")
     exe = shutil.which("lint-imports", path=str(Path(sys.executable).parent))
-    proc = subprocess.run([exe, "--no-cache"], cwd=tmp_path, capture_output=True, text=True,
-                          env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"})
+    proc = subprocess.run(
+        [exe, "--no-cache"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"},
+    )
     assert proc.returncode == 1 and "BROKEN" in proc.stdout
     assert "pipeline.core.errors -> pipeline.stages.bundle" in proc.stdout
 
@@ -130,13 +138,25 @@ def test_device_scripts_stand_alone():
     scripts imports the project."""
     for f in (ROOT / "device_tests").glob("*.py"):
         for node in ast.walk(ast.parse(f.read_text())):
-            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
-                     [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom) and not node.level
+                else []
+            )
             assert not [n for n in names if n.split(".")[0] in PACKAGES], (f.name, names)
 
 
-@pytest.mark.parametrize("changes", [{}, {"run_litert": "false"}, {"qat": "true", "run_structured": "false"},
-                                     {"run_magnitude": "false", "structured_ratio": "0.3"}])
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {},
+        {"run_litert": "false"},
+        {"qat": "true", "run_structured": "false"},
+        {"run_magnitude": "false", "structured_ratio": "0.3"},
+    ],
+)
 def test_the_rows_are_what_the_running_stages_record(tmp_path, changes):
     """The run's rows (what report, bundle, benchmark and explain read) are the records of the building stages `run`
     runs for the config, in the chain's order: a switched-off stage has none, and a key that adds files adds rows."""
@@ -147,5 +167,10 @@ def test_the_rows_are_what_the_running_stages_record(tmp_path, changes):
     assert ("quant/qat_int8.onnx" in ctx.rows) == ctx.cfg.qat
     assert any(r.startswith("tflite/structured") for r in ctx.rows) == ctx.cfg.run_structured
     assert any(r.startswith("tflite/pruned") for r in ctx.rows) == ctx.cfg.run_magnitude
-    assert ctx.rows[:5] == ["onnx/model.onnx", "tflite/fp32.tflite", "tflite/fp16.tflite",
-                            "tflite/dynamic_range.tflite", "tflite/int8.tflite"]
+    assert ctx.rows[:5] == [
+        "onnx/model.onnx",
+        "tflite/fp32.tflite",
+        "tflite/fp16.tflite",
+        "tflite/dynamic_range.tflite",
+        "tflite/int8.tflite",
+    ]

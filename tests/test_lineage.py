@@ -10,9 +10,13 @@ from pipeline.cli import main
 from pipeline.core import records
 from pipeline.core.layout import Layout
 
-
-BUILT = {"onnx/model.onnx", "tflite/fp32.tflite", "tflite/fp16.tflite", "tflite/dynamic_range.tflite",
-         "tflite/int8.tflite"}  # what the tiny run's train, export and convert made
+BUILT = {
+    "onnx/model.onnx",
+    "tflite/fp32.tflite",
+    "tflite/fp16.tflite",
+    "tflite/dynamic_range.tflite",
+    "tflite/int8.tflite",
+}  # what the tiny run's train, export and convert made
 
 
 def _rows(run) -> dict:
@@ -27,6 +31,7 @@ def test_rows_built_from_an_older_model_are_stale_until_rebuilt(tiny_run, tmp_pa
     records' lineage (the int8 file was built from the ONNX file, which was built from best.pt): report exits 2 naming
     it, bundle ships none of them; export then convert make them current again, one step at a time."""
     from conftest import copy_run
+
     from pipeline.engine.checkpoint import load_checkpoint, save_checkpoint
 
     cfg = copy_run(tiny_run, tmp_path, "lineage")
@@ -38,15 +43,18 @@ def test_rows_built_from_an_older_model_are_stale_until_rebuilt(tiny_run, tmp_pa
     good = fp16.read_bytes()
     fp16.write_bytes((run / "tflite" / "fp32.tflite").read_bytes())
     assert records.row_status(layout, "tflite/fp16.tflite", 0)[:1] == ("stale",)
-    assert "tflite/fp16.tflite changed on disk since it was built" in records.row_status(layout,
-                                                                                        "tflite/fp16.tflite", 0)[1]
+    assert (
+        "tflite/fp16.tflite changed on disk since it was built"
+        in records.row_status(layout, "tflite/fp16.tflite", 0)[1]
+    )
     fp16.write_bytes(good)
     assert records.row_status(layout, "tflite/fp16.tflite", 0)[0] == "pass"
 
     ckpt = load_checkpoint(layout.best)  # the retrain: other weights, the same architecture
     torch.manual_seed(1)
-    ckpt["model"] = {k: v + 0.01 * torch.randn_like(v) if v.is_floating_point() else v
-                     for k, v in ckpt["model"].items()}
+    ckpt["model"] = {
+        k: v + 0.01 * torch.randn_like(v) if v.is_floating_point() else v for k, v in ckpt["model"].items()
+    }
     save_checkpoint(ckpt, layout.best)
     capsys.readouterr()
     assert main(["report", str(run)]) == 2
@@ -74,9 +82,8 @@ def test_rows_built_from_an_older_model_are_stale_until_rebuilt(tiny_run, tmp_pa
 def test_changed_images_change_the_key_of_every_stage_that_reads_them(tmp_path):
     """An image replaced under an ImageFolder data_root: every stage that reads the data runs again (it used to be
     'unchanged, skipped'); the stages that read only files are untouched. A record built from the old data is stale."""
-    from pipeline.chain import stages_for
+    from pipeline.chain import context, stages_for
     from pipeline.config import load_config
-    from pipeline.chain import context
     from pipeline.engine.contract import stage_key
 
     rng = np.random.default_rng(0)
@@ -85,9 +92,21 @@ def test_changed_images_change_the_key_of_every_stage_that_reads_them(tmp_path):
             (tmp_path / "data" / split / cls).mkdir(parents=True)
             for i in range(6):
                 Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(
-                    tmp_path / "data" / split / cls / f"{i}.png")
-    cfg = load_config(None, {"data_source": "imagefolder", "data_root": str(tmp_path / "data"), "image_size": "16",
-                             "stem": "small", "val_size": "2", "calib_size": "2", "runs_dir": str(tmp_path / "runs"), "name": "d"})
+                    tmp_path / "data" / split / cls / f"{i}.png"
+                )
+    cfg = load_config(
+        None,
+        {
+            "data_source": "imagefolder",
+            "data_root": str(tmp_path / "data"),
+            "image_size": "16",
+            "stem": "small",
+            "val_size": "2",
+            "calib_size": "2",
+            "runs_dir": str(tmp_path / "runs"),
+            "name": "d",
+        },
+    )
     chain = stages_for(cfg)
 
     def loaded():  # as `run` and every verb that reads the data do: load it at the door
@@ -108,8 +127,12 @@ def test_changed_images_change_the_key_of_every_stage_that_reads_them(tmp_path):
     layout = Layout(cfg.run_dir)  # a record built from the first images, the manifest holding the second
     (layout.root / "onnx").mkdir(parents=True)
     (layout.root / "onnx" / "model.onnx").write_bytes(b"an onnx file")
-    records.write(layout, "onnx/model.onnx", build={"status": "ok", "lineage": {"data": ctx.data_identity}},
-                  gates=[records.Gate.at_most("parity", "x", 0, 1).to_dict()])
+    records.write(
+        layout,
+        "onnx/model.onnx",
+        build={"status": "ok", "lineage": {"data": ctx.data_identity}},
+        gates=[records.Gate.at_most("parity", "x", 0, 1).to_dict()],
+    )
     assert records.row_status(layout, "onnx/model.onnx", 0)[0] == "pass"  # no run has loaded other data yet
     layout.manifest.write_text(json.dumps({"data": changed.data_identity}))
     status, reason = records.row_status(layout, "onnx/model.onnx", 0)
@@ -120,6 +143,7 @@ def test_explain_and_latency_tables_of_other_files_are_not_shown(tiny_run, tmp_p
     """explain/<row>.json renders only while the file and its reference are the ones explained; a bench/latency.py
     table only while the checkpoints it was built from are unchanged."""
     from conftest import copy_run
+
     from pipeline.core.artifacts import file_sha
     from pipeline.stages.report.markdown import explanations
     from pipeline.stages.report.rows import current
@@ -127,8 +151,13 @@ def test_explain_and_latency_tables_of_other_files_are_not_shown(tiny_run, tmp_p
     cfg = copy_run(tiny_run, tmp_path, "lineage_tables")
     layout = Layout(cfg.run_dir)
     int8, fp32 = layout.tflite("int8"), layout.tflite("fp32")
-    explained = {"artifact": "tflite/int8.tflite", "reference": "tflite/fp32.tflite", "layers": [{"snr_db": 30}],
-                 "sha256": file_sha(int8), "reference_sha256": file_sha(fp32)}
+    explained = {
+        "artifact": "tflite/int8.tflite",
+        "reference": "tflite/fp32.tflite",
+        "layers": [{"snr_db": 30}],
+        "sha256": file_sha(int8),
+        "reference_sha256": file_sha(fp32),
+    }
     layout.explanation("tflite/int8.tflite").parent.mkdir(parents=True, exist_ok=True)
     layout.explanation("tflite/int8.tflite").write_text(json.dumps(explained))
     row = {"artifact": "tflite/int8.tflite", "source": "host", "status": "pass"}

@@ -44,9 +44,14 @@ def test_no_cross_check_with_an_onnx2tf_file_its_record_does_not_vouch_for(tiny_
     cfg = copy_run(tiny_run, tmp_path, "stale", run_structured=False, run_magnitude=False)
     assert (cfg.run_dir / "tflite" / "fp32.tflite").is_file()
     assert record(cfg, "tflite/fp32.tflite")["build"]["status"] == "ok"
-    records.write(Layout(cfg.run_dir), "tflite/fp32.tflite", build={"status": "failed", "stage": "convert",
-                                                                     "error": "onnx2tf failed"},
-                  evaluation=None, gates=None, benchmark=None)
+    records.write(
+        Layout(cfg.run_dir),
+        "tflite/fp32.tflite",
+        build={"status": "failed", "stage": "convert", "error": "onnx2tf failed"},
+        evaluation=None,
+        gates=None,
+        benchmark=None,
+    )
     assert run_one("litert", cfg) == 0
     assert "cross_check" not in record(cfg, "tflite/fp32_litert.tflite")["build"]
 

@@ -5,8 +5,8 @@ import shutil
 import sys
 
 import pytest
-
 from conftest import ROOT
+
 from pipeline.core.artifacts import MIB
 from pipeline.stages.benchmark import benchmark_one
 
@@ -72,8 +72,11 @@ def test_floor_weights_are_the_files_constants(tiny_run):
 
     state = torch.load(tiny_run.run_dir / "train" / "best.pt", weights_only=True)["model"]
     weights = sum(v.numel() for k, v in state.items() if k.endswith("weight") and v.ndim > 1)
-    biases = sum(v.numel() for k, v in state.items() if k.endswith(("bn1.weight", "bn2.weight", "downsample.1.weight",
-                                                                   "fc.bias")))
+    biases = sum(
+        v.numel()
+        for k, v in state.items()
+        if k.endswith(("bn1.weight", "bn2.weight", "downsample.1.weight", "fc.bias"))
+    )
     fp32 = graph_floor(Interpreter(model_path=str(tiny_run.run_dir / "tflite" / "fp32.tflite")))
     assert fp32["weights_mib"] * MIB == pytest.approx(4 * (weights + biases), rel=0.01)
     int8 = graph_floor(Interpreter(model_path=str(tiny_run.run_dir / "tflite" / "int8.tflite")))

@@ -7,15 +7,33 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline.engine.checkpoint import load_checkpoint, model_from_checkpoint
 from pipeline.cli import main
+from pipeline.engine.checkpoint import load_checkpoint, model_from_checkpoint
 from pipeline.engine.evaluate import drop_points
 
-MNV2 = ["model=mobilenet_v2", "width=0.5", "stem=imagenet", "image_size=28", "preset=cpu", "min_steps=0", "batch_size=128",
-        "train_subset=3000", "epochs=3", "lr=0.1", "eval_subset=1000", "finetune_subset=3000", "structured_ratio=0.25",
-        "structured_round_to=1", "structured_epochs=2", "run_magnitude=false", "run_litert=false", "bench_runs=3",
-        "bench_threads=1", "quant_fallback=off",  # NNCF's accuracy-control loop (60 s here): tests/test_explain.py
-        "name=mnv2"]
+MNV2 = [
+    "model=mobilenet_v2",
+    "width=0.5",
+    "stem=imagenet",
+    "image_size=28",
+    "preset=cpu",
+    "min_steps=0",
+    "batch_size=128",
+    "train_subset=3000",
+    "epochs=3",
+    "lr=0.1",
+    "eval_subset=1000",
+    "finetune_subset=3000",
+    "structured_ratio=0.25",
+    "structured_round_to=1",
+    "structured_epochs=2",
+    "run_magnitude=false",
+    "run_litert=false",
+    "bench_runs=3",
+    "bench_threads=1",
+    "quant_fallback=off",  # NNCF's accuracy-control loop (60 s here): tests/test_explain.py
+    "name=mnv2",
+]
 
 
 @pytest.mark.chain
@@ -23,8 +41,17 @@ def test_mobilenet_v2_runs_the_whole_chain(tmp_path, capsys):
     code = main(["run", *MNV2, f"runs_dir={tmp_path}"])
     run = tmp_path / "mnv2"
     stages = json.loads((run / "manifest.json").read_text())["stages"]
-    assert list(stages) == ["train", "export", "convert", "quantize", "prune_structured", "explain", "benchmark",
-                            "report", "bundle"]
+    assert list(stages) == [
+        "train",
+        "export",
+        "convert",
+        "quantize",
+        "prune_structured",
+        "explain",
+        "benchmark",
+        "report",
+        "bundle",
+    ]
     assert all(s["status"] == "ok" for s in stages.values())
     report = json.loads((run / "report" / "report.json").read_text())
     rows = {r["artifact"]: r for r in report["rows"]}
@@ -48,7 +75,8 @@ def test_mobilenet_v2_runs_the_whole_chain(tmp_path, capsys):
     depthwise = [m for m in pruned.modules() if isinstance(m, nn.Conv2d) and m.groups > 1]
     assert len(depthwise) == 17 and all(m.groups == m.in_channels == m.out_channels for m in depthwise)
     assert sum(m.out_channels for m in depthwise) < 0.85 * sum(
-        m.out_channels for m in dense.modules() if isinstance(m, nn.Conv2d) and m.groups > 1)
+        m.out_channels for m in dense.modules() if isinstance(m, nn.Conv2d) and m.groups > 1
+    )
     assert pruned(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
     s_fp32, s_int8 = rows["tflite/structured25_fp32.tflite"], rows["tflite/structured25_int8.tflite"]
     assert s_int8["macs"] < 0.85 * rows["tflite/int8.tflite"]["macs"] and 0.7 < s_int8["channels_kept"] < 0.85

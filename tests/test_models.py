@@ -5,12 +5,20 @@ from models import MODELS, build_model
 from models.resnet import ZeroPadShortcut
 
 TORCHVISION_PARAMS = {
-    "resnet18": 11_689_512, "resnet34": 21_797_672, "resnet50": 25_557_032, "resnet101": 44_549_160,
-    "resnet152": 60_192_808, "mobilenet_v2": 3_504_872,
+    "resnet18": 11_689_512,
+    "resnet34": 21_797_672,
+    "resnet50": 25_557_032,
+    "resnet101": 44_549_160,
+    "resnet152": 60_192_808,
+    "mobilenet_v2": 3_504_872,
 }
-DEPTHS = {"resnet18": ("basic", [2, 2, 2, 2]), "resnet34": ("basic", [3, 4, 6, 3]),
-          "resnet50": ("bottleneck", [3, 4, 6, 3]), "resnet101": ("bottleneck", [3, 4, 23, 3]),
-          "resnet152": ("bottleneck", [3, 8, 36, 3])}
+DEPTHS = {
+    "resnet18": ("basic", [2, 2, 2, 2]),
+    "resnet34": ("basic", [3, 4, 6, 3]),
+    "resnet50": ("bottleneck", [3, 4, 6, 3]),
+    "resnet101": ("bottleneck", [3, 4, 23, 3]),
+    "resnet152": ("bottleneck", [3, 8, 36, 3]),
+}
 
 
 def n_params(m):
@@ -18,8 +26,13 @@ def n_params(m):
 
 
 def _bn(name, c):
-    return {f"{name}.weight": (c,), f"{name}.bias": (c,), f"{name}.running_mean": (c,), f"{name}.running_var": (c,),
-            f"{name}.num_batches_tracked": ()}
+    return {
+        f"{name}.weight": (c,),
+        f"{name}.bias": (c,),
+        f"{name}.running_mean": (c,),
+        f"{name}.running_var": (c,),
+        f"{name}.num_batches_tracked": (),
+    }
 
 
 def torchvision_resnet_keys(block: str, layers: list[int], num_classes: int = 1000) -> dict:
@@ -27,20 +40,31 @@ def torchvision_resnet_keys(block: str, layers: list[int], num_classes: int = 10
     exp = 1 if block == "basic" else 4
     keys = {"conv1.weight": (64, 3, 7, 7), **_bn("bn1", 64)}
     inplanes = 64
-    for li, (planes, n) in enumerate(zip([64, 128, 256, 512], layers)):
+    for li, (planes, n) in enumerate(zip([64, 128, 256, 512], layers, strict=True)):
         for b in range(n):
             p = f"layer{li + 1}.{b}"
             stride = 2 if (li > 0 and b == 0) else 1
             if block == "basic":
-                keys |= {f"{p}.conv1.weight": (planes, inplanes, 3, 3), **_bn(f"{p}.bn1", planes),
-                         f"{p}.conv2.weight": (planes, planes, 3, 3), **_bn(f"{p}.bn2", planes)}
+                keys |= {
+                    f"{p}.conv1.weight": (planes, inplanes, 3, 3),
+                    **_bn(f"{p}.bn1", planes),
+                    f"{p}.conv2.weight": (planes, planes, 3, 3),
+                    **_bn(f"{p}.bn2", planes),
+                }
             else:
-                keys |= {f"{p}.conv1.weight": (planes, inplanes, 1, 1), **_bn(f"{p}.bn1", planes),
-                         f"{p}.conv2.weight": (planes, planes, 3, 3), **_bn(f"{p}.bn2", planes),
-                         f"{p}.conv3.weight": (planes * 4, planes, 1, 1), **_bn(f"{p}.bn3", planes * 4)}
+                keys |= {
+                    f"{p}.conv1.weight": (planes, inplanes, 1, 1),
+                    **_bn(f"{p}.bn1", planes),
+                    f"{p}.conv2.weight": (planes, planes, 3, 3),
+                    **_bn(f"{p}.bn2", planes),
+                    f"{p}.conv3.weight": (planes * 4, planes, 1, 1),
+                    **_bn(f"{p}.bn3", planes * 4),
+                }
             if b == 0 and (stride != 1 or inplanes != planes * exp):
-                keys |= {f"{p}.downsample.0.weight": (planes * exp, inplanes, 1, 1),
-                         **_bn(f"{p}.downsample.1", planes * exp)}
+                keys |= {
+                    f"{p}.downsample.0.weight": (planes * exp, inplanes, 1, 1),
+                    **_bn(f"{p}.downsample.1", planes * exp),
+                }
             inplanes = planes * exp
     keys |= {"fc.weight": (num_classes, 512 * exp), "fc.bias": (num_classes,)}
     return keys

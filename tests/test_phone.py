@@ -7,16 +7,16 @@ import pytest
 import torch
 
 from models import build_model
-from pipeline.engine.checkpoint import load_checkpoint, resolve_weights
 from pipeline.cli import main
 from pipeline.core.errors import EdgeError
+from pipeline.engine.checkpoint import load_checkpoint, resolve_weights
 
 WNIDS = ["n01440764", "n01443537"]  # ImageNet's first two synsets: class indices 0 and 1 in torchvision's order
 
 
 def coloured(fmnist, offset: int, label: int, i: int) -> np.ndarray:
-    """A real Fashion-MNIST picture drawn mostly in red (class 0) or in blue (class 1): uint8 HWC RGB. Colour is the class,
-    so a red/blue (RGB/BGR) swap anywhere between the PNG and the model turns every answer."""
+    """A real Fashion-MNIST picture drawn mostly in red (class 0) or in blue (class 1): uint8 HWC RGB. Colour is the
+    class, so a red/blue (RGB/BGR) swap anywhere between the PNG and the model turns every answer."""
     pixels = fmnist.test.images[offset + 2 * i + label][..., 0]
     rgb = np.stack([pixels // 5, pixels // 3, pixels // 5], -1)  # dim everywhere: no channel constant
     rgb[..., 2 * label] = pixels
@@ -47,8 +47,9 @@ def fitted_weights(fmnist, per_class: int) -> dict:
     mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
     feats = []
     for label in (0, 1):
-        x = np.stack([np.asarray(Image.fromarray(coloured(fmnist, 0, label, i)).resize((224, 224)))
-                      for i in range(per_class)])
+        x = np.stack(
+            [np.asarray(Image.fromarray(coloured(fmnist, 0, label, i)).resize((224, 224))) for i in range(per_class)]
+        )
         x = ((torch.from_numpy(x).float() / 255 - mean) / std).permute(0, 3, 1, 2)
         with torch.no_grad():
             feats.append(torch.flatten(model.avgpool(model.forward_features(x)), 1).mean(0))
@@ -70,15 +71,33 @@ def test_phone_preset_runs_torchvision_weights_at_224(tmp_path, fmnist, monkeypa
     torch.save(state, cached)
     folder = image_folder(tmp_path / "imagenet", fmnist, per_class=6)
 
-    args = ["run", "preset=phone", "weights=torchvision", f"data_root={folder}", "calib_size=8", "bench_runs=3",
-            "bundle_models=fp32,int8", f"runs_dir={tmp_path / 'runs'}", "name=phone"]
+    args = [
+        "run",
+        "preset=phone",
+        "weights=torchvision",
+        f"data_root={folder}",
+        "calib_size=8",
+        "bench_runs=3",
+        "bundle_models=fp32,int8",
+        f"runs_dir={tmp_path / 'runs'}",
+        "name=phone",
+    ]
     assert main(args) == 0
     run = tmp_path / "runs" / "phone"
     manifest = json.loads((run / "manifest.json").read_text())
     cfg = manifest["config"]
     assert (cfg["image_size"], cfg["num_classes"], cfg["in_channels"], cfg["epochs"]) == (224, 1000, 3, 0)
-    assert list(manifest["stages"]) == ["train", "export", "convert", "litert", "quantize", "explain", "benchmark",
-                                        "report", "bundle"]
+    assert list(manifest["stages"]) == [
+        "train",
+        "export",
+        "convert",
+        "litert",
+        "quantize",
+        "explain",
+        "benchmark",
+        "report",
+        "bundle",
+    ]
 
     best = load_checkpoint(run / "train" / "best.pt")
     assert best["epoch"] == 0 and best["model_options"]["num_classes"] == 1000
@@ -109,8 +128,10 @@ def test_weights_errors_are_one_line(tmp_path, monkeypatch, capsys):
     with pytest.raises(EdgeError, match="torchvision publishes none for resnet9"):
         resolve_weights("torchvision", "resnet9")
     assert resolve_weights("w.pth", "resnet18").name == "w.pth"
-    assert main(["train", "epochs=0", "train_subset=600", "eval_subset=100", "val_size=100",
-                 f"runs_dir={tmp_path}"]) == 2
-    assert capsys.readouterr().err == ("error: epochs=0 skips training and needs weights=PATH (a torchvision "
-                                       "state_dict) or weights=torchvision\n")  # at the door: one line
+    assert (
+        main(["train", "epochs=0", "train_subset=600", "eval_subset=100", "val_size=100", f"runs_dir={tmp_path}"]) == 2
+    )
+    assert capsys.readouterr().err == (
+        "error: epochs=0 skips training and needs weights=PATH (a torchvision state_dict) or weights=torchvision\n"
+    )  # at the door: one line
     assert not (tmp_path / "default" / "train" / "best.pt").exists()

@@ -18,8 +18,12 @@ def _device_copy():
 def misnamed(tiny_run, tmp_path_factory):
     """The tiny run's four TFLite files under names that say the opposite of what they hold."""
     folder = tmp_path_factory.mktemp("misnamed")
-    names = {"fp32": "model_int8.tflite", "fp16": "full_integer_quant.tflite", "dynamic_range": "fp32.tflite",
-             "int8": "float32_fp16.tflite"}
+    names = {
+        "fp32": "model_int8.tflite",
+        "fp16": "full_integer_quant.tflite",
+        "dynamic_range": "fp32.tflite",
+        "int8": "float32_fp16.tflite",
+    }
     for variant, name in names.items():
         shutil.copyfile(tiny_run.run_dir / "tflite" / f"{variant}.tflite", folder / name)
     return {folder / name: variant for variant, name in names.items()}
@@ -39,18 +43,18 @@ def test_board_and_phone_scripts_use_the_same_rule(misnamed):
     sys.path.insert(0, str(ROOT / "device_tests"))
     try:
         import android_benchmark  # noqa: F401  (imports the rule, as in the bundle)
-        import bench_tflite
+        import bench_rows
     finally:
         sys.path.remove(str(ROOT / "device_tests"))
     for path, truth in misnamed.items():
-        assert bench_tflite.precision(str(path)) == truth
+        assert bench_rows.precision(str(path)) == truth
         assert android_benchmark.tflite_precision(str(path)) == truth
 
 
 def test_onnx_precision_from_the_graph(tiny_run, tmp_path):
-    from pipeline.run import run_one
-
     from conftest import copy_run
+
+    from pipeline.run import run_one
 
     assert onnx_precision(tiny_run.run_dir / "onnx" / "model.onnx") == "fp32"
     cfg = copy_run(tiny_run, tmp_path, "q", run_structured=False, run_magnitude=False)
@@ -75,5 +79,13 @@ def test_the_int8_phone_file_rule():
     from pipeline.core.precision import is_int8_tflite
 
     assert is_int8_tflite("tflite", "int8") and is_int8_tflite("tflite", "mixed")
-    assert not any(is_int8_tflite(f, p) for f, p in (("onnx", "int8"), ("tflite", "dynamic_range"),
-                                                      ("tflite", "fp32"), ("tflite", "fp16"), (None, None)))
+    assert not any(
+        is_int8_tflite(f, p)
+        for f, p in (
+            ("onnx", "int8"),
+            ("tflite", "dynamic_range"),
+            ("tflite", "fp32"),
+            ("tflite", "fp16"),
+            (None, None),
+        )
+    )

@@ -12,11 +12,11 @@ import pytest
 import torch
 from conftest import ROOT, copy_run
 
-from pipeline.engine.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from pipeline.cli import main
 from pipeline.data import load_data, preprocess
-from pipeline.run import run_one
+from pipeline.engine.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from pipeline.engine.runners import TFLiteRunner
+from pipeline.run import run_one
 from pipeline.stages.train import fine_tune
 from quantization import nncf_ops
 
@@ -59,8 +59,9 @@ def test_calibration_comes_from_the_training_split(tiny_run, tmp_path, fmnist):
 
 
 def test_magnitude_pruning_sparsity_reaches_the_int8_tflite(tiny_run, tmp_path):
-    cfg = copy_run(tiny_run, tmp_path, "magnitude", prune_ratio=0.5, prune_epochs=1, prune_method="magnitude",
-                   run_litert=False)
+    cfg = copy_run(
+        tiny_run, tmp_path, "magnitude", prune_ratio=0.5, prune_epochs=1, prune_method="magnitude", run_litert=False
+    )
     code = main(["prune", f"runs_dir={tmp_path}", "name=magnitude"])
     int8 = record(cfg, "tflite/pruned50_int8.tflite")
     build = int8["build"]
@@ -80,8 +81,16 @@ def test_magnitude_pruning_sparsity_reaches_the_int8_tflite(tiny_run, tmp_path):
 
 
 def test_structured_pruning_cuts_macs_and_still_converts(tiny_run, tmp_path):
-    cfg = copy_run(tiny_run, tmp_path, "structured", structured_ratio=0.5, structured_epochs=3, structured_lr=0.05,
-                   finetune_subset=6000, run_litert=False)
+    cfg = copy_run(
+        tiny_run,
+        tmp_path,
+        "structured",
+        structured_ratio=0.5,
+        structured_epochs=3,
+        structured_lr=0.05,
+        finetune_subset=6000,
+        run_litert=False,
+    )
     code = main(["prune", "prune_method=structured", f"runs_dir={tmp_path}", "name=structured"])
     int8 = record(cfg, "tflite/structured50_int8.tflite")
     build = int8["build"]
@@ -95,8 +104,11 @@ def test_structured_pruning_cuts_macs_and_still_converts(tiny_run, tmp_path):
     # the floor: half the channels of a quarter-width model after 3 epochs cost 1.4 points on the reference host (the
     # default 1-point gate fails it, and the prune verb says so); more than 3 would be pruning or distillation broken
     assert gate["threshold"] == 1.0 and gate["value"] <= 3.0
-    assert code == (0 if all(g["passed"] for f in ("fp32", "int8")
-                             for g in record(cfg, f"tflite/structured50_{f}.tflite")["gates"]) else 2)
+    assert code == (
+        0
+        if all(g["passed"] for f in ("fp32", "int8") for g in record(cfg, f"tflite/structured50_{f}.tflite")["gates"])
+        else 2
+    )
     model = model_from_checkpoint(load_checkpoint(cfg.run_dir / "quant" / "structured50.pt"))
     assert model.conv1.out_channels == 8  # 16 at width 0.25, halved; rebuilt from the checkpoint's tensors
 
@@ -145,11 +157,15 @@ def test_bad_compression_input(tiny_run, tmp_path, capsys):
 
 def test_quantization_modules_load_no_pipeline_stage():
     """quantization/ is algorithms only: importing it brings models/ and the error type, no stage of pipeline/."""
-    code = ("import sys, quantization.nncf_ops, quantization.structured, quantization.pt2e; "
-            "print(sorted(m for m in sys.modules if m == 'pipeline' or m.startswith('pipeline.')))")
+    code = (
+        "import sys, quantization.nncf_ops, quantization.structured, quantization.pt2e; "
+        "print(sorted(m for m in sys.modules if m == 'pipeline' or m.startswith('pipeline.')))"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split("\n")[0] == "['pipeline', 'pipeline.core', 'pipeline.core.errors']"  # core/__init__ is empty
+    assert (
+        proc.stdout.split("\n")[0] == "['pipeline', 'pipeline.core', 'pipeline.core.errors']"
+    )  # core/__init__ is empty
 
 
 def test_channel_rounding_keeps_multiples_of_eight():
@@ -177,8 +193,15 @@ def test_iterative_channel_pruning_reaches_the_same_widths_in_steps():
     torch.manual_seed(0)
     model = build_model("resnet18", num_classes=10, in_channels=1)
     seen = []
-    stats = prune_channels(model, 0.7, torch.randn(1, 1, 64, 64), "l1", 1, steps=3,
-                           between=lambda step: seen.append((step, model.layer1[0].conv1.out_channels)))
+    stats = prune_channels(
+        model,
+        0.7,
+        torch.randn(1, 1, 64, 64),
+        "l1",
+        1,
+        steps=3,
+        between=lambda step: seen.append((step, model.layer1[0].conv1.out_channels)),
+    )
     assert seen == [(0, 49), (1, 34), (2, 19)]  # 64 channels: 23%, 47%, 70% removed
     assert [getattr(model, f"layer{i}")[0].conv1.out_channels for i in range(1, 5)] == [19, 38, 76, 153]
     assert abs(stats["channels_kept"] - 0.3) < 0.01
@@ -189,9 +212,9 @@ def test_rounded_channel_counts_survive_into_the_int8_tflite(tiny_run, tmp_path)
     does not), so XNNPACK's int8 kernels see the shapes they favour."""
     from ai_edge_litert.interpreter import Interpreter
 
+    from pipeline.data import load_data_for
     from pipeline.engine.checkpoint import derived_checkpoint
     from pipeline.engine.onnx_to_tflite import convert_tflite
-    from pipeline.data import load_data_for
     from pipeline.engine.torch_to_onnx import export_onnx
     from quantization.structured import prune_channels
 
@@ -204,11 +227,21 @@ def test_rounded_channel_counts_survive_into_the_int8_tflite(tiny_run, tmp_path)
         prune_channels(model, 0.4, torch.from_numpy(x[:1]), "l1", round_to)
         ckpt = save_checkpoint(derived_checkpoint(parent, model), tmp_path / f"r{round_to}.pt")
         export_onnx(ckpt, tmp_path / f"r{round_to}.onnx", x)
-        path = convert_tflite(tmp_path / f"r{round_to}.onnx", tmp_path, data.calibration.images[:16], data.norm, 28,
-                              ("int8",), prefix=f"r{round_to}_")["int8"]
+        path = convert_tflite(
+            tmp_path / f"r{round_to}.onnx",
+            tmp_path,
+            data.calibration.images[:16],
+            data.norm,
+            28,
+            ("int8",),
+            prefix=f"r{round_to}_",
+        )["int8"]
         interpreter = Interpreter(model_path=str(path))
-        filters = [t["shape"] for t in interpreter.get_tensor_details()
-                   if t["dtype"] == np.int8 and len(t["shape"]) == 4 and t["shape"][0] > 1]  # OHWI conv weights
+        filters = [
+            t["shape"]
+            for t in interpreter.get_tensor_details()
+            if t["dtype"] == np.int8 and len(t["shape"]) == 4 and t["shape"][0] > 1
+        ]  # OHWI conv weights
         channels[round_to] = sorted({int(s[0]) for s in filters})
     assert channels[8] and all(c % 8 == 0 for c in channels[8]), channels
     assert any(c % 8 for c in channels[1]), channels  # 40% of 16/32/64/128 is not a multiple of 8

@@ -10,24 +10,67 @@ import sys
 import time
 
 import pytest
-
 from conftest import ROOT, locked
 
 from pipeline.cli import main
 
-SMALL = ["model=resnet18", "width=0.25", "stem=imagenet", "image_size=28", "preset=cpu", "min_steps=0", "batch_size=128",
-         "train_subset=6000", "epochs=3", "lr=0.1", "eval_subset=1000", "finetune_subset=3000", "structured_ratio=0.25",
-         "structured_round_to=1",  # 16 channels at quarter width: 25% off is 12, not a multiple of 8
-         "structured_epochs=5", "structured_lr=0.05", "prune_ratio=0.3", "prune_epochs=1", "qat=true", "bench_runs=5",
-         "bench_threads=1,2", "name=small"]
-STAGES = ["train", "export", "convert", "litert", "quantize", "prune_structured", "prune_magnitude", "explain",
-          "benchmark", "report", "bundle"]
-ROWS = ["onnx/model.onnx", "tflite/fp32.tflite", "tflite/fp16.tflite", "tflite/dynamic_range.tflite",
-        "tflite/int8.tflite", "tflite/fp32_litert.tflite", "tflite/nncf_int8.tflite", "quant/ptq_int8.onnx",
-        "quant/qat_int8.onnx", "tflite/qat_fp32.tflite", "tflite/qat_int8.tflite", "tflite/qat_nncf_int8.tflite",
-        "tflite/structured25_fp32.tflite",
-        "tflite/structured25_int8.tflite", "tflite/structured25_nncf_int8.tflite", "tflite/pruned30_fp32.tflite",
-        "tflite/pruned30_int8.tflite", "tflite/pruned30_nncf_int8.tflite"]
+SMALL = [
+    "model=resnet18",
+    "width=0.25",
+    "stem=imagenet",
+    "image_size=28",
+    "preset=cpu",
+    "min_steps=0",
+    "batch_size=128",
+    "train_subset=6000",
+    "epochs=3",
+    "lr=0.1",
+    "eval_subset=1000",
+    "finetune_subset=3000",
+    "structured_ratio=0.25",
+    "structured_round_to=1",  # 16 channels at quarter width: 25% off is 12, not a multiple of 8
+    "structured_epochs=5",
+    "structured_lr=0.05",
+    "prune_ratio=0.3",
+    "prune_epochs=1",
+    "qat=true",
+    "bench_runs=5",
+    "bench_threads=1,2",
+    "name=small",
+]
+STAGES = [
+    "train",
+    "export",
+    "convert",
+    "litert",
+    "quantize",
+    "prune_structured",
+    "prune_magnitude",
+    "explain",
+    "benchmark",
+    "report",
+    "bundle",
+]
+ROWS = [
+    "onnx/model.onnx",
+    "tflite/fp32.tflite",
+    "tflite/fp16.tflite",
+    "tflite/dynamic_range.tflite",
+    "tflite/int8.tflite",
+    "tflite/fp32_litert.tflite",
+    "tflite/nncf_int8.tflite",
+    "quant/ptq_int8.onnx",
+    "quant/qat_int8.onnx",
+    "tflite/qat_fp32.tflite",
+    "tflite/qat_int8.tflite",
+    "tflite/qat_nncf_int8.tflite",
+    "tflite/structured25_fp32.tflite",
+    "tflite/structured25_int8.tflite",
+    "tflite/structured25_nncf_int8.tflite",
+    "tflite/pruned30_fp32.tflite",
+    "tflite/pruned30_int8.tflite",
+    "tflite/pruned30_nncf_int8.tflite",
+]
 
 
 def _ran(err: str) -> list[str]:
@@ -38,8 +81,9 @@ def _ran(err: str) -> list[str]:
 def _kill_during_convert(args, run, log):
     """Start `resnet-edge run` in its own process and SIGKILL it once the manifest says convert has started."""
     with open(log, "w") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", *args], stderr=err, stdout=subprocess.DEVNULL,
-                                cwd=ROOT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.cli", *args], stderr=err, stdout=subprocess.DEVNULL, cwd=ROOT
+        )
         deadline = time.time() + 600
         while time.time() < deadline and proc.poll() is None:
             try:
@@ -88,8 +132,10 @@ def test_run_killed_then_continued_cached_and_forced(tmp_path, capsys):
     # QAT: the QDQ ONNX and the TFLite file are two rows, two records, different files and figures
     qdq, qat_tfl = rows["quant/qat_int8.onnx"], rows["tflite/qat_int8.tflite"]
     assert (qdq["format"], qat_tfl["format"]) == ("onnx", "tflite") and qdq["size_mib"] > 2 * qat_tfl["size_mib"]
-    assert json.loads((run / "results" / "quant" / "qat_int8.onnx.json").read_text())["build"]["sha256"] != \
-        json.loads((run / "results" / "tflite" / "qat_int8.tflite.json").read_text())["build"]["sha256"]
+    assert (
+        json.loads((run / "results" / "quant" / "qat_int8.onnx.json").read_text())["build"]["sha256"]
+        != json.loads((run / "results" / "tflite" / "qat_int8.tflite.json").read_text())["build"]["sha256"]
+    )
     # every compressed file is held to the fp32 model's top-1, its fp32 form too (pruning and QAT cost points)
     for rel in ("tflite/qat_fp32.tflite", "tflite/structured25_fp32.tflite", "tflite/pruned30_fp32.tflite"):
         drop = [g for g in rows[rel]["gates"] if g["name"] == "top-1 drop"]
@@ -108,10 +154,10 @@ def test_run_killed_then_continued_cached_and_forced(tmp_path, capsys):
     # the headline: the fastest and the smallest int8 phone files that passed every gate
     best, small = rows[report["recommended"]], rows[report["smallest"]]
     assert best["status"] == small["status"] == "pass" and best["precision"] == small["precision"] == "int8"
-    assert best["ms_1"] == min(r["ms_1"] for r in rows.values() if r["precision"] == "int8" and
-                               r["format"] == "tflite")
-    assert small["size_mib"] == min(r["size_mib"] for r in rows.values() if r["precision"] == "int8" and
-                                    r["format"] == "tflite")
+    assert best["ms_1"] == min(r["ms_1"] for r in rows.values() if r["precision"] == "int8" and r["format"] == "tflite")
+    assert small["size_mib"] == min(
+        r["size_mib"] for r in rows.values() if r["precision"] == "int8" and r["format"] == "tflite"
+    )
     assert f"Recommended phone file: {report['recommended']} ({best['size_mib']:.2f} MiB, top-1 " in md
     assert ("Smallest: " in md) == (small is not best)
     assert (run / "report" / "pareto.png").read_bytes()[:4] == b"\x89PNG"
@@ -122,9 +168,17 @@ def test_run_killed_then_continued_cached_and_forced(tmp_path, capsys):
     assert "## Per-layer int8 error (explain)" in md and "pruned30_nncf_int8.tflite vs explain/refs/pruned30_fp32" in md
     assert (run / "report" / "layers.png").read_bytes()[:4] == b"\x89PNG"
     bundled = sorted(p.name for p in (run / "device_bundle" / "models").iterdir())
-    assert bundled == ["fp32.tflite", "int8.tflite", "nncf_int8.tflite", "pruned30_int8.tflite",
-                       "pruned30_nncf_int8.tflite", "qat_int8.tflite", "qat_nncf_int8.tflite",
-                       "structured25_int8.tflite", "structured25_nncf_int8.tflite"]
+    assert bundled == [
+        "fp32.tflite",
+        "int8.tflite",
+        "nncf_int8.tflite",
+        "pruned30_int8.tflite",
+        "pruned30_nncf_int8.tflite",
+        "qat_int8.tflite",
+        "qat_nncf_int8.tflite",
+        "structured25_int8.tflite",
+        "structured25_nncf_int8.tflite",
+    ]
 
     assert main(args) == 0  # unchanged: every stage skipped
     assert capsys.readouterr().err.count("unchanged, skipped") == len(STAGES)
@@ -156,8 +210,19 @@ def test_changed_file_on_disk_reruns_its_stage(tiny_run, tmp_path, capsys, monke
     loads = []
     real_load = pipeline.data.load_data
     monkeypatch.setattr(pipeline.data, "load_data", lambda *a, **k: loads.append(a) or real_load(*a, **k))
-    assert main(["run", str(cfg.run_dir / "config.yaml"), "run_structured=false", "run_magnitude=false",
-                 "run_litert=false", "bench_runs=3"]) == 0
+    assert (
+        main(
+            [
+                "run",
+                str(cfg.run_dir / "config.yaml"),
+                "run_structured=false",
+                "run_magnitude=false",
+                "run_litert=false",
+                "bench_runs=3",
+            ]
+        )
+        == 0
+    )
     assert len(loads) == 1  # one process, one load of the data, shared by every stage that ran
     err = capsys.readouterr().err
     assert "convert ok" in err and "train unchanged, skipped" in err
@@ -172,10 +237,9 @@ def test_changed_file_on_disk_reruns_its_stage(tiny_run, tmp_path, capsys, monke
     assert fp16.stat().st_size > 1000
     # what run would do next, decided without doing it (run executes exactly these decisions): nothing changed, so
     # every stage is cached; force=true runs all of it again
+    from pipeline.chain import context, stages_for
     from pipeline.config import load_config
     from pipeline.engine.contract import decide
-    from pipeline.chain import context
-    from pipeline.chain import stages_for
 
     ctx = context(load_config(cfg.run_dir / "config.yaml", {}))
     chain = stages_for(ctx.cfg)
@@ -185,10 +249,9 @@ def test_changed_file_on_disk_reruns_its_stage(tiny_run, tmp_path, capsys, monke
 
 
 def test_report_cache_key_sees_device_results_with_a_relative_runs_dir(tmp_path, monkeypatch):
+    from pipeline.chain import context, stages
     from pipeline.config import load_config
-    from pipeline.chain import context
     from pipeline.engine.contract import stage_key
-    from pipeline.chain import stages
 
     monkeypatch.chdir(tmp_path)
     ctx = context(load_config(None, {"runs_dir": "runs", "name": "rel", "preset": "cpu"}))
@@ -201,14 +264,25 @@ def test_report_cache_key_sees_device_results_with_a_relative_runs_dir(tmp_path,
 
 
 def test_failed_stage_skips_its_dependents_and_names_only_the_cause(tmp_path, capsys):
-    args = ["run", "width=0.25", "image_size=28", "preset=cpu", "min_steps=0", "train_subset=100", "batch_size=128",
-            f"runs_dir={tmp_path}", "name=few"]
+    args = [
+        "run",
+        "width=0.25",
+        "image_size=28",
+        "preset=cpu",
+        "min_steps=0",
+        "train_subset=100",
+        "batch_size=128",
+        f"runs_dir={tmp_path}",
+        "name=few",
+    ]
     assert main(args) == 2
     err = capsys.readouterr().err
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     log = tmp_path / "few" / "logs" / "train.log"
-    assert errors == ["error: run failed: train: 1 processes x batch 128 need at least 128 training images; have 100: "
-                      f"lower --nproc_per_node or batch_size (tools' output and traceback: {log})"]
+    assert errors == [
+        "error: run failed: train: 1 processes x batch 128 need at least 128 training images; have 100: "
+        f"lower --nproc_per_node or batch_size (tools' output and traceback: {log})"
+    ]
     assert "need at least 128 training images" in log.read_text()  # the log it names holds the story
     for stage in ("export", "convert", "litert", "quantize", "benchmark", "bundle"):
         assert f"{stage} skipped (needs train)" in err  # the root cause, not the stage in between

@@ -11,8 +11,15 @@ from conftest import ROOT, copy_run
 
 from pipeline.cli import main
 
-FAST = {"run_litert": False, "run_structured": False, "run_magnitude": False, "bench_runs": 2, "bench_warmup": 1,
-        "bench_threads": "1", "bundle_images": 50}
+FAST = {
+    "run_litert": False,
+    "run_structured": False,
+    "run_magnitude": False,
+    "bench_runs": 2,
+    "bench_warmup": 1,
+    "bench_threads": "1",
+    "bundle_images": 50,
+}
 
 
 def add_a_stage_section() -> tuple[str, str]:
@@ -111,5 +118,6 @@ def test_a_stage_that_reads_a_run_needs_one(tmp_path, capsys):
     assert readers == ["explain", "benchmark", "report", "bundle"]
     for name in readers:
         assert main([name, f"runs_dir={tmp_path}", "name=none"]) == 2
-        assert capsys.readouterr().err == (f"error: {Path(tmp_path) / 'none'}: not a run directory (no config.yaml); "
-                                           "run `resnet-edge run` first\n")
+        assert capsys.readouterr().err == (
+            f"error: {Path(tmp_path) / 'none'}: not a run directory (no config.yaml); run `resnet-edge run` first\n"
+        )

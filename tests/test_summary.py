@@ -11,8 +11,15 @@ from pipeline.engine.summary import peak_live_bytes, summarize
 def test_resnet50_table_matches_the_paper():
     s = summarize(build_model("resnet50"), "resnet50", 224)
     assert [r.stage for r in s.rows] == ["conv1", "maxpool", "conv2_x", "conv3_x", "conv4_x", "conv5_x", "pool+fc"]
-    assert [r.output for r in s.rows] == ["112x112x64", "56x56x64", "56x56x256", "28x28x512", "14x14x1024",
-                                          "7x7x2048", "1000"]
+    assert [r.output for r in s.rows] == [
+        "112x112x64",
+        "56x56x64",
+        "56x56x256",
+        "28x28x512",
+        "14x14x1024",
+        "7x7x2048",
+        "1000",
+    ]
     assert [r.blocks for r in s.rows[2:6]] == [3, 4, 6, 3]
     assert s.rows[2].filters == "1x1,64 3x3,64 1x1,256"
     assert s.params == 25_557_032 == sum(r.params for r in s.rows)

@@ -13,13 +13,24 @@ import pipeline.stages.train.loaders as train_loaders
 import pipeline.stages.train.loop as train_module
 import pipeline.stages.train.steps as train_steps
 from models import build_model
-from pipeline.engine.checkpoint import load_checkpoint, load_weights
 from pipeline.cli import main
 from pipeline.config import load_config
 from pipeline.core.errors import EdgeError
+from pipeline.engine.checkpoint import load_checkpoint, load_weights
 
-TINY = {"model": "resnet18", "width": "0.25", "stem": "imagenet", "image_size": "28", "preset": "cpu", "min_steps": "0",
-        "batch_size": "64", "train_subset": "1024", "eval_subset": "500", "epochs": "2", "lr": "0.1"}
+TINY = {
+    "model": "resnet18",
+    "width": "0.25",
+    "stem": "imagenet",
+    "image_size": "28",
+    "preset": "cpu",
+    "min_steps": "0",
+    "batch_size": "64",
+    "train_subset": "1024",
+    "eval_subset": "500",
+    "epochs": "2",
+    "lr": "0.1",
+}
 
 
 def tiny(tmp_path, **overrides):
@@ -135,8 +146,20 @@ def test_resume_refuses_a_changed_experiment(tmp_path):
 
 def _torchrun(tmp_path, *extra):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "pipeline.cli", "train", *[f"{k}={v}" for k, v in TINY.items()], f"runs_dir={tmp_path}", *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "pipeline.cli",
+        "train",
+        *[f"{k}={v}" for k, v in TINY.items()],
+        f"runs_dir={tmp_path}",
+        *extra,
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
 
 
@@ -186,9 +209,11 @@ def test_presets_and_overrides(tmp_path):
 
 
 def test_training_path_imports_no_conversion_tools():
-    code = ("import sys, pipeline.cli, pipeline.stages.train; "
-            "bad = [m for m in ('tensorflow', 'onnx', 'onnx2tf', 'nncf', 'onnxruntime') if m in sys.modules]; "
-            "print(bad); sys.exit(1 if bad else 0)")
+    code = (
+        "import sys, pipeline.cli, pipeline.stages.train; "
+        "bad = [m for m in ('tensorflow', 'onnx', 'onnx2tf', 'nncf', 'onnxruntime') if m in sys.modules]; "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout
 
@@ -214,8 +239,17 @@ def test_a_run_that_learns_nothing_is_an_error(tmp_path, capsys):
     and AdamW at lr=10 (a legal rate) moves every weight by about 10 a step, so the loss stays far above a uniform
     guess's. That must not read as `train ok`. (A learning rate alone was not certain: SGD at lr=5, then AdamW at
     lr=10 on the real labels, trained on some hosts.)"""
-    code = main(["train", *[f"{k}={v}" for k, v in TINY.items() if k != "lr"], "optimizer=adamw", "lr=10",
-                 f"data_root={_labels_at_random(tmp_path)}", f"runs_dir={tmp_path}", "name=diverged"])
+    code = main(
+        [
+            "train",
+            *[f"{k}={v}" for k, v in TINY.items() if k != "lr"],
+            "optimizer=adamw",
+            "lr=10",
+            f"data_root={_labels_at_random(tmp_path)}",
+            f"runs_dir={tmp_path}",
+            "name=diverged",
+        ]
+    )
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert code == 2, err
     assert err.startswith("error: train failed: training diverged: last epoch's train loss ")
@@ -231,8 +265,11 @@ def test_chance_rule_is_the_decision():
     learned little (loss near ln K) or a high loss with validation above chance is not."""
     from pipeline.stages.train import check_learned
 
-    with pytest.raises(EdgeError, match=r"training diverged: last epoch's train loss 4.61 \(a uniform guess scores "
-                                        r"2.30\) and best validation top-1 15.00% is chance level \(1/10\); lower lr=5"):
+    with pytest.raises(
+        EdgeError,
+        match=r"training diverged: last epoch's train loss 4.61 \(a uniform guess scores "
+        r"2.30\) and best validation top-1 15.00% is chance level \(1/10\); lower lr=5",
+    ):
         check_learned(4.61, 0.15, 10, 5, Path("x"))
     check_learned(2.31, 0.10, 10, 5, Path("x"))  # learned little: not an error
     check_learned(30.0, 0.151, 10, 5, Path("x"))  # above chance
@@ -264,9 +301,21 @@ def test_fine_tune_with_a_teacher_learns_the_teacher(fmnist):
     from pipeline.config import load_config
     from pipeline.stages.train import fine_tune
 
-    cfg = load_config(None, {"model": "resnet18", "width": "0.125", "image_size": "28", "preset": "cpu",
-                             "batch_size": "64", "finetune_subset": "512", "eval_subset": "256", "kd_alpha": "1.0",
-                             "kd_temperature": "2.0", "augment": "false"})
+    cfg = load_config(
+        None,
+        {
+            "model": "resnet18",
+            "width": "0.125",
+            "image_size": "28",
+            "preset": "cpu",
+            "batch_size": "64",
+            "finetune_subset": "512",
+            "eval_subset": "256",
+            "kd_alpha": "1.0",
+            "kd_temperature": "2.0",
+            "augment": "false",
+        },
+    )
     torch.manual_seed(0)
     teacher = build_model("resnet18", num_classes=10, in_channels=1, width=0.125).eval()
     student = build_model("resnet18", num_classes=10, in_channels=1, width=0.125)
@@ -277,8 +326,14 @@ def test_fine_tune_with_a_teacher_learns_the_teacher(fmnist):
     assert all(torch.equal(before[k], v) for k, v in teacher.state_dict().items())
     assert all(p.grad is None for p in teacher.parameters()) and not teacher.training
     assert all(p.grad is not None for p in student.parameters() if p.requires_grad)
-    plain = fine_tune(build_model("resnet18", num_classes=10, in_channels=1, width=0.125),
-                      dataclasses.replace(cfg, kd_alpha=0.0), fmnist, 1, 0.05, teacher=teacher)
+    plain = fine_tune(
+        build_model("resnet18", num_classes=10, in_channels=1, width=0.125),
+        dataclasses.replace(cfg, kd_alpha=0.0),
+        fmnist,
+        1,
+        0.05,
+        teacher=teacher,
+    )
     assert plain[0]["train_loss"] > 1.0  # kd_alpha=0 ignores the teacher: plain cross-entropy on 10 classes
 
 
@@ -294,7 +349,7 @@ def test_random_erasing_zeroes_one_rectangle_of_the_stated_area():
     rows, cols = zeros[:, 0].any(2), zeros[:, 0].any(1)
     assert torch.equal(zeros[:, 0].sum((1, 2)), (rows.sum(1) * cols.sum(1)).float())  # one filled rectangle
     half = train_loaders.augment(x, True, torch.Generator().manual_seed(1), erasing=0.5)
-    hit = ((half == 0).float() - (train_loaders.augment(x, True, torch.Generator().manual_seed(1)) == 0).float())
+    hit = (half == 0).float() - (train_loaders.augment(x, True, torch.Generator().manual_seed(1)) == 0).float()
     assert 0.3 < (hit.flatten(1).sum(1) > 0).float().mean() < 0.7
 
 
@@ -326,13 +381,16 @@ def test_center_tap_convs_give_the_same_outputs_and_gradients():
     hit = []
     with center_tap_convs(fast) as n:
         assert n == 20  # every conv of ResNet-18: 7x7, 3x3 and 1x1 are all padded by k // 2
-        hooks = [m.register_forward_hook(lambda mod, inp, out: hit.append(inp[0].shape[-1] == 1))
-                 for m in fast.modules() if isinstance(m, CenterTapConv2d)]
+        hooks = [
+            m.register_forward_hook(lambda mod, inp, out: hit.append(inp[0].shape[-1] == 1))
+            for m in fast.modules()
+            if isinstance(m, CenterTapConv2d)
+        ]
         for m in (ref, fast):
             torch.nn.functional.cross_entropy(m(x), y).backward()
         assert sum(hit) == 3  # layer4.0.conv2, layer4.1.conv1, layer4.1.conv2 took the matrix multiply
         assert torch.allclose(ref(x), fast(x), atol=1e-5)
-    for (name, a), b in zip(ref.named_parameters(), fast.parameters()):
+    for (name, a), b in zip(ref.named_parameters(), fast.parameters(), strict=True):
         assert torch.allclose(a.grad, b.grad, atol=1e-5), name
     assert list(fast.state_dict()) == list(ref.state_dict())
     assert not any(isinstance(m, CenterTapConv2d) for m in fast.modules())  # restored on the way out
@@ -350,9 +408,20 @@ def test_a_small_training_split_gets_the_whole_fine_tune_budget(fmnist):
     from pipeline.config import load_config
     from pipeline.stages.train import fine_tune
 
-    cfg = load_config(None, {"model": "resnet18", "width": "0.125", "image_size": "28", "preset": "cpu",
-                             "batch_size": "64", "finetune_subset": "1024", "train_subset": "256",
-                             "eval_subset": "64", "augment": "false"})
+    cfg = load_config(
+        None,
+        {
+            "model": "resnet18",
+            "width": "0.125",
+            "image_size": "28",
+            "preset": "cpu",
+            "batch_size": "64",
+            "finetune_subset": "1024",
+            "train_subset": "256",
+            "eval_subset": "64",
+            "augment": "false",
+        },
+    )
     history = fine_tune(build_model("resnet18", num_classes=10, in_channels=1, width=0.125), cfg, fmnist, 1, 0.05)
     assert history[0]["steps"] == 1024 // 64
     big = dataclasses.replace(cfg, train_subset=4096)
@@ -372,8 +441,10 @@ def test_a_small_data_set_trains_for_at_least_min_steps(capsys):
     assert with_step_floor(cfg, 55_000, 55_000 // 256).epochs == 4
     small = with_step_floor(cfg, 3_600, 3_600 // 256)
     assert small.epochs == 58 and small.min_steps == 800  # 58 x 14 = 812 steps
-    assert "3,600 training images are 14 steps an epoch: 58 epochs instead of 4, for min_steps=800" in \
-        capsys.readouterr().err
+    assert (
+        "3,600 training images are 14 steps an epoch: 58 epochs instead of 4, for min_steps=800"
+        in capsys.readouterr().err
+    )
     assert with_step_floor(load_config(None, {"preset": "cpu", "min_steps": "0"}), 3_600, 14).epochs == 4
 
 
@@ -385,11 +456,22 @@ def test_a_small_real_image_folder_trains_to_the_step_floor(tmp_path, capsys, mo
 
     folder = bench_script(monkeypatch, "small_folder").write_folder(tmp_path / "data", 1000, 200)
     assert len(list((folder / "train").rglob("*.png"))) == 1000 and len(list((folder / "test").rglob("*.png"))) == 200
-    cfg = tiny(tmp_path, name="folder", data_source="imagefolder", data_root=folder, in_channels=3, train_subset=0,
-               eval_subset=0, epochs=1, min_steps=150)
+    cfg = tiny(
+        tmp_path,
+        name="folder",
+        data_source="imagefolder",
+        data_root=folder,
+        in_channels=3,
+        train_subset=0,
+        eval_subset=0,
+        epochs=1,
+        min_steps=150,
+    )
     out = train_module.train(cfg)
     metrics = json.loads((out / "metrics.json").read_text())
-    assert "900 training images are 14 steps an epoch: 11 epochs instead of 1, for min_steps=150" in \
-        capsys.readouterr().err
+    assert (
+        "900 training images are 14 steps an epoch: 11 epochs instead of 1, for min_steps=150"
+        in capsys.readouterr().err
+    )
     assert len(metrics["epochs"]) == 11 and metrics["test_images"] == 200
     assert metrics["test_acc"] > 0.6  # chance is 0.1

@@ -86,8 +86,10 @@ PATH_KEYS = ("runs_dir", "data_root", "weights")  # the keys that name a file or
 def expand_home(values: dict) -> dict:
     """values with a leading ~ of each path key expanded to the home folder, as a shell does on the command line
     (a YAML file has no shell: `runs_dir: ~/edge-runs` would otherwise be a folder named ~). Nothing else expands."""
-    return {k: os.path.expanduser(v) if k in PATH_KEYS and isinstance(v, str) and v.startswith("~") else v
-            for k, v in values.items()}
+    return {
+        k: os.path.expanduser(v) if k in PATH_KEYS and isinstance(v, str) and v.startswith("~") else v
+        for k, v in values.items()
+    }
 
 
 def load_config(path: str | Path | None = None, overrides: dict[str, str] | None = None, cls=Config):

@@ -35,8 +35,9 @@ class Config:
     # training (pipeline.stages.train); `preset` fills these first, then the YAML file, then key=value
     preset: str = "auto"  # cpu | gpu | phone | auto (gpu when CUDA is present); the resolved config records which
     epochs: int = 6  # 0: no training, the model is `weights` as given (preset=phone)
-    min_steps: int = 0  # training takes at least this many optimizer steps: on a small data set the epochs rise to
-    # ceil(min_steps / steps per epoch), said in one line (cpu preset: 800, what 4 Fashion-MNIST epochs take); 0: off
+    # training takes at least this many optimizer steps: on a small data set the epochs rise to ceil(min_steps / steps
+    # per epoch), said in one line (cpu preset: 800, what 4 Fashion-MNIST epochs take); 0: off
+    min_steps: int = 0
     batch_size: int = 256  # global batch; under DDP it must divide evenly by the number of processes
     optimizer: str = "sgd"  # sgd (Nesterov momentum) | adamw
     lr: float = 0.2  # peak learning rate
@@ -47,23 +48,27 @@ class Config:
     label_smoothing: float = 0.1
     augment: bool = True  # small images: 4 px pad-and-crop + flip; imagefolder: random resized crop + flip
     random_erasing: float = 0.0  # with augment: share of training images with one random rectangle zeroed
-    ema: float = 0.0  # > 0: validate, test and export an exponential moving average of the weights (and BN
-    # statistics) with this decay per step (warmed up as TensorFlow's: min(ema, (1 + step) / (10 + step))); 0: off
+    # > 0: validate, test and export an exponential moving average of the weights (and BN statistics) with this decay
+    # per step (warmed up as TensorFlow's: min(ema, (1 + step) / (10 + step))); 0: off
+    ema: float = 0.0
     device: str = "auto"  # auto (cuda when present) | cpu | cuda
-    amp: bool = True  # CUDA: bf16 autocast where supported, else fp16 with a grad scaler; CPU: bf16 autocast where
-    # the CPU has native bf16 (AVX512-BF16/AMX; 1.53x the fp32 images/s on this project's 2-core EPYC), else fp32
+    # CUDA: bf16 autocast where supported, else fp16 with a grad scaler; CPU: bf16 autocast where the CPU has native
+    # bf16 (AVX512-BF16/AMX; 1.53x the fp32 images/s on this project's 2-core EPYC), else fp32
+    amp: bool = True
     channels_last: bool = True  # CUDA: with amp; a CPU: always (fp32 too)
     compile: bool = False  # torch.compile the model (CUDA: worth it for long runs; first epoch pays compile time)
     workers: int = 4  # loader processes for imagefolder decoding (in-memory data sets use none)
     train_subset: int = 0  # > 0: train on that many images of the training split (tests, quick looks)
     eval_subset: int = 0  # > 0: validate and test on that many images
-    weights: str | None = None  # start from a torchvision-format state_dict file (or a resnet-edge checkpoint);
-    # "torchvision": the ImageNet weights torchvision publishes for `model`, from torch's hub cache (downloads once)
+    # start from a torchvision-format state_dict file (or a resnet-edge checkpoint); "torchvision": the ImageNet weights
+    # torchvision publishes for `model`, from torch's hub cache (downloads once)
+    weights: str | None = None
     resume: bool = False  # continue <run>/train/last.pt to the same end state
     # export / convert / evaluate
     dynamic_batch: bool = False  # ONNX with a dynamic batch axis (TFLite files always have batch 1)
-    max_int8_drop: float = 1.0  # gate: top-1 drop, in points, of any int8, dynamic-range or pruned artifact vs the
-    # dense fp32 model, on the same test images
+    # gate: top-1 drop, in points, of any int8, dynamic-range or pruned artifact vs the dense fp32 model, on the same
+    # test images
+    max_int8_drop: float = 1.0
     threads: int = 0  # inference threads for evaluation (0: all cores)
     # quantization/ (NNCF PTQ and QAT, NNCF magnitude pruning, torch-pruning structured pruning)
     quant_preset: str = "performance"  # NNCF preset: performance (symmetric) | mixed (asymmetric activations)
@@ -71,11 +76,12 @@ class Config:
     qat: bool = False  # quantize: also run quantization-aware fine-tuning
     qat_epochs: int = 1
     qat_lr: float = 0.001
-    pt2e_algorithm: str = "minmax"  # NNCF PT2E int8 for litert-torch: minmax | nncf (+ fast bias correction) |
-    # nncf_bias (+ full bias correction, slow) | observers (the quantizer's own, no NNCF); see quantization/pt2e.py
-    quant_fallback: str = "auto"  # auto: an NNCF int8 file that fails its top-1 gate is quantized again with its
-    # worst layers (explain's ranking) kept in float, one more at a time up to max_float_layers, beside the original
-    # row | off
+    # NNCF PT2E int8 for litert-torch: minmax | nncf (+ fast bias correction) | nncf_bias (+ full bias correction, slow)
+    # | observers (the quantizer's own, no NNCF); see quantization/pt2e.py auto: an NNCF int8 file that fails its top-1
+    # gate is quantized again with its worst layers (explain's ranking) kept in float, one more at a time up to
+    # max_float_layers, beside the original row | off
+    pt2e_algorithm: str = "minmax"
+    quant_fallback: str = "auto"
     max_float_layers: int = 4
     explain_images: int = 64  # test images the per-layer error (explain) is measured on
     prune_method: str = "magnitude"  # the `prune` verb: magnitude (NNCF, sparsity) | structured (fewer channels)
@@ -84,18 +90,22 @@ class Config:
     prune_lr: float = 0.01
     structured_ratio: float = 0.5  # torch-pruning: share of channels removed per prunable layer
     structured_importance: str = "l1"  # l1 | l2 filter magnitude
-    structured_round_to: int = 8  # keep channel counts multiples of this: XNNPACK's int8 kernels favour multiples of
-    # 8 (measured at 224 px, 70% of channels removed: 1.25-1.53 ms with 8, 2.17-2.51 ms with 1); 1 = exact ratio
+    # keep channel counts multiples of this: XNNPACK's int8 kernels favour multiples of 8 (measured at 224 px, 70% of
+    # channels removed: 1.25-1.53 ms with 8, 2.17-2.51 ms with 1); 1 = exact ratio
+    structured_round_to: int = 8
     structured_epochs: int = 2  # fine-tuning epochs in all (iterative: spread over the steps)
-    structured_steps: int = 1  # reach structured_ratio in this many equal steps, fine-tuning after each (iterative
-    # pruning; torch-pruning's iterative_steps); 1: one shot, then fine-tune
+    # reach structured_ratio in this many equal steps, fine-tuning after each (iterative pruning; torch-pruning's
+    # iterative_steps); 1: one shot, then fine-tune
+    structured_steps: int = 1
     structured_lr: float = 0.02
-    finetune_subset: int = 0  # > 0: a fine-tuning epoch is that many training images, drawn anew each epoch from the
-    # whole split, passing over a smaller split more than once (the fine-tune budget in images seen: pruning and QAT
-    # get the same optimizer steps on any data set size, a 3,600-image folder as many as Fashion-MNIST); 0: all
-    kd_alpha: float = 0.5  # structured-prune and QAT fine-tuning: weight of knowledge distillation from the dense
-    # fp32 model (loss = (1 - a) CE + a T^2 KL); 0 turns it off. On by default: it recovered more of what channel
-    # pruning loses in every case measured (a quarter-width model at 25%: 84.6% against 83.1% without, fp32 84.9%)
+    # > 0: a fine-tuning epoch is that many training images, drawn anew each epoch from the whole split, passing over a
+    # smaller split more than once (the fine-tune budget in images seen: pruning and QAT get the same optimizer steps on
+    # any data set size, a 3,600-image folder as many as Fashion-MNIST); 0: all structured-prune and QAT fine-tuning:
+    # weight of knowledge distillation from the dense fp32 model (loss = (1 - a) CE + a T^2 KL); 0 turns it off. On by
+    # default: it recovered more of what channel pruning loses in every case measured (a quarter-width model at 25%:
+    # 84.6% against 83.1% without, fp32 84.9%)
+    finetune_subset: int = 0
+    kd_alpha: float = 0.5
     kd_temperature: float = 4.0  # softens both models' predictions for the KL term
     # run (pipeline.run): which optional stages the chain includes
     run_structured: bool = True  # channel pruning at structured_ratio -> int8 TFLite (the fast phone variant)
@@ -112,8 +122,12 @@ class Config:
     extra: dict = field(default_factory=dict)  # free-form notes carried into the manifest (YAML only)
 
     def model_options(self, num_classes: int, in_channels: int) -> dict:
-        options = {"num_classes": self.num_classes or num_classes, "in_channels": self.in_channels or in_channels,
-                   "width": self.width, "stem": self.stem}
+        options = {
+            "num_classes": self.num_classes or num_classes,
+            "in_channels": self.in_channels or in_channels,
+            "width": self.width,
+            "stem": self.stem,
+        }
         if self.model.startswith("resnet"):
             options |= {"shortcut": self.shortcut, "zero_init_residual": self.zero_init_residual}
         return options
@@ -146,18 +160,57 @@ class Config:
 # benchmark's >= 94.9% test top-1 (not yet measured here), for one H100 in about 2 minutes.
 FINETUNE_IMAGES = 16384
 PRESETS: dict[str, dict] = {
-    "cpu": {"stem": "imagenet", "image_size": 32, "epochs": 4, "min_steps": 800, "batch_size": 256, "lr": 0.1, "augment": False,
-            "ema": 0.998, "finetune_subset": FINETUNE_IMAGES, "structured_epochs": 6, "structured_lr": 0.05,
-            "kd_temperature": 2.0, "prune_epochs": 0},
-    "cpu_long": {"stem": "imagenet", "image_size": 32, "epochs": 10, "batch_size": 256, "lr": 0.1, "augment": False,
-                 "ema": 0.998, "finetune_subset": 0, "structured_epochs": 2, "prune_epochs": 1},
-    "gpu": {"stem": "small", "image_size": 28, "epochs": 24, "batch_size": 512, "lr": 0.4, "amp": True,
-            "channels_last": True},
+    "cpu": {
+        "stem": "imagenet",
+        "image_size": 32,
+        "epochs": 4,
+        "min_steps": 800,
+        "batch_size": 256,
+        "lr": 0.1,
+        "augment": False,
+        "ema": 0.998,
+        "finetune_subset": FINETUNE_IMAGES,
+        "structured_epochs": 6,
+        "structured_lr": 0.05,
+        "kd_temperature": 2.0,
+        "prune_epochs": 0,
+    },
+    "cpu_long": {
+        "stem": "imagenet",
+        "image_size": 32,
+        "epochs": 10,
+        "batch_size": 256,
+        "lr": 0.1,
+        "augment": False,
+        "ema": 0.998,
+        "finetune_subset": 0,
+        "structured_epochs": 2,
+        "prune_epochs": 1,
+    },
+    "gpu": {
+        "stem": "small",
+        "image_size": 28,
+        "epochs": 24,
+        "batch_size": 512,
+        "lr": 0.4,
+        "amp": True,
+        "channels_last": True,
+    },
     # phone: ImageNet-size input from torchvision weights (weights=PATH or weights=torchvision), no training; needs an
     # ImageFolder (data_root with train/<wnid>/ for calibration, val/<wnid>/ for evaluation, in torchvision's order).
-    "phone": {"stem": "imagenet", "image_size": 224, "num_classes": 1000, "in_channels": 3,
-              "data_source": "imagefolder", "epochs": 0, "val_size": 0, "augment": False, "bundle_images": 100,
-              "run_structured": False, "run_magnitude": False},
+    "phone": {
+        "stem": "imagenet",
+        "image_size": 224,
+        "num_classes": 1000,
+        "in_channels": 3,
+        "data_source": "imagefolder",
+        "epochs": 0,
+        "val_size": 0,
+        "augment": False,
+        "bundle_images": 100,
+        "run_structured": False,
+        "run_magnitude": False,
+    },
 }
 
 
@@ -174,33 +227,71 @@ def resolve_preset(name: str) -> str:
 # --- checked at the door: every value's type and range, before any work starts ------------------------------------
 
 CHOICES = {
-    "stem": ("imagenet", "small"), "shortcut": ("A", "B"), "data_source": ("fashion_mnist", "cifar10", "imagefolder"),
-    "optimizer": ("sgd", "adamw"), "schedule": ("onecycle", "cosine"), "device": ("auto", "cpu", "cuda"),
-    "quant_preset": ("performance", "mixed"), "structured_importance": ("l1", "l2"),
-    "prune_method": ("magnitude", "structured"), "pt2e_algorithm": ("minmax", "nncf", "nncf_bias", "observers"),
+    "stem": ("imagenet", "small"),
+    "shortcut": ("A", "B"),
+    "data_source": ("fashion_mnist", "cifar10", "imagefolder"),
+    "optimizer": ("sgd", "adamw"),
+    "schedule": ("onecycle", "cosine"),
+    "device": ("auto", "cpu", "cuda"),
+    "quant_preset": ("performance", "mixed"),
+    "structured_importance": ("l1", "l2"),
+    "prune_method": ("magnitude", "structured"),
+    "pt2e_algorithm": ("minmax", "nncf", "nncf_bias", "observers"),
     "quant_fallback": ("auto", "off"),
 }
 # key: (lowest, highest, what the range means); None = unbounded. Bounds are inclusive unless noted in `open_low`.
 RANGES = {
-    "width": (0.0, 8.0, "a channel multiplier"), "epochs": (0, None, "epochs"), "min_steps": (0, None, "steps"), "batch_size": (1, None, "images"),
-    "lr": (0.0, 10.0, "a learning rate"), "momentum": (0.0, 1.0, "a momentum"),
-    "weight_decay": (0.0, 1.0, "a decay"), "warmup_epochs": (0.0, None, "epochs"),
-    "label_smoothing": (0.0, 1.0, "a share"), "workers": (0, 64, "processes"), "train_subset": (0, None, "images"),
-    "eval_subset": (0, None, "images"), "calib_size": (1, None, "images"), "val_size": (0, None, "images"),
-    "num_classes": (2, None, "classes"), "in_channels": (1, 4, "channels"), "max_int8_drop": (0.0, 100.0, "points"),
-    "threads": (0, 1024, "threads"), "qat_epochs": (0, None, "epochs"), "qat_lr": (0.0, 10.0, "a learning rate"),
-    "prune_ratio": (0.0, 1.0, "a share"), "prune_epochs": (0, None, "epochs"), "prune_lr": (0.0, 10.0, "a rate"),
-    "structured_ratio": (0.0, 1.0, "a share"), "structured_epochs": (0, None, "epochs"),
-    "structured_lr": (0.0, 10.0, "a learning rate"), "finetune_subset": (0, None, "images"),
-    "bench_runs": (1, None, "runs"), "bench_warmup": (0, None, "runs"), "max_size_mib": (0.0, None, "MiB"),
-    "bundle_images": (1, None, "images"), "image_size": (1, 4096, "pixels"),
-    "max_float_layers": (1, 64, "layers"), "explain_images": (1, None, "images"), "kd_alpha": (0.0, 1.0, "a weight"),
-    "structured_round_to": (1, 256, "channels"), "structured_steps": (1, 20, "steps"),
-    "kd_temperature": (0.0, 100.0, "a temperature"), "random_erasing": (0.0, 1.0, "a share"),
+    "width": (0.0, 8.0, "a channel multiplier"),
+    "epochs": (0, None, "epochs"),
+    "min_steps": (0, None, "steps"),
+    "batch_size": (1, None, "images"),
+    "lr": (0.0, 10.0, "a learning rate"),
+    "momentum": (0.0, 1.0, "a momentum"),
+    "weight_decay": (0.0, 1.0, "a decay"),
+    "warmup_epochs": (0.0, None, "epochs"),
+    "label_smoothing": (0.0, 1.0, "a share"),
+    "workers": (0, 64, "processes"),
+    "train_subset": (0, None, "images"),
+    "eval_subset": (0, None, "images"),
+    "calib_size": (1, None, "images"),
+    "val_size": (0, None, "images"),
+    "num_classes": (2, None, "classes"),
+    "in_channels": (1, 4, "channels"),
+    "max_int8_drop": (0.0, 100.0, "points"),
+    "threads": (0, 1024, "threads"),
+    "qat_epochs": (0, None, "epochs"),
+    "qat_lr": (0.0, 10.0, "a learning rate"),
+    "prune_ratio": (0.0, 1.0, "a share"),
+    "prune_epochs": (0, None, "epochs"),
+    "prune_lr": (0.0, 10.0, "a rate"),
+    "structured_ratio": (0.0, 1.0, "a share"),
+    "structured_epochs": (0, None, "epochs"),
+    "structured_lr": (0.0, 10.0, "a learning rate"),
+    "finetune_subset": (0, None, "images"),
+    "bench_runs": (1, None, "runs"),
+    "bench_warmup": (0, None, "runs"),
+    "max_size_mib": (0.0, None, "MiB"),
+    "bundle_images": (1, None, "images"),
+    "image_size": (1, 4096, "pixels"),
+    "max_float_layers": (1, 64, "layers"),
+    "explain_images": (1, None, "images"),
+    "kd_alpha": (0.0, 1.0, "a weight"),
+    "structured_round_to": (1, 256, "channels"),
+    "structured_steps": (1, 20, "steps"),
+    "kd_temperature": (0.0, 100.0, "a temperature"),
+    "random_erasing": (0.0, 1.0, "a share"),
     "ema": (0.0, 1.0, "a decay per step"),
 }
-OPEN_LOW = {"kd_temperature", "width", "lr", "qat_lr", "prune_lr", "structured_lr", "prune_ratio",
-            "structured_ratio"}  # > low
+OPEN_LOW = {
+    "kd_temperature",
+    "width",
+    "lr",
+    "qat_lr",
+    "prune_lr",
+    "structured_lr",
+    "prune_ratio",
+    "structured_ratio",
+}  # > low
 OPEN_HIGH = {"prune_ratio", "structured_ratio", "momentum", "ema"}  # < high
 # The stem and the three strided stages downsample 16x before the last stage (the small stem: 4x); below this the
 # last stage sees a single pixel and the model trains at chance.
@@ -241,15 +332,20 @@ def validate(cfg) -> None:
             hi = "" if high is None else f" {'<' if key in OPEN_HIGH else '<='} {high:g}"
             raise EdgeError(f"{key}={value}: expected {lo}{key}{hi} ({what})")
     if cfg.epochs == 0 and not cfg.weights:
-        raise EdgeError("epochs=0 skips training and needs weights=PATH (a torchvision state_dict) or "
-                        "weights=torchvision")
+        raise EdgeError(
+            "epochs=0 skips training and needs weights=PATH (a torchvision state_dict) or weights=torchvision"
+        )
     low = MIN_IMAGE_SIZE[cfg.stem]
     if cfg.image_size < low:
-        raise EdgeError(f"image_size={cfg.image_size}: stem={cfg.stem} leaves the last stage a single pixel below "
-                        f"{low} px; use image_size >= {low}" + (" or stem=small" if cfg.stem == "imagenet" else ""))
+        raise EdgeError(
+            f"image_size={cfg.image_size}: stem={cfg.stem} leaves the last stage a single pixel below "
+            f"{low} px; use image_size >= {low}" + (" or stem=small" if cfg.stem == "imagenet" else "")
+        )
     if cfg.epochs > 0 and cfg.val_size == 0:
-        raise EdgeError(f"val_size=0: training ({cfg.epochs} epochs) picks its best epoch and checks it learned on "
-                        "validation images; use val_size >= 1 (or leave it unset: 10%, at most 5,000), or epochs=0")
+        raise EdgeError(
+            f"val_size=0: training ({cfg.epochs} epochs) picks its best epoch and checks it learned on "
+            "validation images; use val_size >= 1 (or leave it unset: 10%, at most 5,000), or epochs=0"
+        )
     for key in ("name", "runs_dir"):
         value = getattr(cfg, key)
         if not value or (key == "name" and (not set(value) <= NAME_CHARS or set(value) == {"."})):

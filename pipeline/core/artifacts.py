@@ -67,6 +67,9 @@ def file_facts(path: Path) -> dict:
     costs (a checkpoint's is skipped: the demo's two 128 MiB checkpoints took 7 s to compress)."""
     data = Path(path).read_bytes()
     shipped = Path(path).suffix in SHIPPED
-    return {"bytes": len(data), "size_mib": len(data) / MIB,
-            "gzip_mib": len(gzip.compress(data, 6)) / MIB if shipped else None,
-            "sha256": hashlib.sha256(data).hexdigest()}
+    return {
+        "bytes": len(data),
+        "size_mib": len(data) / MIB,
+        "gzip_mib": len(gzip.compress(data, 6)) / MIB if shipped else None,
+        "sha256": hashlib.sha256(data).hexdigest(),
+    }

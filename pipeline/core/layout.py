@@ -85,7 +85,7 @@ class Layout:
         return self.root / "device_bundle"
 
     def log(self, stage: str) -> Path:
-        """logs/<stage>.log: the tools' own output while the stage ran (pipeline.console)."""
+        """logs/<stage>.log: the tools' own output while the stage ran (pipeline.core.console)."""
         return self.root / "logs" / f"{stage}.log"
 
     # naming

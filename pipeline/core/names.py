@@ -54,12 +54,19 @@ def ptq_files(layout: Layout) -> list[Path]:
 def qat_files(layout: Layout, cfg) -> list[Path]:
     if not cfg.qat:
         return []
-    return [layout.quant("qat_int8.onnx"), *onnx2tf_files(layout, "qat_"),
-            *(nncf_int8_files(layout, "qat_nncf_int8") if cfg.run_litert else [])]
+    return [
+        layout.quant("qat_int8.onnx"),
+        *onnx2tf_files(layout, "qat_"),
+        *(nncf_int8_files(layout, "qat_nncf_int8") if cfg.run_litert else []),
+    ]
 
 
 def derived_files(layout: Layout, name: str, cfg) -> list[Path]:
     """The files a compressed checkpoint becomes: its checkpoint and ONNX export (intermediates), then the TFLite
     rows: onnx2tf's fp32 and int8, and NNCF's PT2E int8 through litert-torch."""
-    return [layout.quant(f"{name}.pt"), layout.quant(f"{name}.onnx"), *onnx2tf_files(layout, f"{name}_"),
-            *(nncf_int8_files(layout, f"{name}_nncf_int8") if cfg.run_litert else [])]
+    return [
+        layout.quant(f"{name}.pt"),
+        layout.quant(f"{name}.onnx"),
+        *onnx2tf_files(layout, f"{name}_"),
+        *(nncf_int8_files(layout, f"{name}_nncf_int8") if cfg.run_litert else []),
+    ]

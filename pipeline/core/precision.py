@@ -65,9 +65,13 @@ def tflite_ops(path: Path) -> list[dict]:
     for i in range(graph.OperatorsLength()):
         op = graph.Operators(i)
         code = model.OperatorCodes(op.OpcodeIndex())
-        ops.append({"op": names.get(max(code.BuiltinCode(), code.DeprecatedBuiltinCode()), "CUSTOM"),
-                    "inputs": [types[graph.Tensors(t).Type()] for t in op.InputsAsNumpy() if t >= 0],
-                    "outputs": [types[graph.Tensors(t).Type()] for t in op.OutputsAsNumpy()]})
+        ops.append(
+            {
+                "op": names.get(max(code.BuiltinCode(), code.DeprecatedBuiltinCode()), "CUSTOM"),
+                "inputs": [types[graph.Tensors(t).Type()] for t in op.InputsAsNumpy() if t >= 0],
+                "outputs": [types[graph.Tensors(t).Type()] for t in op.OutputsAsNumpy()],
+            }
+        )
     return ops
 
 

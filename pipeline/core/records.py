@@ -22,11 +22,13 @@ from .precision import is_int8_tflite
 
 BUILD_SECTIONS = ("build", "evaluation", "gates")
 STATUSES = ("pass", "gate", "failed", "bench failed", "skipped", "unchecked", "stale")
-LEGEND = ("status: pass = built and passed every gate; gate = built, failed a gate (named); failed = not built "
-          "(reason given); bench failed = built and gated, the benchmark failed (reason given); skipped = not built "
-          "because a stage it needs failed, or its stage has not run yet (reason given); unchecked = built and "
-          "measured, but checked against nothing (no gate applies: not a pass); stale = built from an older model, "
-          "file or data than the run's now (what changed is named): its figures describe something else")
+LEGEND = (
+    "status: pass = built and passed every gate; gate = built, failed a gate (named); failed = not built "
+    "(reason given); bench failed = built and gated, the benchmark failed (reason given); skipped = not built "
+    "because a stage it needs failed, or its stage has not run yet (reason given); unchecked = built and "
+    "measured, but checked against nothing (no gate applies: not a pass); stale = built from an older model, "
+    "file or data than the run's now (what changed is named): its figures describe something else"
+)
 
 
 @dataclass(frozen=True)
@@ -107,8 +109,11 @@ def size_gates(record: dict, max_size_mib: float) -> list[Gate]:
     """max_size_mib > 0: an int8 .tflite file (the kind meant to ship) must be at most that large. The report's gate:
     changing the limit re-makes the report, nothing else."""
     build = record.get("build") or {}
-    if max_size_mib <= 0 or build.get("status") != "ok" or not is_int8_tflite(build.get("format"),
-                                                                               build.get("precision")):
+    if (
+        max_size_mib <= 0
+        or build.get("status") != "ok"
+        or not is_int8_tflite(build.get("format"), build.get("precision"))
+    ):
         return []
     return [Gate.at_most("size", "file size (MiB)", build["size_mib"], max_size_mib)]
 
@@ -185,4 +190,3 @@ def passed(layout: Layout, artifact: str, max_size_mib: float) -> bool:
 def built(layout: Layout, artifact: str) -> bool:
     """The artifact's file exists and its record says it was built (a failed rebuild leaves an old file untrusted)."""
     return layout.path(artifact).is_file() and (read(layout, artifact).get("build") or {}).get("status") == "ok"
-

@@ -31,8 +31,10 @@ def _load(path: Path):
 def load_checkpoint(path: Path) -> dict:
     ckpt = _load(path)
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise EdgeError(f"{path}: not a resnet-edge training checkpoint (no format={CHECKPOINT_FORMAT!r}); "
-                        f"pass a plain state_dict as weights= instead")
+        raise EdgeError(
+            f"{path}: not a resnet-edge training checkpoint (no format={CHECKPOINT_FORMAT!r}); "
+            f"pass a plain state_dict as weights= instead"
+        )
     return ckpt
 
 
@@ -53,8 +55,10 @@ def resolve_weights(spec: str, model_name: str) -> Path:
     if spec != "torchvision":
         return Path(spec)
     if model_name not in TORCHVISION_WEIGHTS:
-        raise EdgeError(f"weights=torchvision: torchvision publishes none for {model_name}; "
-                        f"choose {', '.join(TORCHVISION_WEIGHTS)} or pass weights=PATH")
+        raise EdgeError(
+            f"weights=torchvision: torchvision publishes none for {model_name}; "
+            f"choose {', '.join(TORCHVISION_WEIGHTS)} or pass weights=PATH"
+        )
     url = TORCHVISION_WEIGHTS[model_name]
     path = Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[1]
     if not path.is_file():
@@ -62,9 +66,10 @@ def resolve_weights(spec: str, model_name: str) -> Path:
         try:
             torch.hub.download_url_to_file(url, str(path), hash_prefix=path.stem.rsplit("-", 1)[1])
         except Exception as e:  # offline, proxy, hash mismatch
-            raise EdgeError(f"weights=torchvision: cannot download {url} ({e.__class__.__name__}); fetch it on a "
-                            f"connected machine and pass weights=/path/{path.name} (or put it in {path.parent})"
-                            ) from e
+            raise EdgeError(
+                f"weights=torchvision: cannot download {url} ({e.__class__.__name__}); fetch it on a "
+                f"connected machine and pass weights=/path/{path.name} (or put it in {path.parent})"
+            ) from e
     return path
 
 
@@ -80,22 +85,28 @@ def load_weights(model: nn.Module, path: Path) -> list[str]:
     notes = []
     missing, unexpected = sorted(set(own) - set(sd)), sorted(set(sd) - set(own))
     if missing or unexpected:
-        raise EdgeError(f"{path}: keys do not match {type(model).__name__}: missing {missing[:5]}"
-                        f"{'...' if len(missing) > 5 else ''}, unexpected {unexpected[:5]}"
-                        f"{'...' if len(unexpected) > 5 else ''}")
+        raise EdgeError(
+            f"{path}: keys do not match {type(model).__name__}: missing {missing[:5]}"
+            f"{'...' if len(missing) > 5 else ''}, unexpected {unexpected[:5]}"
+            f"{'...' if len(unexpected) > 5 else ''}"
+        )
     for k in list(sd):
         if sd[k].shape == own[k].shape:
             continue
         if k.startswith(CLASSIFIER_PREFIXES):
-            notes.append(f"weights: {k} {tuple(sd[k].shape)} -> {tuple(own[k].shape)}: class count differs, "
-                         f"classifier replaced (trained from scratch)")
+            notes.append(
+                f"weights: {k} {tuple(sd[k].shape)} -> {tuple(own[k].shape)}: class count differs, "
+                f"classifier replaced (trained from scratch)"
+            )
             sd[k] = own[k]
         elif k in ("conv1.weight", "features.0.0.weight") and sd[k].shape[1] == 3 and own[k].shape[1] == 1:
             notes.append(f"weights: {k} RGB -> grayscale by summing the input-channel filters")
             sd[k] = sd[k].sum(1, keepdim=True)
         else:
-            raise EdgeError(f"{path}: {k} has shape {tuple(sd[k].shape)}, the model wants {tuple(own[k].shape)} "
-                            f"(width, stem or block options differ?)")
+            raise EdgeError(
+                f"{path}: {k} has shape {tuple(sd[k].shape)}, the model wants {tuple(own[k].shape)} "
+                f"(width, stem or block options differ?)"
+            )
     model.load_state_dict(sd, strict=True)
     return notes + [f"weights: loaded {len(sd)} tensors from {path}"]
 
@@ -135,6 +146,11 @@ def model_from_checkpoint(ckpt: dict) -> nn.Module:
 
 def derived_checkpoint(parent: dict, model: nn.Module, **notes) -> dict:
     """A checkpoint for a model derived from `parent` (pruned, quantization-aware): same format, new weights."""
-    return {**{k: parent[k] for k in ("format", "model_name", "model_options", "config", "data")},
-            "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-            "epoch": parent.get("epoch", 0), "best_acc": parent.get("best_acc", -1.0), "history": [], **notes}
+    return {
+        **{k: parent[k] for k in ("format", "model_name", "model_options", "config", "data")},
+        "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        "epoch": parent.get("epoch", 0),
+        "best_acc": parent.get("best_acc", -1.0),
+        "history": [],
+        **notes,
+    }

@@ -18,6 +18,7 @@ from ..core.errors import EdgeError
 from ..core.layout import Layout
 from .manifest import read_manifest
 
+
 @dataclass(frozen=True)
 class EvalSet:
     """The images every evaluation and gate of a run uses, and what they are."""
@@ -95,8 +96,10 @@ class Context:
         n = min(len(self.data.val), self.cfg.eval_subset or 2000)
         if n == 0:
             raise EdgeError("val_size=0: this step needs a validation split; set val_size > 0")
-        return (preprocess(np.asarray(self.data.val.images[:n]), self.data.norm, self.cfg.image_size),
-                np.asarray(self.data.val.labels[:n]))
+        return (
+            preprocess(np.asarray(self.data.val.images[:n]), self.data.norm, self.cfg.image_size),
+            np.asarray(self.data.val.labels[:n]),
+        )
 
     @functools.cached_property
     def calib_u8(self) -> np.ndarray:
@@ -117,8 +120,11 @@ class Context:
     @functools.cached_property
     def calibration(self) -> dict:
         """What a quantized artifact's record says it was calibrated on."""
-        return {"split": "train (calibration subset)", "images": int(len(self.calib_u8)),
-                "sha256": hashlib.sha256(np.ascontiguousarray(self.calib_u8).tobytes()).hexdigest()}
+        return {
+            "split": "train (calibration subset)",
+            "images": int(len(self.calib_u8)),
+            "sha256": hashlib.sha256(np.ascontiguousarray(self.calib_u8).tobytes()).hexdigest(),
+        }
 
     @functools.cached_property
     def dense_macs(self) -> int | None:
@@ -130,8 +136,9 @@ class Context:
             from .checkpoint import load_checkpoint, model_from_checkpoint
             from .summary import count_macs
 
-            macs = count_macs(model_from_checkpoint(load_checkpoint(self.layout.best)),
-                              torch.from_numpy(self.eval_set.x[:1]))
+            macs = count_macs(
+                model_from_checkpoint(load_checkpoint(self.layout.best)), torch.from_numpy(self.eval_set.x[:1])
+            )
         return macs
 
     @property

@@ -46,8 +46,9 @@ class Stage:
     inputs: Spec = _none  # files read; "<record>#<sections>": those sections of a record
     outputs: Spec = _none  # files written: must exist, non-empty, afterwards
     records: Spec = _none  # artifacts whose record sections it writes; a building stage's are the report's rows
-    sources: Spec | None = None  # the inputs its artifacts are built from (the lineage in their records); None:
-    # every input. Not a file it only compares its results with.
+    # the inputs its artifacts are built from (the lineage in their records); None: every input. Not a file it only
+    # compares its results with.
+    sources: Spec | None = None
     sections: tuple[str, ...] = BUILD_SECTIONS  # the record sections it owns
     uses_data: bool = True  # reads the data set: loaded (and checked against the config) before any stage starts
     needs_run: bool = False  # reads a run it did not make: its verb opens an existing run (RUN_DIR or name=)
@@ -97,6 +98,7 @@ def lineage(stage: Stage, ctx: Context) -> dict[str, str]:
 
 # --- skip or rerun -------------------------------------------------------------------------------------------------
 
+
 def owned(stage: Stage, ctx: Context) -> dict[str, str]:
     """Digests of the record sections this stage owns, for the artifacts it declares."""
     out = {}
@@ -126,11 +128,14 @@ def decide(stage: Stage, ctx: Context, force: bool = False) -> tuple[str, str]:
 
 # --- the wrapper ---------------------------------------------------------------------------------------------------
 
+
 def _describe(layout: Layout, rel: str) -> str:
     path = layout.path(rel)
     record = records.read(layout, rel)
     top1 = (record.get("evaluation") or {}).get("top1")
-    accuracy = f", top-1 {100 * top1:.2f}%" if top1 is not None and record.get("build", {}).get("status") == "ok" else ""
+    accuracy = (
+        f", top-1 {100 * top1:.2f}%" if top1 is not None and record.get("build", {}).get("status") == "ok" else ""
+    )
     return f"{rel} ({path.stat().st_size / MIB:.2f} MiB{accuracy})" if path.is_file() else rel
 
 
@@ -139,15 +144,27 @@ def mark_failed(stage: Stage, ctx: Context, reason: str) -> None:
     for rel in stage.records(ctx):
         build = records.read(ctx.layout, rel).get("build") or {}
         if build.get("invocation") != ctx.invocation:
-            records.write(ctx.layout, rel, build={"status": "failed", "stage": stage.name, "error": reason},
-                          evaluation=None, gates=None, benchmark=None)
+            records.write(
+                ctx.layout,
+                rel,
+                build={"status": "failed", "stage": stage.name, "error": reason},
+                evaluation=None,
+                gates=None,
+                benchmark=None,
+            )
 
 
 def mark_skipped(stage: Stage, ctx: Context, reason: str) -> dict:
     if stage.builds():
         for rel in stage.records(ctx):
-            records.write(ctx.layout, rel, build={"status": "skipped", "stage": stage.name, "error": reason},
-                          evaluation=None, gates=None, benchmark=None)
+            records.write(
+                ctx.layout,
+                rel,
+                build={"status": "skipped", "stage": stage.name, "error": reason},
+                evaluation=None,
+                gates=None,
+                benchmark=None,
+            )
     entry = {"status": "skipped", "error": reason}
     update_stage(ctx.layout, stage.name, entry)
     print(f"{stage.name} skipped ({reason})", file=sys.stderr)
@@ -173,8 +190,9 @@ def run_stage(stage: Stage, ctx: Context, key: str | None = None) -> dict:
             except Exception as e:
                 traceback.print_exception(e)  # the whole story in the log (or on the console with --verbose)
                 raise
-        bad = [rel for rel in stage.outputs(ctx)
-               if not layout.path(rel).is_file() or layout.path(rel).stat().st_size == 0]
+        bad = [
+            rel for rel in stage.outputs(ctx) if not layout.path(rel).is_file() or layout.path(rel).stat().st_size == 0
+        ]
         if bad:
             raise EdgeError(f"{stage.name}: declared output(s) {', '.join(bad)} missing or empty after the stage")
     except Exception as e:  # noqa: BLE001  a tool's own exception (NNCF, onnx2tf, torch) fails the stage, not the run
@@ -185,18 +203,32 @@ def run_stage(stage: Stage, ctx: Context, key: str | None = None) -> dict:
         if stage.builds():
             mark_failed(stage, ctx, error)
     wall = time.perf_counter() - start
-    outputs = {rel: fingerprint(layout, rel) for rel in stage.outputs(ctx)
-               if status == "ok" and layout.path(rel).is_file()}  # a failed stage produced nothing to vouch for
-    entry = {"key": key, "status": status, "error": error, "wall_s": round(wall, 2), "outputs": outputs,
-             "records": owned(stage, ctx)}
+    outputs = {
+        rel: fingerprint(layout, rel) for rel in stage.outputs(ctx) if status == "ok" and layout.path(rel).is_file()
+    }  # a failed stage produced nothing to vouch for
+    entry = {
+        "key": key,
+        "status": status,
+        "error": error,
+        "wall_s": round(wall, 2),
+        "outputs": outputs,
+        "records": owned(stage, ctx),
+    }
     update_stage(layout, stage.name, entry)
     if status == "ok":
         shown = stage.records(ctx) if stage.builds() else list(outputs)
-        gates = [f"{rel}: {reason}" for rel in stage.records(ctx) if stage.builds()
-                 for st, reason in [records.status(records.read(layout, rel))] if st == "gate"]
+        gates = [
+            f"{rel}: {reason}"
+            for rel in stage.records(ctx)
+            if stage.builds()
+            for st, reason in [records.status(records.read(layout, rel))]
+            if st == "gate"
+        ]
         done = ", ".join(_describe(layout, r) for r in shown) or f"{len(entry['records'])} record(s)"
-        print(f"{stage.name} ok {wall:.1f} s -> {done}"
-              + ("; GATE FAILED: " + "; ".join(gates) if gates else ""), file=sys.stderr)
+        print(
+            f"{stage.name} ok {wall:.1f} s -> {done}" + ("; GATE FAILED: " + "; ".join(gates) if gates else ""),
+            file=sys.stderr,
+        )
     return entry  # a failure is printed once, by the caller (run's summary or the verb's error line)
 
 

@@ -4,8 +4,8 @@ The ranking is explain's (the noise each conv / fully-connected layer adds, meas
 rule looks at validation images; the test split only judges the result, as for every file. NNCF's own loop for ONNX
 (quantize_with_accuracy_control: rank once, revert in rank order, stop at max_drop) is followed, not reinvented.
 
-Each route says how to quantize with some layers in float: NNCF PT2E by module name, onnx2tf's SavedModel through TFLite's
-QuantizationDebugger deny list by op output name (both in pipeline.engine.gated).
+Each route says how to quantize with some layers in float: NNCF PT2E by module name, onnx2tf's SavedModel through
+TFLite's QuantizationDebugger deny list by op output name (both in pipeline.engine.gated).
 """
 
 from __future__ import annotations
@@ -31,18 +31,23 @@ def wanted(ctx, record: dict, int8: Path, parent: Path) -> bool:
     """quant_fallback=auto, the int8 file failed its top-1 gate, and int8 is the cause: its float `parent` passes that
     gate on the same images. When pruning already cost the points, float layers cannot give them back (a repair of a
     channel-pruned file was 2.2x its size and scored lower); the stage says which keys to change instead."""
-    if ctx.cfg.quant_fallback != "auto" or not any(g["name"] == "top-1 drop" and not g["passed"]
-                                                   for g in record.get("gates") or []):
+    if ctx.cfg.quant_fallback != "auto" or not any(
+        g["name"] == "top-1 drop" and not g["passed"] for g in record.get("gates") or []
+    ):
         return False
     from .evaluate import drop_points, score
 
-    parent_drop = drop_points(record["evaluation"]["reference_top1"],
-                              score(ctx.logits(parent), ctx.eval_set.labels)["top1"])
+    parent_drop = drop_points(
+        record["evaluation"]["reference_top1"], score(ctx.logits(parent), ctx.eval_set.labels)["top1"]
+    )
     if int8_is_the_cause(parent_drop, ctx.cfg.max_int8_drop):
         return True
-    print(f"  {Path(int8).name}: no float fallback, int8 is not the cause: its float parent {Path(parent).name} "
-          f"is already {parent_drop:.2f} points below the fp32 model; prune less (structured_ratio, prune_ratio) "
-          "or fine-tune longer (structured_epochs, prune_epochs, kd_alpha)", file=console.err())
+    print(
+        f"  {Path(int8).name}: no float fallback, int8 is not the cause: its float parent {Path(parent).name} "
+        f"is already {parent_drop:.2f} points below the fp32 model; prune less (structured_ratio, prune_ratio) "
+        "or fine-tune longer (structured_epochs, prune_epochs, kd_alpha)",
+        file=console.err(),
+    )
     return False
 
 
@@ -52,8 +57,8 @@ def int8_is_the_cause(parent_drop: float, max_drop: float) -> bool:
 
 
 def ranked(failed: Path, reference: Path, images) -> list[dict]:
-    """The file's conv and fully-connected layers, the one adding most noise first (pipeline.engine.layer_error); each with
-    `sole_producers`: the conv layers whose output only it reads (a layer kept in float must not read int8)."""
+    """The file's conv and fully-connected layers, the one adding most noise first (pipeline.engine.layer_error); each
+    with `sole_producers`: the conv layers whose output only it reads (a layer kept in float must not read int8)."""
     from collections import Counter
 
     from .layer_error import WEIGHTED_OPS, explain
@@ -61,13 +66,19 @@ def ranked(failed: Path, reference: Path, images) -> list[dict]:
     layers = explain(failed, reference, images)["layers"]
     readers = Counter(j for lay in layers for j in lay["reads"])
     for lay in layers:
-        lay["sole_producers"] = [layers[j] for j in lay["reads"]
-                                 if readers[j] == 1 and layers[j]["op"] in WEIGHTED_OPS]
+        lay["sole_producers"] = [layers[j] for j in lay["reads"] if readers[j] == 1 and layers[j]["op"] in WEIGHTED_OPS]
     return sorted((lay for lay in layers if lay["op"] in WEIGHTED_OPS), key=lambda lay: lay["snr_added_db"])
 
 
-def repair(ctx, failed: Path, parent: Path, build: dict, compressed: bool,
-           requantize: Callable[[list[dict], Path], None], name: Callable[[dict], str]) -> Path | None:
+def repair(
+    ctx,
+    failed: Path,
+    parent: Path,
+    build: dict,
+    compressed: bool,
+    requantize: Callable[[list[dict], Path], None],
+    name: Callable[[dict], str],
+) -> Path | None:
     """Quantize again (`requantize(layers, out)`) with 1, 2, ... of the worst layers in float until the validation
     drop against `parent` (the float model the int8 file was made from) is within max_int8_drop; the last try is
     evaluated and gated like any file, and kept only if it scores better on the validation images than the file it
@@ -97,16 +108,27 @@ def repair(ctx, failed: Path, parent: Path, build: dict, compressed: bool,
     if top1 <= failed_top1:
         trying.unlink(missing_ok=True)
         clear(layout, failed)
-        print(f"  {failed.name}: no float fallback kept: {len(tried)} layer(s) in float scored "
-              f"{100 * top1:.2f}% on the validation images, no better than the file itself ({100 * failed_top1:.2f}%)",
-              file=console.err())
+        print(
+            f"  {failed.name}: no float fallback kept: {len(tried)} layer(s) in float scored "
+            f"{100 * top1:.2f}% on the validation images, no better than the file itself ({100 * failed_top1:.2f}%)",
+            file=console.err(),
+        )
         return None
     os.replace(trying, out)
     layout.explanation(layout.rel(out)).unlink(missing_ok=True)  # of the file it replaced
-    assess(ctx, out, parent=parent, compressed=compressed,
-           build={**build, "method": f"{build['method']}, {len(tried)} layer(s) in float", "repairs":
-                  layout.rel(failed), "float_layers": [name(lay) for lay in tried],
-                  "validation_drop": round(drop, 3)})
+    assess(
+        ctx,
+        out,
+        parent=parent,
+        compressed=compressed,
+        build={
+            **build,
+            "method": f"{build['method']}, {len(tried)} layer(s) in float",
+            "repairs": layout.rel(failed),
+            "float_layers": [name(lay) for lay in tried],
+            "validation_drop": round(drop, 3),
+        },
+    )
     return out
 
 

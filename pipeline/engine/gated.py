@@ -28,12 +28,20 @@ def _gated_int8(ctx, onnx_path: Path, int8: Path, saved_model: Path, build: dict
     if not fallback.wanted(ctx, record, int8, onnx_path):
         fallback.clear(ctx.layout, int8)
     else:
+
         def float_layers(layers: list[dict], out: Path) -> None:
             names = [t["tensor"] for lay in layers for t in [lay, *lay["sole_producers"]]]
             requantize(saved_model, out, ctx.calib_u8, ctx.data.norm, ctx.cfg.image_size, list(dict.fromkeys(names)))
 
-        fallback.repair(ctx, int8, onnx_path, {**build, "method": f"{build['method']} -> TFLite converter, deny list"},
-                        compressed, float_layers, lambda lay: lay["layer"])
+        fallback.repair(
+            ctx,
+            int8,
+            onnx_path,
+            {**build, "method": f"{build['method']} -> TFLite converter, deny list"},
+            compressed,
+            float_layers,
+            lambda lay: lay["layer"],
+        )
 
 
 def convert_gated(ctx, onnx_path: Path, builds: dict[str, dict], prefix: str = "", compressed: bool = False) -> None:
@@ -43,8 +51,16 @@ def convert_gated(ctx, onnx_path: Path, builds: dict[str, dict], prefix: str = "
     layout.tflite_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".savedmodel-", dir=layout.tflite_dir) as tmp:
         saved = Path(tmp) / "saved_model"
-        paths = convert_tflite(onnx_path, layout.tflite_dir, ctx.calib_u8, ctx.data.norm, ctx.cfg.image_size,
-                               tuple(builds), prefix=prefix, keep_saved_model=saved)
+        paths = convert_tflite(
+            onnx_path,
+            layout.tflite_dir,
+            ctx.calib_u8,
+            ctx.data.norm,
+            ctx.cfg.image_size,
+            tuple(builds),
+            prefix=prefix,
+            keep_saved_model=saved,
+        )
         for variant, path in paths.items():
             build = {**builds[variant], **({"calibration": ctx.calibration} if variant in CALIBRATED else {})}
             if variant != "int8":
@@ -68,10 +84,17 @@ def quantize_gated(ctx, model, out: Path, parent: Path, build: dict, compressed:
     if not fallback.wanted(ctx, record, out, parent):
         fallback.clear(layout, out)
     else:
-        fallback.repair(ctx, out, parent, build, compressed,
-                        lambda layers, path: convert_int8(model, ctx.calib, path, cfg.pt2e_algorithm,
-                                                          tuple(lay["module"] for lay in layers if lay["module"])),
-                        lambda lay: lay["module"] or lay["layer"])
+        fallback.repair(
+            ctx,
+            out,
+            parent,
+            build,
+            compressed,
+            lambda layers, path: convert_int8(
+                model, ctx.calib, path, cfg.pt2e_algorithm, tuple(lay["module"] for lay in layers if lay["module"])
+            ),
+            lambda lay: lay["module"] or lay["layer"],
+        )
     return record
 
 
@@ -84,5 +107,11 @@ def deliver(ctx, checkpoint: Path, name: str, build: dict) -> None:
     convert_gated(ctx, onnx_path, {"fp32": build, "int8": build}, prefix=f"{name}_", compressed=True)
     if ctx.cfg.run_litert:
         model = model_from_checkpoint(load_checkpoint(checkpoint))
-        quantize_gated(ctx, model, ctx.layout.tflite(f"{name}_nncf_int8"), checkpoint, compressed=True, build={
-            **build, "method": f"{build['method']} -> nncf pt2e ({ctx.cfg.pt2e_algorithm}) + litert-torch"})
+        quantize_gated(
+            ctx,
+            model,
+            ctx.layout.tflite(f"{name}_nncf_int8"),
+            checkpoint,
+            compressed=True,
+            build={**build, "method": f"{build['method']} -> nncf pt2e ({ctx.cfg.pt2e_algorithm}) + litert-torch"},
+        )

@@ -1,9 +1,9 @@
-"""Per-layer int8 error (the explain stage, the float fallback's ranking and `resnet-edge explain FILE`): an int8 TFLite file and its float reference from the same converter run on the same real
-images with every intermediate tensor kept (LiteRT's `experimental_preserve_all_tensors`, builtin kernels: XNNPACK
-would fuse the intermediates away), op outputs aligned, and per layer the error of the int8 output against the float
-one: SNR (dB), cosine similarity, max abs error, and the SNR of the noise the layer itself added (its output's
-relative noise less its inputs'), by which layers are ranked: a layer that is hard to quantize adds noise there, and
-every later layer inherits it without causing it.
+"""Per-layer int8 error (the explain stage, the float fallback's ranking and `resnet-edge explain FILE`): an int8 TFLite
+file and its float reference from the same converter run on the same real images with every intermediate tensor kept
+(LiteRT's `experimental_preserve_all_tensors`, builtin kernels: XNNPACK would fuse the intermediates away), op outputs
+aligned, and per layer the error of the int8 output against the float one: SNR (dB), cosine similarity, max abs error,
+and the SNR of the noise the layer itself added (its output's relative noise less its inputs'), by which layers are
+ranked: a layer that is hard to quantize adds noise there, and every later layer inherits it without causing it.
 
 Alignment: the same converter makes both files from one graph, so ops pair up by (op, output shape, the first name
 token of the output tensor), k-th with k-th, then by (op, shape) for what is left.
@@ -33,8 +33,12 @@ def debug_runner(path: Path):
     from .runners import TFLiteRunner
 
     def interpreter(model_path: str) -> Interpreter:
-        return Interpreter(model_path=model_path, num_threads=1, experimental_preserve_all_tensors=True,
-                           experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+        return Interpreter(
+            model_path=model_path,
+            num_threads=1,
+            experimental_preserve_all_tensors=True,
+            experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+        )
 
     return TFLiteRunner(path, make_interpreter=interpreter)
 
@@ -64,16 +68,26 @@ def layers(runner) -> list[dict]:
         if op["op_name"] in SKIPPED_OPS or len(op["outputs"]) == 0:
             continue
         t = details[op["outputs"][0]]
-        out.append({"op": op["op_name"], "tensor": int(t["index"]), "name": t["name"],
-                    "shape": [int(s) for s in t["shape"]], "dtype": np.dtype(t["dtype"]).name,
-                    "inputs": [int(i) for i in op["inputs"] if i >= 0]})
+        out.append(
+            {
+                "op": op["op_name"],
+                "tensor": int(t["index"]),
+                "name": t["name"],
+                "shape": [int(s) for s in t["shape"]],
+                "dtype": np.dtype(t["dtype"]).name,
+                "inputs": [int(i) for i in op["inputs"] if i >= 0],
+            }
+        )
     return out
 
 
 def align(quant: list[dict], ref: list[dict]) -> list[tuple[dict, dict]]:
     """Pairs (int8 layer, float layer), in the int8 file's order."""
     pairs: dict[int, dict] = {}
-    keys = (lambda l: (l["op"], tuple(l["shape"]), l["name"].split(";")[0]), lambda l: (l["op"], tuple(l["shape"])))
+    keys = (
+        lambda lay: (lay["op"], tuple(lay["shape"]), lay["name"].split(";")[0]),
+        lambda lay: (lay["op"], tuple(lay["shape"])),
+    )
     used: set[int] = set()
     for key in keys:
         free = defaultdict(deque)
@@ -139,14 +153,16 @@ def explain(artifact: Path, reference: Path, images: np.ndarray) -> dict:
     q_layers, r_layers = layers(quant), layers(ref)
     pairs = align(q_layers, r_layers)
     if len(pairs) < 0.8 * len(q_layers):
-        raise EdgeError(f"{artifact}: only {len(pairs)} of its {len(q_layers)} layers have a match in {reference}: "
-                        f"the two files do not come from one converter and one model")
+        raise EdgeError(
+            f"{artifact}: only {len(pairs)} of its {len(q_layers)} layers have a match in {reference}: "
+            f"the two files do not come from one converter and one model"
+        )
     inputs = [(quant.input["index"], ref.input["index"])]
     errors = {qi: _Error() for qi, _ in inputs} | {q["tensor"]: _Error() for q, _ in pairs}
     tracked = inputs + [(q["tensor"], r["tensor"]) for q, r in pairs]
     for i in range(len(images)):
-        quant(images[i: i + 1])
-        ref(images[i: i + 1])
+        quant(images[i : i + 1])
+        ref(images[i : i + 1])
         for qi, ri in tracked:
             qv, rv = _dequantize(quant.interpreter, qi), _dequantize(ref.interpreter, ri)
             errors[qi].add(qv, rv.reshape(qv.shape))  # one converter: the same layout in both files
@@ -160,17 +176,34 @@ def explain(artifact: Path, reference: Path, images: np.ndarray) -> dict:
         before = max((noise[t] for t in q["inputs"] if t in noise), default=0.0)
         added = e.relative_noise - before
         module = module_name(q["name"])
-        rows.append({"index": len(rows), "module": module, "layer": module or
-                     f"{q['op'].lower()} {counts[q['op']]}/{totals[q['op']]}", "op": q["op"], "shape": q["shape"],
-                     "int8": q["dtype"] in ("int8", "uint8"), "snr_db": round(e.snr_db, 2),
-                     "snr_added_db": round(min(CAPPED_DB, -10 * math.log10(added)) if added > 0 else CAPPED_DB, 2),
-                     "cosine": round(e.cosine, 6), "max_abs_err": float(f"{e.max_abs:.6g}"),
-                     "tensor": q["name"], "reference_tensor": r["name"],
-                     "reads": [producer[t] for t in q["inputs"] if t in producer]})
+        rows.append(
+            {
+                "index": len(rows),
+                "module": module,
+                "layer": module or f"{q['op'].lower()} {counts[q['op']]}/{totals[q['op']]}",
+                "op": q["op"],
+                "shape": q["shape"],
+                "int8": q["dtype"] in ("int8", "uint8"),
+                "snr_db": round(e.snr_db, 2),
+                "snr_added_db": round(min(CAPPED_DB, -10 * math.log10(added)) if added > 0 else CAPPED_DB, 2),
+                "cosine": round(e.cosine, 6),
+                "max_abs_err": float(f"{e.max_abs:.6g}"),
+                "tensor": q["name"],
+                "reference_tensor": r["name"],
+                "reads": [producer[t] for t in q["inputs"] if t in producer],
+            }
+        )
     worst = sorted(range(len(rows)), key=lambda i: rows[i]["snr_added_db"])[:5]
-    return {"artifact": str(artifact), "reference": str(reference), "images": int(len(images)),
-            "input_snr_db": round(errors[inputs[0][0]].snr_db, 2), "layers": rows, "worst": worst,
-            "unmatched": len(q_layers) - len(pairs), "verdict": verdict(rows, worst)}
+    return {
+        "artifact": str(artifact),
+        "reference": str(reference),
+        "images": int(len(images)),
+        "input_snr_db": round(errors[inputs[0][0]].snr_db, 2),
+        "layers": rows,
+        "worst": worst,
+        "unmatched": len(q_layers) - len(pairs),
+        "verdict": verdict(rows, worst),
+    }
 
 
 def verdict(rows: list[dict], worst: list[int]) -> str:
@@ -179,10 +212,13 @@ def verdict(rows: list[dict], worst: list[int]) -> str:
         return "no layers"
     final, lowest = rows[-1]["snr_db"], min(rows, key=lambda r: r["snr_db"])
     if lowest["snr_db"] >= SNR_FLOOR_DB:
-        return (f"no layer below {SNR_FLOOR_DB:.0f} dB (lowest: {lowest['layer']}, {lowest['snr_db']:.1f} dB; "
-                f"output {final:.1f} dB)")
-    named = [f"{rows[i]['layer']} ({rows[i]['op']}, adds noise at {rows[i]['snr_added_db']:.1f} dB SNR)"
-             for i in worst[:2]]
+        return (
+            f"no layer below {SNR_FLOOR_DB:.0f} dB (lowest: {lowest['layer']}, {lowest['snr_db']:.1f} dB; "
+            f"output {final:.1f} dB)"
+        )
+    named = [
+        f"{rows[i]['layer']} ({rows[i]['op']}, adds noise at {rows[i]['snr_added_db']:.1f} dB SNR)" for i in worst[:2]
+    ]
     return f"{' and '.join(named)} lose most; output {final:.1f} dB"
 
 
@@ -195,12 +231,15 @@ def reference_for(ctx, rel: str) -> Path:
     if "litert-torch" not in ((record.get("build") or {}).get("method") or ""):
         sibling = layout.path(rel.replace("_fallback", "").replace("int8.tflite", "fp32.tflite"))
         if sibling == layout.path(rel):
-            raise EdgeError(f"{rel}: not an int8 file of the run (precision "
-                            f"{(record.get('build') or {}).get('precision') or 'unknown'}), so it has no float sibling; "
-                            "explain compares an int8 file with its float one: name that one with reference=")
+            raise EdgeError(
+                f"{rel}: not an int8 file of the run (precision "
+                f"{(record.get('build') or {}).get('precision') or 'unknown'}), so it has no float sibling; "
+                "explain compares an int8 file with its float one: name that one with reference="
+            )
         if not sibling.is_file():
-            raise EdgeError(f"{rel}: no float sibling {layout.rel(sibling)} to explain it against; name one with "
-                            f"reference=")
+            raise EdgeError(
+                f"{rel}: no float sibling {layout.rel(sibling)} to explain it against; name one with reference="
+            )
         return sibling
     parent = layout.path((record.get("evaluation") or {}).get("parent") or layout.rel(layout.best))
     if parent == layout.best:

@@ -65,5 +65,6 @@ def stage_table(rows: list[tuple[str, str, float | None]], total_s: float | None
 
 def manifest_stage_rows(layout: Layout) -> list[tuple[str, str, float | None]]:
     """Each stage as the manifest last recorded it: status and seconds."""
-    return [(name, entry.get("status", "?"), entry.get("wall_s"))
-            for name, entry in read_manifest(layout)["stages"].items()]
+    return [
+        (name, entry.get("status", "?"), entry.get("wall_s")) for name, entry in read_manifest(layout)["stages"].items()
+    ]

@@ -41,13 +41,23 @@ def calibration_nhwc(images_u8: np.ndarray, image_size: int) -> np.ndarray:
 def _onnx2tf_reason(log: str) -> str:
     """The lines of onnx2tf's own output that say what failed and on which op."""
     clean = re.sub(r"\x1b\[[0-9;]*m", "", log)
-    keep = [ln.strip() for ln in clean.splitlines()
-            if re.search(r"ERROR|onnx_op_type|onnx_op_name|Error:|not supported", ln)]
+    keep = [
+        ln.strip()
+        for ln in clean.splitlines()
+        if re.search(r"ERROR|onnx_op_type|onnx_op_name|Error:|not supported", ln)
+    ]
     return " | ".join(keep[-4:])[:600] or (clean.strip().splitlines() or ["no output"])[-1][:300]
 
 
-def run_onnx2tf(onnx_path: Path, workdir: Path, calib: np.ndarray, norm: Normalization, int8: bool,
-                dynamic_range: bool = True, saved_model: bool = False) -> Path:
+def run_onnx2tf(
+    onnx_path: Path,
+    workdir: Path,
+    calib: np.ndarray,
+    norm: Normalization,
+    int8: bool,
+    dynamic_range: bool = True,
+    saved_model: bool = False,
+) -> Path:
     """onnx2tf's fp32 and fp16 files (and dynamic_range), and with `int8` its SavedModel and our full-integer file
     from it (full_integer_int8: onnx2tf's own recipe, without the three calibrated variants we never ship)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter hides the real messages
@@ -67,7 +77,8 @@ def run_onnx2tf(onnx_path: Path, workdir: Path, calib: np.ndarray, norm: Normali
         os.chdir(workdir)  # whatever onnx2tf writes beside itself stays in the temporary directory
         with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log), _int8_graph(), _onnxsim_in_process():
             onnx2tf.convert(
-                input_onnx_file_path=str(model), output_folder_path=str(workdir / "tf"),
+                input_onnx_file_path=str(model),
+                output_folder_path=str(workdir / "tf"),
                 output_signaturedefs=int8 or saved_model,  # the SavedModel the int8 file is calibrated from
                 output_dynamic_range_quantized_tflite=dynamic_range,
                 non_verbose=False,
@@ -77,11 +88,12 @@ def run_onnx2tf(onnx_path: Path, workdir: Path, calib: np.ndarray, norm: Normali
     except (SystemExit, Exception) as e:
         saved = workdir.parent / "onnx2tf.log"  # outlives the temporary directory, for the full story
         saved.write_text(log.getvalue() + f"\n{e.__class__.__name__}: {e}\n")
-        raise EdgeError(f"{onnx_path}: onnx2tf failed: {_onnx2tf_reason(log.getvalue()) or e} "
-                        f"(full log: {saved})") from e
+        raise EdgeError(
+            f"{onnx_path}: onnx2tf failed: {_onnx2tf_reason(log.getvalue()) or e} (full log: {saved})"
+        ) from e
     finally:
         os.chdir(cwd)
-        print(log.getvalue())  # into the stage's log (pipeline.console), or the console with --verbose
+        print(log.getvalue())  # into the stage's log (pipeline.core.console), or the console with --verbose
     (workdir / "onnx2tf.log").write_text(log.getvalue())
     return workdir / "tf"
 
@@ -160,7 +172,7 @@ def full_integer_int8(tf_dir: Path, calib: np.ndarray, mean: np.ndarray, std: np
 
     def images():
         for i in range(len(calib)):
-            yield [tf.cast(tf.convert_to_tensor((calib[i: i + 1] - mean) / std), tf.float32)]
+            yield [tf.cast(tf.convert_to_tensor((calib[i : i + 1] - mean) / std), tf.float32)]
 
     converter.representative_dataset = images
     converter.inference_input_type = converter.inference_output_type = tf.int8
@@ -194,9 +206,16 @@ def _alive(pid: str) -> bool:
     return True
 
 
-def convert_tflite(onnx_path: Path, out_dir: Path, calib_u8: np.ndarray, norm: Normalization, image_size: int,
-                   variants: tuple[str, ...] = tuple(VARIANTS), prefix: str = "",
-                   keep_saved_model: Path | None = None) -> dict[str, Path]:
+def convert_tflite(
+    onnx_path: Path,
+    out_dir: Path,
+    calib_u8: np.ndarray,
+    norm: Normalization,
+    image_size: int,
+    variants: tuple[str, ...] = tuple(VARIANTS),
+    prefix: str = "",
+    keep_saved_model: Path | None = None,
+) -> dict[str, Path]:
     """Write out_dir/<prefix><variant>.tflite for each variant; returns their paths (gated by the caller).
     keep_saved_model: a folder to copy onnx2tf's SavedModel into (the int8 fallback quantizes it again)."""
     if not Path(onnx_path).is_file():
@@ -207,24 +226,32 @@ def convert_tflite(onnx_path: Path, out_dir: Path, calib_u8: np.ndarray, norm: N
     out_dir.mkdir(parents=True, exist_ok=True)
     clear_dead_work(out_dir, prefix)
     with tempfile.TemporaryDirectory(prefix=f".onnx2tf-{prefix}{os.getpid()}-", dir=out_dir) as tmp:
-        tf_dir = run_onnx2tf(Path(onnx_path), Path(tmp), calibration_nhwc(calib_u8, image_size), norm,
-                             int8="int8" in variants, dynamic_range="dynamic_range" in variants,
-                             saved_model=keep_saved_model is not None)
+        tf_dir = run_onnx2tf(
+            Path(onnx_path),
+            Path(tmp),
+            calibration_nhwc(calib_u8, image_size),
+            norm,
+            int8="int8" in variants,
+            dynamic_range="dynamic_range" in variants,
+            saved_model=keep_saved_model is not None,
+        )
         paths = {}
         for variant in variants:
             produced = tf_dir / f"model_{VARIANTS[variant]}.tflite"
             if not produced.is_file() or produced.stat().st_size == 0:
                 reason = _onnx2tf_reason((Path(tmp) / "onnx2tf.log").read_text())
                 raise EdgeError(f"{onnx_path}: onnx2tf produced no {variant} file ({reason})")
-            paths[variant] = atomic_write(out_dir / f"{prefix}{variant}.tflite",
-                                          lambda t, src=produced: shutil.copyfile(src, t))
+            paths[variant] = atomic_write(
+                out_dir / f"{prefix}{variant}.tflite", lambda t, src=produced: shutil.copyfile(src, t)
+            )
         if keep_saved_model is not None:
             shutil.copytree(tf_dir, keep_saved_model, ignore=shutil.ignore_patterns("*.tflite"))
     return paths
 
 
-def requantize(saved_model: Path, out: Path, calib_u8: np.ndarray, norm: Normalization, image_size: int,
-               float_tensors: list[str]) -> Path:
+def requantize(
+    saved_model: Path, out: Path, calib_u8: np.ndarray, norm: Normalization, image_size: int, float_tensors: list[str]
+) -> Path:
     """onnx2tf's SavedModel quantized again by TFLite's converter, the ops whose output tensors are named in
     `float_tensors` (names in the int8 file onnx2tf made from that SavedModel) kept in float: the deny list of
     TFLite's QuantizationDebugger, the documented way. Calibrated on the same images; float input and output."""
@@ -236,7 +263,7 @@ def requantize(saved_model: Path, out: Path, calib_u8: np.ndarray, norm: Normali
 
     def images():
         for i in range(len(calib)):
-            yield [calib[i: i + 1]]
+            yield [calib[i : i + 1]]
 
     with contextlib.redirect_stdout(io.StringIO()):
         converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
@@ -244,14 +271,17 @@ def requantize(saved_model: Path, out: Path, calib_u8: np.ndarray, norm: Normali
         converter.representative_dataset = images
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
         debugger = tf.lite.experimental.QuantizationDebugger(
-            converter=converter, debug_dataset=images,
-            debug_options=tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=list(float_tensors)))
+            converter=converter,
+            debug_dataset=images,
+            debug_options=tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=list(float_tensors)),
+        )
         model = debugger.get_nondebug_quantized_model()
     return atomic_write(out, lambda tmp: Path(tmp).write_bytes(model))
 
 
-def tflite_at_size(checkpoint: Path, onnx: Path, variants: tuple[str, ...], calib_u8: np.ndarray, norm, size: int,
-                   x: np.ndarray) -> dict[str, Path]:
+def tflite_at_size(
+    checkpoint: Path, onnx: Path, variants: tuple[str, ...], calib_u8: np.ndarray, norm, size: int, x: np.ndarray
+) -> dict[str, Path]:
     """A checkpoint exported at `size` (parity-gated on `x`, preprocessed images of that size) and converted: ResNet
     is fully convolutional, so the same weights run at any size. -> {variant: <onnx stem>_<variant>.tflite beside
     the ONNX file}. bench/latency.py's and bench/compression.py's files at phone resolution."""

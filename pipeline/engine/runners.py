@@ -102,8 +102,9 @@ class OnnxRunner:
 
     def _one_by_one(self, batch: np.ndarray) -> np.ndarray:
         n = self.fixed_batch
-        return np.concatenate([self.session.run(None, {self.input.name: batch[i: i + n]})[0]
-                               for i in range(0, len(batch), n)])
+        return np.concatenate(
+            [self.session.run(None, {self.input.name: batch[i : i + n]})[0] for i in range(0, len(batch), n)]
+        )
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         batch = np.ascontiguousarray(batch, np.float32)
@@ -175,7 +176,7 @@ class TFLiteRunner:
         n = int(self.input["shape"][0]) or 1
         outputs = []
         for i in range(0, len(x), n):  # onnx2tf bakes the batch size into the graph
-            self.interpreter.set_tensor(self.input["index"], self._quantize(x[i: i + n]))
+            self.interpreter.set_tensor(self.input["index"], self._quantize(x[i : i + n]))
             self.interpreter.invoke()
             outputs.append(self._dequantize(self.interpreter.get_tensor(self.output["index"])))
         return np.concatenate(outputs)
@@ -184,7 +185,7 @@ class TFLiteRunner:
         interpreter, inp, out = self._batched
         outputs = []
         for i in range(0, len(x), self.BATCH):
-            chunk = self._quantize(x[i: i + self.BATCH])
+            chunk = self._quantize(x[i : i + self.BATCH])
             pad = self.BATCH - len(chunk)  # the last chunk padded with zeros; their outputs are dropped
             if pad:
                 chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), chunk.dtype)])
@@ -197,6 +198,7 @@ class TFLiteRunner:
         """Evaluation speed (fp32 ResNet-18 at 32 px: 1.2 against 2.2 ms an image): a second interpreter with the
         input resized to BATCH images, kept only if it gives exactly what the file gives one image at a time on
         these images (a graph with the batch baked into a reshape fails here and stays at batch 1)."""
+
         def open_batched():
             interpreter = self._make(str(self.path))
             interpreter.resize_tensor_input(self.input["index"], [self.BATCH, *self.input["shape"][1:]])

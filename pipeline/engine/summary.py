@@ -109,8 +109,9 @@ def peak_live_bytes(module: nn.Module, x: torch.Tensor, bytes_per_element: int) 
         meta = node.meta.get("tensor_meta")
         if not hasattr(meta, "shape"):
             continue  # not a tensor (shapes, constants)
-        reusable = [a for a in node.all_input_nodes if a in buffer_of
-                    and all(last_use[m] <= i for m in members[buffer_of[a]])]
+        reusable = [
+            a for a in node.all_input_nodes if a in buffer_of and all(last_use[m] <= i for m in members[buffer_of[a]])
+        ]
         if reusable and _aliases(node, modules):
             buf = buffer_of[reusable[0]]
         else:
@@ -136,17 +137,33 @@ def summarize(model: nn.Module, name: str, image_size: int = 224, in_channels: i
         p32, p8 = peak_live_bytes(stage, x, 4), peak_live_bytes(stage, x, 1)
         peak32, peak8 = max(peak32, p32), max(peak8, p8)
         blocks = sum(isinstance(m, BLOCKS) for m in stage.children()) or 1
-        rows.append(StageRow(
-            stage=stage_name, output=_shape_text(y), filters=_filters(stage), blocks=blocks,
-            params=sum(p.numel() for p in stage.parameters()), macs=counter.get_total_flops() // 2,
-            act_mib_fp32=y.numel() * 4 / MIB, act_mib_int8=y.numel() / MIB, peak_mib_fp32=p32 / MIB,
-        ))
+        rows.append(
+            StageRow(
+                stage=stage_name,
+                output=_shape_text(y),
+                filters=_filters(stage),
+                blocks=blocks,
+                params=sum(p.numel() for p in stage.parameters()),
+                macs=counter.get_total_flops() // 2,
+                act_mib_fp32=y.numel() * 4 / MIB,
+                act_mib_int8=y.numel() / MIB,
+                peak_mib_fp32=p32 / MIB,
+            )
+        )
         x = y
     params = sum(p.numel() for p in model.parameters())
     return Summary(
-        model=name, image_size=image_size, in_channels=in_channels, num_classes=x.shape[1], rows=rows,
-        params=params, macs=sum(r.macs for r in rows), weights_mib_fp32=params * 4 / MIB,
-        weights_mib_int8=params / MIB, peak_act_mib_fp32=peak32 / MIB, peak_act_mib_int8=peak8 / MIB,
+        model=name,
+        image_size=image_size,
+        in_channels=in_channels,
+        num_classes=x.shape[1],
+        rows=rows,
+        params=params,
+        macs=sum(r.macs for r in rows),
+        weights_mib_fp32=params * 4 / MIB,
+        weights_mib_int8=params / MIB,
+        peak_act_mib_fp32=peak32 / MIB,
+        peak_act_mib_int8=peak8 / MIB,
     )
 
 
@@ -159,8 +176,10 @@ def to_markdown(s: Summary) -> str:
         "|---|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in s.rows:
-        lines.append(f"| {r.stage} | {r.output} | {r.filters} | {r.blocks} | {r.params:,} | {r.macs / 1e6:,.1f} "
-                     f"| {r.act_mib_fp32:.3f} | {r.act_mib_int8:.3f} | {r.peak_mib_fp32:.3f} |")
+        lines.append(
+            f"| {r.stage} | {r.output} | {r.filters} | {r.blocks} | {r.params:,} | {r.macs / 1e6:,.1f} "
+            f"| {r.act_mib_fp32:.3f} | {r.act_mib_int8:.3f} | {r.peak_mib_fp32:.3f} |"
+        )
     lines += [
         "",
         f"- parameters: {s.params:,}",

@@ -31,9 +31,18 @@ def export_onnx(checkpoint: Path, out: Path, batch: np.ndarray, dynamic_batch: b
     def write(tmp: Path) -> None:
         # TorchScript exporter (dynamo=False): NNCF-compressed and pruned models do not export under dynamo.
         # Eval mode + constant folding folds every BatchNorm into the conv before it.
-        torch.onnx.export(model, example, str(tmp), input_names=["input"], output_names=["logits"],
-                          opset_version=17, dynamic_axes=axes, do_constant_folding=True, dynamo=False,
-                          training=torch.onnx.TrainingMode.EVAL)
+        torch.onnx.export(
+            model,
+            example,
+            str(tmp),
+            input_names=["input"],
+            output_names=["logits"],
+            opset_version=17,
+            dynamic_axes=axes,
+            do_constant_folding=True,
+            dynamo=False,
+            training=torch.onnx.TrainingMode.EVAL,
+        )
         proto = onnx.load(str(tmp))
         try:
             onnx.checker.check_model(proto, full_check=True)
@@ -43,8 +52,10 @@ def export_onnx(checkpoint: Path, out: Path, batch: np.ndarray, dynamic_batch: b
         diff = float(np.abs(OnnxRunner(tmp)(batch) - TorchRunner.from_model(model)(batch)).max())
         parity["max_abs_diff"] = diff
         if diff > ONNX_PARITY:
-            raise EdgeError(f"{out}: onnxruntime vs torch max |dlogit| = {diff:.3g} > {ONNX_PARITY:g} "
-                            f"on {len(batch)} test images; export gate failed")
+            raise EdgeError(
+                f"{out}: onnxruntime vs torch max |dlogit| = {diff:.3g} > {ONNX_PARITY:g} "
+                f"on {len(batch)} test images; export gate failed"
+            )
 
     atomic_write(out, write)
     return parity

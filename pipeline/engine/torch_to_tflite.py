@@ -20,11 +20,13 @@ def to_tflite(model, example, out: Path, quant_config=None) -> Path:
     import torch
 
     try:
-        edge = litert_torch.convert(model, (torch.from_numpy(np.ascontiguousarray(example)),),
-                                    quant_config=quant_config)
+        edge = litert_torch.convert(
+            model, (torch.from_numpy(np.ascontiguousarray(example)),), quant_config=quant_config
+        )
     except Exception as e:  # noqa: BLE001  the converter's own errors: a failed artifact, with the reason
-        raise EdgeError(f"{out.name}: litert-torch cannot convert the model ({type(e).__name__}: "
-                        f"{str(e).splitlines()[0][:200]})") from e
+        raise EdgeError(
+            f"{out.name}: litert-torch cannot convert the model ({type(e).__name__}: {str(e).splitlines()[0][:200]})"
+        ) from e
     return atomic_write(out, lambda tmp: edge.export(str(tmp)))
 
 

@@ -18,20 +18,27 @@ from ..config.keys import EVAL_KEYS
 from ..core import console, records
 from ..core.errors import EdgeError
 from ..core.layout import DEVICE_TESTS
+from ..engine.contract import Stage
 from ..engine.evaluate import predict, score
 from ..engine.runners import open_runner
-from ..engine.contract import Stage
 
 SCRIPTS = DEVICE_TESTS
-SCRIPT_NAMES = ("bench_tflite.py", "android_benchmark.py", "tflite_precision.py", "tflite_memory.py")
+SCRIPT_NAMES = ("bench_tflite.py", "bench_rows.py", "android_benchmark.py", "tflite_precision.py", "tflite_memory.py")
 
 
 def write_eval_npz(path: Path, x_nchw: np.ndarray, labels: np.ndarray, data, image_size: int) -> None:
     """float32 NHWC (the layout onnx2tf's files take), so the device needs no torch to preprocess."""
-    np.savez(path, x=np.ascontiguousarray(x_nchw.transpose(0, 2, 3, 1), np.float32), labels=labels.astype(np.int64),
-             mean=np.asarray(data.norm.mean, np.float32), std=np.asarray(data.norm.std, np.float32),
-             image_size=np.int64(image_size), classes=np.asarray(data.classes), layout=np.asarray("NHWC"),
-             dataset=np.asarray(data.name))
+    np.savez(
+        path,
+        x=np.ascontiguousarray(x_nchw.transpose(0, 2, 3, 1), np.float32),
+        labels=labels.astype(np.int64),
+        mean=np.asarray(data.norm.mean, np.float32),
+        std=np.asarray(data.norm.std, np.float32),
+        image_size=np.int64(image_size),
+        classes=np.asarray(data.classes),
+        layout=np.asarray("NHWC"),
+        dataset=np.asarray(data.name),
+    )
 
 
 def _readme(models: list[Path], n: int, image_size: int, dataset: str, runs: int, warmup: int) -> str:
@@ -50,8 +57,8 @@ python3 -m venv ~/edge && ~/edge/bin/pip install numpy ai-edge-litert
 ~/edge/bin/python bench_tflite.py {names} --eval eval.npz --threads 1,4 --runs {runs} --warmup {warmup}
 ```
 
-It writes `device_results_<hostname>_<time>.json` (a new file each run). Copy that file into the run's `device/` folder on the host
-(`runs/<name>/device/`) and run `resnet-edge report runs/<name>`: the device rows join the report table.
+It writes `device_results_<hostname>_<time>.json` (a new file each run). Copy that file into the run's `device/` folder
+on the host (`runs/<name>/device/`) and run `resnet-edge report runs/<name>`: the device rows join the report table.
 
 Runtime order: `ai_edge_litert`, then `tflite_runtime`, then `tensorflow.lite`. Where ai-edge-litert has no wheel,
 `pip install "numpy<2" tflite-runtime` works instead: the tflite-runtime 2.14 wheels are built against numpy 1.x and
@@ -64,7 +71,8 @@ Get TensorFlow's prebuilt `benchmark_model` for the phone's ABI (android_aarch64
 https://www.tensorflow.org/lite/performance/measurement), then:
 
 ```sh
-python3 android_benchmark.py {first} --binary ./android_aarch64_benchmark_model --threads 4 --runs {runs} --warmup {warmup}
+python3 android_benchmark.py {first} --binary ./android_aarch64_benchmark_model --threads 4 \\
+    --runs {runs} --warmup {warmup}
 python3 android_benchmark.py {names} --binary ./android_aarch64_benchmark_model --use-gpu   # GPU delegate
 python3 android_benchmark.py {first} --binary ./android_aarch64_benchmark_model --cpu-mask f0 --threads 4  # big cores
 ```
@@ -76,19 +84,18 @@ In Termux on the phone itself, the board commands above work where a TFLite runt
 
 ## Memory
 
-`bench_tflite.py` reports each model's memory split by where it sits (`model MiB`: file pages, XNNPACK's packed
-weights and buffers, activations; `floor MiB`: weights + activations) and, with ai-edge-litert 2 or newer, runs the
-models with XNNPACK's weight cache by default: the packed weights are written once to `<model>.xnnpack_cache` beside
-the model and mapped from it afterwards, so they cost file-backed pages the OS can drop instead of a second private
-copy of every weight (`--mode interpreter` turns it off; the folder must be writable). Where CompiledModel cannot
-load or run a model (ai-edge-litert 2.3.0 under qemu on arm64 could not), the default runs it again without the
-cache, then with the Interpreter, and the row's `mode` and `fallback` say which ran and why;
-`android_benchmark.py` likewise runs a model again without the cache when benchmark_model fails with it. The same in an app: LiteRT's
-`CompiledModel` with the CPU option `xnnpack_weight_cache_path` set to a file path (a folder path does nothing), or
-the XNNPACK delegate's `weight_cache_file_path` option (C/C++); `benchmark_model --xnnpack_weight_cache_file_path=`
-measures it on a phone. The delegate flag `TFLITE_XNNPACK_DELEGATE_FLAG_TRANSIENT_INDIRECTION_BUFFER` (0x20, with the
-default 0x3; `--mode compiled_lean` here) saves the convolutions' pointer tables (5.8 MiB for ResNet-18 at 224x224)
-for 10-20% more latency.
+`bench_tflite.py` reports each model's memory split by where it sits (`model MiB`: file pages, XNNPACK's packed weights
+and buffers, activations; `floor MiB`: weights + activations) and, with ai-edge-litert 2 or newer, runs the models with
+XNNPACK's weight cache by default: the packed weights are written once to `<model>.xnnpack_cache` beside the model and
+mapped from it afterwards, so they cost file-backed pages the OS can drop instead of a second private copy of every
+weight (`--mode interpreter` turns it off; the folder must be writable). Where CompiledModel cannot load or run a model
+(ai-edge-litert 2.3.0 under qemu on arm64 could not), the default runs it again without the cache, then with the
+Interpreter, and the row's `mode` and `fallback` say which ran and why; `android_benchmark.py` likewise runs a model
+again without the cache when benchmark_model fails with it. The same in an app: LiteRT's `CompiledModel` with the CPU
+option `xnnpack_weight_cache_path` set to a file path (a folder path does nothing), or the XNNPACK delegate's
+`weight_cache_file_path` option (C/C++); `benchmark_model --xnnpack_weight_cache_file_path=` measures it on a phone. The
+delegate flag `TFLITE_XNNPACK_DELEGATE_FLAG_TRANSIENT_INDIRECTION_BUFFER` (0x20, with the default 0x3; `--mode
+compiled_lean` here) saves the convolutions' pointer tables (5.8 MiB for ResNet-18 at 224x224) for 10-20% more latency.
 """
 
 
@@ -100,8 +107,10 @@ def bundle_stage(ctx) -> None:
     left_out = [rel for rel in candidates(ctx) if layout.path(rel) not in models]
     if not models:
         have = ", ".join(Path(r).stem for r in ctx.rows if r.endswith(".tflite")) or "none"
-        raise EdgeError(f"bundle_models={cfg.bundle_models}: no built .tflite file that passed its gates matches "
-                        f"(the run declares: {have})")
+        raise EdgeError(
+            f"bundle_models={cfg.bundle_models}: no built .tflite file that passed its gates matches "
+            f"(the run declares: {have})"
+        )
     missing = [s for s in SCRIPT_NAMES if not (SCRIPTS / s).is_file()]
     if missing:
         raise EdgeError(f"{SCRIPTS}: missing {', '.join(missing)}; the checkout is incomplete")
@@ -115,17 +124,27 @@ def bundle_stage(ctx) -> None:
         for m in models:
             shutil.copyfile(m, tmp / "models" / m.name)
         write_eval_npz(tmp / "eval.npz", x, labels, ctx.data, cfg.image_size)
-        top1 = {m.name: score(predict(open_runner(tmp / "models" / m.name, cfg.threads or None), x), labels)["top1"]
-                for m in models}
-        (tmp / "expected.json").write_text(json.dumps({
-            "images": int(len(labels)), "source": "host", "top1": top1,
-            "precision": {m.name: records.read(layout, layout.rel(m))["build"]["precision"] for m in models}},
-            indent=2))
+        top1 = {
+            m.name: score(predict(open_runner(tmp / "models" / m.name, cfg.threads or None), x), labels)["top1"]
+            for m in models
+        }
+        (tmp / "expected.json").write_text(
+            json.dumps(
+                {
+                    "images": int(len(labels)),
+                    "source": "host",
+                    "top1": top1,
+                    "precision": {m.name: records.read(layout, layout.rel(m))["build"]["precision"] for m in models},
+                },
+                indent=2,
+            )
+        )
         for s in SCRIPT_NAMES:
             shutil.copyfile(SCRIPTS / s, tmp / s)
             os.chmod(tmp / s, 0o755)
-        (tmp / "README.md").write_text(_readme(models, len(labels), cfg.image_size, ctx.data.name, cfg.bench_runs,
-                                               cfg.bench_warmup))
+        (tmp / "README.md").write_text(
+            _readme(models, len(labels), cfg.image_size, ctx.data.name, cfg.bench_runs, cfg.bench_warmup)
+        )
         kept = _carry_over(out, tmp)
         old = layout.root / ".device_bundle-old"
         shutil.rmtree(old, ignore_errors=True)
@@ -140,8 +159,11 @@ def bundle_stage(ctx) -> None:
         print(f"  bundle: kept what a device run wrote into the old bundle: {', '.join(kept)}", file=console.err())
     if left_out:
         why = {rel: records.row_status(layout, rel, cfg.max_size_mib)[0] for rel in left_out}
-        print(f"  bundle: left out (not built, failed a gate, or stale): "
-              f"{', '.join(f'{rel} ({why[rel]})' for rel in left_out)}", file=console.err())
+        print(
+            f"  bundle: left out (not built, failed a gate, or stale): "
+            f"{', '.join(f'{rel} ({why[rel]})' for rel in left_out)}",
+            file=console.err(),
+        )
 
 
 def _carry_over(old: Path, new: Path) -> list[str]:
@@ -171,24 +193,38 @@ def candidates(ctx) -> list[str]:
 def chosen(ctx) -> list[str]:
     """The candidates that were built and passed every gate, max_size_mib's included: a file that failed a gate, or
     was checked against nothing, is not shipped."""
-    return [r for r in candidates(ctx)
-            if records.built(ctx.layout, r) and records.passed(ctx.layout, r, ctx.cfg.max_size_mib)]
+    return [
+        r
+        for r in candidates(ctx)
+        if records.built(ctx.layout, r) and records.passed(ctx.layout, r, ctx.cfg.max_size_mib)
+    ]
 
 
 def _inputs(ctx) -> list[str]:
     layout, shipped = ctx.layout, candidates(ctx)
-    return shipped + [f"{layout.rel(layout.record(rel))}#build,gates" for rel in shipped] + \
-        [str(SCRIPTS / name) for name in SCRIPT_NAMES]
+    return (
+        shipped
+        + [f"{layout.rel(layout.record(rel))}#build,gates" for rel in shipped]
+        + [str(SCRIPTS / name) for name in SCRIPT_NAMES]
+    )
 
 
 def _outputs(ctx) -> list[str]:
     layout = ctx.layout
     files = ["eval.npz", "expected.json", "README.md", *SCRIPT_NAMES]
-    return [layout.rel(layout.bundle_dir / f) for f in files] + \
-        [layout.rel(layout.bundle_dir / "models" / Path(rel).name) for rel in chosen(ctx)]
+    return [layout.rel(layout.bundle_dir / f) for f in files] + [
+        layout.rel(layout.bundle_dir / "models" / Path(rel).name) for rel in chosen(ctx)
+    ]
 
 
 STAGE = Stage(
-    "bundle", bundle_stage, "device bundle: chosen .tflite files, eval.npz, device_tests scripts, README",
-    needs=("convert",), keys=EVAL_KEYS | {"bundle_models", "bundle_images", "bench_runs", "bench_warmup", "max_size_mib"},
-    inputs=_inputs, outputs=_outputs, needs_run=True, sections=())
+    "bundle",
+    bundle_stage,
+    "device bundle: chosen .tflite files, eval.npz, device_tests scripts, README",
+    needs=("convert",),
+    keys=EVAL_KEYS | {"bundle_models", "bundle_images", "bench_runs", "bench_warmup", "max_size_mib"},
+    inputs=_inputs,
+    outputs=_outputs,
+    needs_run=True,
+    sections=(),
+)

@@ -18,6 +18,12 @@ def convert_stage(ctx) -> None:
 
 
 STAGE = Stage(
-    "convert", convert_stage, "ONNX -> TFLite fp32/fp16/dynamic-range/int8 with onnx2tf, gated", needs=("export",),
-    keys=GATED_KEYS, inputs=lambda ctx: ctx.names(ctx.layout.onnx),
-    outputs=lambda ctx: ctx.names(*onnx2tf_files(ctx.layout)), records=lambda ctx: ctx.names(*onnx2tf_files(ctx.layout)))
+    "convert",
+    convert_stage,
+    "ONNX -> TFLite fp32/fp16/dynamic-range/int8 with onnx2tf, gated",
+    needs=("export",),
+    keys=GATED_KEYS,
+    inputs=lambda ctx: ctx.names(ctx.layout.onnx),
+    outputs=lambda ctx: ctx.names(*onnx2tf_files(ctx.layout)),
+    records=lambda ctx: ctx.names(*onnx2tf_files(ctx.layout)),
+)

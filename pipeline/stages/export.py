@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from ..config.keys import EVAL_KEYS
 from ..engine.checkpoint import load_checkpoint, model_from_checkpoint
-from ..engine.evaluate import assess
 from ..engine.contract import Stage
+from ..engine.evaluate import assess
 from ..engine.summary import count_macs
 from ..engine.torch_to_onnx import export_onnx
 
@@ -20,11 +20,21 @@ def export_stage(ctx) -> None:
     model = model_from_checkpoint(load_checkpoint(layout.best))  # loaded once: exported, then its MACs counted
     parity = export_onnx(layout.best, layout.onnx, ctx.eval_set.x[:64], ctx.cfg.dynamic_batch, model=model)
     macs = count_macs(model, torch.from_numpy(ctx.eval_set.x[:1]))
-    assess(ctx, layout.onnx, parent=layout.best, build={"method": "torch.onnx.export (opset 17)", "macs": macs,
-                                                        "batchnorm_nodes": parity["batchnorm_nodes"]})
+    assess(
+        ctx,
+        layout.onnx,
+        parent=layout.best,
+        build={"method": "torch.onnx.export (opset 17)", "macs": macs, "batchnorm_nodes": parity["batchnorm_nodes"]},
+    )
 
 
 STAGE = Stage(
-    "export", export_stage, "torch checkpoint -> ONNX, with onnxruntime parity gate", needs=("train",),
-    keys=EVAL_KEYS | {"dynamic_batch"}, inputs=lambda ctx: ctx.names(ctx.layout.best),
-    outputs=lambda ctx: ctx.names(ctx.layout.onnx), records=lambda ctx: ctx.names(ctx.layout.onnx))
+    "export",
+    export_stage,
+    "torch checkpoint -> ONNX, with onnxruntime parity gate",
+    needs=("train",),
+    keys=EVAL_KEYS | {"dynamic_batch"},
+    inputs=lambda ctx: ctx.names(ctx.layout.best),
+    outputs=lambda ctx: ctx.names(ctx.layout.onnx),
+    records=lambda ctx: ctx.names(ctx.layout.onnx),
+)

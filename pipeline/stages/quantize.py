@@ -33,20 +33,34 @@ def quantize_stage(ctx) -> None:
     fixed = fallback_path(layout.quant("ptq_int8.onnx"))
     quantized = nncf_ops.ptq_onnx(onnx.load(str(layout.onnx)), ctx.calib, cfg.quant_preset, _ignored(cfg))
     out = atomic_write(layout.quant("ptq_int8.onnx"), lambda tmp: onnx.save(quantized, str(tmp)))
-    build = {"method": "nncf_ptq", "preset": cfg.quant_preset, "calibration": ctx.calibration,
-             "macs": ctx.dense_macs}
+    build = {"method": "nncf_ptq", "preset": cfg.quant_preset, "calibration": ctx.calibration, "macs": ctx.dense_macs}
     record = assess(ctx, out, parent=layout.onnx, build=build)
     if not fallback.wanted(ctx, record, out, layout.onnx):
         fallback.clear(layout, out)
     else:
         x, labels = ctx.val_set  # NNCF's accuracy-control loop: ranked and stopped on validation images
         repaired = nncf_ops.ptq_onnx_with_accuracy_control(
-            onnx.load(str(layout.onnx)), ctx.calib, x, labels, cfg.max_int8_drop / 100, cfg.quant_preset,
-            _ignored(cfg), cfg.max_float_layers)
+            onnx.load(str(layout.onnx)),
+            ctx.calib,
+            x,
+            labels,
+            cfg.max_int8_drop / 100,
+            cfg.quant_preset,
+            _ignored(cfg),
+            cfg.max_float_layers,
+        )
         atomic_write(fixed, lambda tmp: onnx.save(repaired, str(tmp)))
-        assess(ctx, fixed, parent=layout.onnx, build={
-            **build, "method": "nncf_ptq with accuracy control (nncf.quantize_with_accuracy_control)",
-            "repairs": layout.rel(out), "float_layers": nncf_ops.float_nodes_onnx(repaired)})
+        assess(
+            ctx,
+            fixed,
+            parent=layout.onnx,
+            build={
+                **build,
+                "method": "nncf_ptq with accuracy control (nncf.quantize_with_accuracy_control)",
+                "repairs": layout.rel(out),
+                "float_layers": nncf_ops.float_nodes_onnx(repaired),
+            },
+        )
     if cfg.qat:
         qat(ctx)
 
@@ -59,17 +73,22 @@ def qat(ctx) -> None:
     qmodel = nncf_ops.qat_model(model_from_checkpoint(parent), ctx.calib, cfg.quant_preset, _ignored(cfg))
     history = fine_tune(qmodel, cfg, ctx.data, cfg.qat_epochs, cfg.qat_lr, teacher=model_from_checkpoint(parent))
     qmodel.cpu().eval()
-    save_checkpoint(derived_checkpoint(parent, model_from_checkpoint(parent), qat=nncf_ops.qat_state(qmodel),
-                                       history=history), layout.quant("qat_nncf.pt"))
+    save_checkpoint(
+        derived_checkpoint(parent, model_from_checkpoint(parent), qat=nncf_ops.qat_state(qmodel), history=history),
+        layout.quant("qat_nncf.pt"),
+    )
     example = torch.from_numpy(ctx.calib[:1])
     qdq = atomic_write(layout.quant("qat_int8.onnx"), lambda tmp: nncf_ops.export_qdq(qmodel, tmp, example))
-    build = {"method": "nncf_qat", "qat_epochs": cfg.qat_epochs, "calibration": ctx.calibration,
-             "macs": ctx.dense_macs}
+    build = {"method": "nncf_qat", "qat_epochs": cfg.qat_epochs, "calibration": ctx.calibration, "macs": ctx.dense_macs}
     assess(ctx, qdq, parent=layout.onnx, compressed=True, build=build)
     plain = nncf_ops.float_weights(qmodel, model_from_checkpoint(parent))
     ckpt = save_checkpoint(derived_checkpoint(parent, plain, history=history), layout.quant("qat.pt"))
-    deliver(ctx, ckpt, "qat", {"method": "nncf_qat float weights -> onnx2tf", "qat_epochs": cfg.qat_epochs,
-                               "macs": ctx.dense_macs})
+    deliver(
+        ctx,
+        ckpt,
+        "qat",
+        {"method": "nncf_qat float weights -> onnx2tf", "qat_epochs": cfg.qat_epochs, "macs": ctx.dense_macs},
+    )
 
 
 def _outputs(ctx) -> list[str]:
@@ -79,8 +98,14 @@ def _outputs(ctx) -> list[str]:
 
 
 STAGE = Stage(
-    "quantize", quantize_stage, "NNCF int8 PTQ of the fp32 ONNX; qat=true adds quantization-aware training",
-    needs=("export",), keys=GATED_KEYS | FINETUNE_KEYS | {
-        "quant_preset", "ignored_scope", "qat", "qat_epochs", "qat_lr", "pt2e_algorithm", "run_litert"},
-    inputs=lambda ctx: ctx.names(ctx.layout.onnx, ctx.layout.best), outputs=_outputs,
-    records=lambda ctx: ctx.names(*ptq_files(ctx.layout), *qat_files(ctx.layout, ctx.cfg)))
+    "quantize",
+    quantize_stage,
+    "NNCF int8 PTQ of the fp32 ONNX; qat=true adds quantization-aware training",
+    needs=("export",),
+    keys=GATED_KEYS
+    | FINETUNE_KEYS
+    | {"quant_preset", "ignored_scope", "qat", "qat_epochs", "qat_lr", "pt2e_algorithm", "run_litert"},
+    inputs=lambda ctx: ctx.names(ctx.layout.onnx, ctx.layout.best),
+    outputs=_outputs,
+    records=lambda ctx: ctx.names(*ptq_files(ctx.layout), *qat_files(ctx.layout, ctx.cfg)),
+)

@@ -20,24 +20,51 @@ from .plots import front_png, latency_png, layers_png, pareto_png
 from .rows import columns, fp32_reference, latency_size, load_json, recommended, run_rows, smallest
 
 # What compare, bench/ and the tests read of the report: its rows, and how it shows them.
-__all__ = ["STAGE", "report", "run_rows", "fp32_reference", "latency_size", "recommended", "smallest", "fmt",
-           "in_memory", "latency_markdown", "front_png", "img", "markdown_html"]
+__all__ = [
+    "STAGE",
+    "report",
+    "run_rows",
+    "fp32_reference",
+    "latency_size",
+    "recommended",
+    "smallest",
+    "fmt",
+    "in_memory",
+    "latency_markdown",
+    "front_png",
+    "img",
+    "markdown_html",
+]
 
 
 def report(ctx) -> dict[str, Path]:
-    """report/{report.json, report.md, report.html, pareto.png, layers.png, latency.png, memory.png} from the run's records (and
-    bench/latency.py's tables of the run, where it ran)."""
+    """report/{report.json, report.md, report.html, pareto.png, layers.png, latency.png, memory.png} from the run's
+    records (and bench/latency.py's tables of the run, where it ran)."""
     layout, cfg = ctx.layout, ctx.cfg
     rows, reference, tables = run_rows(ctx)
     # the host the latencies were measured on (the benchmark's own record), the versions the run was made with
-    measured_on = next((b["host"] for rel in (r["artifact"] for r in rows if r["source"] == "host")
-                        for b in [records.read(layout, rel).get("benchmark") or {}] if b.get("host")), host())
+    measured_on = next(
+        (
+            b["host"]
+            for rel in (r["artifact"] for r in rows if r["source"] == "host")
+            for b in [records.read(layout, rel).get("benchmark") or {}]
+            if b.get("host")
+        ),
+        host(),
+    )
     manifest = load_json(layout.manifest)
-    meta = {"run": str(layout.root), "host": measured_on, "versions": manifest.get("versions") or versions(),
-            "architecture": architecture(layout, cfg), "reference": reference,
-            "recommended": (recommended(rows, reference) or {}).get("artifact"), "legend": records.LEGEND,
-            "converters": converters_line(layout), "latency_tables": tables,
-            "stages": stage_table(manifest_stage_rows(layout))}
+    meta = {
+        "run": str(layout.root),
+        "host": measured_on,
+        "versions": manifest.get("versions") or versions(),
+        "architecture": architecture(layout, cfg),
+        "reference": reference,
+        "recommended": (recommended(rows, reference) or {}).get("artifact"),
+        "legend": records.LEGEND,
+        "converters": converters_line(layout),
+        "latency_tables": tables,
+        "stages": stage_table(manifest_stage_rows(layout)),
+    }
     meta["explain"] = explanations(layout, rows)
     meta["smallest"] = (smallest(rows, reference) or {}).get("artifact")
     out = layout.report_dir
@@ -45,10 +72,15 @@ def report(ctx) -> dict[str, Path]:
     layers = layers_png(meta["explain"], out / "layers.png")
     latency = latency_png(rows, out / "latency.png", latency_size(rows) or 224, reference, cfg.image_size)
     memory = memory_png(memory_rows(rows, tables), out / "memory.png")
-    return {"json": atomic_write_json(out / "report.json", {**meta, "columns": columns(rows), "rows": rows}),
-            "md": atomic_write_text(out / "report.md", to_markdown(rows, meta)),
-            "html": atomic_write_text(out / "report.html", to_html(rows, meta, png, layers, latency, memory)),
-            "png": png, "layers": layers, "latency": latency, "memory": memory}
+    return {
+        "json": atomic_write_json(out / "report.json", {**meta, "columns": columns(rows), "rows": rows}),
+        "md": atomic_write_text(out / "report.md", to_markdown(rows, meta)),
+        "html": atomic_write_text(out / "report.html", to_html(rows, meta, png, layers, latency, memory)),
+        "png": png,
+        "layers": layers,
+        "latency": latency,
+        "memory": memory,
+    }
 
 
 def report_stage(ctx) -> None:
@@ -61,12 +93,23 @@ OUTPUTS = ("report.json", "report.md", "report.html", "pareto.png", "layers.png"
 def _inputs(ctx) -> list[str]:
     layout, rows = ctx.layout, ctx.rows
     extra = sorted(layout.device_dir.glob("*.json")) + sorted(layout.companion("latency").glob("latency_*.json"))
-    return ([layout.rel(layout.record(rel)) for rel in rows] + [layout.rel(layout.best)]
-            + [rel for rel in map(layout.rel, map(layout.explanation, rows)) if layout.path(rel).is_file()]
-            + [str(p.resolve()) for p in extra])  # absolute: the latency tables live beside the run
+    return (
+        [layout.rel(layout.record(rel)) for rel in rows]
+        + [layout.rel(layout.best)]
+        + [rel for rel in map(layout.rel, map(layout.explanation, rows)) if layout.path(rel).is_file()]
+        + [str(p.resolve()) for p in extra]
+    )  # absolute: the latency tables live beside the run
 
 
 STAGE = Stage(
-    "report", report_stage, "report.json/.md/.html and pareto.png of a run directory", needs=(),
-    keys=frozenset({"max_size_mib"}), inputs=_inputs, needs_run=True, sections=(), uses_data=False,
-    outputs=lambda ctx: [ctx.layout.rel(ctx.layout.report_dir / f) for f in OUTPUTS])
+    "report",
+    report_stage,
+    "report.json/.md/.html and pareto.png of a run directory",
+    needs=(),
+    keys=frozenset({"max_size_mib"}),
+    inputs=_inputs,
+    needs_run=True,
+    sections=(),
+    uses_data=False,
+    outputs=lambda ctx: [ctx.layout.rel(ctx.layout.report_dir / f) for f in OUTPUTS],
+)

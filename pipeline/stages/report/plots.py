@@ -9,7 +9,6 @@ from ...core.artifacts import atomic_write
 from .rows import measured
 
 
-
 def layers_png(found: list[dict], path: Path) -> Path:
     """One panel per explained file: output SNR per layer in graph order, the five worst in red."""
     import matplotlib
@@ -18,14 +17,15 @@ def layers_png(found: list[dict], path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(max(1, len(found)), 1, figsize=(10, 2.6 * max(1, len(found))), dpi=100, squeeze=False)
-    for ax, e in zip(axes[:, 0], found):
+    for ax, e in zip(axes[:, 0], found, strict=False):
         snr = [lay["snr_db"] for lay in e["layers"]]
         colors = ["tab:red" if i in e["worst"] else "tab:blue" for i in range(len(snr))]
         ax.bar(range(len(snr)), snr, color=colors)
         ax.axhline(20, color="k", lw=0.8, ls="--")
         for i in e["worst"]:
-            ax.annotate(e["layers"][i]["layer"], (i, snr[i]), fontsize=6, rotation=60, xytext=(0, 3),
-                        textcoords="offset points")
+            ax.annotate(
+                e["layers"][i]["layer"], (i, snr[i]), fontsize=6, rotation=60, xytext=(0, 3), textcoords="offset points"
+            )
         ax.set_title(f"{e['artifact']}: {e['verdict']}", fontsize=8)
         ax.set_ylabel("SNR dB")
     if not found:
@@ -71,8 +71,15 @@ def front_png(points: list[dict], path: Path, xlabel: str, title: str, ylabel: s
         for ok in (True, False):
             mine = [p for p in points if p.get("group") == g and p["ok"] == ok]
             if mine:
-                ax.scatter([p["x"] for p in mine], [100 * p["top1"] for p in mine], s=40, alpha=0.7,
-                           color=colours[g], marker="o" if ok else "x", label=legend_name(g, ok))
+                ax.scatter(
+                    [p["x"] for p in mine],
+                    [100 * p["top1"] for p in mine],
+                    s=40,
+                    alpha=0.7,
+                    color=colours[g],
+                    marker="o" if ok else "x",
+                    label=legend_name(g, ok),
+                )
     front = front_points(points)
     labels: dict[tuple, list[str]] = {}
     for p in front:
@@ -100,18 +107,33 @@ def front_png(points: list[dict], path: Path, xlabel: str, title: str, ylabel: s
 
 
 def pareto_png(rows: list[dict], path: Path, reference: dict | None = None) -> Path:
-    points = [{"x": r["size_mib"], "top1": r["top1"], "label": Path(r["artifact"]).name, "ok": r["status"] == "pass"}
-              for r in measured(rows, reference) if r.get("size_mib")]
+    points = [
+        {"x": r["size_mib"], "top1": r["top1"], "label": Path(r["artifact"]).name, "ok": r["status"] == "pass"}
+        for r in measured(rows, reference)
+        if r.get("size_mib")
+    ]
     return front_png(points, path, "file size (MiB, log scale)", "accuracy vs size")
 
 
-def latency_png(rows: list[dict], path: Path, size: int, reference: dict | None = None,
-                top1_at: int | None = None) -> Path:
+def latency_png(
+    rows: list[dict], path: Path, size: int, reference: dict | None = None, top1_at: int | None = None
+) -> Path:
     """Top-1 (measured at the run's `top1_at` px) against latency at `size` px, 1 thread (bench/latency.py), for the
     rows it measured: the two sizes are named on their axes."""
-    points = [{"x": r["at_size"][size]["ms_1"], "top1": r["top1"], "label": Path(r["artifact"]).name,
-               "ok": r["status"] == "pass"} for r in measured(rows, reference)
-              if (r.get("at_size") or {}).get(size, {}).get("ms_1")]
-    return front_png(points, path, f"ms per image at {size}x{size}, 1 thread (log scale)",
-                     f"accuracy vs latency at {size} px (bench/latency.py)",
-                     f"top-1 (%) at the run's {top1_at} px" if top1_at and top1_at != size else "top-1 (%)")
+    points = [
+        {
+            "x": r["at_size"][size]["ms_1"],
+            "top1": r["top1"],
+            "label": Path(r["artifact"]).name,
+            "ok": r["status"] == "pass",
+        }
+        for r in measured(rows, reference)
+        if (r.get("at_size") or {}).get(size, {}).get("ms_1")
+    ]
+    return front_png(
+        points,
+        path,
+        f"ms per image at {size}x{size}, 1 thread (log scale)",
+        f"accuracy vs latency at {size} px (bench/latency.py)",
+        f"top-1 (%) at the run's {top1_at} px" if top1_at and top1_at != size else "top-1 (%)",
+    )

@@ -9,16 +9,31 @@ from pathlib import Path
 
 from ...core import records
 from ...core.artifacts import file_sha
+from ...core.precision import is_int8_tflite
 from ...core.records import Gate
 from ...engine.evaluate import delta_points
 from ...engine.memory import memory_figures
-from ...core.precision import is_int8_tflite
 
-
-
-COLUMNS = ["artifact", "format", "precision", "sparsity", "channels kept", "MMACs", "status", "size MiB", "gzip MiB",
-           "top-1 %", "Δ top-1 vs fp32 (points)", "agreement", "ms @1 thread", "ms @N", "peak RSS MiB",
-           "model MiB (as shipped)", "model MiB (Interpreter)", "floor MiB"]
+COLUMNS = [
+    "artifact",
+    "format",
+    "precision",
+    "sparsity",
+    "channels kept",
+    "MMACs",
+    "status",
+    "size MiB",
+    "gzip MiB",
+    "top-1 %",
+    "Δ top-1 vs fp32 (points)",
+    "agreement",
+    "ms @1 thread",
+    "ms @N",
+    "peak RSS MiB",
+    "model MiB (as shipped)",
+    "model MiB (Interpreter)",
+    "floor MiB",
+]
 
 
 LATENCY_COLUMNS = ["ms @1 at {size}px", "x fp32 TFLite at {size}px"]  # where bench/latency.py measured the run
@@ -34,6 +49,7 @@ def fp32_reference(rows: list[dict], fmt: str | None = None) -> dict | None:
     given: a run's declared order puts the ONNX export first) whose file is the dense float model, of format `fmt`
     when given ("tflite": the float phone file every speed-up is against); failing that, the first fp32 row of that
     format; None where none was measured."""
+
     def fmt_of(r):
         return r.get("format") or ("tflite" if str(r.get("runtime") or "").startswith("tflite") else r.get("runtime"))
 
@@ -73,19 +89,32 @@ def host_row(layout, rel: str, max_size_mib: float) -> dict:
     top1, ref = ev.get("top1"), ev.get("reference_top1")
     channel_pruned = build.get("channels_kept") is not None  # its weight sparsity is near zero: not the figure
     return {
-        "artifact": rel, "format": build.get("format"), "precision": build.get("precision"),
+        "artifact": rel,
+        "format": build.get("format"),
+        "precision": build.get("precision"),
         "sparsity": None if channel_pruned else build.get("sparsity_tflite_int8", build.get("nncf_sparsity_prunable")),
         "channels_kept": build.get("channels_kept") if channel_pruned else None,
-        "macs": build.get("macs"), "method": build.get("method"), "status": status, "reason": reason,
-        "size_mib": build.get("size_mib"), "gzip_mib": build.get("gzip_mib"), "top1": top1,
+        "macs": build.get("macs"),
+        "method": build.get("method"),
+        "status": status,
+        "reason": reason,
+        "size_mib": build.get("size_mib"),
+        "gzip_mib": build.get("gzip_mib"),
+        "top1": top1,
         "delta_top1": delta_points(ref, top1),
-        "agreement": ev.get("agreement"), "images": ev.get("images"), "split": ev.get("split"),
-        "data_id": ev.get("data_id"), "ms_1": ok.get(1, {}).get("latency_ms_median"),
-        "ms_n": ok.get(top_n, {}).get("latency_ms_median") if top_n else None, "threads_n": top_n,
+        "agreement": ev.get("agreement"),
+        "images": ev.get("images"),
+        "split": ev.get("split"),
+        "data_id": ev.get("data_id"),
+        "ms_1": ok.get(1, {}).get("latency_ms_median"),
+        "ms_n": ok.get(top_n, {}).get("latency_ms_median") if top_n else None,
+        "threads_n": top_n,
         "peak_rss_mib": max((c.get("peak_rss_mib") or 0 for c in ok.values()), default=None) or None,
         **memory_figures(record.get("benchmark")),
-        "gates": [*(record.get("gates") or []), *(g.to_dict() for g in size_gates)], "source": "host",
-        "repairs": build.get("repairs"), "float_layers": build.get("float_layers"),
+        "gates": [*(record.get("gates") or []), *(g.to_dict() for g in size_gates)],
+        "source": "host",
+        "repairs": build.get("repairs"),
+        "float_layers": build.get("float_layers"),
     }
 
 
@@ -94,8 +123,14 @@ def device_gates(row: dict, max_drop: float) -> list[Gate]:
     within max_int8_drop points either way. A row with no host figure to meet is checked against nothing."""
     if row.get("top1") is None or row.get("host_top1") is None:
         return []
-    return [Gate.at_most("device vs host", "|top-1 here - on the host| on the same images (points)",
-                         abs(100 * (row["top1"] - row["host_top1"])), max_drop)]
+    return [
+        Gate.at_most(
+            "device vs host",
+            "|top-1 here - on the host| on the same images (points)",
+            abs(100 * (row["top1"] - row["host_top1"])),
+            max_drop,
+        )
+    ]
 
 
 def device_rows(layout, max_drop: float) -> list[dict]:
@@ -108,47 +143,74 @@ def device_rows(layout, max_drop: float) -> list[dict]:
         for row in found:
             source = row.get("source") or path.stem
             top1 = row.get("top1")
-            row = {k: v for k, v in row.items() if k != "predictions"}  # per-image classes: the JSON's, not the report's
+            row = {
+                k: v for k, v in row.items() if k != "predictions"
+            }  # per-image classes: the JSON's, not the report's
             gates = device_gates(row, max_drop)
             if row.get("status") != "pass":
                 status, reason = "bench failed", row.get("error")
             else:
                 status, reason = records.status({"build": {"status": "ok"}}, gates)
-            rows.append({**{c: None for c in ("sparsity", "gzip_mib", "agreement", "macs", "reason")}, **row,
-                         "artifact": f"{row.get('artifact')} @ {source}", "source": source,
-                         "status": status, "reason": reason, "gates": [g.to_dict() for g in gates],
-                         "delta_top1": delta_points(fp32, top1)})
+            rows.append(
+                {
+                    **{c: None for c in ("sparsity", "gzip_mib", "agreement", "macs", "reason")},
+                    **row,
+                    "artifact": f"{row.get('artifact')} @ {source}",
+                    "source": source,
+                    "status": status,
+                    "reason": reason,
+                    "gates": [g.to_dict() for g in gates],
+                    "delta_top1": delta_points(fp32, top1),
+                }
+            )
     return rows
 
 
 def collect_rows(ctx) -> list[dict]:
-    return [host_row(ctx.layout, rel, ctx.cfg.max_size_mib) for rel in ctx.rows] + \
-        device_rows(ctx.layout, ctx.cfg.max_int8_drop)
+    return [host_row(ctx.layout, rel, ctx.cfg.max_size_mib) for rel in ctx.rows] + device_rows(
+        ctx.layout, ctx.cfg.max_int8_drop
+    )
 
 
 def _shippable(rows: list[dict], reference: dict | None) -> list[dict]:
     """Host int8 TFLite rows that passed every gate, measured on the reference's images."""
-    return [r for r in rows if r["source"] == "host" and r["status"] == "pass"
-            and is_int8_tflite(r["format"], r.get("precision"))
-            and (reference is None or r.get("data_id") == reference.get("data_id"))]
+    return [
+        r
+        for r in rows
+        if r["source"] == "host"
+        and r["status"] == "pass"
+        and is_int8_tflite(r["format"], r.get("precision"))
+        and (reference is None or r.get("data_id") == reference.get("data_id"))
+    ]
 
 
 def recommended(rows: list[dict], reference: dict | None = None) -> dict | None:
     """The phone file to ship: the fastest passing int8 TFLite file at 1 thread (then the smallest)."""
-    return min(_shippable(rows, reference),
-               key=lambda r: (r["ms_1"] if r["ms_1"] is not None else float("inf"), r["size_mib"]), default=None)
+    return min(
+        _shippable(rows, reference),
+        key=lambda r: (r["ms_1"] if r["ms_1"] is not None else float("inf"), r["size_mib"]),
+        default=None,
+    )
 
 
 def smallest(rows: list[dict], reference: dict | None = None) -> dict | None:
     """The smallest passing int8 TFLite file (then the fastest)."""
-    return min(_shippable(rows, reference),
-               key=lambda r: (r["size_mib"], r["ms_1"] if r["ms_1"] is not None else float("inf")), default=None)
+    return min(
+        _shippable(rows, reference),
+        key=lambda r: (r["size_mib"], r["ms_1"] if r["ms_1"] is not None else float("inf")),
+        default=None,
+    )
 
 
 def measured(rows: list[dict], reference: dict | None) -> list[dict]:
     """Host rows with a top-1 on the reference's images (one measurement set)."""
-    return [r for r in rows if r.get("top1") is not None and r.get("source") == "host"
-            and (reference is None or r.get("data_id") == reference["data_id"])]
+    return [
+        r
+        for r in rows
+        if r.get("top1") is not None
+        and r.get("source") == "host"
+        and (reference is None or r.get("data_id") == reference["data_id"])
+    ]
 
 
 def latency_artifact(name: str, runtime: str) -> str | None:
@@ -171,8 +233,11 @@ def attach_latency(rows: list[dict], tables: list[dict]) -> None:
             row = by_artifact.get(latency_artifact(lat["artifact"], lat["runtime"]))
             if row is not None and lat.get(f"ms_{first}"):
                 row.setdefault("at_size", {})[table["image_size"]] = {
-                    "ms_1": lat[f"ms_{first}"], "ms_n": lat.get(f"ms_{last}"), "threads": [first, last],
-                    "speedup": lat.get("speedup_vs_tflite_fp32")}
+                    "ms_1": lat[f"ms_{first}"],
+                    "ms_n": lat.get(f"ms_{last}"),
+                    "threads": [first, last],
+                    "speedup": lat.get("speedup_vs_tflite_fp32"),
+                }
 
 
 def current(layout, table: dict) -> bool:
@@ -189,7 +254,10 @@ def run_rows(ctx) -> tuple[list[dict], dict | None, list[dict]]:
     rows = collect_rows(ctx)
     reference = fp32_reference([r for r in rows if r["source"] == "host" and r.get("data_id")])
     reference = reference and {k: reference[k] for k in ("images", "split", "data_id")}
-    tables = [t for t in map(load_json, sorted(layout.companion("latency").glob("latency_*.json"))) if t
-              and current(layout, t)]
+    tables = [
+        t
+        for t in map(load_json, sorted(layout.companion("latency").glob("latency_*.json")))
+        if t and current(layout, t)
+    ]
     attach_latency(rows, tables)
     return rows, reference, tables

@@ -12,8 +12,17 @@ from .loop import check_batch, check_learned, train, train_stage
 from .runtime import CenterTapConv2d, center_tap_convs
 from .steps import distillation_loss
 
-__all__ = ["STAGE", "train", "train_stage", "fine_tune", "check_batch", "check_learned", "distillation_loss",
-           "CenterTapConv2d", "center_tap_convs"]
+__all__ = [
+    "STAGE",
+    "train",
+    "train_stage",
+    "fine_tune",
+    "check_batch",
+    "check_learned",
+    "distillation_loss",
+    "CenterTapConv2d",
+    "center_tap_convs",
+]
 
 
 def _weights_file(ctx) -> list[str]:
@@ -22,7 +31,13 @@ def _weights_file(ctx) -> list[str]:
 
 
 STAGE = Stage(
-    "train", train_stage, "train a model (GPU: AMP, channels_last; torchrun for DDP); resumable", needs=(),
-    keys=TRAIN_KEYS, inputs=_weights_file, outputs=lambda ctx: ctx.names(ctx.layout.best, ctx.layout.last,
-                                                                         ctx.layout.metrics),
-    sections=(), resumable=lambda ctx: ctx.layout.last.is_file())  # an interrupted training continues from last.pt
+    "train",
+    train_stage,
+    "train a model (GPU: AMP, channels_last; torchrun for DDP); resumable",
+    needs=(),
+    keys=TRAIN_KEYS,
+    inputs=_weights_file,
+    outputs=lambda ctx: ctx.names(ctx.layout.best, ctx.layout.last, ctx.layout.metrics),
+    sections=(),
+    resumable=lambda ctx: ctx.layout.last.is_file(),
+)  # an interrupted training continues from last.pt

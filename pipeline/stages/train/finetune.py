@@ -7,9 +7,8 @@ import dataclasses
 import torch
 from torch import nn
 
-
-from ...core import console
 from ...config import Config
+from ...core import console
 
 try:
     from tqdm import tqdm
@@ -22,8 +21,16 @@ from .runtime import center_tap_convs, setup_runtime
 from .steps import evaluate_model, make_optimizer, make_scheduler, train_epoch
 
 
-def fine_tune(model: nn.Module, cfg: Config, data, epochs: int, lr: float, before_epoch=None,
-              teacher: nn.Module | None = None, plain: bool = False) -> list[dict]:
+def fine_tune(
+    model: nn.Module,
+    cfg: Config,
+    data,
+    epochs: int,
+    lr: float,
+    before_epoch=None,
+    teacher: nn.Module | None = None,
+    plain: bool = False,
+) -> list[dict]:
     """A short run of the same loop on an already trained model (pruned, quantization-aware): cosine from `lr`,
     on `cfg.finetune_subset` training images per epoch, drawn anew each epoch from the whole split (0: all); no
     checkpoints (the calling stage saves the result). `before_epoch(epoch)` runs first each epoch, e.g. a
@@ -40,8 +47,9 @@ def fine_tune(model: nn.Module, cfg: Config, data, epochs: int, lr: float, befor
     if rt.channels_last:
         model.to(memory_format=torch.channels_last)
     if teacher is not None and cfg.kd_alpha > 0:
-        teacher = teacher.to(rt.device, memory_format=torch.channels_last if rt.channels_last else
-                             torch.preserve_format).eval()
+        teacher = teacher.to(
+            rt.device, memory_format=torch.channels_last if rt.channels_last else torch.preserve_format
+        ).eval()
         for p in teacher.parameters():
             p.requires_grad_(False)
     else:
@@ -58,13 +66,28 @@ def fine_tune(model: nn.Module, cfg: Config, data, epochs: int, lr: float, befor
         if before_epoch is not None:
             before_epoch(epoch)
         with center_tap_convs(model, teacher, enabled=rt.device.type == "cpu"):  # not around the pruner's step
-            stats = train_epoch(model, loader, opt, sched, scaler, rt, run, data.norm, epoch,
-                                data.name != "imagefolder", "none (fine-tuning)", teacher)
+            stats = train_epoch(
+                model,
+                loader,
+                opt,
+                sched,
+                scaler,
+                rt,
+                run,
+                data.norm,
+                epoch,
+                data.name != "imagefolder",
+                "none (fine-tuning)",
+                teacher,
+            )
             val = evaluate_model(model, val_loader, rt, run, data.norm)
-        history.append({"epoch": epoch + 1, "steps": len(loader), **stats, "val_loss": val["loss"],
-                        "val_acc": val["acc"]})
-        print(f"  fine-tune {epoch + 1}/{epochs}  loss {stats['train_loss']:.4f}  val top-1 {100 * val['acc']:.2f}%",
-              file=console.err())
+        history.append(
+            {"epoch": epoch + 1, "steps": len(loader), **stats, "val_loss": val["loss"], "val_acc": val["acc"]}
+        )
+        print(
+            f"  fine-tune {epoch + 1}/{epochs}  loss {stats['train_loss']:.4f}  val top-1 {100 * val['acc']:.2f}%",
+            file=console.err(),
+        )
     if rt.channels_last:
         model.to(memory_format=torch.contiguous_format)  # exported and saved as defined
     return history

@@ -10,7 +10,6 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, SequentialSampler
 
-
 from ...data import ImageFiles, ImageSet, Normalization, normalize, to_input
 
 try:
@@ -19,9 +18,8 @@ except ImportError:  # stock-PyTorch machines: plain per-epoch lines instead of 
     tqdm = None
 
 
-
-
 # --- data on the device --------------------------------------------------------------------------------------------
+
 
 class Split(Dataset):
     """uint8 NHWC batches of one split; in-memory arrays are sliced a batch at a time (no per-image Python)."""
@@ -44,21 +42,37 @@ def _keep(batch):
     return batch
 
 
-def make_loader(split: ImageSet, batch_size: int, shuffle: bool, seed: int, world: int, rank: int, workers: int,
-                pin: bool, samples: int = 0) -> DataLoader:
+def make_loader(
+    split: ImageSet,
+    batch_size: int,
+    shuffle: bool,
+    seed: int,
+    world: int,
+    rank: int,
+    workers: int,
+    pin: bool,
+    samples: int = 0,
+) -> DataLoader:
     """samples > 0 (shuffled, one process): an epoch is that many images drawn anew from the whole split each epoch
     (more than the split: whole shuffled passes, then part of one more)."""
     dataset = Split(split)
     if world > 1:
         sampler = DistributedSampler(dataset, world, rank, shuffle=shuffle, seed=seed, drop_last=shuffle)
     elif shuffle:
-        sampler = RandomSampler(dataset, num_samples=samples or None,
-                                generator=torch.Generator().manual_seed(seed))
+        sampler = RandomSampler(dataset, num_samples=samples or None, generator=torch.Generator().manual_seed(seed))
     else:
         sampler = SequentialSampler(dataset)
     files = isinstance(split.images, ImageFiles)
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=shuffle, collate_fn=_keep,
-                      num_workers=workers if files else 0, pin_memory=pin, persistent_workers=files and workers > 0)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        drop_last=shuffle,
+        collate_fn=_keep,
+        num_workers=workers if files else 0,
+        pin_memory=pin,
+        persistent_workers=files and workers > 0,
+    )
 
 
 def augment(x: torch.Tensor, small_images: bool, generator: torch.Generator, erasing: float = 0.0) -> torch.Tensor:
@@ -69,8 +83,11 @@ def augment(x: torch.Tensor, small_images: bool, generator: torch.Generator, era
     rand = torch.rand(n, 9, generator=generator).to(x.device)
     flip = torch.where(rand[:, 0] < 0.5, -1.0, 1.0).to(x.device)
     if small_images:
-        shifts = (torch.randint(-4, 5, (n, 2), generator=generator).to(x.device).float()
-                  * 2 / torch.tensor([w, h], device=x.device))
+        shifts = (
+            torch.randint(-4, 5, (n, 2), generator=generator).to(x.device).float()
+            * 2
+            / torch.tensor([w, h], device=x.device)
+        )
         sx = sy = torch.ones(n, device=x.device)
         mode = "nearest"  # whole-pixel shifts: exactly pad-and-crop
     else:
@@ -91,21 +108,34 @@ def augment(x: torch.Tensor, small_images: bool, generator: torch.Generator, era
         top, left = rand[:, 6] * (h - eh), rand[:, 7] * (w - ew)
         rows = torch.arange(h, device=x.device)[None, :, None]
         cols = torch.arange(w, device=x.device)[None, None, :]
-        box = ((rows >= top[:, None, None]) & (rows < (top + eh)[:, None, None]) & (cols >= left[:, None, None])
-               & (cols < (left + ew)[:, None, None]) & (rand[:, 8] < erasing)[:, None, None])
+        box = (
+            (rows >= top[:, None, None])
+            & (rows < (top + eh)[:, None, None])
+            & (cols >= left[:, None, None])
+            & (cols < (left + ew)[:, None, None])
+            & (rand[:, 8] < erasing)[:, None, None]
+        )
         x = x.masked_fill(box[:, None], 0.0)
     return x
 
 
-def to_device_input(images: torch.Tensor, norm: Normalization, image_size: int, device: torch.device,
-                    channels_last: bool, augment_with: torch.Generator | None = None,
-                    small_images: bool = True, erasing: float = 0.0) -> torch.Tensor:
+def to_device_input(
+    images: torch.Tensor,
+    norm: Normalization,
+    image_size: int,
+    device: torch.device,
+    channels_last: bool,
+    augment_with: torch.Generator | None = None,
+    small_images: bool = True,
+    erasing: float = 0.0,
+) -> torch.Tensor:
     images = images.to(device, non_blocking=True)
     if augment_with is None:
         x = to_input(images, norm, image_size)
     else:
-        x = normalize(augment(images.permute(0, 3, 1, 2).float().div_(255), small_images, augment_with, erasing), norm,
-                      image_size)
+        x = normalize(
+            augment(images.permute(0, 3, 1, 2).float().div_(255), small_images, augment_with, erasing), norm, image_size
+        )
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 

@@ -1,5 +1,5 @@
-"""Where and how training runs: device, DDP under torchrun, AMP (bf16 where the CPU has it natively),
-channels_last, torch.compile, and on a CPU the centre-tap conv (a 3x3 conv on a 1x1 map as the matrix multiply it is)."""
+"""Where and how training runs: device, DDP under torchrun, AMP (bf16 where the CPU has it natively), channels_last,
+torch.compile, and on a CPU the centre-tap conv (a 3x3 conv on a 1x1 map as the matrix multiply it is)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-
 from ...config import Config
 from ...core.errors import EdgeError
 
@@ -22,9 +21,8 @@ except ImportError:  # stock-PyTorch machines: plain per-epoch lines instead of 
     tqdm = None
 
 
-
-
 # --- the run -------------------------------------------------------------------------------------------------------
+
 
 @dataclass
 class Runtime:
@@ -86,8 +84,14 @@ def center_tap_convs(*models: nn.Module | None, enabled: bool = True):
     for model in (m for m in models if m is not None and enabled):
         for m in model.modules():
             k = m.kernel_size[0] if type(m) is nn.Conv2d else 0  # NNCF's wrapped convs are left as they are
-            if k % 2 and m.kernel_size == (k, k) and m.padding == (k // 2, k // 2) and m.dilation == (1, 1) \
-                    and m.groups == 1 and m.padding_mode == "zeros":
+            if (
+                k % 2
+                and m.kernel_size == (k, k)
+                and m.padding == (k // 2, k // 2)
+                and m.dilation == (1, 1)
+                and m.groups == 1
+                and m.padding_mode == "zeros"
+            ):
                 m.__class__ = CenterTapConv2d
                 swapped.append(m)
     try:

@@ -11,11 +11,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
-
-from ...core import console
 from ...config import Config
-from ...data import Normalization
+from ...core import console
 from ...core.errors import EdgeError
+from ...data import Normalization
 
 try:
     from tqdm import tqdm
@@ -73,18 +72,41 @@ def make_scheduler(opt: torch.optim.Optimizer, cfg: Config, steps_per_epoch: int
     raise EdgeError(f"schedule={cfg.schedule}: choose onecycle or cosine")
 
 
-def distillation_loss(logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor, alpha: float,
-                      temperature: float, label_smoothing: float = 0.0) -> torch.Tensor:
+def distillation_loss(
+    logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    labels: torch.Tensor,
+    alpha: float,
+    temperature: float,
+    label_smoothing: float = 0.0,
+) -> torch.Tensor:
     """(1 - alpha) CE(labels) + alpha T^2 KL(teacher/T || student/T) (Hinton et al.): T^2 keeps the soft term's
     gradient on the scale of the hard one's as T grows."""
     hard = F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
-    soft = F.kl_div(F.log_softmax(logits.float() / temperature, 1), F.log_softmax(teacher_logits.float() / temperature,
-                    1), reduction="batchmean", log_target=True)
-    return (1 - alpha) * hard + alpha * temperature ** 2 * soft
+    soft = F.kl_div(
+        F.log_softmax(logits.float() / temperature, 1),
+        F.log_softmax(teacher_logits.float() / temperature, 1),
+        reduction="batchmean",
+        log_target=True,
+    )
+    return (1 - alpha) * hard + alpha * temperature**2 * soft
 
 
-def train_epoch(model, loader, opt, sched, scaler, rt: Runtime, cfg: Config, norm: Normalization, epoch: int,
-                small_images: bool, last_good: str, teacher: nn.Module | None = None, ema=None) -> dict:
+def train_epoch(
+    model,
+    loader,
+    opt,
+    sched,
+    scaler,
+    rt: Runtime,
+    cfg: Config,
+    norm: Normalization,
+    epoch: int,
+    small_images: bool,
+    last_good: str,
+    teacher: nn.Module | None = None,
+    ema=None,
+) -> dict:
     """One epoch; with a teacher (eval mode, no grad, the same augmented inputs) the loss is distillation_loss; with
     `ema` (an AveragedModel) the average follows every step."""
     model.train()
@@ -94,12 +116,23 @@ def train_epoch(model, loader, opt, sched, scaler, rt: Runtime, cfg: Config, nor
         loader.sampler.generator.manual_seed(cfg.seed * 1000 + epoch)
     aug = torch.Generator().manual_seed(cfg.seed * 1000 + 500 + epoch) if cfg.augment else None
     show = rt.main and console.err().isatty()  # logs get one line per epoch instead
-    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not show, file=console.err(),
-               dynamic_ncols=True) if tqdm else loader
+    bar = (
+        tqdm(
+            loader,
+            desc=f"epoch {epoch + 1}/{cfg.epochs}",
+            leave=False,
+            disable=not show,
+            file=console.err(),
+            dynamic_ncols=True,
+        )
+        if tqdm
+        else loader
+    )
     seen, correct, loss_sum, start = 0, 0, 0.0, time.perf_counter()
     for step, (images, labels) in enumerate(bar):
-        x = to_device_input(images, norm, cfg.image_size, rt.device, rt.channels_last, aug, small_images,
-                            cfg.random_erasing)
+        x = to_device_input(
+            images, norm, cfg.image_size, rt.device, rt.channels_last, aug, small_images, cfg.random_erasing
+        )
         y = labels.to(rt.device, non_blocking=True)
         with _autocast(rt):
             logits = model(x)
@@ -108,11 +141,14 @@ def train_epoch(model, loader, opt, sched, scaler, rt: Runtime, cfg: Config, nor
             else:
                 with torch.no_grad():
                     teacher_logits = teacher(x)
-                loss = distillation_loss(logits, teacher_logits, y, cfg.kd_alpha, cfg.kd_temperature,
-                                         cfg.label_smoothing)
+                loss = distillation_loss(
+                    logits, teacher_logits, y, cfg.kd_alpha, cfg.kd_temperature, cfg.label_smoothing
+                )
         if not torch.isfinite(loss):
-            raise EdgeError(f"epoch {epoch + 1} step {step + 1}: loss is {loss.item()}; training stopped "
-                            f"(lower lr={cfg.lr}?); last good checkpoint: {last_good}")
+            raise EdgeError(
+                f"epoch {epoch + 1} step {step + 1}: loss is {loss.item()}; training stopped "
+                f"(lower lr={cfg.lr}?); last good checkpoint: {last_good}"
+            )
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(opt)
@@ -128,8 +164,12 @@ def train_epoch(model, loader, opt, sched, scaler, rt: Runtime, cfg: Config, nor
             rate = seen * rt.world / (time.perf_counter() - start)
             bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}", img_s=f"{rate:.0f}")
     wall = time.perf_counter() - start
-    return {"train_loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1),
-            "images_per_s": seen * rt.world / wall, "train_wall_s": wall}
+    return {
+        "train_loss": loss_sum / max(seen, 1),
+        "train_acc": correct / max(seen, 1),
+        "images_per_s": seen * rt.world / wall,
+        "train_wall_s": wall,
+    }
 
 
 @torch.no_grad()
