@@ -202,6 +202,17 @@ def timed(runner, x, warmup: int, runs: int) -> list[float]:
     return times
 
 
+def latency_figures(times: list[float]) -> dict:
+    """The figures every row gives of a timing loop's ms: median, p90 and min."""
+    import numpy as np
+
+    return {
+        "latency_ms_median": float(np.median(times)),
+        "latency_ms_p90": float(np.percentile(times, 90)),
+        "latency_ms_min": float(np.min(times)),
+    }
+
+
 def attribute(
     path: str, mode: str, threads: int, interpreter_cls, warmup: int = 10, runs: int = 50, delegates=None
 ) -> tuple[dict, Runner]:
@@ -229,9 +240,7 @@ def attribute(
         "threads": threads,
         "load_ms": load_ms,
         "first_ms": first_ms,
-        "latency_ms_median": float(np.median(times)),
-        "latency_ms_p90": float(np.percentile(times, 90)),
-        "latency_ms_min": float(np.min(times)),
+        **latency_figures(times),
         "runtime_threads": threads_started,
     }
     if not base:  # no /proc (macOS, Windows): times only

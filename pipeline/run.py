@@ -95,7 +95,7 @@ def run_one(stage_name: str, cfg: Config) -> int:
     rows that failed a gate."""
     stage = stages()[stage_name]
     ctx = context(cfg)
-    if stage_name in ("report", "bundle"):  # they read every record: one that cannot be read is bad input
+    if stage.needs_run:  # it reads the run's records: one that cannot be read is bad input
         bad = [why for rel in ctx.rows for why in [records.unreadable(ctx.layout, rel)] if why]
         if bad:
             raise EdgeError(
@@ -116,29 +116,8 @@ def run_one(stage_name: str, cfg: Config) -> int:
     ]
     if failed:
         raise EdgeError(f"{stage_name}: gate failed: " + " | ".join(failed))
-    if stage_name == "report":  # the size gate is the report's own (the other gates' verdicts are their stages')
-        too_big = [
-            f"{rel}: {g.text()}"
-            for rel in ctx.rows
-            for g in records.size_gates(records.read(ctx.layout, rel), cfg.max_size_mib)
-            if not g.passed
-        ]
-        if too_big:
-            raise EdgeError(
-                f"report written to {ctx.layout.report_dir}, but {len(too_big)} file(s) fail "
-                f"max_size_mib={cfg.max_size_mib:g}: " + " | ".join(too_big)
-            )
-        old = {
-            rel: why
-            for rel in ctx.rows
-            for status, why in [records.row_status(ctx.layout, rel, 0)]
-            if status == "stale"
-        }
-        if old:
-            raise EdgeError(
-                f"report written to {ctx.layout.report_dir}, but {len(old)} row(s) are stale "
-                f"({', '.join(list(old)[:3])}{', ...' if len(old) > 3 else ''}: {next(iter(old.values()))})"
-            )
+    if stage.verdict is not None:
+        stage.verdict(ctx)
     return 0
 
 

@@ -53,6 +53,9 @@ class Stage:
     uses_data: bool = True  # reads the data set: loaded (and checked against the config) before any stage starts
     needs_run: bool = False  # reads a run it did not make: its verb opens an existing run (RUN_DIR or name=)
     resumable: Callable[[Context], bool] | None = None  # whether an interrupted run of it can continue (resume=true)
+    # a single verb's own check once the stage ran ok, beyond its rows' gates (report: the size gate, stale rows);
+    # raises EdgeError
+    verdict: Callable[[Context], None] | None = None
 
     def call(self, ctx: Context) -> None:
         self.function(ctx)
@@ -139,32 +142,23 @@ def _describe(layout: Layout, rel: str) -> str:
     return f"{rel} ({path.stat().st_size / MIB:.2f} MiB{accuracy})" if path.is_file() else rel
 
 
+def _mark(stage: Stage, ctx: Context, rel: str, status: str, reason: str) -> None:
+    """A row the stage did not build: its record says why, and holds nothing measured of an older file."""
+    build = {"status": status, "stage": stage.name, "error": reason}
+    records.write(ctx.layout, rel, build=build, evaluation=None, gates=None, benchmark=None)
+
+
 def mark_failed(stage: Stage, ctx: Context, reason: str) -> None:
     """Every artifact the stage declares but did not (re)build in this invocation gets a `failed` record."""
     for rel in stage.records(ctx):
-        build = records.read(ctx.layout, rel).get("build") or {}
-        if build.get("invocation") != ctx.invocation:
-            records.write(
-                ctx.layout,
-                rel,
-                build={"status": "failed", "stage": stage.name, "error": reason},
-                evaluation=None,
-                gates=None,
-                benchmark=None,
-            )
+        if (records.read(ctx.layout, rel).get("build") or {}).get("invocation") != ctx.invocation:
+            _mark(stage, ctx, rel, "failed", reason)
 
 
 def mark_skipped(stage: Stage, ctx: Context, reason: str) -> dict:
     if stage.builds():
         for rel in stage.records(ctx):
-            records.write(
-                ctx.layout,
-                rel,
-                build={"status": "skipped", "stage": stage.name, "error": reason},
-                evaluation=None,
-                gates=None,
-                benchmark=None,
-            )
+            _mark(stage, ctx, rel, "skipped", reason)
     entry = {"status": "skipped", "error": reason}
     update_stage(ctx.layout, stage.name, entry)
     print(f"{stage.name} skipped ({reason})", file=sys.stderr)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ...core import records
 from ...core.artifacts import atomic_write_json, atomic_write_text
+from ...core.errors import EdgeError
 from ...core.host import host, versions
 from ...engine.contract import Stage
 from ...engine.manifest import manifest_stage_rows, stage_table
@@ -90,6 +91,30 @@ def report_stage(ctx) -> None:
 OUTPUTS = ("report.json", "report.md", "report.html", "pareto.png", "layers.png", "latency.png", "memory.png")
 
 
+def verdict(ctx) -> None:
+    """What `resnet-edge report` fails on once the report is written: the size gate, which is the report's own (the
+    other gates' verdicts are their stages'), and rows built from an older model or other data (stale)."""
+    layout, cfg = ctx.layout, ctx.cfg
+    too_big = [
+        f"{rel}: {g.text()}"
+        for rel in ctx.rows
+        for g in records.size_gates(records.read(layout, rel), cfg.max_size_mib)
+        if not g.passed
+    ]
+    if too_big:
+        raise EdgeError(
+            f"report written to {layout.report_dir}, but {len(too_big)} file(s) fail "
+            f"max_size_mib={cfg.max_size_mib:g}: " + " | ".join(too_big)
+        )
+    old = {rel: why for rel in ctx.rows for status, why in [records.row_status(layout, rel, 0)] if status == "stale"}
+    if old:
+        shown = ", ".join(list(old)[:3]) + (", ..." if len(old) > 3 else "")
+        raise EdgeError(
+            f"report written to {layout.report_dir}, but {len(old)} row(s) are stale ({shown}: "
+            f"{next(iter(old.values()))})"
+        )
+
+
 def _inputs(ctx) -> list[str]:
     layout, rows = ctx.layout, ctx.rows
     extra = sorted(layout.device_dir.glob("*.json")) + sorted(layout.companion("latency").glob("latency_*.json"))
@@ -107,6 +132,7 @@ STAGE = Stage(
     "report.json/.md/.html and pareto.png of a run directory",
     needs=(),
     keys=frozenset({"max_size_mib"}),
+    verdict=verdict,
     inputs=_inputs,
     needs_run=True,
     sections=(),
