@@ -352,72 +352,41 @@ def test_board_script_falls_back_when_compiled_model_cannot_load(litert_venv, de
 
 def test_board_script_errors_are_one_line(litert_venv, device_bundle, tmp_path):
     script = str(device_bundle / "bench_tflite.py")
+
+    def board(*args, cwd=device_bundle):
+        return subprocess.run([str(litert_venv), script, *args], cwd=cwd, capture_output=True, text=True)
+
     # -S: no site-packages, so no runtime can be found
     proc = subprocess.run([str(litert_venv), "-S", script, "m.tflite"], capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: no TFLite runtime found") and "pip install" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
-    proc = subprocess.run(
-        [str(litert_venv), script, "models/int8.tflite", "--eval", "missing.npz"],
-        cwd=device_bundle,
-        capture_output=True,
-        text=True,
-    )
-    assert (
-        proc.returncode == 2
-        and proc.stderr.strip() == "error: missing.npz: eval file not found (the bundle's eval.npz)"
-    )
+    proc = board("models/int8.tflite", "--eval", "missing.npz")
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "error: missing.npz: eval file not found (the bundle's eval.npz)"
     out = tmp_path / "delegate.json"
-    proc = subprocess.run(
-        [
-            str(litert_venv),
-            script,
-            "models/int8.tflite",
-            "--threads",
-            "1",
-            "--runs",
-            "2",
-            "--delegate",
-            "/nonexistent/libvx_delegate.so",
-            "--out",
-            str(out),
-        ],
-        cwd=device_bundle,
-        capture_output=True,
-        text=True,
+    one_quick_run = ["--threads", "1", "--runs", "2"]
+    proc = board(
+        "models/int8.tflite", *one_quick_run, "--delegate", "/nonexistent/libvx_delegate.so", "--out", str(out)
     )
     assert proc.returncode == 1
     assert "error: /nonexistent/libvx_delegate.so: cannot load the delegate" in proc.stderr
     assert json.loads(out.read_text())["rows"][0]["status"] == "failed"
     # --out in a folder that is not there yet: made before measuring, so the figures are kept
     out = tmp_path / "results" / "x" / "int8.json"
-    proc = subprocess.run(
-        [
-            str(litert_venv),
-            script,
-            "models/int8.tflite",
-            "--threads",
-            "1",
-            "--runs",
-            "2",
-            "--warmup",
-            "0",
-            "--out",
-            str(out),
-        ],
+    proc = board(
+        "models/int8.tflite",
+        *one_quick_run,
+        "--warmup",
+        "0",
+        "--out",
+        str(out),
         cwd=board_copy(device_bundle, tmp_path),
-        capture_output=True,
-        text=True,
     )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(out.read_text())["rows"][0]["status"] == "pass"
     (tmp_path / "a_file").write_text("")  # a folder that cannot be made: refused before anything runs
-    proc = subprocess.run(
-        [str(litert_venv), script, "models/int8.tflite", "--out", str(tmp_path / "a_file" / "o.json")],
-        cwd=device_bundle,
-        capture_output=True,
-        text=True,
-    )
+    proc = board("models/int8.tflite", "--out", str(tmp_path / "a_file" / "o.json"))
     assert proc.returncode == 2 and proc.stderr.strip().startswith("error: --out ")
     assert "cannot make its folder" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 

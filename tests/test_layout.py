@@ -1,5 +1,6 @@
 """The layout's contract: pipeline/ reads as the chain, with no import cycle and no module past 400 lines; the
-device scripts stand alone (they are copied into the bundle); the stage table and the report's rows agree."""
+device scripts stand alone (they are copied into the bundle); the rows are what the running stages record; one code
+style (ruff)."""
 
 import ast
 import re

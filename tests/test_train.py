@@ -298,24 +298,9 @@ def test_fine_tune_with_a_teacher_learns_the_teacher(fmnist):
     import dataclasses
 
     from models import build_model
-    from pipeline.config import load_config
     from pipeline.stages.train import fine_tune
 
-    cfg = load_config(
-        None,
-        {
-            "model": "resnet18",
-            "width": "0.125",
-            "image_size": "28",
-            "preset": "cpu",
-            "batch_size": "64",
-            "finetune_subset": "512",
-            "eval_subset": "256",
-            "kd_alpha": "1.0",
-            "kd_temperature": "2.0",
-            "augment": "false",
-        },
-    )
+    cfg = _eighth_width_config(finetune_subset="512", eval_subset="256", kd_alpha="1.0", kd_temperature="2.0")
     torch.manual_seed(0)
     teacher = build_model("resnet18", num_classes=10, in_channels=1, width=0.125).eval()
     student = build_model("resnet18", num_classes=10, in_channels=1, width=0.125)
@@ -405,23 +390,9 @@ def test_a_small_training_split_gets_the_whole_fine_tune_budget(fmnist):
     import dataclasses
 
     from models import build_model
-    from pipeline.config import load_config
     from pipeline.stages.train import fine_tune
 
-    cfg = load_config(
-        None,
-        {
-            "model": "resnet18",
-            "width": "0.125",
-            "image_size": "28",
-            "preset": "cpu",
-            "batch_size": "64",
-            "finetune_subset": "1024",
-            "train_subset": "256",
-            "eval_subset": "64",
-            "augment": "false",
-        },
-    )
+    cfg = _eighth_width_config(finetune_subset="1024", train_subset="256", eval_subset="64")
     history = fine_tune(build_model("resnet18", num_classes=10, in_channels=1, width=0.125), cfg, fmnist, 1, 0.05)
     assert history[0]["steps"] == 1024 // 64
     big = dataclasses.replace(cfg, train_subset=4096)
@@ -475,3 +446,9 @@ def test_a_small_real_image_folder_trains_to_the_step_floor(tmp_path, capsys, mo
     )
     assert len(metrics["epochs"]) == 11 and metrics["test_images"] == 200
     assert metrics["test_acc"] > 0.6  # chance is 0.1
+
+
+def _eighth_width_config(**keys):
+    """An eighth-width ResNet-18 at 28 px, batches of 64, no augmentation: the fine-tuning tests' config."""
+    base = {"model": "resnet18", "width": "0.125", "image_size": "28", "preset": "cpu", "batch_size": "64"}
+    return load_config(None, {**base, "augment": "false", **keys})

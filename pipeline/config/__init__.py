@@ -1,5 +1,5 @@
 """The config: schema (the typed keys, presets, checks), load (YAML + key=value, saved resolved, `open_run`), keys
-(each stage's cache key)."""
+(the groups of keys stages share in their cache keys)."""
 
 from .keys import RESUMABLE_CHANGES, TRAIN_KEYS
 from .load import load_config, open_run, parse_bool, parse_overrides, read_yaml, run_folder, save_config
