@@ -95,13 +95,26 @@ def test_no_import_cycle_counting_imports_inside_functions():
     assert cycles({**graph, "pipeline.core.errors": {"pipeline.chain"}}) != []
 
 
-def test_no_pipeline_module_over_400_lines():
+def test_no_module_over_400_lines():
+    """The product's modules and scripts (the tests aside) each fit in a head."""
+    folders = (*PACKAGES, "device_tests", "bench")
     long = {
         str(f.relative_to(ROOT)): n
-        for f in (ROOT / "pipeline").rglob("*.py")
+        for d in folders
+        for f in (ROOT / d).rglob("*.py")
         if (n := len(f.read_text().splitlines())) > 400
     }
     assert long == {}
+
+
+def test_one_code_style():
+    """ruff's lint and format, configured in pyproject.toml: a finding fails the suite."""
+    exe = shutil.which("ruff", path=str(Path(sys.executable).parent))
+    assert exe, "ruff is not installed: make setup installs requirements.lock"
+    lint = subprocess.run([exe, "check", "--no-cache", "."], cwd=ROOT, capture_output=True, text=True)
+    assert lint.returncode == 0, lint.stdout[-3000:]
+    form = subprocess.run([exe, "format", "--check", "--no-cache", "."], cwd=ROOT, capture_output=True, text=True)
+    assert form.returncode == 0, form.stdout[-3000:]
 
 
 def test_the_layer_contract_holds():
