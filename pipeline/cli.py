@@ -74,17 +74,20 @@ def _split(words: list[str]) -> tuple[str | None, dict[str, str]]:
     return path, parse_overrides(words)
 
 
-def _config(words: list[str]):
+def _config(words: list[str], existing: bool = False):
     """[config.yaml | RUN_DIR] key=value. A run folder opens that run. Without a YAML file, every verb on an existing
     run (train and run included) starts from the run's saved config (<runs_dir>/<name>/config.yaml), the overrides on
     top: `resnet-edge export name=x` needs no repeat of the training keys, and `run name=x` after a custom `train
-    name=x ...` does not retrain x with the defaults. preset= starts afresh from that preset's values."""
-    from .config import load_config, open_run, run_folder
+    name=x ...` does not retrain x with the defaults. preset= starts afresh from that preset's values. `existing`: a
+    stage that reads a run it did not make (Stage.needs_run): the run must be there (runs/default with no name=)."""
+    from .config import load_config, open_run, parse_overrides, run_folder
 
+    first = words[0] if words and "=" not in words[0] else None
+    if first is not None and (Path(first).is_dir() or existing and Path(first).suffix not in (".yaml", ".yml")):
+        return open_run(first, parse_overrides(words[1:]))
     path, overrides = _split(words)
-    if path is not None and Path(path).is_dir():
-        return open_run(path, overrides)
-    if path is None and "preset" not in overrides and Layout(run_folder(overrides)).config.is_file():
+    saved = Layout(run_folder(overrides)).config.is_file()
+    if path is None and "preset" not in overrides and (saved or existing):
         return open_run(None, {"resume": "false", **overrides})  # resume=true is one command's request, not saved
     return load_config(path, overrides)
 
@@ -97,7 +100,7 @@ def cmd_stage(args: argparse.Namespace) -> int:
     stage = stages()[args.verb]
     if args.verb in FILE_VERBS and any(_is_artifact(w) for w in args.overrides):
         return FILE_VERBS[args.verb](args)
-    cfg = _opened_run(args.overrides) if stage.needs_run else _config(args.overrides)
+    cfg = _config(args.overrides, existing=stage.needs_run)
     try:
         if stage.name == "train" and int(os.environ.get("RANK", "0")) > 0:  # torchrun: every rank trains; rank 0
             stage.call(context(cfg))  # keeps the books
@@ -129,16 +132,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     force = any(parse_bool("force", w.partition("=")[2]) for w in force_words)  # a flag of run, not a Config key
     run(_config([w for w in args.overrides if w not in force_words]), force=force)
     return 0
-
-
-def _opened_run(words: list[str]):
-    """The run of a stage that reads a run it did not make (Stage.needs_run): RUN_DIR, or the run that key=value
-    names (`report name=x`, as every other verb takes it; runs/default with neither). It must exist."""
-    from .config import open_run, parse_overrides
-
-    words = list(words)
-    run_dir = words.pop(0) if words and "=" not in words[0] else None
-    return open_run(run_dir, parse_overrides(words))
 
 
 def _is_artifact(word: str) -> bool:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY_RUN
 
 import pipeline.stages.train.loaders as train_loaders
 import pipeline.stages.train.loop as train_module
@@ -18,18 +19,12 @@ from pipeline.config import load_config
 from pipeline.core.errors import EdgeError
 from pipeline.engine.checkpoint import load_checkpoint, load_weights
 
-TINY = {
-    "model": "resnet18",
-    "width": "0.25",
-    "stem": "imagenet",
-    "image_size": "28",
-    "preset": "cpu",
-    "min_steps": "0",
+# the session's tiny run, smaller: fewer images, smaller batches, two epochs
+TINY = {k: v for k, v in TINY_RUN.items() if k != "finetune_subset"} | {
     "batch_size": "64",
     "train_subset": "1024",
     "eval_subset": "500",
     "epochs": "2",
-    "lr": "0.1",
 }
 
 
