@@ -1,0 +1,272 @@
+"""Latency measured, not modelled: a table of int8 conv latencies timed with the runtime a phone file runs on (LiteRT,
+XNNPACK, int8, batch 1, one size and thread count), from which a channel plan's latency is predicted.
+
+Each entry is one conv as onnx2tf writes it into an int8 file (per-channel int8 weights, int8 activations, fused
+ReLU; a PAD op before a strided conv with padding, SAME padding for a stride-1 one), built here as a one-op .tflite
+with the TFLite schema (no converter: 30 ms an entry) and timed alone. What a file spends outside its convs (the
+residual adds, the pools, the classifier, the runtime's per-inference work) is `rest_ms`: the whole dense int8 file's
+measured median less its convs' entries, per model. A plan's prediction is the sum of its convs' entries plus
+`rest_ms`.
+
+The table is plain JSON that a standalone script can write (issue: the same table measured on the device):
+
+    {"format": "resnet-edge latency table 1",
+     "identity": {"device": ..., "isa": [...], "runtime": "ai-edge-litert 2.3.0", "mode": "interpreter",
+                  "size": 224, "threads": 1},
+     "entries": {"conv 3x3/1 p1 56px 64>64": 0.412, ...},
+     "rest": {"<model key>": {"whole_ms": ..., "convs_ms": ..., "rest_ms": ...}},
+     "timing": {"warmup": 3, "runs": 15, "statistic": "min"}}
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import tempfile
+import time
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import numpy as np
+
+from ..core.artifacts import atomic_write_json
+from ..core.errors import EdgeError
+from ..core.host import host
+
+FORMAT = "resnet-edge latency table 1"
+MODE = "interpreter"  # the benchmark stage's `ms @1 thread` mode: LiteRT's Interpreter with XNNPACK
+ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "asimddp", "i8mm", "sve")
+WARMUP, RUNS, ROUNDS, SPAN_S = 2, 5, 3, 10.0
+
+
+def runtime() -> str:
+    try:
+        return f"ai-edge-litert {version('ai-edge-litert')}"
+    except PackageNotFoundError:
+        return f"tflite-runtime {version('tflite-runtime')}"
+
+
+def isa() -> list[str]:
+    """The CPU features XNNPACK picks its int8 kernels by (x86: AVX2 .. AMX; arm64: dot product, i8mm)."""
+    try:
+        flags = {w for ln in Path("/proc/cpuinfo").read_text().splitlines() if ":" in ln for w in ln.split()}
+    except OSError:
+        return []
+    return [f for f in ISA_FLAGS if f in flags]
+
+
+def identity(size: int, threads: int) -> dict:
+    """What a table's figures hold for: this host's CPU and ISA, the runtime and its version, mode, size, threads."""
+    return {
+        "device": f"{host()['cpu']} ({platform.machine()})",
+        "isa": isa(),
+        "runtime": runtime(),
+        "mode": MODE,
+        "size": size,
+        "threads": threads,
+    }
+
+
+def entry_key(shape) -> str:
+    """An op's table key: the op, kernel / stride, padding, input size, channels in > out."""
+    k = f"{shape.kernel}x{shape.kernel}/{shape.stride} p{shape.padding} " if shape.op != "add" else ""
+    return f"{shape.op} {k}{shape.hw}px {shape.cin}>{shape.cout}"
+
+
+def op_tflite(*shapes, seed: int = 0) -> bytes:
+    """A .tflite holding int8 ops in a chain (each reads the one before), each as onnx2tf writes it (a PAD op before
+    a strided conv or pool with padding):
+    a conv with random per-channel weights (XNNPACK's int8 kernels do the same work for any values) and a fused ReLU,
+    a residual add of two differently scaled inputs with its ReLU, or a max-pool."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as S  # noqa: N812 (the schema's own name)
+
+    rng = np.random.default_rng(seed)
+    tensors, buffers, operators, codes = [], [S.BufferT()], [], []  # buffer 0: the schema's empty sentinel
+
+    def tensor(dims, kind=S.TensorType.INT8, data=None, scale=0.02, zero_point=-128, axis=0) -> int:
+        buffer = S.BufferT()
+        if data is not None:
+            buffer.data = np.frombuffer(np.ascontiguousarray(data).tobytes(), np.uint8)
+        buffers.append(buffer)
+        t = S.TensorT()
+        t.shape, t.type, t.buffer, t.name = list(dims), kind, len(buffers) - 1, f"t{len(tensors)}".encode()
+        if kind == S.TensorType.INT8 or scale is not None and kind == S.TensorType.INT32:
+            q = S.QuantizationParametersT()
+            q.scale = [float(v) for v in np.atleast_1d(scale)]
+            q.zeroPoint = [int(v) for v in np.broadcast_to(zero_point, len(q.scale))]
+            q.quantizedDimension = axis
+            t.quantization = q
+        tensors.append(t)
+        return len(tensors) - 1
+
+    def operator(op, version, inputs, outputs, options_type, options) -> None:
+        if op not in codes:
+            codes.append(op)
+        o = S.OperatorT()
+        o.opcodeIndex, o.inputs, o.outputs = codes.index(op), inputs, outputs
+        o.builtinOptionsType, o.builtinOptions = options_type, options
+        operators.append((o, version))
+
+    relu = S.ActivationFunctionType.RELU
+    x = tensor([1, shapes[0].hw, shapes[0].hw, shapes[0].cin])
+    inputs = [x]
+    for shape in shapes:
+        k, st, p, hw, cin, cout = shape.kernel, shape.stride, shape.padding, shape.hw, shape.cin, shape.cout
+        explicit = shape.op != "add" and st > 1 and p > 0
+        size = hw + 2 * p if explicit else hw
+        if explicit:
+            paddings = tensor([4, 2], S.TensorType.INT32, np.array([[0, 0], [p, p], [p, p], [0, 0]], np.int32), None)
+            padded = tensor([1, size, size, cin])
+            operator(S.BuiltinOperator.PAD, 2, [x, paddings], [padded], S.BuiltinOptions.PadOptions, S.PadOptionsT())
+            x = padded
+        same = p > 0 and not explicit
+        out_hw = -(-size // st) if same else (size - k) // st + 1
+        if shape.op == "conv":
+            scales = rng.uniform(0.001, 0.01, cout)
+            weights = rng.integers(-127, 128, (cout, k, k, cin), dtype=np.int8)
+            w = tensor([cout, k, k, cin], data=weights, scale=scales, zero_point=0)
+            b = tensor([cout], S.TensorType.INT32, rng.integers(-1000, 1000, cout, dtype=np.int32), 0.02 * scales, 0)
+            y = tensor([1, out_hw, out_hw, cout], scale=0.05)
+            options = S.Conv2DOptionsT()
+            options.padding = S.Padding.SAME if same else S.Padding.VALID
+            options.strideW = options.strideH = st
+            options.dilationWFactor = options.dilationHFactor = 1
+            options.fusedActivationFunction = relu
+            operator(S.BuiltinOperator.CONV_2D, 3, [x, w, b], [y], S.BuiltinOptions.Conv2DOptions, options)
+        elif shape.op == "add":  # the other summand (the block's shortcut) comes from outside
+            x2 = tensor([1, hw, hw, cin], scale=0.03, zero_point=-5)
+            inputs.append(x2)
+            y = tensor([1, hw, hw, cout], scale=0.05)
+            options = S.AddOptionsT()
+            options.fusedActivationFunction = relu
+            operator(S.BuiltinOperator.ADD, 2, [x, x2], [y], S.BuiltinOptions.AddOptions, options)
+        elif shape.op == "maxpool":
+            y = tensor([1, out_hw, out_hw, cout])
+            options = S.Pool2DOptionsT()
+            options.padding = S.Padding.SAME if same else S.Padding.VALID
+            options.strideW = options.strideH = st
+            options.filterWidth = options.filterHeight = k
+            operator(S.BuiltinOperator.MAX_POOL_2D, 2, [x], [y], S.BuiltinOptions.Pool2DOptions, options)
+        else:
+            raise EdgeError(f"latency table: no entry kind for op {shape.op!r} (conv, add, maxpool)")
+        x = y
+    op_codes = []
+    for op in codes:
+        c = S.OperatorCodeT()
+        c.builtinCode = c.deprecatedBuiltinCode = op
+        c.version = max(v for o, v in operators if codes[o.opcodeIndex] == op)
+        op_codes.append(c)
+    graph = S.SubGraphT()
+    graph.tensors, graph.inputs, graph.outputs = tensors, inputs, [x]
+    graph.operators, graph.name = [o for o, _ in operators], b"main"
+    model = S.ModelT()
+    model.version, model.operatorCodes, model.subgraphs, model.buffers = 3, op_codes, [graph], buffers
+    model.description = b"resnet-edge latency table entry"
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def time_file(path: Path, threads: int, warmup: int = WARMUP, runs: int = RUNS) -> float:
+    """The fastest ms of one inference of a .tflite file, run as the benchmark stage runs it
+    (device_tests/tflite_memory.py's Runner and timing loop)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from ..stages.benchmark import tflite_memory
+
+    tm = tflite_memory()
+    runner = tm.Runner(str(path), MODE, threads, Interpreter)
+    detail = runner.input
+    x = np.zeros(detail["shape"], detail["dtype"])
+    return float(np.min(tm.timed(runner, x, warmup, runs)))
+
+
+def spread(timer, keys: list, progress=None) -> dict:
+    """{key: fastest of timer(key)} over rounds through every key, at least ROUNDS of them and SPAN_S seconds."""
+    best = dict.fromkeys(keys, float("inf"))
+    start, rounds = time.perf_counter(), 0
+    while rounds < ROUNDS or time.perf_counter() - start < SPAN_S:
+        for key in keys:
+            best[key] = min(best[key], timer(key))
+        rounds += 1
+        if progress is not None and rounds <= ROUNDS:
+            progress.update(len(keys))
+    return best
+
+
+def whole_ms(path: Path, threads: int) -> float:
+    """A whole file's latency as the table's entries are timed: the fastest of bursts spread over SPAN_S seconds."""
+    return spread(lambda _: time_file(path, threads, warmup=WARMUP, runs=2 * RUNS), [path])[path]
+
+
+class LatencyTable:
+    """A table on disk: load it if its identity matches, measure what is missing, predict a plan's ms."""
+
+    def __init__(self, path: Path, size: int, threads: int) -> None:
+        self.path, self.size, self.threads = Path(path), size, threads
+        self.identity = identity(size, threads)
+        self.entries: dict[str, float] = {}
+        self.rest: dict[str, dict] = {}
+        self.measured = 0  # entries timed by this object (0: every lookup came from the file)
+        self.reused = False
+        if self.path.is_file():
+            data = json.loads(self.path.read_text())
+            if data.get("format") == FORMAT and data.get("identity") == self.identity:
+                self.entries, self.rest, self.reused = data["entries"], data.get("rest", {}), True
+
+    def save(self) -> Path:
+        data = {
+            "format": FORMAT,
+            "identity": self.identity,
+            "entries": dict(sorted(self.entries.items())),
+            "rest": self.rest,
+            "timing": {"warmup": WARMUP, "runs": RUNS, "rounds": ROUNDS, "span_s": SPAN_S, "statistic": "min"},
+        }
+        return atomic_write_json(self.path, data)
+
+    def measure(self, shapes, progress=None) -> None:
+        """Time every shape not yet in the table (deduplicated): short bursts of each one-op file, round after round
+        over the whole set, for at least ROUNDS rounds and SPAN_S seconds, keeping each entry's fastest. A shared host
+        has slow spells of seconds (a neighbour on the other hyperthread: 2x); spread over the span, every entry gets
+        runs outside them."""
+        missing = list(dict.fromkeys(entry_key(s) for s in shapes if entry_key(s) not in self.entries))
+        if not missing:
+            return
+        by_key = {entry_key(s): s for s in shapes}
+        with tempfile.TemporaryDirectory(prefix="latency-table-") as tmp:
+            files = {}
+            for i, key in enumerate(missing):
+                files[key] = Path(tmp) / f"{i}.tflite"
+                files[key].write_bytes(op_tflite(by_key[key]))
+            best = spread(lambda key: time_file(files[key], self.threads), missing, progress)
+        self.entries.update(best)
+        self.measured += len(missing)
+
+    def ops_ms(self, shapes) -> float:
+        """The sum of the shapes' entries (all of them must be in the table)."""
+        missing = [entry_key(s) for s in shapes if entry_key(s) not in self.entries]
+        if missing:
+            raise EdgeError(f"{self.path}: no entry for {missing[0]} ({len(missing)} missing); measure them first")
+        return sum(self.entries[entry_key(s)] for s in shapes)
+
+    def calibrate(self, model_key: str, whole_file: Path, shapes) -> dict:
+        """What a model's whole file costs beyond its ops' entries, per MiB of int8 weights: its dense file timed here
+        less its entries, divided by its weights. Alone, an op's weights stay in the CPU's cache from run to run; in
+        the whole file they are read again each inference once all of them outgrow it (ResNet-18: 10.7 MiB), so the
+        difference grows with the weights a plan keeps."""
+        self.measure(shapes)
+        whole, ops, mib = whole_ms(whole_file, self.threads), self.ops_ms(shapes), weight_mib(shapes)
+        self.rest[model_key] = {"whole_ms": whole, "ops_ms": ops, "weight_mib": mib, "ms_per_mib": (whole - ops) / mib}
+        return self.rest[model_key]
+
+    def predict(self, model_key: str, shapes) -> float:
+        """Predicted ms of a file with these ops: their entries plus the model's cost per MiB of weights."""
+        if model_key not in self.rest:
+            raise EdgeError(f"{self.path}: not calibrated for {model_key} (no whole-file measurement)")
+        return self.ops_ms(shapes) + self.rest[model_key]["ms_per_mib"] * weight_mib(shapes)
+
+
+def weight_mib(shapes) -> float:
+    """int8 weights of the convs, MiB."""
+    return sum(s.cin * s.cout * s.kernel**2 for s in shapes if s.op == "conv") / 2**20

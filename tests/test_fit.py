@@ -1,0 +1,161 @@
+"""resnet-edge fit, its parts: channel plans (quantization/channels.py) and the latency table
+(pipeline/engine/latency_table.py) measured with LiteRT's int8 kernels."""
+
+import copy
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from models import build_model
+from pipeline.core.errors import EdgeError
+from pipeline.engine import latency_table as lt
+from quantization.channels import OpShape, channel_groups, op_shapes, prune_to
+
+EXAMPLE = torch.zeros(1, 1, 32, 32)
+
+
+def resnet18(width=0.25):
+    torch.manual_seed(0)
+    return build_model("resnet18", num_classes=10, in_channels=1, width=width, stem="imagenet").eval()
+
+
+def test_resnet18_has_four_residual_streams_and_eight_block_groups():
+    groups = {g.name: g for g in channel_groups(resnet18(), EXAMPLE)}
+    assert len(groups) == 12
+    streams = ["conv1", "layer2.0.downsample.0", "layer3.0.downsample.0", "layer4.0.downsample.0"]
+    assert set(streams) < set(groups)
+    # a stream: the stem (or projection) and every block's last conv of that stage write it, the next convs read it
+    assert set(groups["conv1"].outputs) == {"conv1", "layer1.0.conv2", "layer1.1.conv2"}
+    assert set(groups["conv1"].inputs) == {
+        "layer1.0.conv1",
+        "layer1.1.conv1",
+        "layer2.0.conv1",
+        "layer2.0.downsample.0",
+    }
+    assert groups["layer3.1.conv1"].outputs == ("layer3.1.conv1",) and groups["layer3.1.conv1"].inputs == (
+        "layer3.1.conv2",
+    )
+    assert [groups[s].channels for s in streams] == [16, 32, 64, 128]
+
+
+def test_a_plan_prunes_to_exactly_its_counts_as_predicted_without_pruning():
+    model = resnet18()
+    groups = channel_groups(model, EXAMPLE)
+    plan = {"conv1": 8, "layer1.0.conv1": 8, "layer3.0.downsample.0": 24, "layer4.1.conv1": 40}
+    predicted = op_shapes(model, 64, 1, plan, groups)
+    pruned = prune_to(copy.deepcopy(model), EXAMPLE, plan)
+    assert op_shapes(pruned, 64, 1) == predicted
+    by_name = {s.name: s for s in predicted if s.op == "conv"}
+    assert (by_name["conv1"].cout, by_name["layer1.1.conv2"].cout, by_name["layer2.0.conv1"].cin) == (8, 8, 8)
+    assert (by_name["layer4.1.conv1"].cout, by_name["layer4.1.conv2"].cin, by_name["layer4.1.conv2"].cout) == (
+        40,
+        40,
+        128,
+    )
+    adds = [s for s in predicted if s.op == "add"]
+    assert [a.cout for a in adds] == [8, 8, 32, 32, 24, 24, 128, 128]  # the streams' counts, block by block
+    assert [s.cout for s in predicted if s.op == "maxpool"] == [8]
+    assert pruned(torch.randn(2, 1, 32, 32)).shape == (2, 10)
+
+
+def test_pruning_removes_the_weakest_channels_of_a_group():
+    """Channels whose every weight in the group is zero are the ones a plan removes: the output does not change."""
+    model = resnet18()
+    block = model.layer2[1]
+    dead = [1, 4, 5, 9, 17, 30]
+    with torch.no_grad():
+        block.conv1.weight[dead] = 0
+        block.bn1.weight[dead] = 0
+        block.bn1.bias[dead] = 0
+        block.conv2.weight[:, dead] = 0
+    x = torch.randn(4, 1, 32, 32)
+    with torch.no_grad():
+        before = model(x)
+        pruned = prune_to(copy.deepcopy(model), EXAMPLE, {"layer2.1.conv1": 32 - len(dead)})
+        after = pruned(x)
+    assert pruned.layer2[1].conv1.out_channels == 26
+    torch.testing.assert_close(after, before, rtol=1e-5, atol=1e-5)
+    with torch.no_grad():  # a cut deeper than the dead channels changes it
+        assert not torch.allclose(prune_to(copy.deepcopy(model), EXAMPLE, {"layer2.1.conv1": 20})(x), before, atol=1e-3)
+
+
+def test_a_bad_plan_is_one_line():
+    with pytest.raises(EdgeError, match="no prunable group 'fc'"):
+        prune_to(resnet18(), EXAMPLE, {"fc": 4})
+    with pytest.raises(EdgeError, match="conv1 keeps 40 of 16 channels"):
+        prune_to(resnet18(), EXAMPLE, {"conv1": 40})
+
+
+def op_names(blob: bytes) -> list[str]:
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=blob)
+    interpreter.allocate_tensors()
+    return [d["op_name"] for d in interpreter._get_ops_details() if d["op_name"] != "DELEGATE"]
+
+
+def test_table_entries_are_the_ops_onnx2tf_writes():
+    """A strided padded conv or pool gets its PAD op (onnx2tf's layout), a stride-1 conv SAME padding, an add two
+    inputs; every entry runs in LiteRT with int8 tensors of the stated shapes."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    assert op_names(lt.op_tflite(OpShape("conv", "c", 16, 32, 3, 2, 1, 56))) == ["PAD", "CONV_2D"]
+    assert op_names(lt.op_tflite(OpShape("conv", "c", 16, 32, 3, 1, 1, 56))) == ["CONV_2D"]
+    assert op_names(lt.op_tflite(OpShape("maxpool", "p", 16, 16, 3, 2, 1, 112))) == ["PAD", "MAX_POOL_2D"]
+    add = Interpreter(model_content=lt.op_tflite(OpShape("add", "a", 24, 24, 1, 1, 0, 14)))
+    add.allocate_tensors()
+    assert [tuple(d["shape"]) for d in add.get_input_details()] == [(1, 14, 14, 24)] * 2
+    conv = Interpreter(model_content=lt.op_tflite(OpShape("conv", "c", 16, 32, 3, 2, 1, 56)))
+    conv.allocate_tensors()
+    assert tuple(conv.get_output_details()[0]["shape"]) == (1, 28, 28, 32)
+    assert conv.get_output_details()[0]["dtype"] == np.int8
+    shapes = op_shapes(resnet18(), 64, 1)
+    assert [s.op for s in shapes].count("conv") == 20 and [s.op for s in shapes].count("add") == 8
+
+
+@pytest.fixture
+def quick(monkeypatch):
+    """One short round per entry: the table's logic, not its figures."""
+    monkeypatch.setattr(lt, "ROUNDS", 1)
+    monkeypatch.setattr(lt, "SPAN_S", 0.0)
+
+
+def test_a_table_is_cached_reused_and_rebuilt_for_another_size_or_thread_count(tmp_path, quick):
+    path = tmp_path / "table.json"
+    shapes = [OpShape("conv", "c", 16, 16, 3, 1, 1, 28), OpShape("add", "a", 16, 16, 1, 1, 0, 28)]
+    table = lt.LatencyTable(path, 28, 1)
+    table.measure(shapes)
+    assert table.measured == 2 and not table.reused
+    table.save()
+    saved = json.loads(path.read_text())
+    assert saved["format"] == lt.FORMAT and saved["identity"]["size"] == 28 and saved["identity"]["threads"] == 1
+    assert set(saved["entries"]) == {"conv 3x3/1 p1 28px 16>16", "add 28px 16>16"}
+    assert all(ms > 0 for ms in saved["entries"].values())
+
+    again = lt.LatencyTable(path, 28, 1)
+    again.measure(shapes)
+    assert again.reused and again.measured == 0 and again.entries == saved["entries"]
+    for size, threads in ((32, 1), (28, 2)):
+        other = lt.LatencyTable(path, size, threads)
+        assert not other.reused and other.entries == {}
+
+
+def test_the_prediction_reads_the_table(tmp_path, quick):
+    """The entries and the per-MiB cost are what predict adds up: change the file, the prediction follows."""
+    path = tmp_path / "table.json"
+    shapes = [OpShape("conv", "c", 64, 64, 3, 1, 1, 14), OpShape("add", "a", 64, 64, 1, 1, 0, 14)]
+    table = lt.LatencyTable(path, 14, 1)
+    table.measure(shapes)
+    table.rest["m"] = {"ms_per_mib": 0.5}
+    table.save()
+    data = json.loads(path.read_text())
+    data["entries"]["conv 3x3/1 p1 14px 64>64"] = 7.0
+    data["entries"]["add 14px 64>64"] = 1.0
+    path.write_text(json.dumps(data))
+    assert lt.LatencyTable(path, 14, 1).predict("m", shapes) == pytest.approx(8.0 + 0.5 * 64 * 64 * 9 / 2**20)
+    with pytest.raises(EdgeError, match="not calibrated for resnet50"):
+        table.predict("resnet50", shapes)
+    with pytest.raises(EdgeError, match="no entry for conv 1x1/1 p0 14px 64>8"):
+        table.predict("m", [OpShape("conv", "c", 64, 8, 1, 1, 0, 14)])
