@@ -148,10 +148,13 @@ def op_shapes(
     finally:
         for handle in handles:
             handle.remove()
-    if not plan:
-        return shapes
-    outs = {conv: plan[g.name] for g in groups or [] if g.name in plan for conv in g.outputs}
-    ins = {conv: plan[g.name] for g in groups or [] if g.name in plan for conv in g.inputs}
+    return plan_shapes(shapes, groups or [], plan) if plan else shapes
+
+
+def plan_shapes(shapes: list[OpShape], groups: list[Group], plan: dict[str, int]) -> list[OpShape]:
+    """The dense model's op shapes as they would be under `plan` (no model needed: what a search asks many times)."""
+    outs = {conv: plan[g.name] for g in groups if g.name in plan for conv in g.outputs}
+    ins = {conv: plan[g.name] for g in groups if g.name in plan for conv in g.inputs}
     planned = []
     for s in shapes:
         if s.op == "conv":

@@ -1,0 +1,166 @@
+"""The search behind `resnet-edge fit`: NetAdapt's greedy loop (Yang et al., 2018) on a measured latency table.
+
+Each iteration lowers the target by one step and asks every channel group for the smallest cut (one of its channel
+levels) whose predicted cost meets it; every such proposal is pruned from the current model, its batch-norm statistics
+re-estimated on training images (adaptive BN: EagleEye, Li et al., 2020, showed that it ranks pruned candidates as
+fine-tuning would, at a fraction of the cost) and scored on the validation split (never the test split); the best is
+kept and fine-tuned briefly with distillation from the dense model before the next iteration. The loop stops when
+the predicted cost meets the budget.
+
+`cost(plan)` is the caller's: a latency table's prediction (ms) or the predicted file size (MiB).
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from quantization.channels import Group, prune_to
+
+
+def levels(channels: int, round_to: int, count: int) -> list[int]:
+    """A group's channel counts a plan may give it, largest first: `count` even steps of its channels, each a multiple
+    of round_to (at least round_to)."""
+    step = max(1, round_to)
+    found = {max(step, round(channels * i / count / step) * step) for i in range(1, count + 1)}
+    return sorted({min(c, channels) for c in found} | {channels}, reverse=True)
+
+
+def adapt_bn(model: nn.Module, images: np.ndarray, batch: int = 128) -> nn.Module:
+    """Batch-norm running statistics re-estimated on `images` (a cumulative average), the weights untouched."""
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None
+    model.train()
+    with torch.no_grad():
+        for i in range(0, len(images), batch):
+            model(torch.from_numpy(images[i : i + batch]))
+    for bn in bns:
+        bn.momentum = 0.1
+    return model.eval()
+
+
+def top1(model: nn.Module, x: np.ndarray, y: np.ndarray, batch: int = 500) -> float:
+    """Top-1 (%) of a torch model on preprocessed images."""
+    model.eval()
+    right = 0
+    with torch.no_grad():
+        for i in range(0, len(x), batch):
+            right += int((model(torch.from_numpy(x[i : i + batch])).argmax(1).numpy() == y[i : i + batch]).sum())
+    return 100.0 * right / len(x)
+
+
+@dataclass
+class Result:
+    model: nn.Module
+    plan: dict[str, int]
+    cost: float
+    trace: list[dict] = field(default_factory=list)
+    feasible: bool = True
+    fastest: float | None = None  # the cost of every group at its lowest level: what the search could reach at best
+
+
+def search(
+    model: nn.Module,
+    groups: list[Group],
+    grid: dict[str, list[int]],
+    cost: Callable[[dict[str, int]], float],
+    target: float,
+    example: torch.Tensor,
+    bn_images: np.ndarray,
+    val: tuple[np.ndarray, np.ndarray],
+    tune: Callable[[nn.Module], None] | None = None,
+    steps: int = 6,
+    plan: dict[str, int] | None = None,
+    log=print,
+) -> Result:
+    """Greedy NetAdapt from `model` (pruned to `plan` already, if given) until cost(plan) <= target, in about
+    `steps` iterations. `grid`: each group's allowed channel counts; `tune(model)`: the short fine-tune after each
+    iteration. An infeasible target (even every group at its lowest level costs more) returns at once with
+    feasible=False and the fastest reachable cost."""
+    plan = dict(plan or {g.name: g.channels for g in groups})
+    lowest = {g.name: grid[g.name][-1] for g in groups}
+    fastest = cost(lowest)
+    current = cost(plan)
+    result = Result(model, plan, current, fastest=fastest)
+    if current <= target:
+        return result
+    if fastest > target:
+        result.feasible = False
+        return result
+    step = (current - target) / max(1, steps)
+    while current > target:
+        started = time.perf_counter()
+        want = max(current - step, target)
+        proposals = []
+        for group in groups:
+            below = [c for c in grid[group.name] if c < plan[group.name]]
+            reach = next((c for c in below if cost({**plan, group.name: c}) <= want), None)
+            if reach is None and below:
+                reach = below[-1]  # no single cut of this group reaches the step: its deepest, if it saves at all
+            if reach is not None and cost({**plan, group.name: reach}) < current:
+                proposals.append((group.name, reach, cost({**plan, group.name: reach})))
+        if not proposals:  # cannot happen while fastest <= target < current; kept as a stop
+            break
+        meets = [p for p in proposals if p[2] <= want]
+        scored = []
+        for name, keep, predicted in meets or proposals:
+            candidate = adapt_bn(prune_to(copy.deepcopy(model), example, {name: keep}), bn_images)
+            scored.append((top1(candidate, *val), -predicted, name, keep, predicted, candidate))
+        acc, _, name, keep, predicted, model = max(scored, key=lambda s: s[:2])
+        plan[name], current = keep, predicted
+        if tune is not None:
+            tune(model)
+            acc_tuned = top1(model, *val)
+        else:
+            acc_tuned = acc
+        entry = {
+            "iteration": len(result.trace) + 1,
+            "group": name,
+            "channels": keep,
+            "predicted": current,
+            "val_top1": acc,
+            "val_top1_tuned": acc_tuned,
+            "proposals": [{"group": s[2], "channels": s[3], "predicted": s[4], "val_top1": s[0]} for s in scored],
+            "plan": dict(plan),
+            "seconds": time.perf_counter() - started,
+        }
+        result.trace.append(entry)
+        log(
+            f"  fit step {entry['iteration']}: {name} -> {keep} channels, predicted {current:.3f}, "
+            f"val top-1 {acc:.2f}% ({acc_tuned:.2f}% tuned), {len(scored)} proposals, {entry['seconds']:.0f} s"
+        )
+    result.model, result.plan, result.cost = model, plan, current
+    return result
+
+
+def stderr(line: str) -> None:
+    print(line, file=sys.stderr)
+
+
+def grid_shapes(shapes, groups: list[Group], grid: dict[str, list[int]]) -> list:
+    """Every op shape any plan on `grid` can give: what a latency table for the search must hold."""
+    from dataclasses import replace
+
+    out_of = {conv: g.name for g in groups for conv in g.outputs}
+    in_of = {conv: g.name for g in groups for conv in g.inputs}
+    found = {}
+    for s in shapes:
+        if s.op == "conv":
+            for cin in grid.get(in_of.get(s.name, ""), [s.cin]):
+                for cout in grid.get(out_of.get(s.name, ""), [s.cout]):
+                    shape = replace(s, cin=cin, cout=cout)
+                    found[(shape.op, shape.kernel, shape.stride, shape.padding, shape.hw, cin, cout)] = shape
+        else:
+            for c in grid.get(out_of.get(s.follows, ""), [s.cout]):
+                shape = replace(s, cin=c, cout=c)
+                found[(shape.op, shape.kernel, shape.stride, shape.padding, shape.hw, c, c)] = shape
+    return list(found.values())
