@@ -120,6 +120,7 @@ def quick(monkeypatch):
     """One short round per entry: the table's logic, not its figures."""
     monkeypatch.setattr(lt, "ROUNDS", 1)
     monkeypatch.setattr(lt, "SPAN_S", 0.0)
+    monkeypatch.setattr(lt, "MAX_SPAN_S", 0.0)
 
 
 def test_a_table_is_cached_reused_and_rebuilt_for_another_size_or_thread_count(tmp_path, quick):
@@ -143,19 +144,146 @@ def test_a_table_is_cached_reused_and_rebuilt_for_another_size_or_thread_count(t
 
 
 def test_the_prediction_reads_the_table(tmp_path, quick):
-    """The entries and the per-MiB cost are what predict adds up: change the file, the prediction follows."""
+    """The entries and the calibration line are what predict adds up: change the file, the prediction follows."""
     path = tmp_path / "table.json"
     shapes = [OpShape("conv", "c", 64, 64, 3, 1, 1, 14), OpShape("add", "a", 64, 64, 1, 1, 0, 14)]
     table = lt.LatencyTable(path, 14, 1)
     table.measure(shapes)
-    table.rest["m"] = {"ms_per_mib": 0.5}
+    table.rest["m"] = {"scale": 2.0, "offset_ms": 0.5}
     table.save()
     data = json.loads(path.read_text())
     data["entries"]["conv 3x3/1 p1 14px 64>64"] = 7.0
     data["entries"]["add 14px 64>64"] = 1.0
     path.write_text(json.dumps(data))
-    assert lt.LatencyTable(path, 14, 1).predict("m", shapes) == pytest.approx(8.0 + 0.5 * 64 * 64 * 9 / 2**20)
+    assert lt.LatencyTable(path, 14, 1).predict("m", shapes) == pytest.approx(2.0 * 8.0 + 0.5)
     with pytest.raises(EdgeError, match="not calibrated for resnet50"):
         table.predict("resnet50", shapes)
     with pytest.raises(EdgeError, match="no entry for conv 1x1/1 p0 14px 64>8"):
         table.predict("m", [OpShape("conv", "c", 64, 8, 1, 1, 0, 14)])
+
+
+# --- the stage, on the session's tiny run (quarter-width ResNet-18, 28 px), latency at 64 px and 1 thread ----------
+
+FIT = {"budget_size": 64, "budget_threads": 1, "fit_steps": 3, "fit_step_images": 256, "structured_epochs": 1}
+
+
+@pytest.fixture(scope="module")
+def fit_base(tiny_run, tmp_path_factory):
+    """A copy of the tiny run with its fit table built and calibrated, by a budget nothing meets: (cfg, fit record)."""
+    import dataclasses
+
+    from conftest import copy_run
+
+    from pipeline.cli import main
+    from pipeline.run import run_one
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(lt, "SPAN_S", 2.0)
+    mp.setattr(lt, "MAX_SPAN_S", 10.0)
+    cfg = copy_run(tiny_run, tmp_path_factory.mktemp("fit"), "fit", **FIT)
+    with pytest.raises(EdgeError) as e:
+        run_one("fit", dataclasses.replace(cfg, budget_ms=0.001))
+    record = json.loads((cfg.run_dir / "fit" / "fit_0p001ms.json").read_text())
+    yield cfg, record, str(e.value), main
+    mp.undo()
+
+
+def test_a_budget_nothing_reaches_is_one_line_naming_the_fastest_and_keeps_the_trace(fit_base, capsys):
+    cfg, record, message, main = fit_base
+    assert record["feasible"] is False and record["fastest"] < record["calibration"]["whole_ms"]
+    assert f"the fastest reachable is {record['fastest']:.3f} ms" in message and "\n" not in message
+    assert main(["fit", str(cfg.run_dir), "budget_ms=0.001"]) == 2
+    err = capsys.readouterr().err
+    assert "no plan reaches 0.001 ms" in err and "fit/fit_0p001ms.json" in err
+    table = json.loads((cfg.run_dir / "fit" / "latency_64px_1thr.json").read_text())
+    assert table["identity"]["size"] == 64 and len(table["entries"]) == record["table"]["entries"] > 20
+
+
+def fit_copy(fit_base, tmp_path, **budget):
+    import dataclasses
+
+    from conftest import copy_run
+
+    return dataclasses.replace(copy_run(fit_base[0], tmp_path, "f"), **budget)
+
+
+def test_fit_returns_a_gated_file_within_a_latency_budget(fit_base, tmp_path, monkeypatch):
+    """Between the dense file and the fastest plan: a pruned file, its channels per group below the dense ones,
+    measured whole within the budget, a gated row of the run (the table was reused, not measured again)."""
+    from pipeline.chain import context
+    from pipeline.core import records
+    from pipeline.run import run_one
+
+    monkeypatch.setattr(lt, "SPAN_S", 2.0)
+    monkeypatch.setattr(lt, "MAX_SPAN_S", 10.0)
+    dense, fastest = fit_base[1]["calibration"]["whole_ms"], fit_base[1]["fastest"]
+    budget = round(fastest + 0.5 * (dense - fastest), 3)
+    cfg = fit_copy(fit_base, tmp_path, budget_ms=budget)
+    table_before = (cfg.run_dir / "fit" / "latency_64px_1thr.json").read_text()
+    assert run_one("fit", cfg) == 0
+    name = f"fit_{budget:g}ms".replace(".", "p")
+    record = json.loads((cfg.run_dir / "fit" / f"{name}.json").read_text())
+    assert record["pruned"] and record["trace"] and record["measured_ms"] <= budget
+    assert record["predicted"] <= budget and record["plan"] != {g: 0 for g in record["plan"]}
+    assert (
+        json.loads(table_before)["entries"]
+        == json.loads((cfg.run_dir / "fit" / "latency_64px_1thr.json").read_text())["entries"]
+    )
+    layout = context(cfg).layout
+    row = records.read(layout, f"tflite/{name}_int8.tflite")
+    assert row["gates"]["status"] == "pass" and row["build"]["fit"]["budget"]["value"] == budget
+    assert f"tflite/{name}_int8.tflite" in context(cfg).rows
+
+
+def test_a_budget_the_dense_file_meets_returns_it_unpruned(fit_base, tmp_path, monkeypatch, capsys):
+    from pipeline.run import run_one
+
+    monkeypatch.setattr(lt, "SPAN_S", 2.0)
+    monkeypatch.setattr(lt, "MAX_SPAN_S", 10.0)
+    budget = round(3 * fit_base[1]["calibration"]["whole_ms"], 3)
+    cfg = fit_copy(fit_base, tmp_path, budget_ms=budget)
+    assert run_one("fit", cfg) == 0
+    record = json.loads((cfg.run_dir / "fit" / f"fit_{budget:g}ms.json".replace(".", "p", 1)).read_text())
+    assert record["pruned"] is False and record["trace"] == []
+    assert "the dense int8 file meets the budget" in capsys.readouterr().err
+
+
+def test_one_budget_at_a_time_and_fit_needs_one(tiny_run, tmp_path):
+    from conftest import copy_run
+
+    from pipeline.run import run_one
+
+    cfg = copy_run(tiny_run, tmp_path, "b", budget_ms=2.0, budget_mib=1.0)
+    with pytest.raises(EdgeError, match="budget_ms=2 budget_mib=1: give one budget"):
+        run_one("fit", cfg)
+    with pytest.raises(EdgeError, match="fit: give a budget"):
+        run_one("fit", copy_run(tiny_run, tmp_path, "c"))
+
+
+def test_a_speedup_budget_is_against_the_fp32_file_timed_with_it(fit_base, tmp_path, monkeypatch):
+    """budget_speedup=1: the target is the run's fp32 file at the budget's size, timed here; the int8 file meets it."""
+    from pipeline.run import run_one
+
+    monkeypatch.setattr(lt, "SPAN_S", 2.0)
+    monkeypatch.setattr(lt, "MAX_SPAN_S", 10.0)
+    cfg = fit_copy(fit_base, tmp_path, budget_speedup=1.0)
+    assert run_one("fit", cfg) == 0
+    record = json.loads((cfg.run_dir / "fit" / "fit_1x.json").read_text())
+    assert record["budget"]["target"] == pytest.approx(record["reference"]["fp32_ms"])
+    assert record["reference"]["fp32_ms"] > record["reference"]["dense_int8_ms"] and not record["pruned"]
+    assert (cfg.run_dir / "fit" / "dense_64px_fp32.tflite").is_file()
+
+
+def test_a_size_budget_returns_a_file_within_it(fit_base, tmp_path, monkeypatch):
+    from pipeline.run import run_one
+
+    monkeypatch.setattr(lt, "SPAN_S", 2.0)
+    monkeypatch.setattr(lt, "MAX_SPAN_S", 10.0)
+    dense_mib = (fit_base[0].run_dir / "fit" / "dense_64px_int8.tflite").stat().st_size / 2**20
+    budget = round(0.6 * dense_mib, 3)
+    cfg = fit_copy(fit_base, tmp_path, budget_mib=budget)
+    assert run_one("fit", cfg) == 0
+    name = f"fit_{budget:g}mib".replace(".", "p")
+    record = json.loads((cfg.run_dir / "fit" / f"{name}.json").read_text())
+    assert record["pruned"] and record["measured_mib"] <= budget and record["budget"]["unit"] == "MiB"
+    assert (cfg.run_dir / "tflite" / f"{name}_int8.tflite").stat().st_size / 2**20 <= budget

@@ -107,6 +107,17 @@ class Config:
     finetune_subset: int = 0
     kd_alpha: float = 0.5
     kd_temperature: float = 4.0  # softens both models' predictions for the KL term
+    # fit (pipeline.stages.fit): the most accurate int8 file within one budget; any of the three > 0 adds the stage to
+    # `run`. budget_ms: ms per image at budget_size px and budget_threads threads, LiteRT + XNNPACK, measured here;
+    # budget_speedup: times faster than the run's fp32 TFLite file at that size and thread count; budget_mib: file MiB
+    budget_ms: float = 0.0
+    budget_speedup: float = 0.0
+    budget_mib: float = 0.0
+    budget_size: int = 224  # the latency budget's image size (fully convolutional: accuracy stays at image_size)
+    budget_threads: int = 1
+    fit_steps: int = 6  # the greedy search's iterations to the budget (NetAdapt): more are finer and slower
+    fit_levels: int = 8  # channel counts a group may take: this many even steps of its channels (multiples of round_to)
+    fit_step_images: int = 2048  # training images of the distilled fine-tune after each search step (0: none)
     # run (pipeline.run): which optional stages the chain includes
     run_structured: bool = True  # channel pruning at structured_ratio -> int8 TFLite (the fast phone variant)
     run_magnitude: bool = True  # NNCF magnitude pruning at prune_ratio -> int8 TFLite (the small download)
@@ -281,6 +292,14 @@ RANGES = {
     "kd_temperature": (0.0, 100.0, "a temperature"),
     "random_erasing": (0.0, 1.0, "a share"),
     "ema": (0.0, 1.0, "a decay per step"),
+    "budget_ms": (0.0, None, "ms"),
+    "budget_speedup": (0.0, None, "times"),
+    "budget_mib": (0.0, None, "MiB"),
+    "budget_size": (17, 4096, "pixels"),
+    "budget_threads": (1, 1024, "threads"),
+    "fit_steps": (1, 100, "steps"),
+    "fit_levels": (2, 64, "levels"),
+    "fit_step_images": (0, None, "images"),
 }
 OPEN_LOW = {
     "kd_temperature",

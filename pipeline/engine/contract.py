@@ -43,6 +43,8 @@ class Stage:
     needs: tuple[str, ...]  # stages it cannot do without: when one of them failed, this one is skipped
     keys: frozenset[str]  # config keys its result depends on (the rest of the cache key is its inputs' content)
     switch: str | None = None  # the bool config key that leaves it out of `run` when false; None: always runs
+    # beyond a switch, what else in the config brings it into `run` (fit: a budget); None: nothing else
+    wanted: Callable[[object], bool] | None = None
     inputs: Spec = _none  # files read; "<record>#<sections>": those sections of a record
     outputs: Spec = _none  # files written: must exist, non-empty, afterwards
     records: Spec = _none  # artifacts whose record sections it writes; a building stage's are the report's rows
@@ -65,8 +67,8 @@ class Stage:
         return "build" in self.sections
 
     def runs(self, cfg) -> bool:
-        """Whether `run` runs it for cfg (its switch on, or no switch)."""
-        return self.switch is None or bool(getattr(cfg, self.switch))
+        """Whether `run` runs it for cfg (its switch on, or no switch; and wanted, where it says)."""
+        return (self.switch is None or bool(getattr(cfg, self.switch))) and (self.wanted is None or self.wanted(cfg))
 
 
 def fingerprint(layout: Layout, spec: str) -> str | None:

@@ -1,0 +1,300 @@
+"""The fit stage: give a budget, get the file. `resnet-edge fit budget_ms=2` (ms per image at budget_size px on
+budget_threads threads, LiteRT + XNNPACK int8, measured on this host), `budget_speedup=10` (times faster than the
+run's own fp32 TFLite file, both measured here at that size and thread count) or `budget_mib=3` (file size) -> the most
+accurate int8 file within it that the search finds, tflite/fit_<budget>_int8.tflite (and NNCF's PT2E route), gated
+as every compressed row.
+
+1. A latency table (pipeline.engine.latency_table) of every op shape the search can ask for, at the budget's size and
+   thread count, built once and cached in fit/ (reused while this host, runtime, size and threads are the same).
+2. The dense model's int8 file at the budget's size, timed whole: the table's per-MiB calibration (and, for a speedup,
+   the fp32 file beside it: the reference).
+3. NetAdapt's greedy search over the channel groups (pipeline.engine.fit_search), on the validation split.
+4. The final distilled fine-tune (structured_epochs at structured_lr), then the file at the budget's size timed whole:
+   over the budget, the search takes one more step. The report shows the prediction beside the measured figure.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..config.keys import FINETUNE_KEYS, GATED_KEYS
+from ..core import console
+from ..core.artifacts import MIB, atomic_write_json
+from ..core.errors import EdgeError
+from ..core.names import derived_files
+from ..engine.checkpoint import derived_checkpoint, load_checkpoint, model_from_checkpoint, save_checkpoint
+from ..engine.contract import Stage
+from ..engine.gated import deliver
+from .train import fine_tune
+
+UNITS = {"ms": "ms", "speedup": "x", "mib": "mib"}
+EXTRA_STEPS = 2  # when the whole file misses the budget the table predicted it meets: at most this many more steps
+
+
+def budget_of(cfg) -> tuple[str, float] | None:
+    """The one budget the config gives, as (kind, value), or None."""
+    given = [(kind, float(getattr(cfg, f"budget_{kind}"))) for kind in UNITS if getattr(cfg, f"budget_{kind}")]
+    if len(given) > 1:
+        raise EdgeError(
+            " ".join(f"budget_{k}={v:g}" for k, v in given)
+            + ": give one budget (budget_ms, budget_speedup or budget_mib)"
+        )
+    return given[0] if given else None
+
+
+def fit_name(cfg) -> str:
+    """fit_2ms, fit_10x, fit_2p5mib: the rows' name, from the budget."""
+    budget = budget_of(cfg)
+    if budget is None:
+        return "fit"
+    return f"fit_{budget[1]:g}{UNITS[budget[0]]}".replace(".", "p")
+
+
+def fit_json(ctx) -> Path:
+    return ctx.layout.path(f"fit/{fit_name(ctx.cfg)}.json")
+
+
+def model_key(cfg) -> str:
+    """What a table's whole-file calibration holds for: the architecture and the search's grid (not the weights)."""
+    return (
+        f"{cfg.model} width={cfg.width:g} stem={cfg.stem} in={cfg.in_channels} classes={cfg.num_classes} "
+        f"levels={cfg.fit_levels} round_to={cfg.structured_round_to}"
+    )
+
+
+def _check(cfg) -> tuple[str, float]:
+    budget = budget_of(cfg)
+    if budget is None:
+        raise EdgeError(
+            "fit: give a budget: budget_ms=2 (ms per image), budget_speedup=10 (x the fp32 file) or budget_mib=3"
+        )
+    if not cfg.model.startswith("resnet") or cfg.shortcut != "B":
+        raise EdgeError(
+            f"fit: model={cfg.model} shortcut={cfg.shortcut}: the search prunes ResNets with projection shortcuts "
+            "(shortcut=B), whose latency table holds plain convs"
+        )
+    return budget
+
+
+def whole_at_size(ctx, checkpoint: Path, stem: str, variants: tuple[str, ...]) -> dict[str, Path]:
+    """A checkpoint's files at the budget's size in fit/ (exported, parity-checked, converted by onnx2tf)."""
+    from ..data import preprocess
+    from ..engine.onnx_to_tflite import tflite_at_size
+
+    size = ctx.cfg.budget_size
+    x = preprocess(np.asarray(ctx.data.calibration.images[:4]), ctx.data.norm, size)
+    onnx = ctx.layout.path(f"fit/{stem}_{size}px.onnx")
+    return tflite_at_size(checkpoint, onnx, variants, ctx.calib_u8[:64], ctx.data.norm, size, x)
+
+
+def fit_stage(ctx) -> None:
+    """Search channel counts per group on a measured latency table until the budget holds; fine-tune; deliver."""
+    from tqdm import tqdm
+
+    from quantization.channels import channel_groups, op_shapes, plan_shapes, prune_to
+
+    from ..data import preprocess
+    from ..engine.fit_search import grid_shapes, levels, search, top1
+    from ..engine.latency_table import LatencyTable, entry_key, weight_mib, wholes
+
+    layout, cfg = ctx.layout, ctx.cfg
+    kind, value = _check(cfg)
+    say = lambda line: print(line, file=console.err())  # noqa: E731
+    started = time.perf_counter()
+    best = ctx.require(layout.best, "train")
+    parent = load_checkpoint(best)
+    dense = model_from_checkpoint(parent).eval()
+    in_channels = parent["model_options"]["in_channels"]
+    example = torch.from_numpy(ctx.eval_set.x[:1])
+    groups = channel_groups(dense, example)
+    grid = {g.name: levels(g.channels, cfg.structured_round_to, cfg.fit_levels) for g in groups}
+    shapes = op_shapes(dense, cfg.budget_size, in_channels)
+    size, threads = cfg.budget_size, cfg.budget_threads
+
+    # 1-2. the table, and the dense files at the budget's size timed whole
+    table = LatencyTable(layout.path(f"fit/latency_{size}px_{threads}thr.json"), size, threads)
+    need = grid_shapes(shapes, groups, grid)
+    todo = len({entry_key(s) for s in need} - set(table.entries))
+    with tqdm(total=todo, desc=f"latency table {size}px {threads} thr", file=console.err(), disable=not todo) as bar:
+        table.measure(need, bar)
+    dense_files = whole_at_size(ctx, best, "dense", ("int8", "fp32") if kind == "speedup" else ("int8",))
+    key = model_key(cfg)
+    lowest = {g.name: grid[g.name][-1] for g in groups}
+    if key not in table.rest or table.measured:  # the line through the two ends: the dense file and the fastest plan
+        cut = prune_to(copy.deepcopy(dense), example, lowest)
+        ckpt = save_checkpoint(
+            derived_checkpoint(parent, cut, compression={"plan": lowest}), layout.path("fit/lowest.pt")
+        )
+        fastest_file = whole_at_size(ctx, ckpt, "lowest", ("int8",))["int8"]
+        table.calibrate(key, {dense_files["int8"]: shapes, fastest_file: plan_shapes(shapes, groups, lowest)})
+    table.save()
+    calibration = table.rest[key]
+    reference = {"dense_int8_ms": calibration["whole_ms"]}
+    if kind == "speedup":  # the fp32 file and the dense int8 file, timed together
+        timed = wholes([dense_files["int8"], dense_files["fp32"]], threads)
+        reference = {"dense_int8_ms": timed[dense_files["int8"]], "fp32_ms": timed[dense_files["fp32"]]}
+    target = {"ms": value, "speedup": reference.get("fp32_ms", 0) / value, "mib": value}[kind]
+
+    if kind == "mib":  # the file: the dense file's bytes less the weights a plan removes
+        dense_file = dense_files["int8"].stat().st_size / MIB
+        dense_w = weight_mib(shapes)
+
+        def cost(plan: dict[str, int]) -> float:
+            return dense_file - dense_w + weight_mib(plan_shapes(shapes, groups, plan))
+
+    else:
+
+        def cost(plan: dict[str, int]) -> float:
+            return table.predict(key, plan_shapes(shapes, groups, plan))
+
+    # 3. the search, on the validation split
+    val = ctx.val_set
+    bn_images = preprocess(np.asarray(ctx.data.train.images[:512]), ctx.data.norm, cfg.image_size)
+    teacher = model_from_checkpoint(parent).eval()
+    tune_cfg = dataclasses.replace(cfg, finetune_subset=cfg.fit_step_images)
+
+    def tune(model) -> None:
+        if cfg.fit_step_images:
+            fine_tune(model, tune_cfg, ctx.data, 1, cfg.structured_lr, teacher=teacher, plain=True)
+        model.cpu().eval()
+
+    unit = "MiB" if kind == "mib" else "ms"
+    say(
+        f"  fit: budget {value:g} {UNITS[kind]} -> target {target:.3f} {unit}; "
+        f"dense int8 predicted {cost({}):.3f} {unit}"
+    )
+    result = search(
+        copy.deepcopy(dense), groups, grid, cost, target, example, bn_images, val, tune, cfg.fit_steps, log=say
+    )
+    record = {
+        "budget": {"kind": kind, "value": value, "size": size, "threads": threads, "target": target, "unit": unit},
+        "reference": reference,
+        "table": {"path": layout.rel(table.path), "identity": table.identity, "entries": len(table.entries)},
+        "calibration": calibration,
+        "fastest": result.fastest,
+        "dense_val_top1": top1(dense, *val),
+    }
+    if not result.feasible:
+        atomic_write_json(fit_json(ctx), {**record, "feasible": False, "trace": result.trace})
+        raise EdgeError(
+            f"fit {fit_name(cfg)}: no plan reaches {target:.3f} {unit}; the fastest reachable is {result.fastest:.3f} "
+            f"{unit} (every group at its fewest channels{', ' + str(size) + ' px' if unit == 'ms' else ''}); "
+            f"the search trace is in {layout.rel(fit_json(ctx))}"
+        )
+
+    # 4. final fine-tune, then the whole file measured; one more step while it misses the budget
+    name = fit_name(cfg)
+    pruned, trace = bool(result.trace), list(result.trace)
+    if not pruned:
+        say(f"  fit: the dense int8 file meets the budget ({result.cost:.3f} {unit} predicted): no pruning")
+    for extra in range(EXTRA_STEPS + 1):
+        if pruned:  # after one more step, a shorter fine-tune: the model was fine-tuned already
+            epochs = cfg.structured_epochs if not extra else max(1, cfg.structured_epochs // 3)
+            fine_tune(result.model, cfg, ctx.data, epochs, cfg.structured_lr, teacher=teacher, plain=True)
+        model = result.model.cpu().eval()
+        build = {
+            "method": "fit: NetAdapt greedy channel search on a measured latency table" if pruned else "fit: dense",
+            "plan": result.plan,
+            "channels_kept": sum(result.plan.values()) / sum(g.channels for g in groups),
+            "predicted": result.cost,
+            "epochs": cfg.structured_epochs if pruned else 0,
+            "kd": {"alpha": cfg.kd_alpha, "temperature": cfg.kd_temperature},
+        }
+        ckpt = save_checkpoint(derived_checkpoint(parent, model, compression=build), layout.quant(f"{name}.pt"))
+        measured = None
+        if unit == "ms":  # timed in the same rounds as the dense file: the host's drift since the table, measured
+            at_size = whole_at_size(ctx, ckpt, name, ("int8",))["int8"]
+            now = wholes([dense_files["int8"], at_size], threads)
+            measured, drift = now[at_size], now[dense_files["int8"]] / calibration["whole_ms"]
+            record["timed"] = {
+                "file": layout.rel(at_size),
+                "ms": measured,
+                "dense_int8_ms": now[dense_files["int8"]],
+                "drift": drift,
+                "predicted_ms_now": result.cost * drift,
+                "error": measured / (result.cost * drift) - 1,
+            }
+        if measured is None or measured <= target or not pruned or extra == EXTRA_STEPS:
+            break
+        say(
+            f"  fit: measured {measured:.3f} ms over the target {target:.3f} ms (predicted {result.cost:.3f}): "
+            "one more step"
+        )
+        step_target = max(result.fastest, result.cost * target / measured)  # scaled by how far the file missed
+        result = search(
+            result.model, groups, grid, cost, step_target, example, bn_images, val, tune, 1, plan=result.plan, log=say
+        )
+        trace += result.trace
+    if measured is not None and measured > target:
+        atomic_write_json(fit_json(ctx), {**record, "feasible": True, "plan": result.plan, "trace": trace})
+        raise EdgeError(
+            f"fit {name}: the file measures {measured:.3f} ms at {size} px, over the {target:.3f} ms target after "
+            f"{EXTRA_STEPS} more steps (predicted {result.cost:.3f} ms); not returned. "
+            f"Trace: {layout.rel(fit_json(ctx))}"
+        )
+    record |= {
+        "feasible": True,
+        "pruned": pruned,
+        "plan": result.plan,
+        "predicted": result.cost,
+        "measured_ms": measured,
+        "trace": trace,
+        "val_top1": top1(model, *val),
+        "seconds": time.perf_counter() - started,
+    }
+    deliver(
+        ctx, ckpt, name, {**build, "fit": {k: record[k] for k in ("budget", "predicted", "measured_ms", "fastest")}}
+    )
+    if unit == "MiB":
+        record["measured_mib"] = layout.tflite(f"{name}_int8").stat().st_size / MIB
+    atomic_write_json(fit_json(ctx), record)
+    say(
+        f"  fit {name}: {len(record['trace'])} steps, predicted {result.cost:.3f} {unit}, measured "
+        f"{(measured if unit == 'ms' else record['measured_mib']):.3f} {unit}"
+        + (
+            f" (dense int8 {record['timed']['dense_int8_ms']:.3f} ms in the same rounds, "
+            f"{calibration['whole_ms']:.3f} ms when the table was calibrated: prediction "
+            f"{100 * record['timed']['error']:+.1f}% off after that drift)"
+            if unit == "ms"
+            else ""
+        )
+        + f", {record['seconds']:.0f} s"
+    )
+
+
+STAGE = Stage(
+    "fit",
+    fit_stage,
+    "the most accurate int8 file within a budget (budget_ms=, budget_speedup= or budget_mib=): a per-layer channel "
+    "search on a measured latency table",
+    needs=("export",),
+    wanted=lambda cfg: budget_of(cfg) is not None,
+    keys=GATED_KEYS
+    | FINETUNE_KEYS
+    | {
+        "budget_ms",
+        "budget_speedup",
+        "budget_mib",
+        "budget_size",
+        "budget_threads",
+        "fit_steps",
+        "fit_levels",
+        "fit_step_images",
+        "structured_round_to",
+        "structured_epochs",
+        "structured_lr",
+        "model",
+        "shortcut",
+        "pt2e_algorithm",
+        "run_litert",
+    },
+    inputs=lambda ctx: ctx.names(ctx.layout.onnx, ctx.layout.best),
+    outputs=lambda ctx: ctx.names(*derived_files(ctx.layout, fit_name(ctx.cfg), ctx.cfg), fit_json(ctx)),
+    records=lambda ctx: ctx.names(*derived_files(ctx.layout, fit_name(ctx.cfg), ctx.cfg)[2:]),
+)
