@@ -13,6 +13,18 @@ REPO = Path(__file__).resolve().parents[2]  # the checkout: pipeline/, device_te
 DEVICE_TESTS = REPO / "device_tests"  # the scripts a board runs, copied into the bundle
 
 
+def tflite_memory():
+    """device_tests/tflite_memory.py, the measurement a board runs too (standalone there, so imported by path): its
+    Runner and timing loop time every TFLite file on the host, in the benchmark and in fit's latency table."""
+    import sys
+
+    if str(DEVICE_TESTS) not in sys.path:
+        sys.path.insert(0, str(DEVICE_TESTS))
+    import tflite_memory
+
+    return tflite_memory
+
+
 @dataclass(frozen=True)
 class Layout:
     root: Path

@@ -23,18 +23,9 @@ import numpy as np
 from ..core import records
 from ..core.errors import EdgeError
 from ..core.host import host
-from ..core.layout import DEVICE_TESTS, REPO
+from ..core.layout import REPO, tflite_memory
 from ..engine.contract import Stage
 from ..engine.memory import memory_figures
-
-
-def tflite_memory():
-    """device_tests/tflite_memory.py, the measurement a board runs too (standalone there, so imported by path)."""
-    if str(DEVICE_TESTS) not in sys.path:
-        sys.path.insert(0, str(DEVICE_TESTS))
-    import tflite_memory
-
-    return tflite_memory
 
 
 def measure(path: str, threads: int, warmup: int, runs: int, shape: list[int], mode: str = "interpreter") -> dict:
