@@ -327,3 +327,16 @@ def test_a_size_budget_returns_a_file_within_it(fit_base, tmp_path, monkeypatch)
     record = json.loads((cfg.run_dir / "fit" / f"{name}.json").read_text())
     assert record["pruned"] and record["measured_mib"] <= budget and record["budget"]["unit"] == "MiB"
     assert (cfg.run_dir / "tflite" / f"{name}_int8.tflite").stat().st_size / 2**20 <= budget
+
+
+def test_a_budget_named_on_a_run_replaces_its_saved_one(tmp_path):
+    """A run fitted to budget_ms=3.4 and then given budget_speedup=10 fits to the speedup (not: two budgets)."""
+    from pipeline.config import load_config
+    from pipeline.config.load import open_run, save_config
+    from pipeline.stages.fit import budget_of, fit_name
+
+    cfg = load_config(None, {"runs_dir": str(tmp_path), "name": "r", "budget_ms": "3.4"})
+    save_config(cfg, cfg.run_dir / "config.yaml")
+    again = open_run(cfg.run_dir, {"budget_speedup": "10"})
+    assert budget_of(again) == ("speedup", 10.0) and fit_name(again) == "fit_10x"
+    assert budget_of(open_run(cfg.run_dir)) == ("ms", 3.4) and fit_name(open_run(cfg.run_dir)) == "fit_3p4ms"
