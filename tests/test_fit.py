@@ -164,15 +164,15 @@ def test_the_prediction_reads_the_table(tmp_path, quick):
 
 # --- the stage, on the session's tiny run (quarter-width ResNet-18, 28 px), latency at 64 px and 1 thread ----------
 
-# max_int8_drop=3: the quarter-width tiny model loses 1-3 points to any cut of its 8-16-channel groups (these tests are
-# of the search and its budget; the gate's own tests use the default)
+# max_int8_drop=5: the quarter-width tiny model loses 1-4 points to a cut or two of its 8-16-channel groups (these
+# tests are of the search and its budget; the gate's own tests use the default)
 FIT = {
     "budget_size": 64,
     "budget_threads": 1,
     "fit_steps": 3,
     "fit_step_images": 256,
     "structured_epochs": 1,
-    "max_int8_drop": 3.0,
+    "max_int8_drop": 5.0,
 }
 
 
@@ -267,7 +267,7 @@ def test_fit_returns_a_gated_file_within_a_latency_budget(fit_base, tmp_path, mo
 
 def test_a_file_measured_over_the_budget_takes_one_more_step(fit_base, tmp_path, monkeypatch):
     """Measured over (twice: the second opinion too), the search cuts once more from where it stopped; then within.
-    (The gate at 10 points: a second cut of the tiny model may cost more than 3.)"""
+    (The gate at 10 points: a second search of the tiny model may cost more than 5.)"""
     _, _, budget, record, calls = fit_run(fit_base, tmp_path, monkeypatch, [1.2, 1.2, 0.95], max_int8_drop=10.0)
     assert len(calls) == 3 and record["measured_ms"] == pytest.approx(0.95 * budget)
     first = next(i for i, t in enumerate(record["trace"][1:], 1) if t["iteration"] == 1)  # the extra search's first

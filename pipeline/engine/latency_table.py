@@ -296,7 +296,7 @@ class LatencyTable:
                 "runs": RUNS,
                 "rounds": ROUNDS,
                 "span_s": SPAN_S,
-                "statistic": "min, ruler-scaled",
+                "statistic": "fastest burst, rounds until stable, ruler-calm bursts first",
             },
         }
         return atomic_write_json(self.path, data)
