@@ -264,14 +264,24 @@ def test_fit_returns_a_gated_file_within_a_latency_budget(fit_base, tmp_path, mo
     assert records.status(row)[0] == "pass" and row["build"]["fit"]["budget"]["value"] == budget
     assert f"tflite/{name}_int8.tflite" in context(cfg).rows
 
+    from pipeline.stages.report import report  # the report's fit section: the budget, the figures, the trace
+
+    md = report(context(cfg))["md"].read_text()
+    section = md[md.index("## Fit to a budget (fit)") :]
+    assert f"tflite/{name}_int8.tflite: budget {budget:g} ms at 64 px, 1 thread(s)" in section
+    assert f"measured {record['measured_ms']:.3f} ms" in section and f"predicted {record['predicted']:.3f}" in section
+    step = record["trace"][0]
+    assert f"| 1 | {step['group']} | {step['channels']} | {step['predicted']:.3f} |" in section
+
 
 def test_a_file_measured_over_the_budget_takes_one_more_step(fit_base, tmp_path, monkeypatch):
     """Measured over (twice: the second opinion too), the search cuts once more from where it stopped; then within.
     (The gate at 10 points: a second search of the tiny model may cost more than 5.)"""
     _, _, budget, record, calls = fit_run(fit_base, tmp_path, monkeypatch, [1.2, 1.2, 0.95], max_int8_drop=10.0)
     assert len(calls) == 3 and record["measured_ms"] == pytest.approx(0.95 * budget)
-    first = next(i for i, t in enumerate(record["trace"][1:], 1) if t["iteration"] == 1)  # the extra search's first
-    assert record["trace"][first]["predicted"] < record["trace"][first - 1]["predicted"]
+    first = next(i for i, t in enumerate(record["trace"]) if t.get("after_measuring"))  # the extra search's first
+    assert first > 0 and record["trace"][first]["predicted"] < record["trace"][first - 1]["predicted"]
+    assert [t["iteration"] for t in record["trace"]] == list(range(1, len(record["trace"]) + 1))
 
 
 def test_a_budget_the_dense_file_meets_returns_it_unpruned(fit_base, tmp_path, monkeypatch, capsys):

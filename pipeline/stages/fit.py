@@ -235,7 +235,7 @@ def fit_stage(ctx) -> None:
         result = search(
             result.model, groups, grid, cost, step_target, example, bn_images, val, tune, 1, plan=result.plan, log=say
         )
-        trace += result.trace
+        trace += [{**t, "iteration": len(trace) + i, "after_measuring": True} for i, t in enumerate(result.trace, 1)]
     if measured is not None and measured > target:
         atomic_write_json(fit_json(ctx), {**record, "feasible": True, "plan": result.plan, "trace": trace})
         raise EdgeError(

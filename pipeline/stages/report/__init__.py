@@ -16,7 +16,16 @@ from ...engine.contract import Stage
 from ...engine.manifest import manifest_stage_rows, stage_table
 from ...engine.memory import memory_png, memory_rows
 from .html import img, markdown_html, to_html
-from .markdown import architecture, converters_line, explanations, fmt, in_memory, latency_markdown, to_markdown
+from .markdown import (
+    architecture,
+    converters_line,
+    explanations,
+    fit_records,
+    fmt,
+    in_memory,
+    latency_markdown,
+    to_markdown,
+)
 from .plots import front_png, latency_png, layers_png, pareto_png
 from .rows import columns, fp32_reference, latency_size, load_json, recommended, run_rows, smallest
 
@@ -67,6 +76,7 @@ def report(ctx) -> dict[str, Path]:
         "stages": stage_table(manifest_stage_rows(layout)),
     }
     meta["explain"] = explanations(layout, rows)
+    meta["fit"] = fit_records(layout, rows)
     meta["smallest"] = (smallest(rows, reference) or {}).get("artifact")
     out = layout.report_dir
     png = pareto_png(rows, out / "pareto.png", reference)

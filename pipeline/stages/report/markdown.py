@@ -3,6 +3,8 @@ architecture."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from ...core import records
 from ...core.artifacts import file_sha
 from ...core.errors import EdgeError
@@ -194,6 +196,56 @@ def explain_markdown(found: list[dict]) -> str:
     return "\n".join(out).rstrip()
 
 
+def fit_records(layout, rows: list[dict]) -> list[dict]:
+    """fit/<name>.json of each fit row the run has (pipeline.stages.fit), with its int8 row."""
+    found = []
+    for r in rows:
+        name = Path(r["artifact"]).name
+        if r["source"] == "host" and name.startswith("fit_") and name.endswith("_int8.tflite"):
+            record = load_json(layout.path(f"fit/{name[: -len('_int8.tflite')]}.json"))
+            if record.get("budget"):
+                found.append({**record, "row": r})
+    return found
+
+
+def fit_markdown(found: list[dict]) -> str:
+    out = [
+        "## Fit to a budget (fit)",
+        "",
+        "The most accurate int8 file the search found within the budget: channels per group chosen greedily (NetAdapt) "
+        "on a latency table measured on this host (one-op int8 files, LiteRT + XNNPACK), each step scored on the "
+        "validation split; the file then timed whole at the budget's size, in the same rounds as the dense int8 file. "
+        "ms here: the fastest of short bursts, not a median (this host's speed varies by 2x for minutes).",
+        "",
+    ]
+    for f in found:
+        b, row, timed = f["budget"], f["row"], f.get("timed") or {}
+        unit = b["unit"]
+        measured = f.get("measured_ms") if unit == "ms" else f.get("measured_mib")
+        out += [
+            f"- {row['artifact']}: budget {b['value']:g} {'x the fp32 file' if b['kind'] == 'speedup' else unit} at "
+            f"{b['size']} px, {b['threads']} thread(s) -> target {b['target']:.3f} {unit}; predicted "
+            f"{f['predicted']:.3f}, measured {fmt(measured, 3)} {unit}"
+            + (f" (dense int8 {timed['dense_int8_ms']:.3f} ms in the same rounds)" if timed else "")
+            + f"; top-1 {fmt(row.get('top1') and 100 * row['top1'])}% ({fmt(row.get('delta_top1'))} points vs fp32), "
+            f"{fmt(row.get('size_mib'))} MiB; fastest reachable {f['fastest']:.3f} {unit}; "
+            f"{'pruned in ' + str(len(f['trace'])) + ' steps' if f.get('pruned') else 'the dense file met it'}, "
+            f"{fmt(f.get('seconds'), 0)} s; table {f['table']['path']} ({f['table']['entries']} entries, "
+            f"{f['table']['identity']['runtime']})",
+            "",
+        ]
+        if f.get("trace"):
+            out += ["| step | group cut | channels kept | predicted | val top-1 % | after the step's fine-tune % |"]
+            out += ["|---:|---|---:|---:|---:|---:|"]
+            out += [
+                f"| {t['iteration']} | {t['group']} | {t['channels']} | {t['predicted']:.3f} | "
+                f"{t['val_top1']:.2f} | {t['val_top1_tuned']:.2f} |"
+                for t in f["trace"]
+            ]
+            out += ["", "Channels kept per group: " + ", ".join(f"{g} {c}" for g, c in f["plan"].items()), ""]
+    return "\n".join(out).rstrip()
+
+
 def table_lines(rows: list[dict], reference: dict | None) -> list[str]:
     cols, size = columns(rows), latency_size(rows)
     return ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)] + [
@@ -224,6 +276,8 @@ def to_markdown(rows: list[dict], meta: dict) -> str:
     memory = memory_rows(rows, meta.get("latency_tables", []))
     if memory:
         out += ["", memory_markdown(memory)]
+    if meta.get("fit"):
+        out += ["", fit_markdown(meta["fit"])]
     if meta.get("explain"):
         out += ["", explain_markdown(meta["explain"])]
     if meta.get("stages"):
