@@ -76,14 +76,13 @@ def channel_groups(model: nn.Module, example: torch.Tensor) -> list[Group]:
     return groups
 
 
-def check_plan(groups: list[Group], plan: dict[str, int], round_to: int = 1) -> None:
-    """A plan names known groups, keeps at least round_to channels of each, never more than it has."""
-    known = {g.name: g for g in groups}
+def _check_plan(channels: dict[str, int], plan: dict[str, int]) -> None:
+    """A plan names known groups ({name: channels}) and keeps 1 to all of each one's channels."""
     for name, keep in plan.items():
-        if name not in known:
-            raise EdgeError(f"channel plan: no prunable group {name!r} (groups: {', '.join(known)})")
-        if not 1 <= keep <= known[name].channels:
-            raise EdgeError(f"channel plan: {name} keeps {keep} of {known[name].channels} channels")
+        if name not in channels:
+            raise EdgeError(f"channel plan: no prunable group {name!r} (groups: {', '.join(channels)})")
+        if not 1 <= keep <= channels[name]:
+            raise EdgeError(f"channel plan: {name} keeps {keep} of {channels[name]} channels")
 
 
 def prune_to(model: nn.Module, example: torch.Tensor, plan: dict[str, int]) -> nn.Module:
@@ -93,16 +92,17 @@ def prune_to(model: nn.Module, example: torch.Tensor, plan: dict[str, int]) -> n
 
     names = {module: name for name, module in model.named_modules()}
     graph, found = _graph(model, example)
-    check_plan([Group(names[g[0].dep.target.module], g[0].dep.target.module.out_channels, (), ()) for g in found], plan)
+    roots = {names[g[0].dep.target.module]: g for g in found}
+    _check_plan({name: g[0].dep.target.module.out_channels for name, g in roots.items()}, plan)
     magnitude = tp.importance.GroupMagnitudeImportance(p=1)
-    roots = []
-    for group in found:
+    drops = []
+    for name, group in roots.items():
         root = group[0].dep.target.module
-        keep = plan.get(names[root], root.out_channels)
+        keep = plan.get(name, root.out_channels)
         if keep < root.out_channels:
             scores = magnitude(group)
-            roots.append((root, torch.argsort(scores)[: root.out_channels - keep].tolist()))
-    for root, drop in roots:  # the indices were ranked on the unpruned model; groups share no channels
+            drops.append((root, torch.argsort(scores)[: root.out_channels - keep].tolist()))
+    for root, drop in drops:  # the indices were ranked on the unpruned model; groups share no channels
         graph.get_pruning_group(root, tp.prune_conv_out_channels, drop).prune()
     return model
 

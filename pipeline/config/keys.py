@@ -83,3 +83,5 @@ NEUTRAL_KEYS = frozenset(
         "compile",
     }
 )
+# fit's budgets: a config gives one of them (naming one on top of a run's saved config replaces the saved one)
+BUDGET_KEYS = ("budget_ms", "budget_speedup", "budget_mib")

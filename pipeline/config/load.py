@@ -12,6 +12,7 @@ from pathlib import Path
 from ..core.artifacts import atomic_write_text
 from ..core.errors import EdgeError
 from ..core.layout import Layout
+from .keys import BUDGET_KEYS
 from .schema import PRESETS, Config, _check_type, resolve_preset, validate
 
 
@@ -92,9 +93,6 @@ def expand_home(values: dict) -> dict:
     }
 
 
-ONE_OF = frozenset({"budget_ms", "budget_speedup", "budget_mib"})  # fit's budget kinds: a config gives one
-
-
 def load_config(path: str | Path | None = None, overrides: dict[str, str] | None = None, cls=Config):
     """YAML file (optional) then key=value overrides; unknown keys and wrong types are errors, never dropped."""
     values: dict = {}
@@ -111,8 +109,8 @@ def load_config(path: str | Path | None = None, overrides: dict[str, str] | None
         preset = resolve_preset(str((overrides or {}).get("preset", values.get("preset", "auto"))))
         values = {**PRESETS[preset], **values, "preset": preset}
     given = set(overrides or {})
-    if given & ONE_OF:  # one budget: naming one on top of a file (a run's saved one) replaces the file's
-        values.update({k: 0.0 for k in ONE_OF - given})
+    if given & set(BUDGET_KEYS):  # one budget: naming one on top of a file (a run's saved one) replaces the file's
+        values.update({k: 0.0 for k in set(BUDGET_KEYS) - given})
     for key, text in expand_home(overrides or {}).items():
         if key not in known:
             raise EdgeError(f"unknown config key {key!r}; valid keys: {', '.join(sorted(known))}")

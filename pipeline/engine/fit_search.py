@@ -13,16 +13,17 @@ the predicted cost meets the budget.
 from __future__ import annotations
 
 import copy
-import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
 from torch import nn
 
 from quantization.channels import Group, prune_to
+
+from .latency_table import entry_key
 
 
 def levels(channels: int, round_to: int, count: int) -> list[int]:
@@ -102,20 +103,22 @@ def search(
         want = max(current - step, target)
         proposals = []
         for group in groups:
-            below = [c for c in grid[group.name] if c < plan[group.name]]
-            reach = next((c for c in below if cost({**plan, group.name: c}) <= want), None)
-            if reach is None and below:
-                reach = below[-1]  # no single cut of this group reaches the step: its deepest, if it saves at all
-            if reach is not None and cost({**plan, group.name: reach}) < current:
-                proposals.append((group.name, reach, cost({**plan, group.name: reach})))
+            cuts = [(c, cost({**plan, group.name: c})) for c in grid[group.name] if c < plan[group.name]]
+            # its smallest cut that meets the step; else its deepest, if that saves at all
+            reach = next((cut for cut in cuts if cut[1] <= want), cuts[-1] if cuts else None)
+            if reach is not None and reach[1] < current:
+                proposals.append((group.name, *reach))
         if not proposals:  # cannot happen while fastest <= target < current; kept as a stop
             break
         meets = [p for p in proposals if p[2] <= want]
-        scored = []
+        scored, chosen = [], None
         for name, keep, predicted in meets or proposals:
             candidate = adapt_bn(prune_to(copy.deepcopy(model), example, {name: keep}), bn_images)
-            scored.append((top1(candidate, *val), -predicted, name, keep, predicted, candidate))
-        acc, _, name, keep, predicted, model = max(scored, key=lambda s: s[:2])
+            scored.append((top1(candidate, *val), -predicted, name, keep, predicted))
+            if max(scored) is scored[-1]:  # the best so far: the only candidate kept in memory
+                chosen = candidate
+        acc, _, name, keep, predicted = max(scored)
+        model = chosen
         plan[name], current = keep, predicted
         if tune is not None:
             tune(model)
@@ -142,25 +145,15 @@ def search(
     return result
 
 
-def stderr(line: str) -> None:
-    print(line, file=sys.stderr)
-
-
 def grid_shapes(shapes, groups: list[Group], grid: dict[str, list[int]]) -> list:
     """Every op shape any plan on `grid` can give: what a latency table for the search must hold."""
-    from dataclasses import replace
-
     out_of = {conv: g.name for g in groups for conv in g.outputs}
     in_of = {conv: g.name for g in groups for conv in g.inputs}
-    found = {}
+    found = []
     for s in shapes:
         if s.op == "conv":
-            for cin in grid.get(in_of.get(s.name, ""), [s.cin]):
-                for cout in grid.get(out_of.get(s.name, ""), [s.cout]):
-                    shape = replace(s, cin=cin, cout=cout)
-                    found[(shape.op, shape.kernel, shape.stride, shape.padding, shape.hw, cin, cout)] = shape
+            ins, outs = grid.get(in_of.get(s.name, ""), [s.cin]), grid.get(out_of.get(s.name, ""), [s.cout])
+            found += [replace(s, cin=cin, cout=cout) for cin in ins for cout in outs]
         else:
-            for c in grid.get(out_of.get(s.follows, ""), [s.cout]):
-                shape = replace(s, cin=c, cout=c)
-                found[(shape.op, shape.kernel, shape.stride, shape.padding, shape.hw, c, c)] = shape
-    return list(found.values())
+            found += [replace(s, cin=c, cout=c) for c in grid.get(out_of.get(s.follows, ""), [s.cout])]
+    return list({entry_key(shape): shape for shape in found}.values())  # one per table entry

@@ -1,30 +1,27 @@
-"""Latency measured, not modelled: a table of int8 conv latencies timed with the runtime a phone file runs on (LiteRT,
+"""Latency measured, not modelled: a table of int8 op latencies timed with the runtime a phone file runs on (LiteRT,
 XNNPACK, int8, batch 1, one size and thread count), from which a channel plan's latency is predicted.
 
-Each entry is one conv as onnx2tf writes it into an int8 file (per-channel int8 weights, int8 activations, fused
-ReLU; a PAD op before a strided conv with padding, SAME padding for a stride-1 one), built here as a one-op .tflite
-with the TFLite schema (no converter: 30 ms an entry) and timed alone. What a file spends outside its convs (the
-residual adds, the pools, the classifier, the runtime's per-inference work) is `rest_ms`: the whole dense int8 file's
-measured median less its convs' entries, per model. A plan's prediction is the sum of its convs' entries plus
-`rest_ms`.
+Each entry is one op as onnx2tf writes it into an int8 file (a conv with per-channel int8 weights and a fused ReLU, a
+residual add, a max-pool; a PAD op before a strided conv or pool with padding, SAME padding for a stride-1 conv),
+built here as a one-op .tflite with the TFLite schema (no converter: 30 ms an entry) and timed alone, in a fresh
+process. A model's whole files relate to the sum of their entries by a line, `scale * sum + offset`, through two
+whole files timed together: the dense model and the search's fastest plan (`calibrate`). A plan's prediction is that
+line at its entries' sum.
 
 The table is plain JSON that a standalone script can write (issue: the same table measured on the device):
 
     {"format": "resnet-edge latency table 1",
      "identity": {"device": ..., "isa": [...], "runtime": "ai-edge-litert 2.3.0", "mode": "interpreter",
                   "size": 224, "threads": 1},
-     "entries": {"conv 3x3/1 p1 56px 64>64": 0.412, ...},
-     "rest": {"<model key>": {"whole_ms": ..., "convs_ms": ..., "rest_ms": ...}},
-     "timing": {"warmup": 3, "runs": 15, "statistic": "min"}}
+     "entries": {"conv 3x3/1 p1 56px 64>64": 0.162, "add 56px 64>64": 0.057, ...},
+     "rest": {"<model key>": {"points": [{"file", "whole_ms", "ops_ms"}, ...], "scale", "offset_ms", "whole_ms"}},
+     "timing": {"ruler", "ruler_ms", "warmup", "runs", "rounds", "span_s", "statistic"}}
 """
 
 from __future__ import annotations
 
 import json
-import os
 import platform
-import subprocess
-import sys
 import tempfile
 import time
 import types
@@ -36,7 +33,7 @@ import numpy as np
 from ..core.artifacts import atomic_write_json
 from ..core.errors import EdgeError
 from ..core.host import host
-from ..core.layout import REPO, tflite_memory
+from ..core.layout import tflite_memory
 
 FORMAT = "resnet-edge latency table 1"
 MODE = "interpreter"  # the benchmark stage's `ms @1 thread` mode: LiteRT's Interpreter with XNNPACK
@@ -185,15 +182,15 @@ def time_file(path: Path, threads: int, warmup: int = WARMUP, runs: int = RUNS) 
     return float(np.min(tm.timed(runner, x, warmup, runs)))
 
 
-def spread(timer, keys: list, ruler=None) -> tuple[dict, float | None]:
+def spread(timer, keys: list, ruler) -> tuple[dict, float]:
     """{key: fastest of timer(key)} over rounds through every key: at least ROUNDS of them and SPAN_S seconds, then
     on until no key's fastest has improved by more than 1% for STABLE rounds (at most MAX_SPAN_S). A shared 2-core VM
     runs memory-heavy work at half speed or worse for minutes at a time (a neighbour on the shared cache and memory:
     the dense ResNet-18 int8 file over 1.3x its fastest in 223 of 275 bursts through 40 s, its fastest 5.02 ms all
     the same); the fastest of enough short bursts is still the file's own cost, and stops moving once found.
 
-    With `ruler` (a timer of one small fixed op) before each burst: only bursts taken while the ruler ran within CALM
-    of its fastest count, where a key has one. Returns the figures and the ruler's fastest ms (None without one)."""
+    `ruler` (a timer of one small fixed op) runs before each burst: only bursts taken while it ran within CALM of its
+    fastest count, where a key has one. Returns the figures and the ruler's fastest ms."""
     best = dict.fromkeys(keys, float("inf"))
     calm = dict.fromkeys(keys, False)
     still = dict.fromkeys(keys, 0)  # rounds since the key's fastest last improved by more than 1%
@@ -205,35 +202,30 @@ def spread(timer, keys: list, ruler=None) -> tuple[dict, float | None]:
         if settled or (rounds >= ROUNDS and elapsed >= MAX_SPAN_S):
             break
         for key in keys:
-            r = ruler() if ruler is not None else None
-            v = timer(key)
-            before = best[key]
-            if r is None:
+            r, v, before = ruler(), timer(key), best[key]
+            ruler_best = min(ruler_best, r)
+            if r <= CALM * ruler_best:  # a burst taken while the host ran at its usual speed
+                best[key] = min(best[key], v) if calm[key] else v
+                calm[key] = True
+            elif not calm[key]:
                 best[key] = min(best[key], v)
-            else:
-                ruler_best = min(ruler_best, r)
-                if r <= CALM * ruler_best:  # a burst taken while the host ran at its usual speed
-                    best[key] = min(best[key], v) if calm[key] else v
-                    calm[key] = True
-                elif not calm[key]:
-                    best[key] = min(best[key], v)
             still[key] = still[key] + 1 if best[key] > 0.99 * before else 0
         rounds += 1
-    return best, (ruler_best if ruler is not None else None)
+    return best, ruler_best
 
 
 RULER = types.SimpleNamespace(op="conv", kernel=3, stride=1, padding=1, hw=56, cin=32, cout=32)  # ~0.15 ms here
 CALM, STABLE, MAX_SPAN_S = 1.1, 4, 90.0
 CALIBRATION_TRIES = 3
-RULER_KEY = Path("<ruler>")  # time_apart's entry for the session's own ruler ms
 
 
-def time_apart(paths: list[Path], threads: int, runs: int = RUNS) -> dict[Path, float]:
-    """spread() over .tflite files in a fresh process, each burst paired with the ruler's: nothing of the caller's
-    (torch's or TensorFlow's thread pools, still spinning after a fine-tune or a conversion) shares the cores while
-    they run. The returned dict's RULER_KEY holds this session's fastest ruler ms (the table keeps its first: a
-    later session's differs when the host's state does; a spell that outlasts a whole session, 0.47 instead of
-    0.27 ms for the same file through 10 s, is not caught by the ruler, whose small op it barely slows)."""
+def time_apart(paths: list[Path], threads: int, runs: int = RUNS) -> tuple[dict[Path, float], float]:
+    """spread() over .tflite files in a fresh process (runners.python_apart), each burst paired with the ruler's:
+    ({file: ms}, this session's fastest ruler ms). The same file gave 3.1 to 5.3 ms in the process that had just
+    fine-tuned a model. A slow spell that outlasts a whole session (0.47 instead of 0.27 ms for one file through
+    10 s) is not caught by the ruler, whose small op it barely slows; the rounds until stable are what outlast it."""
+    from .runners import python_apart
+
     code = (
         "import json, sys; from pathlib import Path; from pipeline.engine import latency_table as lt; "
         "lt.ROUNDS, lt.SPAN_S, lt.MAX_SPAN_S = int(sys.argv[3]), float(sys.argv[4]), float(sys.argv[6]); "
@@ -245,32 +237,23 @@ def time_apart(paths: list[Path], threads: int, runs: int = RUNS) -> dict[Path, 
         ruler = Path(tmp) / "ruler.tflite"
         ruler.write_bytes(op_tflite(RULER))
         args = [json.dumps([str(p) for p in paths]), str(threads), str(ROUNDS), str(SPAN_S), str(runs)]
-        args += [str(MAX_SPAN_S), str(ruler)]
-        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "TF_CPP_MIN_LOG_LEVEL": "2"}
-        proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, cwd=REPO)
-    result = next((ln[7:] for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
-    if proc.returncode != 0 or result is None:
-        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise EdgeError(f"timing {len(paths)} file(s) with LiteRT failed: {tail[:300]}")
-    best, ruler = json.loads(result)
-    return {**{Path(p): ms for p, ms in best.items()}, RULER_KEY: ruler}
-
-
-def whole_ms(path: Path, threads: int) -> float:
-    """A whole file's latency as the table's entries are timed: the fastest of bursts spread over SPAN_S seconds."""
-    return wholes([path], threads)[path]
+        try:
+            best, ruler_ms = python_apart(code, [*args, str(MAX_SPAN_S), str(ruler)], threads)
+        except EdgeError as e:
+            raise EdgeError(f"timing {len(paths)} file(s) with LiteRT failed: {e}") from e
+    return {Path(p): ms for p, ms in best.items()}, ruler_ms
 
 
 def wholes(paths: list[Path], threads: int) -> dict[Path, float]:
     """Several whole files timed in the same rounds (time_apart): they share the host's state."""
-    return time_apart(list(paths), threads, runs=2 * RUNS)
+    return time_apart(list(paths), threads, runs=2 * RUNS)[0]
 
 
 class LatencyTable:
     """A table on disk: load it if its identity matches, measure what is missing, predict a plan's ms."""
 
     def __init__(self, path: Path, size: int, threads: int) -> None:
-        self.path, self.size, self.threads = Path(path), size, threads
+        self.path, self.threads = Path(path), threads
         self.identity = identity(size, threads)
         self.entries: dict[str, float] = {}
         self.rest: dict[str, dict] = {}
@@ -301,25 +284,19 @@ class LatencyTable:
         }
         return atomic_write_json(self.path, data)
 
-    def measure(self, shapes, progress=None) -> None:
-        """Time every shape not yet in the table (deduplicated): short bursts of each one-op file, round after round
-        over the whole set, for at least ROUNDS rounds and SPAN_S seconds, keeping each entry's fastest. A shared host
-        has slow spells of seconds (a neighbour on the other hyperthread: 2x); spread over the span, every entry gets
-        runs outside them."""
-        missing = list(dict.fromkeys(entry_key(s) for s in shapes if entry_key(s) not in self.entries))
+    def measure(self, shapes) -> None:
+        """Time every shape not yet in the table (deduplicated by key), all in one time_apart session."""
+        by_key = {entry_key(s): s for s in shapes}
+        missing = [key for key in by_key if key not in self.entries]
         if not missing:
             return
-        by_key = {entry_key(s): s for s in shapes}
         with tempfile.TemporaryDirectory(prefix="latency-table-") as tmp:
-            files = {}
-            for i, key in enumerate(missing):
-                files[key] = Path(tmp) / f"{i}.tflite"
-                files[key].write_bytes(op_tflite(by_key[key]))
-            timed = time_apart(list(files.values()), self.threads)
-        self.ruler_ms = self.ruler_ms or timed[RULER_KEY]
-        self.entries.update({key: timed[files[key]] for key in missing})
-        if progress is not None:
-            progress.update(len(missing))
+            files = {key: Path(tmp) / f"{i}.tflite" for i, key in enumerate(missing)}
+            for key, path in files.items():
+                path.write_bytes(op_tflite(by_key[key]))
+            timed, ruler_ms = time_apart(list(files.values()), self.threads)
+        self.ruler_ms = self.ruler_ms or ruler_ms
+        self.entries.update({key: timed[path] for key, path in files.items()})
         self.measured += len(missing)
 
     def ops_ms(self, shapes) -> float:

@@ -4,7 +4,10 @@ file. evaluate and benchmark both go through it, whatever the format: torch chec
 from __future__ import annotations
 
 import functools
+import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Protocol
 
@@ -240,3 +243,23 @@ def open_runner(path: str | Path, threads: int | None = None) -> Runner:
     if path.suffix not in kinds:
         raise EdgeError(f"{path}: unknown artifact type {path.suffix!r}; expected .pt, .onnx or .tflite")
     return kinds[path.suffix](path, threads)
+
+
+def python_apart(code: str, args: list[str], threads: int, timeout: float | None = None):
+    """Run `code` (which prints one line `RESULT <json>`) in a fresh Python process of its own, at `threads` OpenMP
+    threads, from the checkout: what it printed after RESULT, decoded. Nothing of the caller's (its memory, torch's or
+    TensorFlow's thread pools still spinning after a fine-tune or a conversion) shares the process. EdgeError: the
+    last line it wrote to stderr, or the timeout."""
+    from ..core.layout import REPO
+
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO
+        )
+    except subprocess.TimeoutExpired as e:
+        raise EdgeError(f"timed out after {timeout} s") from e
+    result = next((ln[7:] for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
+    if proc.returncode != 0 or result is None:
+        raise EdgeError((proc.stderr.strip().splitlines() or ["no output"])[-1][:300])
+    return json.loads(result)

@@ -9,10 +9,7 @@ becomes a result with its error, never a crash; in a run it is the row's `bench 
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -23,9 +20,10 @@ import numpy as np
 from ..core import records
 from ..core.errors import EdgeError
 from ..core.host import host
-from ..core.layout import REPO, tflite_memory
+from ..core.layout import tflite_memory
 from ..engine.contract import Stage
 from ..engine.memory import memory_figures
+from ..engine.runners import python_apart
 
 
 def measure(path: str, threads: int, warmup: int, runs: int, shape: list[int], mode: str = "interpreter") -> dict:
@@ -88,18 +86,10 @@ def measure_in_process(path: Path, n: int, warmup: int, runs: int, shape: list[i
         f"print('RESULT ' + json.dumps(measure({str(Path(path).resolve())!r}, {n}, {warmup}, {runs}, {shape!r}, "
         f"{mode!r})))"
     )
-    env = {**os.environ, "OMP_NUM_THREADS": str(n), "TF_CPP_MIN_LOG_LEVEL": "2"}
     try:
-        proc = subprocess.run(
-            [sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO
-        )  # the path is absolute: any cwd of the caller
-    except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {timeout} s"}
-    result = next((ln[7:] for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
-    if proc.returncode != 0 or result is None:
-        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        return {"error": tail[:300]}
-    return json.loads(result)
+        return python_apart(code, [], n, timeout)  # the path is absolute: any cwd of the caller
+    except EdgeError as e:
+        return {"error": str(e)}
 
 
 def measure_shipped(path: Path, threads: int, warmup: int, runs: int, timeout: int) -> dict:

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..config.keys import FINETUNE_KEYS, GATED_KEYS
+from ..config.keys import BUDGET_KEYS, FINETUNE_KEYS, GATED_KEYS
 from ..core import console
 from ..core.artifacts import MIB, atomic_write_json
 from ..core.errors import EdgeError
@@ -33,7 +33,7 @@ from ..engine.contract import Stage
 from ..engine.gated import deliver
 from .train import fine_tune
 
-UNITS = {"ms": "ms", "speedup": "x", "mib": "mib"}
+UNITS = {key.removeprefix("budget_"): unit for key, unit in zip(BUDGET_KEYS, ("ms", "x", "mib"), strict=True)}
 EXTRA_STEPS = 2  # when the whole file misses the budget the table predicted it meets: at most this many more steps
 
 
@@ -95,8 +95,6 @@ def whole_at_size(ctx, checkpoint: Path, stem: str, variants: tuple[str, ...]) -
 
 def fit_stage(ctx) -> None:
     """Search channel counts per group on a measured latency table until the budget holds; fine-tune; deliver."""
-    from tqdm import tqdm
-
     from quantization.channels import channel_groups, op_shapes, plan_shapes, prune_to
 
     from ..data import preprocess
@@ -121,8 +119,9 @@ def fit_stage(ctx) -> None:
     table = LatencyTable(layout.path(f"fit/latency_{size}px_{threads}thr.json"), size, threads)
     need = grid_shapes(shapes, groups, grid)
     todo = len({entry_key(s) for s in need} - set(table.entries))
-    with tqdm(total=todo, desc=f"latency table {size}px {threads} thr", file=console.err(), disable=not todo) as bar:
-        table.measure(need, bar)
+    if todo:  # one session in a fresh process: no bar of its rounds to show, so one line before it
+        say(f"  fit: timing {todo} latency-table entries at {size} px, {threads} thread(s) (rounds until stable)")
+    table.measure(need)
     dense_files = whole_at_size(ctx, best, "dense", ("int8", "fp32") if kind == "speedup" else ("int8",))
     key = model_key(cfg)
     lowest = {g.name: grid[g.name][-1] for g in groups}
@@ -283,9 +282,7 @@ STAGE = Stage(
     keys=GATED_KEYS
     | FINETUNE_KEYS
     | {
-        "budget_ms",
-        "budget_speedup",
-        "budget_mib",
+        *BUDGET_KEYS,
         "budget_size",
         "budget_threads",
         "fit_steps",
