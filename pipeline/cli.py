@@ -330,7 +330,9 @@ def build_parser() -> argparse.ArgumentParser:
         "overrides",
         nargs="*",
         metavar="[config.yaml] key=value",
-        help="e.g. name=default force=true " + " ".join(f"{s.switch}=false" for s in CHAIN if s.switch),
+        help="e.g. name=default force=true "
+        + " ".join(f"{s.switch}=false" for s in CHAIN if s.switch)
+        + " budget_ms=3.4 (or budget_speedup=10, budget_mib=1: adds fit, the most accurate file within it)",
     )
     p.set_defaults(func=cmd_run)
     p = add("compare", help="which model to ship: several runs in one table and two Pareto plots (size, latency)")

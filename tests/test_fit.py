@@ -217,7 +217,7 @@ def fit_copy(fit_base, tmp_path, **budget):
     return dataclasses.replace(copy_run(fit_base[0], tmp_path, "f"), **budget)
 
 
-def measured_as(monkeypatch, figures):
+def measured_as(monkeypatch, figures, dense_ms):
     """The final whole-file timings replaced by `figures` (one per timing, the last repeated): what the stage does
     with a measurement, apart from this host's noise (a 2-core VM whose speed halves for seconds at a time; the table
     and its calibration stay real)."""
@@ -226,7 +226,7 @@ def measured_as(monkeypatch, figures):
     def fake(paths, threads):
         calls.append(paths)
         ms = figures[min(len(calls), len(figures)) - 1]
-        return {p: (ms if p.name.startswith("fit_") else 1.0) for p in paths}
+        return {p: (ms if p.name.startswith("fit_") else dense_ms) for p in paths}  # the dense file as calibrated
 
     monkeypatch.setattr(lt, "wholes", fake)
     return calls
@@ -240,7 +240,7 @@ def fit_run(fit_base, tmp_path, monkeypatch, figures, **changes):
     dense, fastest = fit_base[1]["calibration"]["whole_ms"], fit_base[1]["fastest"]
     budget = round(fastest + 0.7 * (dense - fastest), 4)  # a cut or two below the dense file
     cfg = fit_copy(fit_base, tmp_path, budget_ms=budget, **changes)
-    calls = measured_as(monkeypatch, [f * budget for f in figures])
+    calls = measured_as(monkeypatch, [f * budget for f in figures], dense)
     table_before = json.loads((cfg.run_dir / "fit" / "latency_64px_1thr.json").read_text())["entries"]
     assert run_one("fit", cfg) == 0
     name = f"fit_{budget:g}ms".replace(".", "p")
@@ -267,12 +267,22 @@ def test_fit_returns_a_gated_file_within_a_latency_budget(fit_base, tmp_path, mo
 
     from pipeline.stages.report import report  # the report's fit section: the budget, the figures, the trace
 
-    md = report(context(cfg))["md"].read_text()
+    made = report(context(cfg))
+    md = made["md"].read_text()
+    assert made["fit"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and made["fit"].name == "fit.png"
+    assert f"Recommended phone file: tflite/{name}_int8.tflite" in md  # the answer to the budget, not the fastest
+    assert "Fit to a budget" in made["html"].read_text()
     section = md[md.index("## Fit to a budget (fit)") :]
     assert f"tflite/{name}_int8.tflite: budget {budget:g} ms at 64 px, 1 thread(s)" in section
     assert f"measured {record['measured_ms']:.3f} ms" in section and f"predicted {record['predicted']:.3f}" in section
     step = record["trace"][0]
     assert f"| 1 | {step['group']} | {step['channels']} | {step['predicted']:.3f} |" in section
+    # one ratio for every group beside it: each grid level, down to every group at its fewest (the fastest plan)
+    uniform = record["uniform"]
+    kept = [u["channels_kept"] for u in uniform]
+    assert len(uniform) == 7 and kept == sorted(kept, reverse=True) and len(set(kept)) == 7
+    assert uniform[-1]["predicted"] == pytest.approx(record["fastest"]) and record["fastest"] < uniform[0]["predicted"]
+    assert "One ratio for every group" in section
 
 
 def test_a_file_measured_over_the_budget_takes_one_more_step(fit_base, tmp_path, monkeypatch):
@@ -320,8 +330,12 @@ def test_a_speedup_budget_is_against_the_fp32_file_timed_with_it(fit_base, tmp_p
     cfg = fit_copy(fit_base, tmp_path, budget_speedup=0.5)
     assert run_one("fit", cfg) == 0
     record = json.loads((cfg.run_dir / "fit" / "fit_0p5x.json").read_text())
-    assert record["budget"]["target"] == pytest.approx(2 * record["reference"]["fp32_ms"])
-    assert record["reference"]["fp32_ms"] > 0 and record["reference"]["dense_int8_ms"] > 0 and not record["pruned"]
+    ref = record["reference"]  # the fp32 file's ms at the table's calibrated speed: its ratio to the dense file
+    assert record["budget"]["target"] == pytest.approx(2 * ref["fp32_ms"])
+    assert ref["fp32_ms"] == pytest.approx(
+        ref["timed"]["fp32_ms"] / ref["timed"]["dense_int8_ms"] * ref["dense_int8_ms"]
+    )
+    assert ref["dense_int8_ms"] == record["calibration"]["whole_ms"] and not record["pruned"]
     assert (cfg.run_dir / "fit" / "dense_64px_fp32.tflite").is_file()
 
 
@@ -338,6 +352,36 @@ def test_a_size_budget_returns_a_file_within_it(fit_base, tmp_path, monkeypatch)
     record = json.loads((cfg.run_dir / "fit" / f"{name}.json").read_text())
     assert record["pruned"] and record["measured_mib"] <= budget and record["budget"]["unit"] == "MiB"
     assert (cfg.run_dir / "tflite" / f"{name}_int8.tflite").stat().st_size / 2**20 <= budget
+
+
+def test_the_sensitivity_search_scores_every_cut_once_and_takes_one_level_for_every_group(
+    fit_base, tmp_path, monkeypatch
+):
+    """fit_search=sensitivity on a size budget: every group's every cut scored alone on the dense model, then each
+    group at its fewest channels losing at most one accuracy level, and the plan within the budget."""
+    from pipeline.engine.fit_search import levels
+    from pipeline.run import run_one
+
+    monkeypatch.setattr(lt, "SPAN_S", 2.0)
+    monkeypatch.setattr(lt, "MAX_SPAN_S", 10.0)
+    dense_mib = (fit_base[0].run_dir / "fit" / "dense_64px_int8.tflite").stat().st_size / 2**20
+    budget = round(0.6 * dense_mib, 3)
+    cfg = fit_copy(fit_base, tmp_path, budget_mib=budget, fit_search="sensitivity")
+    assert run_one("fit", cfg) == 0
+    record = json.loads((cfg.run_dir / "fit" / f"fit_{budget:g}mib.json".replace(".", "p", 1)).read_text())
+    assert record["search"] == "sensitivity" and len(record["trace"]) == 1
+    step, groups = record["trace"][0], channel_groups(resnet18(), EXAMPLE)
+    grid = {g.name: levels(g.channels, cfg.structured_round_to, cfg.fit_levels) for g in groups}
+    scored = step["proposals"]
+    assert sorted((p["group"], p["channels"]) for p in scored) == sorted(
+        (n, c) for n, cs in grid.items() for c in cs[1:]
+    )
+    base = record["dense_val_top1"]
+    drop = step["drop"]
+    for g in groups:  # each group at its fewest channels within the level (rounded as the trace prints it)
+        within = [p["channels"] for p in scored if p["group"] == g.name and base - p["val_top1"] <= drop]
+        assert record["plan"][g.name] == min(within, default=g.channels)
+    assert record["predicted"] <= budget and record["measured_mib"] <= budget
 
 
 def test_a_budget_named_on_a_run_replaces_its_saved_one(tmp_path):

@@ -118,6 +118,9 @@ class Config:
     fit_steps: int = 6  # the greedy search's iterations to the budget (NetAdapt): more are finer and slower
     fit_levels: int = 8  # channel counts a group may take: this many even steps of its channels (multiples of round_to)
     fit_step_images: int = 2048  # training images of the distilled fine-tune after each search step (0: none)
+    # netadapt: greedy steps, each candidate scored and the kept one fine-tuned (the reference); sensitivity: each
+    # group's cuts scored alone once, then one accuracy level for every group (AIMET's greedy ratio selection)
+    fit_search: str = "netadapt"
     # run (pipeline.run): which optional stages the chain includes
     run_structured: bool = True  # channel pruning at structured_ratio -> int8 TFLite (the fast phone variant)
     run_magnitude: bool = True  # NNCF magnitude pruning at prune_ratio -> int8 TFLite (the small download)
@@ -248,6 +251,7 @@ CHOICES = {
     "structured_importance": ("l1", "l2"),
     "prune_method": ("magnitude", "structured"),
     "pt2e_algorithm": ("minmax", "nncf", "nncf_bias", "observers"),
+    "fit_search": ("netadapt", "sensitivity"),
     "quant_fallback": ("auto", "off"),
 }
 # key: (lowest, highest, what the range means); None = unbounded. Bounds are inclusive unless noted in `open_low`.

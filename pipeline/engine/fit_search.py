@@ -145,6 +145,95 @@ def search(
     return result
 
 
+def sensitivity(
+    model: nn.Module,
+    groups: list[Group],
+    grid: dict[str, list[int]],
+    cost: Callable[[dict[str, int]], float],
+    target: float,
+    example: torch.Tensor,
+    bn_images: np.ndarray,
+    val: tuple[np.ndarray, np.ndarray],
+    log=print,
+) -> Result:
+    """AIMET-style: every cut of every group scored alone on the dense model once (adaptive BN, val top-1), then one
+    accuracy level for all: each group takes its fewest channels that lose at most `drop` points alone, and `drop` is
+    the smallest (bisected over the scored drops) whose plan's cost meets `target`. No fine-tune between: the caller's
+    final fine-tune is the only one. Same Result as `search` (one trace entry; its proposals are the scored cuts)."""
+    started = time.perf_counter()
+    plan = {g.name: g.channels for g in groups}
+    lowest = {g.name: grid[g.name][-1] for g in groups}
+    fastest, current = cost(lowest), cost(plan)
+    if current <= target or fastest > target:
+        return Result(model, plan, current, feasible=fastest <= target or current <= target, fastest=fastest)
+    base = top1(model, *val)
+    scored = [
+        {
+            "group": g.name,
+            "channels": c,
+            "predicted": cost({**plan, g.name: c}),
+            "val_top1": top1(adapt_bn(prune_to(copy.deepcopy(model), example, {g.name: c}), bn_images), *val),
+        }
+        for g in groups
+        for c in grid[g.name][1:]
+    ]
+
+    def at(drop: float) -> dict[str, int]:  # each group's fewest channels losing at most `drop` points alone
+        return {
+            g.name: min(
+                (s["channels"] for s in scored if s["group"] == g.name and base - s["val_top1"] <= drop),
+                default=g.channels,
+            )
+            for g in groups
+        }
+
+    drops = sorted({max(0.0, base - s["val_top1"]) for s in scored})
+    lo, hi = 0, len(drops) - 1  # at(drops[-1]) is every group at its lowest: meets target (fastest <= target)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if cost(at(drops[mid])) <= target else (mid + 1, hi)
+    plan = at(drops[lo])
+    model = adapt_bn(prune_to(model, example, plan), bn_images)
+    acc, predicted = top1(model, *val), cost(plan)
+    entry = {
+        "iteration": 1,
+        "group": f"every group <= {drops[lo]:.2f} points alone",
+        "drop": drops[lo],
+        "channels": sum(plan.values()),
+        "predicted": predicted,
+        "val_top1": acc,
+        "val_top1_tuned": acc,
+        "proposals": scored,
+        "plan": dict(plan),
+        "seconds": time.perf_counter() - started,
+    }
+    log(
+        f"  fit sensitivity: {len(scored)} cuts scored, every group at <= {drops[lo]:.2f} points alone -> "
+        f"predicted {predicted:.3f}, val top-1 {acc:.2f}%, {entry['seconds']:.0f} s"
+    )
+    return Result(model, plan, predicted, [entry], fastest=fastest)
+
+
+def uniform(
+    model: nn.Module,
+    groups: list[Group],
+    grid: dict[str, list[int]],
+    cost: Callable[[dict[str, int]], float],
+    example: torch.Tensor,
+    bn_images: np.ndarray,
+    val: tuple[np.ndarray, np.ndarray],
+) -> list[dict]:
+    """One ratio for every group, at each level of the grid: predicted cost and val top-1 after adaptive BN (no
+    fine-tune), the baseline the search's candidates are plotted against."""
+    points = []
+    for i in range(1, max(len(v) for v in grid.values())):
+        plan = {g.name: grid[g.name][min(i, len(grid[g.name]) - 1)] for g in groups}
+        pruned = adapt_bn(prune_to(copy.deepcopy(model), example, plan), bn_images)
+        kept = sum(plan.values()) / sum(g.channels for g in groups)
+        points.append({"channels_kept": kept, "predicted": cost(plan), "val_top1": top1(pruned, *val), "plan": plan})
+    return points
+
+
 def grid_shapes(shapes, groups: list[Group], grid: dict[str, list[int]]) -> list:
     """Every op shape any plan on `grid` can give: what a latency table for the search must hold."""
     out_of = {conv: g.name for g in groups for conv in g.outputs}

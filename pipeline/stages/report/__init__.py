@@ -26,7 +26,7 @@ from .markdown import (
     latency_markdown,
     to_markdown,
 )
-from .plots import front_png, latency_png, layers_png, pareto_png
+from .plots import fit_png, front_png, latency_png, layers_png, pareto_png
 from .rows import columns, fp32_reference, latency_size, load_json, recommended, run_rows, smallest
 
 # What compare, bench/ and the tests read of the report: its rows, and how it shows them.
@@ -83,14 +83,16 @@ def report(ctx) -> dict[str, Path]:
     layers = layers_png(meta["explain"], out / "layers.png")
     latency = latency_png(rows, out / "latency.png", latency_size(rows) or 224, reference, cfg.image_size)
     memory = memory_png(memory_rows(rows, tables), out / "memory.png")
+    fit = fit_png(meta["fit"], out / "fit.png") if meta["fit"] else None
     return {
         "json": atomic_write_json(out / "report.json", {**meta, "columns": columns(rows), "rows": rows}),
         "md": atomic_write_text(out / "report.md", to_markdown(rows, meta)),
-        "html": atomic_write_text(out / "report.html", to_html(rows, meta, png, layers, latency, memory)),
+        "html": atomic_write_text(out / "report.html", to_html(rows, meta, png, layers, latency, memory, fit)),
         "png": png,
         "layers": layers,
         "latency": latency,
         "memory": memory,
+        **({"fit": fit} if fit else {}),
     }
 
 
@@ -125,11 +127,22 @@ def verdict(ctx) -> None:
         )
 
 
+def _fit_files(ctx) -> list[str]:
+    """fit/<name>.json of the run's fit rows (pipeline.stages.fit): the report's fit section and fit.png."""
+    stems = [Path(r).stem.rsplit("_", 1)[0].removesuffix("_nncf") for r in ctx.rows if Path(r).stem.startswith("fit_")]
+    return [f"fit/{stem}.json" for stem in dict.fromkeys(stems)]
+
+
+def _fit_png(ctx) -> tuple[str, ...]:
+    return ("fit.png",) if _fit_files(ctx) else ()
+
+
 def _inputs(ctx) -> list[str]:
     layout, rows = ctx.layout, ctx.rows
     extra = sorted(layout.device_dir.glob("*.json")) + sorted(layout.companion("latency").glob("latency_*.json"))
     return (
         [layout.rel(layout.record(rel)) for rel in rows]
+        + [rel for rel in _fit_files(ctx) if layout.path(rel).is_file()]
         + [layout.rel(layout.best)]
         + [rel for rel in map(layout.rel, map(layout.explanation, rows)) if layout.path(rel).is_file()]
         + [str(p.resolve()) for p in extra]
@@ -147,5 +160,5 @@ STAGE = Stage(
     needs_run=True,
     sections=(),
     uses_data=False,
-    outputs=lambda ctx: [ctx.layout.rel(ctx.layout.report_dir / f) for f in OUTPUTS],
+    outputs=lambda ctx: [ctx.layout.rel(ctx.layout.report_dir / f) for f in OUTPUTS + _fit_png(ctx)],
 )

@@ -7,7 +7,7 @@ import html
 from pathlib import Path
 
 from ...engine.memory import memory_markdown, memory_rows
-from .markdown import cells, explain_markdown, headline, latency_markdown, notes
+from .markdown import cells, explain_markdown, fit_markdown, headline, latency_markdown, notes
 from .rows import columns, latency_size
 
 
@@ -47,7 +47,13 @@ def img(path: Path, alt: str) -> str:
 
 
 def to_html(
-    rows: list[dict], meta: dict, png: Path, layers: Path, latency: Path | None = None, memory: Path | None = None
+    rows: list[dict],
+    meta: dict,
+    png: Path,
+    layers: Path,
+    latency: Path | None = None,
+    memory: Path | None = None,
+    fit: Path | None = None,
 ) -> str:
     reference = meta.get("reference")
     mem = memory_rows(rows, meta.get("latency_tables", []))
@@ -79,6 +85,7 @@ median ms per image, batch 1, after warm-up.</p>
 {"".join(markdown_html(latency_markdown(t)) for t in meta.get("latency_tables", []))}
 {img(latency, "accuracy vs latency") if latency and latency_size(rows) else ""}
 {markdown_html(memory_markdown(mem)) + img(memory, "memory") if memory and mem else ""}
+{markdown_html(fit_markdown(meta["fit"])) + img(fit, "fit search") if fit and meta.get("fit") else ""}
 {explained}
 {"<h2>Stages</h2>" + markdown_html(chr(10).join(meta["stages"])) if meta.get("stages") else ""}
 <h2>Architecture</h2>{markdown_html(meta.get("architecture", ""))}

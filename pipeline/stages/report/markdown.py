@@ -9,7 +9,7 @@ from ...core import records
 from ...core.artifacts import file_sha
 from ...core.errors import EdgeError
 from ...engine.memory import memory_markdown, memory_rows, shipped_label
-from .rows import columns, fp32_reference, latency_size, load_json, recommended, smallest
+from .rows import columns, fit_row, fp32_reference, latency_size, load_json, recommended, smallest
 
 DEVICE_NOTE = (
     "rows `@ device:...` / `@ android:...`: measured on the device (device/*.json); top-1 on the bundle's "
@@ -121,7 +121,12 @@ def headline(rows: list[dict], reference: dict | None) -> str:
     best, small = recommended(rows, reference), smallest(rows, reference)
     if best is None:
         return "Recommended phone file: none (no int8 TFLite file passed every gate)."
-    line = f"Recommended phone file: {_described(best, rows)}: the fastest int8 TFLite file that passed every gate."
+    why = (
+        "the most accurate file the search found within the run's budget (fit), and it passed every gate"
+        if best is fit_row(rows, reference)
+        else "the fastest int8 TFLite file that passed every gate"
+    )
+    line = f"Recommended phone file: {_described(best, rows)}: {why}."
     if small is not best:
         line += f" Smallest: {_described(small, rows)}."
     return line
@@ -212,10 +217,13 @@ def fit_markdown(found: list[dict]) -> str:
     out = [
         "## Fit to a budget (fit)",
         "",
-        "The most accurate int8 file the search found within the budget: channels per group chosen greedily (NetAdapt) "
+        "The most accurate int8 file the search found within the budget: channels per group chosen greedily (NetAdapt; "
+        "or by each group's sensitivity alone, fit_search=sensitivity) "
         "on a latency table measured on this host (one-op int8 files, LiteRT + XNNPACK), each step scored on the "
         "validation split; the file then timed whole at the budget's size, in the same rounds as the dense int8 file. "
-        "ms here: the fastest of short bursts, not a median (this host's speed varies by 2x for minutes).",
+        "ms here: the fastest of short bursts, not a median (this host's speed varies by 2x for minutes). "
+        "report/fit.png: every candidate's validation top-1 against its predicted cost, beside one ratio for every "
+        "group.",
         "",
     ]
     for f in found:
@@ -226,12 +234,22 @@ def fit_markdown(found: list[dict]) -> str:
             f"- {row['artifact']}: budget {b['value']:g} {'x the fp32 file' if b['kind'] == 'speedup' else unit} at "
             f"{b['size']} px, {b['threads']} thread(s) -> target {b['target']:.3f} {unit}; predicted "
             f"{f['predicted']:.3f}, measured {fmt(measured, 3)} {unit}"
-            + (f" (dense int8 {timed['dense_int8_ms']:.3f} ms in the same rounds)" if timed else "")
+            + (
+                f" (at the table's calibrated speed: {fmt(timed.get('raw_ms'), 3)} ms raw beside the dense int8 "
+                f"file's {timed['dense_int8_ms']:.3f} ms in the same rounds)"
+                if timed
+                else ""
+            )
             + f"; top-1 {fmt(row.get('top1') and 100 * row['top1'])}% ({fmt(row.get('delta_top1'))} points vs fp32), "
-            f"{fmt(row.get('size_mib'))} MiB; fastest reachable {f['fastest']:.3f} {unit}; "
-            f"{'pruned in ' + str(len(f['trace'])) + ' steps' if f.get('pruned') else 'the dense file met it'}, "
-            f"{fmt(f.get('seconds'), 0)} s; table {f['table']['path']} ({f['table']['entries']} entries, "
-            f"{f['table']['identity']['runtime']})",
+            f"{fmt(row.get('size_mib'))} MiB{in_memory(row)}; fastest reachable {f['fastest']:.3f} {unit}; "
+            f"{'pruned in ' + str(len(f['trace'])) + ' steps' if f.get('pruned') else 'the dense file met it'} "
+            f"({f.get('search', 'netadapt')}), "
+            f"{fmt(f.get('seconds'), 0)} s"
+            + (
+                f"; table {f['table']['path']} ({f['table']['entries']} entries, {f['table']['identity']['runtime']})"
+                if f.get("table")
+                else ""
+            ),
             "",
         ]
         if f.get("trace"):
@@ -243,6 +261,15 @@ def fit_markdown(found: list[dict]) -> str:
                 for t in f["trace"]
             ]
             out += ["", "Channels kept per group: " + ", ".join(f"{g} {c}" for g, c in f["plan"].items()), ""]
+        if f.get("uniform"):
+            out += [
+                "One ratio for every group, for comparison (adaptive BN, no fine-tune): "
+                + ", ".join(
+                    f"{100 * u['channels_kept']:.0f}% {u['predicted']:.3f} {unit} {u['val_top1']:.2f}%"
+                    for u in f["uniform"]
+                ),
+                "",
+            ]
     return "\n".join(out).rstrip()
 
 

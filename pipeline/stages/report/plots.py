@@ -137,3 +137,66 @@ def latency_png(
         f"accuracy vs latency at {size} px (bench/latency.py)",
         f"top-1 (%) at the run's {top1_at} px" if top1_at and top1_at != size else "top-1 (%)",
     )
+
+
+def fit_png(found: list[dict], path: Path) -> Path:
+    """One panel per fit row (pipeline.stages.fit): val top-1 against predicted cost for every candidate the search
+    scored (after adaptive BN), the step it kept (and after that step's fine-tune), one ratio for every group at each
+    grid level beside them (adaptive BN, no fine-tune), the returned file as measured, and the budget as a line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(max(1, len(found)), 1, figsize=(8, 4.8 * max(1, len(found))), dpi=110, squeeze=False)
+    for ax, f in zip(axes[:, 0], found, strict=False):
+        b, unit = f["budget"], f["budget"]["unit"]
+        proposals = [p for t in f.get("trace", []) for p in t["proposals"]]
+        ax.scatter(
+            [p["predicted"] for p in proposals],
+            [p["val_top1"] for p in proposals],
+            s=14,
+            color="0.6",
+            label="candidates (adaptive BN)",
+        )
+        steps = f.get("trace", [])
+        start = [(f["reference"]["dense_int8_ms"], f["dense_val_top1"])] if unit == "ms" else []
+        xs = [x for x, _ in start] + [t["predicted"] for t in steps]
+        ax.plot(xs, [y for _, y in start] + [t["val_top1"] for t in steps], "o-", color="tab:blue", ms=4, lw=1)
+        ax.plot([], [], "o-", color="tab:blue", label="step kept (before its fine-tune)")
+        ax.scatter(
+            [t["predicted"] for t in steps],
+            [t["val_top1_tuned"] for t in steps],
+            s=18,
+            marker="^",
+            color="tab:green",
+            label="after the step's fine-tune",
+        )
+        uni = f.get("uniform", [])
+        ax.plot(
+            [u["predicted"] for u in uni],
+            [u["val_top1"] for u in uni],
+            "s--",
+            color="tab:orange",
+            ms=5,
+            lw=1,
+            label="one ratio for every group (adaptive BN)",
+        )
+        for u in uni:
+            ax.annotate(f"{100 * u['channels_kept']:.0f}%", (u["predicted"], u["val_top1"]), fontsize=6)
+        final = f.get("measured_ms") if unit == "ms" else f.get("measured_mib")
+        if final is not None and f.get("val_top1") is not None:
+            ax.scatter([final], [f["val_top1"]], s=120, marker="*", color="tab:red", label="returned file (measured)")
+        ax.axvline(b["target"], color="k", ls="--", lw=1, label=f"budget {b['target']:.3f} {unit}")
+        cost = f"ms per image at {b['size']} px, {b['threads']} thread(s)" if unit == "ms" else "file MiB"
+        ax.set_xlabel(f"{cost} (predicted; the star measured)")
+        ax.set_ylabel("validation top-1 (%)")
+        ax.set_title(f"{f['row']['artifact']}: the search against one ratio for every layer", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
+    if not found:
+        axes[0, 0].text(0.5, 0.5, "no fit row", ha="center")
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+    plt.close(fig)
+    return path

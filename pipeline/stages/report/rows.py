@@ -184,9 +184,25 @@ def _shippable(rows: list[dict], reference: dict | None) -> list[dict]:
     ]
 
 
+def fit_row(rows: list[dict], reference: dict | None = None) -> dict | None:
+    """The passing int8 file `fit` returned for the run's budget (onnx2tf's route), if any: the answer to the question
+    the user asked."""
+    return next(
+        (
+            r
+            for r in _shippable(rows, reference)
+            if Path(r["artifact"]).name.startswith("fit_")
+            and Path(r["artifact"]).name.endswith("_int8.tflite")
+            and "_nncf_" not in r["artifact"]
+        ),
+        None,
+    )
+
+
 def recommended(rows: list[dict], reference: dict | None = None) -> dict | None:
-    """The phone file to ship: the fastest passing int8 TFLite file at 1 thread (then the smallest)."""
-    return min(
+    """The phone file to ship: the file `fit` returned within the run's budget, where it passed; else the fastest
+    passing int8 TFLite file at 1 thread (then the smallest)."""
+    return fit_row(rows, reference) or min(
         _shippable(rows, reference),
         key=lambda r: (r["ms_1"] if r["ms_1"] is not None else float("inf"), r["size_mib"]),
         default=None,
