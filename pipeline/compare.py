@@ -15,7 +15,7 @@ from .config import open_run
 from .core.artifacts import atomic_write_json, atomic_write_text
 from .core.errors import EdgeError
 from .core.precision import is_int8_tflite
-from .stages.report import fmt, front_png, img, in_memory, latency_size, markdown_html, run_rows
+from .stages.report import fit_row, fmt, front_png, img, in_memory, latency_size, markdown_html, run_rows
 
 COLUMNS = [
     "run",
@@ -145,6 +145,18 @@ def compare(run_dirs: list[Path], out: Path) -> dict[str, Path]:
         if best
         else "Ship: none (no int8 TFLite file passed every gate within the drop allowed)."
     )
+
+    fitted = [fit_row([r for r in rows if r["run"] == run["name"]]) for run in runs]
+    if any(fitted):  # each run's answer to its own budget (resnet-edge fit), beside the pick across runs
+        headline += (
+            " Within each run's budget (fit): "
+            + "; ".join(
+                f"{r['run']} / {r['artifact']} (top-1 {100 * r['top1']:.2f}%, {r['size_mib']:.2f} MiB)"
+                for r in fitted
+                if r
+            )
+            + "."
+        )
 
     def label(r: dict) -> str:
         return f"{r['run']}/{Path(r['artifact']).name}"

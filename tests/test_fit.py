@@ -264,6 +264,9 @@ def test_fit_returns_a_gated_file_within_a_latency_budget(fit_base, tmp_path, mo
     row = records.read(context(cfg).layout, f"tflite/{name}_int8.tflite")
     assert records.status(row)[0] == "pass" and row["build"]["fit"]["budget"]["value"] == budget
     assert f"tflite/{name}_int8.tflite" in context(cfg).rows
+    from pipeline.stages.bundle import chosen  # the device bundle ships it (its default globs: fp32,*int8,...)
+
+    assert {f"tflite/{name}_int8.tflite", f"tflite/{name}_nncf_int8.tflite"} <= set(chosen(context(cfg)))
 
     from pipeline.stages.report import report  # the report's fit section: the budget, the figures, the trace
 
@@ -272,6 +275,10 @@ def test_fit_returns_a_gated_file_within_a_latency_budget(fit_base, tmp_path, mo
     assert made["fit"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and made["fit"].name == "fit.png"
     assert f"Recommended phone file: tflite/{name}_int8.tflite" in md  # the answer to the budget, not the fastest
     assert "Fit to a budget" in made["html"].read_text()
+    from pipeline.compare import compare  # compare names each run's answer to its budget
+
+    compared = compare([cfg.run_dir], tmp_path / "compare")["md"].read_text()
+    assert f"Within each run's budget (fit): {cfg.run_dir.name} / tflite/{name}_int8.tflite" in compared
     section = md[md.index("## Fit to a budget (fit)") :]
     assert f"tflite/{name}_int8.tflite: budget {budget:g} ms at 64 px, 1 thread(s)" in section
     assert f"measured {record['measured_ms']:.3f} ms" in section and f"predicted {record['predicted']:.3f}" in section

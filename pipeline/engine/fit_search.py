@@ -69,24 +69,37 @@ class Result:
     fastest: float | None = None  # the cost of every group at its lowest level: what the search could reach at best
 
 
+@dataclass
+class Space:
+    """What every search reads: the channel groups, each group's allowed counts (`grid`, largest first), a plan's
+    cost, an example input (to trace the pruning), images to re-estimate batch norm on, the validation split."""
+
+    groups: list[Group]
+    grid: dict[str, list[int]]
+    cost: Callable[[dict[str, int]], float]
+    example: torch.Tensor
+    bn_images: np.ndarray
+    val: tuple[np.ndarray, np.ndarray]
+
+    def score(self, model: nn.Module, plan: dict[str, int]) -> tuple[nn.Module, float]:
+        """`model` pruned to `plan` in place, batch norm re-estimated: (it, its val top-1)."""
+        pruned = adapt_bn(prune_to(model, self.example, plan), self.bn_images)
+        return pruned, top1(pruned, *self.val)
+
+
 def search(
     model: nn.Module,
-    groups: list[Group],
-    grid: dict[str, list[int]],
-    cost: Callable[[dict[str, int]], float],
+    space: Space,
     target: float,
-    example: torch.Tensor,
-    bn_images: np.ndarray,
-    val: tuple[np.ndarray, np.ndarray],
     tune: Callable[[nn.Module], None] | None = None,
     steps: int = 6,
     plan: dict[str, int] | None = None,
     log=print,
 ) -> Result:
     """Greedy NetAdapt from `model` (pruned to `plan` already, if given) until cost(plan) <= target, in about
-    `steps` iterations. `grid`: each group's allowed channel counts; `tune(model)`: the short fine-tune after each
-    iteration. An infeasible target (even every group at its lowest level costs more) returns at once with
-    feasible=False and the fastest reachable cost."""
+    `steps` iterations; `tune(model)`: the short fine-tune after each iteration. An infeasible target (even every
+    group at its lowest level costs more) returns at once with feasible=False and the fastest reachable cost."""
+    groups, grid, cost = space.groups, space.grid, space.cost
     plan = dict(plan or {g.name: g.channels for g in groups})
     lowest = {g.name: grid[g.name][-1] for g in groups}
     fastest = cost(lowest)
@@ -113,8 +126,8 @@ def search(
         meets = [p for p in proposals if p[2] <= want]
         scored, chosen = [], None
         for name, keep, predicted in meets or proposals:
-            candidate = adapt_bn(prune_to(copy.deepcopy(model), example, {name: keep}), bn_images)
-            scored.append((top1(candidate, *val), -predicted, name, keep, predicted))
+            candidate, acc = space.score(copy.deepcopy(model), {name: keep})
+            scored.append((acc, -predicted, name, keep, predicted))
             if max(scored) is scored[-1]:  # the best so far: the only candidate kept in memory
                 chosen = candidate
         acc, _, name, keep, predicted = max(scored)
@@ -122,7 +135,7 @@ def search(
         plan[name], current = keep, predicted
         if tune is not None:
             tune(model)
-            acc_tuned = top1(model, *val)
+            acc_tuned = top1(model, *space.val)
         else:
             acc_tuned = acc
         entry = {
@@ -145,34 +158,24 @@ def search(
     return result
 
 
-def sensitivity(
-    model: nn.Module,
-    groups: list[Group],
-    grid: dict[str, list[int]],
-    cost: Callable[[dict[str, int]], float],
-    target: float,
-    example: torch.Tensor,
-    bn_images: np.ndarray,
-    val: tuple[np.ndarray, np.ndarray],
-    log=print,
-) -> Result:
+def sensitivity(model: nn.Module, space: Space, target: float, log=print) -> Result:
     """AIMET-style: every cut of every group scored alone on the dense model once (adaptive BN, val top-1), then one
     accuracy level for all: each group takes its fewest channels that lose at most `drop` points alone, and `drop` is
     the smallest (bisected over the scored drops) whose plan's cost meets `target`. No fine-tune between: the caller's
     final fine-tune is the only one. Same Result as `search` (one trace entry; its proposals are the scored cuts)."""
-    started = time.perf_counter()
+    started, groups, grid, cost = time.perf_counter(), space.groups, space.grid, space.cost
     plan = {g.name: g.channels for g in groups}
     lowest = {g.name: grid[g.name][-1] for g in groups}
     fastest, current = cost(lowest), cost(plan)
     if current <= target or fastest > target:
         return Result(model, plan, current, feasible=fastest <= target or current <= target, fastest=fastest)
-    base = top1(model, *val)
+    base = top1(model, *space.val)
     scored = [
         {
             "group": g.name,
             "channels": c,
             "predicted": cost({**plan, g.name: c}),
-            "val_top1": top1(adapt_bn(prune_to(copy.deepcopy(model), example, {g.name: c}), bn_images), *val),
+            "val_top1": space.score(copy.deepcopy(model), {g.name: c})[1],
         }
         for g in groups
         for c in grid[g.name][1:]
@@ -193,8 +196,8 @@ def sensitivity(
         mid = (lo + hi) // 2
         lo, hi = (lo, mid) if cost(at(drops[mid])) <= target else (mid + 1, hi)
     plan = at(drops[lo])
-    model = adapt_bn(prune_to(model, example, plan), bn_images)
-    acc, predicted = top1(model, *val), cost(plan)
+    model, acc = space.score(model, plan)
+    predicted = cost(plan)
     entry = {
         "iteration": 1,
         "group": f"every group <= {drops[lo]:.2f} points alone",
@@ -214,23 +217,15 @@ def sensitivity(
     return Result(model, plan, predicted, [entry], fastest=fastest)
 
 
-def uniform(
-    model: nn.Module,
-    groups: list[Group],
-    grid: dict[str, list[int]],
-    cost: Callable[[dict[str, int]], float],
-    example: torch.Tensor,
-    bn_images: np.ndarray,
-    val: tuple[np.ndarray, np.ndarray],
-) -> list[dict]:
+def uniform(model: nn.Module, space: Space) -> list[dict]:
     """One ratio for every group, at each level of the grid: predicted cost and val top-1 after adaptive BN (no
     fine-tune), the baseline the search's candidates are plotted against."""
-    points = []
+    points, grid, groups = [], space.grid, space.groups
     for i in range(1, max(len(v) for v in grid.values())):
         plan = {g.name: grid[g.name][min(i, len(grid[g.name]) - 1)] for g in groups}
-        pruned = adapt_bn(prune_to(copy.deepcopy(model), example, plan), bn_images)
         kept = sum(plan.values()) / sum(g.channels for g in groups)
-        points.append({"channels_kept": kept, "predicted": cost(plan), "val_top1": top1(pruned, *val), "plan": plan})
+        acc = space.score(copy.deepcopy(model), plan)[1]
+        points.append({"channels_kept": kept, "predicted": space.cost(plan), "val_top1": acc, "plan": plan})
     return points
 
 

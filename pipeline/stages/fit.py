@@ -100,7 +100,7 @@ def fit_stage(ctx) -> None:
     from quantization.channels import channel_groups, op_shapes, plan_shapes, prune_to
 
     from ..data import preprocess
-    from ..engine.fit_search import grid_shapes, levels, search, sensitivity, top1, uniform
+    from ..engine.fit_search import Space, grid_shapes, levels, search, sensitivity, top1, uniform
     from ..engine.latency_table import LatencyTable, entry_key, weight_mib, wholes
 
     layout, cfg = ctx.layout, ctx.cfg
@@ -163,6 +163,7 @@ def fit_stage(ctx) -> None:
     # 3. the search, on the validation split
     val = ctx.val_set
     bn_images = preprocess(np.asarray(ctx.data.train.images[:512]), ctx.data.norm, cfg.image_size)
+    space = Space(groups, grid, cost, example, bn_images, val)
     teacher = model_from_checkpoint(parent).eval()
     tune_cfg = dataclasses.replace(cfg, finetune_subset=cfg.fit_step_images)
 
@@ -177,11 +178,9 @@ def fit_stage(ctx) -> None:
         f"dense int8 predicted {cost({}):.3f} {unit}"
     )
     if cfg.fit_search == "sensitivity":
-        result = sensitivity(copy.deepcopy(dense), groups, grid, cost, target, example, bn_images, val, log=say)
+        result = sensitivity(copy.deepcopy(dense), space, target, log=say)
     else:
-        result = search(
-            copy.deepcopy(dense), groups, grid, cost, target, example, bn_images, val, tune, cfg.fit_steps, log=say
-        )
+        result = search(copy.deepcopy(dense), space, target, tune, cfg.fit_steps, log=say)
     record = {
         "search": cfg.fit_search,
         "budget": {"kind": kind, "value": value, "size": size, "threads": threads, "target": target, "unit": unit},
@@ -194,7 +193,7 @@ def fit_stage(ctx) -> None:
         "calibration": calibration,
         "fastest": result.fastest,
         "dense_val_top1": top1(dense, *val),
-        "uniform": uniform(dense, groups, grid, cost, example, bn_images, val),
+        "uniform": uniform(dense, space),
     }
     if not result.feasible:
         atomic_write_json(fit_json(ctx), {**record, "feasible": False, "trace": result.trace})
@@ -253,9 +252,7 @@ def fit_stage(ctx) -> None:
         # one more of the search's own steps (or as far as the file missed by, if that is less), never past the fastest
         step = (calibration["whole_ms"] - target) / cfg.fit_steps
         step_target = max(result.fastest, result.cost * target / measured, result.cost - step)
-        result = search(
-            result.model, groups, grid, cost, step_target, example, bn_images, val, tune, 1, plan=result.plan, log=say
-        )
+        result = search(result.model, space, step_target, tune, 1, plan=result.plan, log=say)
         trace += [{**t, "iteration": len(trace) + i, "after_measuring": True} for i, t in enumerate(result.trace, 1)]
     if measured is not None and measured > target:
         atomic_write_json(fit_json(ctx), {**record, "feasible": True, "plan": result.plan, "trace": trace})

@@ -27,7 +27,7 @@ from .markdown import (
     to_markdown,
 )
 from .plots import fit_png, front_png, latency_png, layers_png, pareto_png
-from .rows import columns, fp32_reference, latency_size, load_json, recommended, run_rows, smallest
+from .rows import columns, fit_row, fp32_reference, latency_size, load_json, recommended, run_rows, smallest
 
 # What compare, bench/ and the tests read of the report: its rows, and how it shows them.
 __all__ = [
@@ -37,6 +37,7 @@ __all__ = [
     "fp32_reference",
     "latency_size",
     "recommended",
+    "fit_row",
     "smallest",
     "fmt",
     "in_memory",
