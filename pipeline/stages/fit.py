@@ -32,6 +32,7 @@ from ..core.names import derived_files
 from ..engine.checkpoint import derived_checkpoint, load_checkpoint, model_from_checkpoint, save_checkpoint
 from ..engine.contract import Stage
 from ..engine.gated import deliver
+from ..engine.summary import count_macs
 from .train import fine_tune
 
 UNITS = {key.removeprefix("budget_"): unit for key, unit in zip(BUDGET_KEYS, ("ms", "x", "mib"), strict=True)}
@@ -218,6 +219,7 @@ def fit_stage(ctx) -> None:
             "plan": result.plan,
             "channels_kept": sum(result.plan.values()) / sum(g.channels for g in groups),
             "predicted": result.cost,
+            "macs": count_macs(model, example),
             "epochs": cfg.structured_epochs if pruned else 0,
             "kd": {"alpha": cfg.kd_alpha, "temperature": cfg.kd_temperature},
         }
