@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from benchkit import entry, write_table
-from compression import row, seed
+from compression import _cell, row, seed
 
 from pipeline.chain import context, stages
 from pipeline.config import open_run, parse_overrides
@@ -90,7 +90,7 @@ def uniform_ratio(ctx, target_ms: float) -> float:
 
 def main(argv: list[str]) -> int:
     from pipeline.core.names import structured_name
-    from pipeline.stages.fit import fit_json, fit_name
+    from pipeline.stages.fit import fit_json, fit_name, whole_at_size
 
     overrides = parse_overrides(argv)
     budgets = [budget(b.strip()) for b in overrides.pop("budgets", "speedup20,speedup10,ms3.4").split(",") if b.strip()]
@@ -157,12 +157,6 @@ def main(argv: list[str]) -> int:
     return write_table(out / "fit_bench.json", {"host": host(), "config": dataclasses.asdict(cfg), "rows": rows})
 
 
-def whole_at_size(ctx, ckpt: Path, stem: str, variants: tuple[str, ...]) -> dict[str, Path]:
-    from pipeline.stages.fit import whole_at_size as made
-
-    return made(ctx, ckpt, stem, variants)
-
-
 def time_together(mine: list[dict], fit_ctx, cfg) -> None:
     """The budget's files (each fit file at the budget's size, the uniform file re-made at it) and the dense int8 file
     timed whole in the same rounds: ms_together, dense_ms_together."""
@@ -174,10 +168,6 @@ def time_together(mine: list[dict], fit_ctx, cfg) -> None:
     for r in mine:
         if r.get("_file"):
             r["ms_together"], r["dense_ms_together"] = timed[r["_file"]], timed[dense]
-
-
-def _cell(v, fmt: str) -> str:
-    return "-" if v is None else format(v, fmt)
 
 
 def table_lines(rows: list[dict], cfg, source: Layout) -> None:

@@ -27,7 +27,7 @@ from .markdown import (
     to_markdown,
 )
 from .plots import fit_png, front_png, latency_png, layers_png, pareto_png
-from .rows import columns, fit_row, fp32_reference, latency_size, load_json, recommended, run_rows, smallest
+from .rows import columns, fit_row, fit_stem, fp32_reference, latency_size, load_json, recommended, run_rows, smallest
 
 # What compare, bench/ and the tests read of the report: its rows, and how it shows them.
 __all__ = [
@@ -130,8 +130,7 @@ def verdict(ctx) -> None:
 
 def _fit_files(ctx) -> list[str]:
     """fit/<name>.json of the run's fit rows (pipeline.stages.fit): the report's fit section and fit.png."""
-    stems = [Path(r).stem.rsplit("_", 1)[0].removesuffix("_nncf") for r in ctx.rows if Path(r).stem.startswith("fit_")]
-    return [f"fit/{stem}.json" for stem in dict.fromkeys(stems)]
+    return [f"fit/{stem}.json" for stem in map(fit_stem, ctx.rows) if stem]
 
 
 def _fit_png(ctx) -> tuple[str, ...]:

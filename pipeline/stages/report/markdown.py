@@ -3,13 +3,11 @@ architecture."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from ...core import records
 from ...core.artifacts import file_sha
 from ...core.errors import EdgeError
 from ...engine.memory import memory_markdown, memory_rows, shipped_label
-from .rows import columns, fit_row, fp32_reference, latency_size, load_json, recommended, smallest
+from .rows import columns, fit_row, fit_stem, fp32_reference, latency_size, load_json, recommended, smallest
 
 DEVICE_NOTE = (
     "rows `@ device:...` / `@ android:...`: measured on the device (device/*.json); top-1 on the bundle's "
@@ -205,11 +203,10 @@ def fit_records(layout, rows: list[dict]) -> list[dict]:
     """fit/<name>.json of each fit row the run has (pipeline.stages.fit), with its int8 row."""
     found = []
     for r in rows:
-        name = Path(r["artifact"]).name
-        if r["source"] == "host" and name.startswith("fit_") and name.endswith("_int8.tflite"):
-            record = load_json(layout.path(f"fit/{name[: -len('_int8.tflite')]}.json"))
-            if record.get("budget"):
-                found.append({**record, "row": r})
+        stem = fit_stem(r["artifact"]) if r["source"] == "host" else None
+        record = load_json(layout.path(f"fit/{stem}.json")) if stem else {}
+        if record.get("budget"):
+            found.append({**record, "row": r})
     return found
 
 

@@ -184,19 +184,18 @@ def _shippable(rows: list[dict], reference: dict | None) -> list[dict]:
     ]
 
 
+def fit_stem(artifact: str) -> str | None:
+    """fit_3p4ms for tflite/fit_3p4ms_int8.tflite, the int8 file `fit` returned by onnx2tf's route (its record is
+    fit/fit_3p4ms.json); None for any other file, the NNCF route's fit file included."""
+    name = Path(artifact).name
+    if name.startswith("fit_") and name.endswith("_int8.tflite") and not name.endswith("_nncf_int8.tflite"):
+        return name.removesuffix("_int8.tflite")
+    return None
+
+
 def fit_row(rows: list[dict], reference: dict | None = None) -> dict | None:
-    """The passing int8 file `fit` returned for the run's budget (onnx2tf's route), if any: the answer to the question
-    the user asked."""
-    return next(
-        (
-            r
-            for r in _shippable(rows, reference)
-            if Path(r["artifact"]).name.startswith("fit_")
-            and Path(r["artifact"]).name.endswith("_int8.tflite")
-            and "_nncf_" not in r["artifact"]
-        ),
-        None,
-    )
+    """The passing int8 file `fit` returned for the run's budget, if any: the answer to the question the user asked."""
+    return next((r for r in _shippable(rows, reference) if fit_stem(r["artifact"])), None)
 
 
 def recommended(rows: list[dict], reference: dict | None = None) -> dict | None:
