@@ -3,6 +3,7 @@ import io
 import json
 import os
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -56,6 +57,7 @@ TINY_RUN = {
     "epochs": "3",
     "lr": "0.1",
     "finetune_subset": "2000",
+    "bundle_table": "false",  # fit's latency pack at 224 px: tests/test_device_table.py makes a small one
 }
 
 
@@ -180,3 +182,48 @@ def bench_script(monkeypatch, name: str):
     TensorFlow and NNCF again), with bench/ on sys.path as when the script runs: beside its benchkit."""
     monkeypatch.syspath_prepend(str(ROOT / "bench"))
     return script_module(ROOT / "bench" / f"{name}.py")
+
+
+# --- the board venvs: numpy + one runtime each, nothing of this project ------------------------------------------
+
+
+def _venv(folder: Path, *requirements: str) -> None:
+    subprocess.run([sys.executable, "-m", "venv", str(folder / "venv")], check=True)
+    subprocess.run(
+        [
+            str(folder / "venv" / "bin" / "python"),
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            *requirements,
+        ],
+        check=True,
+    )
+
+
+@pytest.fixture(scope="session")
+def litert_venv(tmp_path_factory, worker_id):
+    """A fresh venv with numpy and ai-edge-litert (and their own dependencies) at the locked versions: no torch, no
+    tensorflow, not this project. One for the session (workers share it)."""
+    folder = built_once(
+        tmp_path_factory,
+        worker_id,
+        "litert-venv",
+        lambda f: _venv(f, "-c", str(ROOT / "requirements.lock"), "numpy", "ai-edge-litert"),
+    )
+    return folder / "venv" / "bin" / "python"
+
+
+@pytest.fixture(scope="session")
+def tflite_runtime_venv(tmp_path_factory, worker_id):
+    """The other runtime boards use where ai-edge-litert has no wheel: tflite-runtime 2.14 (numpy 1.x), no
+    CompiledModel."""
+    folder = built_once(
+        tmp_path_factory,
+        worker_id,
+        "tflite-runtime-venv",
+        lambda f: _venv(f, "numpy==1.26.4", "tflite-runtime==2.14.0"),
+    )
+    return folder / "venv" / "bin" / "python"

@@ -71,6 +71,8 @@ elif args[0] == "shell":
             sys.exit(1)
     elif words[0] in ("chmod", "kill"):
         pass
+    elif words[0] == "getprop":  # what a Pixel 7 answers
+        print({"ro.product.model": "Pixel 7", "ro.product.cpu.abi": "arm64-v8a"}.get(words[1], ""))
     elif words[0] in ("rm", "pkill"):  # what a careless script would do: refuse, so a test notices
         print(f"fake adb: refusing `{' '.join(words)}`", file=sys.stderr)
         sys.exit(3)

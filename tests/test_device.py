@@ -10,55 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import built_once, locked
+from conftest import locked
 
 ROOT = Path(__file__).resolve().parents[1]
 ANDROID = ROOT / "device_tests" / "android_benchmark.py"
 
 
 # --- the board script -------------------------------------------------------------------------------------------------
-
-
-def _venv(folder: Path, *requirements: str) -> None:
-    subprocess.run([sys.executable, "-m", "venv", str(folder / "venv")], check=True)
-    subprocess.run(
-        [
-            str(folder / "venv" / "bin" / "python"),
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            *requirements,
-        ],
-        check=True,
-    )
-
-
-@pytest.fixture(scope="session")
-def litert_venv(tmp_path_factory, worker_id):
-    """A fresh venv with numpy and ai-edge-litert (and their own dependencies) at the locked versions: no torch, no
-    tensorflow, not this project. One for the session (workers share it)."""
-    folder = built_once(
-        tmp_path_factory,
-        worker_id,
-        "litert-venv",
-        lambda f: _venv(f, "-c", str(ROOT / "requirements.lock"), "numpy", "ai-edge-litert"),
-    )
-    return folder / "venv" / "bin" / "python"
-
-
-@pytest.fixture(scope="session")
-def tflite_runtime_venv(tmp_path_factory, worker_id):
-    """The other runtime boards use where ai-edge-litert has no wheel: tflite-runtime 2.14 (numpy 1.x), no
-    CompiledModel."""
-    folder = built_once(
-        tmp_path_factory,
-        worker_id,
-        "tflite-runtime-venv",
-        lambda f: _venv(f, "numpy==1.26.4", "tflite-runtime==2.14.0"),
-    )
-    return folder / "venv" / "bin" / "python"
 
 
 def board_copy(device_bundle, tmp_path) -> Path:

@@ -115,6 +115,9 @@ class Config:
     budget_mib: float = 0.0
     budget_size: int = 224  # the latency budget's image size (fully convolutional: accuracy stays at image_size)
     budget_threads: int = 1
+    # a latency table measured on the device (device_tests/latency_table.py on the bundle's latency pack): budget_ms
+    # is then ms on that device, predicted from its table; "": this host's table, built and timed by fit
+    latency_table: str = ""
     fit_steps: int = 6  # the greedy search's iterations to the budget (NetAdapt): more are finer and slower
     fit_levels: int = 8  # channel counts a group may take: this many even steps of its channels (multiples of round_to)
     fit_step_images: int = 2048  # training images of the distilled fine-tune after each search step (0: none)
@@ -133,6 +136,9 @@ class Config:
     max_size_mib: float = 0.0  # gate: > 0 fails any int8 .tflite file larger than this (MiB)
     bundle_models: str = "fp32,*int8,*_fallback"  # device bundle: comma-separated globs on the .tflite stems ("*": all)
     bundle_images: int = 1000  # device bundle: test images in eval.npz
+    # device bundle: fit's latency pack (latency/: the ops the search times, at budget_size and budget_threads) for
+    # device_tests/latency_table.py to time on the device (ResNets with shortcut B)
+    bundle_table: bool = True
     extra: dict = field(default_factory=dict)  # free-form notes carried into the manifest (YAML only)
 
     def model_options(self, num_classes: int, in_channels: int) -> dict:

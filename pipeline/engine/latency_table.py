@@ -75,10 +75,11 @@ def entry_key(shape) -> str:
     return f"{shape.op} {k}{shape.hw}px {shape.cin}>{shape.cout}"
 
 
-def op_tflite(*shapes, seed: int = 0) -> bytes:
+def op_tflite(*shapes, seed: int = 0, pattern: bool = False) -> bytes:
     """A .tflite holding int8 ops in a chain (each reads the one before), each as onnx2tf writes it (a PAD op before
     a strided conv or pool with padding):
-    a conv with random per-channel weights (XNNPACK's int8 kernels do the same work for any values) and a fused ReLU,
+    a conv with random per-channel weights (XNNPACK's int8 kernels do the same work for any values; `pattern`: one
+    random 4093-byte block repeated, which a zip deflates, for the device pack) and a fused ReLU,
     a residual add of two differently scaled inputs with its ReLU, or a max-pool."""
     import flatbuffers
     from ai_edge_litert import schema_py_generated as S  # noqa: N812 (the schema's own name)
@@ -126,7 +127,11 @@ def op_tflite(*shapes, seed: int = 0) -> bytes:
         out_hw = -(-size // st) if same else (size - k) // st + 1
         if shape.op == "conv":
             scales = rng.uniform(0.001, 0.01, cout)
-            weights = rng.integers(-127, 128, (cout, k, k, cin), dtype=np.int8)
+            weights = (
+                np.resize(rng.integers(-127, 128, 4093, dtype=np.int8), (cout, k, k, cin))  # zips 100x smaller
+                if pattern
+                else rng.integers(-127, 128, (cout, k, k, cin), dtype=np.int8)
+            )
             w = tensor([cout, k, k, cin], data=weights, scale=scales, zero_point=0)
             b = tensor([cout], S.TensorType.INT32, rng.integers(-1000, 1000, cout, dtype=np.int32), q * scales, 0)
             y, q = tensor([1, out_hw, out_hw, cout], scale=0.05), 0.05
@@ -249,6 +254,20 @@ def wholes(paths: list[Path], threads: int) -> dict[Path, float]:
     return time_apart(list(paths), threads, runs=2 * RUNS)[0]
 
 
+def line(points: list[dict]) -> dict:
+    """A model's calibration from its whole files' points ({file, whole_ms, ops_ms}, the dense file first): the line
+    `whole = scale * ops + offset` through the first and last (offset only for one point, or when they contradict
+    the entries' order: the entries' sum shifted to the first file). The host's table and a device's use it alike."""
+    scale = 1.0
+    if len(points) > 1 and abs(points[0]["ops_ms"] - points[-1]["ops_ms"]) > 1e-9:
+        (w0, s0), (w1, s1) = [(p["whole_ms"], p["ops_ms"]) for p in (points[0], points[-1])]
+        scale = (w0 - w1) / (s0 - s1)
+    if scale <= 0:
+        scale = 1.0
+    offset = points[0]["whole_ms"] - scale * points[0]["ops_ms"]
+    return {"points": points, "scale": scale, "offset_ms": offset, "whole_ms": points[0]["whole_ms"]}
+
+
 class LatencyTable:
     """A table on disk: load it if its identity matches, measure what is missing, predict a plan's ms."""
 
@@ -260,6 +279,7 @@ class LatencyTable:
         self.measured = 0  # entries timed by this object (0: every lookup came from the file)
         self.reused = False
         self.ruler_ms: float | None = None  # the ruler op's ms when the table was first timed (the host's state)
+        self.source = "host"  # "device": measured there (device_table.load), never timed again here
         if self.path.is_file():
             data = json.loads(self.path.read_text())
             if data.get("format") == FORMAT and data.get("identity") == self.identity:
@@ -290,6 +310,11 @@ class LatencyTable:
         missing = [key for key in by_key if key not in self.entries]
         if not missing:
             return
+        if self.source != "host":
+            raise EdgeError(
+                f"latency_table={self.path}: no entry for {missing[0]} ({len(missing)} missing): the table was timed "
+                "for another model or fit_levels; make this run's bundle and time its latency pack on the device again"
+            )
         with tempfile.TemporaryDirectory(prefix="latency-table-") as tmp:
             files = {key: Path(tmp) / f"{i}.tflite" for i, key in enumerate(missing)}
             for key, path in files.items():
@@ -322,20 +347,7 @@ class LatencyTable:
             if all((w0 - w1) * (s0 - s1) > 0 for w0, w1, s0, s1 in zip(whole, whole[1:], ops, ops[1:], strict=False)):
                 break
         points = [{"file": Path(p).name, "whole_ms": w, "ops_ms": o} for p, w, o in zip(files, whole, ops, strict=True)]
-        if len(points) > 1 and abs(points[0]["ops_ms"] - points[-1]["ops_ms"]) > 1e-9:
-            (w0, s0), (w1, s1) = [(p["whole_ms"], p["ops_ms"]) for p in (points[0], points[-1])]
-            scale = (w0 - w1) / (s0 - s1)
-        else:
-            scale = 1.0
-        if scale <= 0:  # still contradicted after the tries: the entries' sum, shifted to the first file
-            scale = 1.0
-        offset = points[0]["whole_ms"] - scale * points[0]["ops_ms"]
-        self.rest[model_key] = {
-            "points": points,
-            "scale": scale,
-            "offset_ms": offset,
-            "whole_ms": points[0]["whole_ms"],
-        }
+        self.rest[model_key] = line(points)
         return self.rest[model_key]
 
     def predict(self, model_key: str, shapes) -> float:

@@ -23,7 +23,22 @@ from ..engine.evaluate import predict, score
 from ..engine.runners import open_runner
 
 SCRIPTS = DEVICE_TESTS
-SCRIPT_NAMES = ("bench_tflite.py", "bench_rows.py", "android_benchmark.py", "tflite_precision.py", "tflite_memory.py")
+SCRIPT_NAMES = (
+    "bench_tflite.py",
+    "bench_rows.py",
+    "android_benchmark.py",
+    "tflite_precision.py",
+    "tflite_memory.py",
+    "latency_table.py",
+)
+PACK_FILES = ("pack.json", "ops.zip")
+
+
+def packs(cfg) -> bool:
+    """Whether the bundle carries fit's latency pack (latency/): bundle_table and a model fit can prune."""
+    from .fit import fittable
+
+    return cfg.bundle_table and fittable(cfg)
 
 
 def write_eval_npz(path: Path, x_nchw: np.ndarray, labels: np.ndarray, data, image_size: int) -> None:
@@ -99,6 +114,27 @@ compiled_lean` here) saves the convolutions' pointer tables (5.8 MiB for ResNet-
 """
 
 
+def _table_readme(cfg) -> str:
+    return f"""
+## The latency table for `resnet-edge fit` (latency/)
+
+`latency/` holds every op the budget search can ask for, as one-op int8 .tflite files (`ops.zip`), and the model at
+its two ends (dense and fastest plan) at {cfg.budget_size}x{cfg.budget_size}. Time them on the device itself, then
+search on the host against what this device measured:
+
+```sh
+~/edge/bin/python latency_table.py                      # on the board: writes latency_table_<hostname>_<time>.json
+python3 latency_table.py --adb --binary ./android_aarch64_benchmark_model   # a phone on USB, from a computer
+resnet-edge fit runs/<name> latency_table=latency_table_<where>_<time>.json budget_ms=40   # back on the host
+```
+
+The table is for {cfg.budget_threads} thread(s) at {cfg.budget_size} px (`--threads` times another count; fit refuses
+a table whose size or thread count is not the budget's). fit writes `fit/fit_<budget>_{cfg.budget_size}px_int8.tflite`:
+time it here with `bench_tflite.py` and copy the JSON into the run's `device/` folder, and the report shows the
+device's latency beside the prediction.
+"""
+
+
 def bundle_stage(ctx) -> None:
     """<run>/device_bundle/, built in a temporary folder (whose files therefore need no atomic writes of their own)
     and swapped in whole."""
@@ -142,8 +178,13 @@ def bundle_stage(ctx) -> None:
         for s in SCRIPT_NAMES:
             shutil.copyfile(SCRIPTS / s, tmp / s)
             os.chmod(tmp / s, 0o755)
+        if packs(cfg):
+            from .fit import latency_pack
+
+            latency_pack(ctx, tmp / "latency")
         (tmp / "README.md").write_text(
             _readme(models, len(labels), cfg.image_size, ctx.data.name, cfg.bench_runs, cfg.bench_warmup)
+            + (_table_readme(cfg) if packs(cfg) else "")
         )
         kept = _carry_over(out, tmp)
         old = layout.root / ".device_bundle-old"
@@ -212,6 +253,7 @@ def _inputs(ctx) -> list[str]:
 def _outputs(ctx) -> list[str]:
     layout = ctx.layout
     files = ["eval.npz", "expected.json", "README.md", *SCRIPT_NAMES]
+    files += [f"latency/{f}" for f in PACK_FILES] if packs(ctx.cfg) else []
     return [layout.rel(layout.bundle_dir / f) for f in files] + [
         layout.rel(layout.bundle_dir / "models" / Path(rel).name) for rel in chosen(ctx)
     ]
@@ -222,7 +264,9 @@ STAGE = Stage(
     bundle_stage,
     "device bundle: chosen .tflite files, eval.npz, device_tests scripts, README",
     needs=("convert",),
-    keys=EVAL_KEYS | {"bundle_models", "bundle_images", "bench_runs", "bench_warmup", "max_size_mib"},
+    keys=EVAL_KEYS
+    | {"bundle_models", "bundle_images", "bench_runs", "bench_warmup", "max_size_mib", "bundle_table"}
+    | {"budget_size", "budget_threads", "fit_levels", "structured_round_to", "model", "shortcut"},
     inputs=_inputs,
     outputs=_outputs,
     needs_run=True,

@@ -71,13 +71,54 @@ def model_key(cfg) -> str:
     )
 
 
+def fittable(cfg) -> bool:
+    """A model the search can prune: a ResNet with projection shortcuts (its table holds plain convs)."""
+    return cfg.model.startswith("resnet") and cfg.shortcut == "B"
+
+
+def latency_pack(ctx, folder: Path) -> Path:
+    """The bundle's latency/ folder (pipeline.engine.device_table.write_pack): every op the search can ask for at the
+    budget's size, and the dense and fastest-plan files at that size (fit's own, when it made them from this
+    checkpoint and grid), for device_tests/latency_table.py to time on the device."""
+    from quantization.channels import channel_groups, op_shapes, plan_shapes, prune_to
+
+    from ..engine.device_table import write_pack
+    from ..engine.fit_search import grid_shapes, levels
+
+    layout, cfg, size = ctx.layout, ctx.cfg, ctx.cfg.budget_size
+    best = ctx.require(layout.best, "train")
+    parent = load_checkpoint(best)
+    dense = model_from_checkpoint(parent).eval()
+    example = torch.from_numpy(ctx.eval_set.x[:1])
+    groups = channel_groups(dense, example)
+    grid = {g.name: levels(g.channels, cfg.structured_round_to, cfg.fit_levels) for g in groups}
+    shapes = op_shapes(dense, size, parent["model_options"]["in_channels"])
+    lowest = {g.name: grid[g.name][-1] for g in groups}
+    files = {}
+    for stem, plan in (("dense", None), ("lowest", lowest)):
+        made, ckpt = layout.path(f"fit/{stem}_{size}px_int8.tflite"), layout.path(f"fit/{stem}.pt")
+        source = best if plan is None else ckpt
+        fresh = made.is_file() and source.is_file() and made.stat().st_mtime >= source.stat().st_mtime
+        if plan is not None and fresh:  # fit's fastest plan, if it is this grid's
+            fresh = load_checkpoint(ckpt).get("compression", {}).get("plan") == plan and (
+                ckpt.stat().st_mtime >= best.stat().st_mtime
+            )
+        if not fresh:
+            if plan is not None:
+                cut = prune_to(copy.deepcopy(dense), example, plan)
+                save_checkpoint(derived_checkpoint(parent, cut, compression={"plan": plan}), ckpt)
+            made = whole_at_size(ctx, source, stem, ("int8",))["int8"]
+        files[made] = shapes if plan is None else plan_shapes(shapes, groups, plan)
+    return write_pack(folder, grid_shapes(shapes, groups, grid), files, model_key(cfg), size, cfg.budget_threads)
+
+
 def _check(cfg) -> tuple[str, float]:
     budget = budget_of(cfg)
     if budget is None:
         raise EdgeError(
             "fit: give a budget: budget_ms=2 (ms per image), budget_speedup=10 (x the fp32 file) or budget_mib=3"
         )
-    if not cfg.model.startswith("resnet") or cfg.shortcut != "B":
+    if not fittable(cfg):
         raise EdgeError(
             f"fit: model={cfg.model} shortcut={cfg.shortcut}: the search prunes ResNets with projection shortcuts "
             "(shortcut=B), whose latency table holds plain convs"
@@ -101,6 +142,8 @@ def fit_stage(ctx) -> None:
     from quantization.channels import channel_groups, op_shapes, plan_shapes, prune_to
 
     from ..data import preprocess
+    from ..engine.device_table import load as load_device_table
+    from ..engine.device_table import who
     from ..engine.fit_search import Space, grid_shapes, levels, search, sensitivity, top1, uniform
     from ..engine.latency_table import LatencyTable, entry_key, weight_mib, wholes
 
@@ -118,12 +161,27 @@ def fit_stage(ctx) -> None:
     shapes = op_shapes(dense, cfg.budget_size, in_channels)
     size, threads = cfg.budget_size, cfg.budget_threads
 
-    # 1-2. the table, and the dense files at the budget's size timed whole
-    table = LatencyTable(layout.path(f"fit/latency_{size}px_{threads}thr.json"), size, threads)
-    dense_files = whole_at_size(ctx, best, "dense", ("int8", "fp32") if kind == "speedup" else ("int8",))
+    # 1-2. the table (this host's, or the device's: latency_table=), and the dense files at the budget's size timed
     key = model_key(cfg)
+    on_device = bool(cfg.latency_table)
+    if on_device:
+        if kind != "ms":
+            raise EdgeError(
+                f"latency_table={cfg.latency_table}: a device's table is for budget_ms (ms on that device), not "
+                f"budget_{kind}"
+            )
+        table = load_device_table(Path(cfg.latency_table), size, threads, key)
+        say(f"  fit: the latency table measured on {who(table.identity)} ({cfg.latency_table})")
+        dense_files = {}
+    else:
+        table = LatencyTable(layout.path(f"fit/latency_{size}px_{threads}thr.json"), size, threads)
+        dense_files = whole_at_size(ctx, best, "dense", ("int8", "fp32") if kind == "speedup" else ("int8",))
     calibration, reference = None, {}
-    if kind != "mib":  # a size budget needs no timing
+    if on_device:  # the device's own entries and whole files: nothing is timed here
+        table.measure(grid_shapes(shapes, groups, grid))
+        calibration = table.rest[key]
+        reference = {"dense_int8_ms": calibration["whole_ms"]}
+    elif kind != "mib":  # a size budget needs no timing
         need = grid_shapes(shapes, groups, grid)
         todo = len({entry_key(s) for s in need} - set(table.entries))
         if todo:  # one session in a fresh process: no bar of its rounds to show, so one line before it
@@ -187,7 +245,12 @@ def fit_stage(ctx) -> None:
         "budget": {"kind": kind, "value": value, "size": size, "threads": threads, "target": target, "unit": unit},
         "reference": reference,
         "table": (
-            {"path": layout.rel(table.path), "identity": table.identity, "entries": len(table.entries)}
+            {
+                "path": str(table.path) if on_device else layout.rel(table.path),
+                "identity": table.identity,
+                "entries": len(table.entries),
+                "source": table.source,
+            }
             if calibration
             else None
         ),
@@ -225,7 +288,10 @@ def fit_stage(ctx) -> None:
         }
         ckpt = save_checkpoint(derived_checkpoint(parent, model, compression=build), layout.quant(f"{name}.pt"))
         measured = None
-        if unit == "ms":  # timed in the same rounds as the dense file
+        if on_device:  # the file at the budget's size, for the device to time (it cannot be timed here)
+            at_size = whole_at_size(ctx, ckpt, name, ("int8",))["int8"]
+            record["device"] = {"file": layout.rel(at_size), "predicted_ms": result.cost, "on": who(table.identity)}
+        elif unit == "ms":  # timed in the same rounds as the dense file
             at_size = whole_at_size(ctx, ckpt, name, ("int8",))["int8"]
             now = wholes([dense_files["int8"], at_size], threads)
             dense_now = dense_files["int8"]
@@ -273,12 +339,20 @@ def fit_stage(ctx) -> None:
         "val_top1": top1(model, *val),
         "seconds": time.perf_counter() - started,
     }
-    deliver(
-        ctx, ckpt, name, {**build, "fit": {k: record[k] for k in ("budget", "predicted", "measured_ms", "fastest")}}
-    )
+    fit_build = {k: record[k] for k in ("budget", "predicted", "measured_ms", "fastest")}
+    if on_device:  # the row carries the device's predicted latency, and whose table it is
+        fit_build["predicted_on"] = record["device"]["on"]
+    deliver(ctx, ckpt, name, {**build, "fit": fit_build})
     if unit == "MiB":
         record["measured_mib"] = layout.tflite(f"{name}_int8").stat().st_size / MIB
     atomic_write_json(fit_json(ctx), record)
+    if on_device:
+        say(
+            f"  fit {name}: {len(record['trace'])} steps, predicted {result.cost:.3f} ms on {record['device']['on']}, "
+            f"{record['seconds']:.0f} s; time {record['device']['file']} there (bench_tflite.py --threads {threads}) "
+            "and copy its JSON into device/: the report shows it measured beside the prediction"
+        )
+        return
     say(
         f"  fit {name}: {len(record['trace'])} steps, predicted {result.cost:.3f} {unit}, measured "
         f"{(measured if unit == 'ms' else record['measured_mib']):.3f} {unit}"
@@ -306,6 +380,7 @@ STAGE = Stage(
         *BUDGET_KEYS,
         "budget_size",
         "budget_threads",
+        "latency_table",
         "fit_steps",
         "fit_levels",
         "fit_step_images",
@@ -318,7 +393,11 @@ STAGE = Stage(
         "pt2e_algorithm",
         "run_litert",
     },
-    inputs=lambda ctx: ctx.names(ctx.layout.onnx, ctx.layout.best),
+    inputs=lambda ctx: (
+        ctx.names(ctx.layout.onnx, ctx.layout.best)
+        + ([str(Path(ctx.cfg.latency_table).resolve())] if Path(ctx.cfg.latency_table or "/-").is_file() else [])
+    ),
+    sources=lambda ctx: ctx.names(ctx.layout.onnx, ctx.layout.best),  # a device's table: in the fit record, not a row
     outputs=lambda ctx: ctx.names(*derived_files(ctx.layout, fit_name(ctx.cfg), ctx.cfg), fit_json(ctx)),
     records=lambda ctx: ctx.names(*derived_files(ctx.layout, fit_name(ctx.cfg), ctx.cfg)[2:]),
 )
