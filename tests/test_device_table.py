@@ -198,7 +198,9 @@ def test_another_devices_table_changes_the_search_choice(packed, tables, tmp_pat
         path = tmp_path / f"slow_at_{hw}px.json"
         path.write_text(json.dumps(heavy(data, spec, hw, 1000.0)))
         table = device_table.load(path, 64, 1, key)
-        space = Space(groups, grid, lambda p: table.predict(key, plan_shapes(shapes, groups, p)), example, val[0], val)
+        space = Space(
+            groups, grid, lambda p, t=table: t.predict(key, plan_shapes(shapes, groups, p)), example, val[0], val
+        )
         dense = space.cost({})
         result = search(copy.deepcopy(model), space, 0.9 * dense, None, 1, log=lambda _: None)
         first = result.trace[0]["group"]
