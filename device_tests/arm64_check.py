@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from arm64_fit import fit_check  # noqa: E402  (the latency table on the emulated board, a fit against it)
 from arm64_rootfs import (  # noqa: E402  (what it builds once and caches)
     RUNTIMES,
     CheckError,
@@ -92,32 +93,29 @@ def check_tools() -> None:
         )
 
 
-def bench_in_rootfs(root: Path, bundle: Path, python: str, models: list[str], args) -> dict:
-    """Copy the bundle in, run bench_tflite.py under emulation with /proc only (the host's /sys crashes
-    ai-edge-litert under qemu), bring the JSON back, remove the copy."""
+def in_rootfs(root: Path, bundle: Path, argv: list[str], out: str, timeout: float, what: str) -> dict:
+    """Copy the bundle in, run `argv` in it under emulation with /proc only (the host's /sys crashes ai-edge-litert
+    under qemu), bring the JSON file `out` back, remove the copy."""
     inside = Path(tempfile.mkdtemp(prefix="bundle-", dir=root / "tmp"))
     proc_dir = root / "proc"
     mounted = subprocess.run(["mount", "-t", "proc", "proc", str(proc_dir)], capture_output=True).returncode == 0
     try:
         shutil.copytree(bundle, inside, dirs_exist_ok=True)
         cwd = "/" + str(inside.relative_to(root))
-        proc = subprocess.run(
-            chroot_command(
-                root, bench_command(python, models, "arm64.json", args.runs, args.warmup, args.timeout), cwd
-            ),
-            capture_output=True,
-            text=True,
-            timeout=args.timeout * (len(models) + 1),
-        )
-        out = inside / "arm64.json"
-        if not out.is_file():
+        proc = subprocess.run(chroot_command(root, argv, cwd), capture_output=True, text=True, timeout=timeout)
+        if not (inside / out).is_file():
             tail = [ln for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()][-1:] or ["no output"]
-            raise CheckError(f"bench_tflite.py under arm64 wrote no results (exit {proc.returncode}): {tail[0][:300]}")
-        return json.loads(out.read_text())
+            raise CheckError(f"{what} under arm64 wrote no results (exit {proc.returncode}): {tail[0][:300]}")
+        return json.loads((inside / out).read_text())
     finally:
         if mounted:
             subprocess.run(["umount", str(proc_dir)], capture_output=True)
         shutil.rmtree(inside, ignore_errors=True)
+
+
+def bench_in_rootfs(root: Path, bundle: Path, python: str, models: list[str], args) -> dict:
+    argv = bench_command(python, models, "arm64.json", args.runs, args.warmup, args.timeout)
+    return in_rootfs(root, bundle, argv, "arm64.json", args.timeout * (len(models) + 1), "bench_tflite.py")
 
 
 def bench_on_host(python: Path, bundle: Path, models: list[str], out: Path, args) -> dict:
@@ -200,6 +198,36 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def check_bundle(root: Path, cache: Path, run: Path, runtimes: list[str], args, host_cpu: str) -> list[dict]:
+    """Every model of RUN/device_bundle under each runtime, emulated and on this host; RUN/device/arm64-<runtime>.json
+    written (the report's rows). -> the table's rows."""
+    bundle = run / "device_bundle"
+    expected = json.loads((bundle / "expected.json").read_text()).get("top1", {})
+    models = sorted(f"models/{p.name}" for p in (bundle / "models").glob("*.tflite"))
+    rows = []
+    (run / "device").mkdir(exist_ok=True)
+    (run / "device-arm64").mkdir(exist_ok=True)
+    for runtime in runtimes:
+        python = arm64_venv(root, runtime, wheels(cache, runtime, "aarch64"))
+        t = time.perf_counter()
+        print(f"arm64: {len(models)} model(s) of {run.name} under {runtime}, emulated ...", file=sys.stderr)
+        arm = emulated(bench_in_rootfs(root, bundle, python, models, args), runtime, host_cpu)
+        print(f"arm64: {runtime} done in {time.perf_counter() - t:.0f} s", file=sys.stderr)
+        host = bench_on_host(
+            host_venv(cache, runtime),
+            bundle,
+            models,
+            (run / "device-arm64" / f"host-{runtime}.json").resolve(),
+            args,
+        )
+        for r in compare_rows(arm, host, expected):
+            rows.append({**r, "runtime": f"{runtime} {arm.get('runtime_version') or ''}".strip()})
+        tmp = run / "device" / f".arm64-{runtime}.json.tmp"
+        tmp.write_text(json.dumps(arm, indent=2))
+        os.replace(tmp, run / "device" / f"arm64-{runtime}.json")
+    return rows
+
+
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("run", help="a run directory with a device_bundle/ (after make demo: runs/default)")
@@ -209,6 +237,13 @@ def parse_args(argv):
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--host-runs", type=int, default=10, help="timed runs per model on the host")
     p.add_argument("--timeout", type=int, default=1800, help="seconds per model")
+    p.add_argument(
+        "--fit",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also build fit's latency table on the emulated board (each runtime), fit on the host against it and "
+        "check the returned file under emulation, in RUN-arm64fit (a copy of the run)",
+    )
     return p.parse_args(argv)
 
 
@@ -230,9 +265,7 @@ def main(argv=None) -> int:
                 f"{bundle}/bench_tflite.py is older than this check (no --predictions): re-make the "
                 f"bundle with `resnet-edge bundle {run}`"
             )
-        expected = json.loads((bundle / "expected.json").read_text()).get("top1", {})
-        models = sorted(f"models/{p.name}" for p in (bundle / "models").glob("*.tflite"))
-        if not models:
+        if not any((bundle / "models").glob("*.tflite")):
             raise CheckError(
                 f"{bundle}/models: no .tflite file to check; re-make the bundle (resnet-edge bundle {run})"
             )
@@ -247,27 +280,18 @@ def main(argv=None) -> int:
             ),
             platform.processor() or platform.machine(),
         )
-        rows = []
-        (run / "device").mkdir(exist_ok=True)
-        (run / "device-arm64").mkdir(exist_ok=True)
-        for runtime in runtimes:
-            python = arm64_venv(root, runtime, wheels(cache, runtime, "aarch64"))
-            t = time.perf_counter()
-            print(f"arm64: {len(models)} model(s) under {runtime}, emulated ...", file=sys.stderr)
-            arm = emulated(bench_in_rootfs(root, bundle, python, models, args), runtime, host_cpu)
-            print(f"arm64: {runtime} done in {time.perf_counter() - t:.0f} s", file=sys.stderr)
-            host = bench_on_host(
-                host_venv(cache, runtime),
-                bundle,
-                models,
-                (run / "device-arm64" / f"host-{runtime}.json").resolve(),
+        rows = check_bundle(root, cache, run, runtimes, args, host_cpu)
+        fitted = []
+        if args.fit:
+            fitted, summary = fit_check(
+                run,
+                runtimes,
                 args,
+                lambda folder: check_bundle(root, cache, folder, runtimes, args, host_cpu),
+                lambda bundle, argv, out, timeout: in_rootfs(root, bundle, argv, out, timeout, "latency_table.py"),
+                lambda runtime: arm64_venv(root, runtime, wheels(cache, runtime, "aarch64")),
             )
-            for r in compare_rows(arm, host, expected):
-                rows.append({**r, "runtime": f"{runtime} {arm.get('runtime_version') or ''}".strip()})
-            tmp = run / "device" / f".arm64-{runtime}.json.tmp"
-            tmp.write_text(json.dumps(arm, indent=2))
-            os.replace(tmp, run / "device" / f"arm64-{runtime}.json")
+            rows += fitted
     except CheckError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -281,6 +305,8 @@ def main(argv=None) -> int:
         print(f"error: arm64 check: {type(e).__name__}: {(str(e).splitlines() or [''])[0][:300]}", file=sys.stderr)
         return 2
     print(table(rows))
+    if args.fit:
+        print("\n".join(summary), file=sys.stderr)
     bad = [r for r in rows if not r["ok"]]
     print(
         f"arm64 check: {len(rows) - len(bad)}/{len(rows)} ok in {time.perf_counter() - start:.0f} s; wrote "
