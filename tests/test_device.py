@@ -81,6 +81,7 @@ def test_bundle_holds_models_images_scripts_and_host_figures(device_bundle, tiny
 
     assert set(SCRIPT_NAMES) == {p.name for p in (ROOT / "device_tests").glob("*.py")} - {
         "arm64_check.py",
+        "arm64_fit.py",
         "arm64_rootfs.py",
     }
     for script in SCRIPT_NAMES:
@@ -558,6 +559,8 @@ def test_android_timeout_names_the_fix_and_stops_only_its_process(phone):
         ),
         ("android_benchmark.py", ["{cut}", "--binary", "{cut}", "--runs", "0"], "--runs 0: expected an integer >= 1"),
         ("arm64_check.py", ["{tmp}", "--runtimes="], "--runtimes '': name at least one of"),  # "0/0 ok", exit 0 before
+        ("latency_table.py", ["--pack", "{tmp}"], "pack.json: no latency pack (No such file or directory)"),
+        ("latency_table.py", ["--pack", "{tmp}", "--rounds", "0"], "--rounds 0: expected an integer >= 1"),
     ],
 )
 def test_device_scripts_turn_bad_input_into_one_error_line(tiny_run, tmp_path, script, args, message):
