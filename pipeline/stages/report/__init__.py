@@ -15,19 +15,23 @@ from ...core.host import host, versions
 from ...engine.contract import Stage
 from ...engine.manifest import manifest_stage_rows, stage_table
 from ...engine.memory import memory_png, memory_rows
+from .fit_section import fit_records
 from .html import img, markdown_html, to_html
-from .markdown import (
-    architecture,
-    converters_line,
-    explanations,
-    fit_records,
-    fmt,
-    in_memory,
-    latency_markdown,
-    to_markdown,
-)
+from .markdown import architecture, converters_line, explanations, latency_markdown, to_markdown
 from .plots import fit_png, front_png, latency_png, layers_png, pareto_png
-from .rows import columns, fit_row, fit_stem, fp32_reference, latency_size, load_json, recommended, run_rows, smallest
+from .rows import (
+    columns,
+    fit_row,
+    fit_stem,
+    fmt,
+    fp32_reference,
+    in_memory,
+    latency_size,
+    load_json,
+    recommended,
+    run_rows,
+    smallest,
+)
 
 # What compare, bench/ and the tests read of the report: its rows, and how it shows them.
 __all__ = [

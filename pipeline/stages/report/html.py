@@ -7,7 +7,8 @@ import html
 from pathlib import Path
 
 from ...engine.memory import memory_markdown, memory_rows
-from .markdown import cells, explain_markdown, fit_markdown, headline, latency_markdown, notes
+from .fit_section import fit_markdown
+from .markdown import cells, explain_markdown, headline, latency_markdown, notes
 from .rows import columns, latency_size
 
 

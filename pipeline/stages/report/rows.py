@@ -12,7 +12,7 @@ from ...core.artifacts import file_sha
 from ...core.precision import is_int8_tflite
 from ...core.records import Gate
 from ...engine.evaluate import delta_points
-from ...engine.memory import memory_figures
+from ...engine.memory import memory_figures, shipped_label
 
 COLUMNS = [
     "artifact",
@@ -276,3 +276,24 @@ def run_rows(ctx) -> tuple[list[dict], dict | None, list[dict]]:
     ]
     attach_latency(rows, tables)
     return rows, reference, tables
+
+
+def fmt(v, digits=2):
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def in_memory(r: dict) -> str:
+    """`, 13.1 MiB in memory (CompiledModel + weight cache, as shipped; 22.0 MiB with the Interpreter)`: a row's
+    measured model memory as the device bundle runs the file, the Interpreter's beside it; "" where unmeasured."""
+    if r.get("model_mib") is None:
+        return ""
+    beside = (
+        f"; {r['interpreter_model_mib']:.1f} MiB with the Interpreter"
+        if r.get("interpreter_model_mib") is not None and r.get("memory_mode") != "interpreter"
+        else ""
+    )
+    return f", {r['model_mib']:.1f} MiB in memory ({shipped_label(r)}{beside})"
