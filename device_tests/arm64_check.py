@@ -287,6 +287,7 @@ def main(argv=None) -> int:
                 run,
                 runtimes,
                 args,
+                host_cpu,
                 lambda folder: check_bundle(root, cache, folder, runtimes, args, host_cpu),
                 lambda bundle, argv, out, timeout: in_rootfs(root, bundle, argv, out, timeout, "latency_table.py"),
                 lambda runtime: arm64_venv(root, runtime, wheels(cache, runtime, "aarch64")),

@@ -52,7 +52,7 @@ def image_size(run: Path) -> int:
 
 
 def fit_check(
-    run: Path, runtimes: list[str], args, check_bundle, in_rootfs, python_for
+    run: Path, runtimes: list[str], args, host_cpu: str, check_bundle, in_rootfs, python_for
 ) -> tuple[list[dict], list[str]]:
     """-> the fit file's rows for the check's table, and the summary lines."""
     start = time.perf_counter()
@@ -86,6 +86,8 @@ def fit_check(
         table = in_rootfs(bundle, argv, "table.json", args.timeout)
         if set(table["entries"]) != set(pack["entries"]) or table["identity"]["size"] != size:
             raise CheckError(f"latency_table.py under {runtime}: the table does not hold the pack's entries")
+        # qemu shows the host's /proc/cpuinfo: the device is named as the check's rows name it (arm64_check.emulated)
+        table["identity"] |= {"device": f"qemu-user aarch64 on {host_cpu}", "isa": [], "emulated": "qemu-user"}
         tables[runtime] = work / "device-arm64" / f"latency_table-{runtime}.json"
         tables[runtime].parent.mkdir(exist_ok=True)
         tables[runtime].write_text(json.dumps(table, indent=2))

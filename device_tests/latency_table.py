@@ -104,7 +104,8 @@ def on_board(paths: dict[str, str], threads: int, args) -> tuple[dict[str, float
         except Exception as e:  # noqa: BLE001  the runtime's own error type differs between runtimes
             if args.mode != "auto" or mode not in FALLBACK:
                 raise TableError(f"{os.path.basename(first)}: {mode} failed: {str(e).splitlines()[0][:200]}") from e
-            fallback = f"{mode}: {(str(e).splitlines() or [''])[0][:200]}"
+            why = f"{mode}: {(str(e).splitlines() or [''])[0][:200]}"
+            fallback = f"{fallback}; {why}" if fallback else why
             mode = FALLBACK[mode]
     del runner
     best = dict.fromkeys(paths, float("inf"))

@@ -84,6 +84,10 @@ def test_the_device_script_writes_a_table_fit_accepts(packed, tables, runtime):
     from quantization.channels import plan_shapes
 
     cfg, pack = packed
+    readme = (pack.parent / "README.md").read_text()  # the two commands a user with a board or phone runs
+    assert "python latency_table.py" in readme and "latency_table.py --adb --binary" in readme
+    assert "resnet-edge fit runs/<name> latency_table=latency_table_<where>_<time>.json budget_ms=" in readme
+    assert "for 1 thread(s) at 64 px" in readme and (pack.parent / "latency_table.py").is_file()
     data = json.loads(tables[runtime].read_text())
     spec = json.loads((pack / "pack.json").read_text())
     assert data["format"] == FORMAT and set(data["entries"]) == set(spec["entries"])

@@ -47,7 +47,8 @@ def fit_markdown(found: list[dict]) -> str:
         "",
         "The most accurate int8 file the search found within the budget: channels per group chosen greedily (NetAdapt; "
         "or by each group's sensitivity alone, fit_search=sensitivity) "
-        "on a latency table measured on this host (one-op int8 files, LiteRT + XNNPACK), each step scored on the "
+        "on a latency table measured on this host (one-op int8 files, LiteRT + XNNPACK; with latency_table=, on the "
+        "device the row names, whose file is then timed there, not here), each step scored on the "
         "validation split; the file then timed whole at the budget's size, in the same rounds as the dense int8 file. "
         "ms here: the fastest of short bursts, not a median (this host's speed varies by 2x for minutes). "
         "report/fit.png: every candidate's validation top-1 against its predicted cost, beside one ratio for every "
