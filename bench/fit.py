@@ -67,8 +67,8 @@ def uniform_ratio(ctx, target_ms: float) -> float:
     import torch
 
     from pipeline.engine.checkpoint import load_checkpoint, model_from_checkpoint
+    from pipeline.engine.fit_files import model_key
     from pipeline.engine.latency_table import LatencyTable
-    from pipeline.stages.fit import model_key
     from quantization.channels import channel_groups, op_shapes, plan_shapes
 
     cfg = ctx.cfg
@@ -90,7 +90,8 @@ def uniform_ratio(ctx, target_ms: float) -> float:
 
 def main(argv: list[str]) -> int:
     from pipeline.core.names import structured_name
-    from pipeline.stages.fit import fit_json, fit_name, whole_at_size
+    from pipeline.engine.fit_files import whole_at_size
+    from pipeline.stages.fit import fit_json, fit_name
 
     overrides = parse_overrides(argv)
     budgets = [budget(b.strip()) for b in overrides.pop("budgets", "speedup20,speedup10,ms3.4").split(",") if b.strip()]

@@ -61,8 +61,8 @@ def search_space(cfg):
     """The stage's own setup for the search: model, groups, grid, op shapes at the budget's size, the model key."""
     from pipeline.chain import context
     from pipeline.engine.checkpoint import load_checkpoint, model_from_checkpoint
+    from pipeline.engine.fit_files import model_key
     from pipeline.engine.fit_search import levels
-    from pipeline.stages.fit import model_key
     from quantization.channels import channel_groups, op_shapes
 
     ctx = context(cfg)

@@ -20,6 +20,7 @@ from ..core.errors import EdgeError
 from ..core.layout import DEVICE_TESTS
 from ..engine.contract import Stage
 from ..engine.evaluate import predict, score
+from ..engine.fit_files import fittable, latency_pack
 from ..engine.runners import open_runner
 
 SCRIPTS = DEVICE_TESTS
@@ -36,8 +37,6 @@ PACK_FILES = ("pack.json", "ops.zip")
 
 def packs(cfg) -> bool:
     """Whether the bundle carries fit's latency pack (latency/): bundle_table and a model fit can prune."""
-    from .fit import fittable
-
     return cfg.bundle_table and fittable(cfg)
 
 
@@ -112,48 +111,6 @@ option `xnnpack_weight_cache_path` set to a file path (a folder path does nothin
 delegate flag `TFLITE_XNNPACK_DELEGATE_FLAG_TRANSIENT_INDIRECTION_BUFFER` (0x20, with the default 0x3; `--mode
 compiled_lean` here) saves the convolutions' pointer tables (5.8 MiB for ResNet-18 at 224x224) for 10-20% more latency.
 """
-
-
-def latency_pack(ctx, folder: Path) -> Path:
-    """The bundle's latency/ folder (pipeline.engine.device_table.write_pack): every op the search can ask for at the
-    budget's size, and the dense and fastest-plan files at that size (fit's own, when it made them from this
-    checkpoint and grid), for device_tests/latency_table.py to time on the device."""
-    import copy
-
-    import torch
-
-    from quantization.channels import channel_groups, op_shapes, plan_shapes, prune_to
-
-    from ..engine.checkpoint import derived_checkpoint, load_checkpoint, model_from_checkpoint, save_checkpoint
-    from ..engine.device_table import write_pack
-    from ..engine.fit_search import grid_shapes, levels
-    from .fit import model_key, whole_at_size
-
-    layout, cfg, size = ctx.layout, ctx.cfg, ctx.cfg.budget_size
-    best = ctx.require(layout.best, "train")
-    parent = load_checkpoint(best)
-    dense = model_from_checkpoint(parent).eval()
-    example = torch.from_numpy(ctx.eval_set.x[:1])
-    groups = channel_groups(dense, example)
-    grid = {g.name: levels(g.channels, cfg.structured_round_to, cfg.fit_levels) for g in groups}
-    shapes = op_shapes(dense, size, parent["model_options"]["in_channels"])
-    lowest = {g.name: grid[g.name][-1] for g in groups}
-    files = {}
-    for stem, plan in (("dense", None), ("lowest", lowest)):
-        made, ckpt = layout.path(f"fit/{stem}_{size}px_int8.tflite"), layout.path(f"fit/{stem}.pt")
-        source = best if plan is None else ckpt
-        fresh = made.is_file() and source.is_file() and made.stat().st_mtime >= source.stat().st_mtime
-        if plan is not None and fresh:  # fit's fastest plan, if it is this grid's
-            fresh = load_checkpoint(ckpt).get("compression", {}).get("plan") == plan and (
-                ckpt.stat().st_mtime >= best.stat().st_mtime
-            )
-        if not fresh:
-            if plan is not None:
-                cut = prune_to(copy.deepcopy(dense), example, plan)
-                save_checkpoint(derived_checkpoint(parent, cut, compression={"plan": plan}), ckpt)
-            made = whole_at_size(ctx, source, stem, ("int8",))["int8"]
-        files[made] = shapes if plan is None else plan_shapes(shapes, groups, plan)
-    return write_pack(folder, grid_shapes(shapes, groups, grid), files, model_key(cfg), size, cfg.budget_threads)
 
 
 def _table_readme(cfg) -> str:

@@ -31,6 +31,7 @@ from ..core.errors import EdgeError
 from ..core.names import derived_files
 from ..engine.checkpoint import derived_checkpoint, load_checkpoint, model_from_checkpoint, save_checkpoint
 from ..engine.contract import Stage
+from ..engine.fit_files import fittable, model_key, whole_at_size
 from ..engine.gated import deliver
 from ..engine.summary import count_macs
 from .train import fine_tune
@@ -63,19 +64,6 @@ def fit_json(ctx) -> Path:
     return ctx.layout.path(f"fit/{fit_name(ctx.cfg)}.json")
 
 
-def model_key(cfg) -> str:
-    """What a table's whole-file calibration holds for: the architecture and the search's grid (not the weights)."""
-    return (
-        f"{cfg.model} width={cfg.width:g} stem={cfg.stem} in={cfg.in_channels} classes={cfg.num_classes} "
-        f"levels={cfg.fit_levels} round_to={cfg.structured_round_to}"
-    )
-
-
-def fittable(cfg) -> bool:
-    """A model the search can prune: a ResNet with projection shortcuts (its table holds plain convs)."""
-    return cfg.model.startswith("resnet") and cfg.shortcut == "B"
-
-
 def _check(cfg) -> tuple[str, float]:
     budget = budget_of(cfg)
     if budget is None:
@@ -88,17 +76,6 @@ def _check(cfg) -> tuple[str, float]:
             "(shortcut=B), whose latency table holds plain convs"
         )
     return budget
-
-
-def whole_at_size(ctx, checkpoint: Path, stem: str, variants: tuple[str, ...]) -> dict[str, Path]:
-    """A checkpoint's files at the budget's size in fit/ (exported, parity-checked, converted by onnx2tf)."""
-    from ..data import preprocess
-    from ..engine.onnx_to_tflite import tflite_at_size
-
-    size = ctx.cfg.budget_size
-    x = preprocess(np.asarray(ctx.data.calibration.images[:4]), ctx.data.norm, size)
-    onnx = ctx.layout.path(f"fit/{stem}_{size}px.onnx")
-    return tflite_at_size(checkpoint, onnx, variants, ctx.calib_u8[:64], ctx.data.norm, size, x)
 
 
 def fit_stage(ctx) -> None:
