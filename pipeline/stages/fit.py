@@ -12,6 +12,10 @@ as every compressed row.
    (fit_search=netadapt) or each group's sensitivity and one accuracy level (fit_search=sensitivity).
 4. The final distilled fine-tune (structured_epochs at structured_lr), then the file at the budget's size timed whole:
    over the budget, the search takes one more step. The report shows the prediction beside the measured figure.
+
+latency_table=<file> (budget_ms only): the table a device measured (device_tests/latency_table.py on the bundle's
+latency pack, pipeline.engine.device_table) replaces steps 1-2; nothing is timed here, and the file at the budget's
+size is left in fit/ for the device to time (its device/*.json then shows in the report beside the prediction).
 """
 
 from __future__ import annotations
