@@ -107,7 +107,9 @@ def test_the_device_script_writes_a_table_fit_accepts(packed, tables, runtime):
     assert dense["ops_ms"] == pytest.approx(sum(data["entries"][entry_key(s)] for s in shapes))
     assert table.predict(key, shapes) == pytest.approx(dense["whole_ms"])
     plan = {g.name: grid[g.name][-1] for g in groups}
-    assert table.predict(key, plan_shapes(shapes, groups, plan)) == pytest.approx(lowest["whole_ms"])
+    # the host's plan names the same entries the device summed for its fastest-plan file (the line through both
+    # points may fall back to the dense point alone when a busy spell contradicts their order: latency_table.line)
+    assert table.ops_ms(plan_shapes(shapes, groups, plan)) == pytest.approx(lowest["ops_ms"])
 
 
 def test_fit_searches_on_the_device_table_and_the_report_shows_the_device_figure(packed, tables, litert_venv, tmp_path):
