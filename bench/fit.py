@@ -64,18 +64,13 @@ def uniform_ratio(ctx, target_ms: float) -> float:
     """The prune_structured ratio (0.00 to 0.95 by 0.01) whose plan, every group at 1 - ratio of its channels in
     multiples of round_to, the fit run's table predicts closest to `target_ms` (the ops of those plans that the
     search's grid lacks timed first, in one session)."""
-    import torch
-
-    from pipeline.engine.checkpoint import load_checkpoint, model_from_checkpoint
-    from pipeline.engine.fit_files import model_key
+    from pipeline.engine.fit_files import model_key, setup
     from pipeline.engine.latency_table import LatencyTable
-    from quantization.channels import channel_groups, op_shapes, plan_shapes
+    from quantization.channels import plan_shapes
 
     cfg = ctx.cfg
-    parent = load_checkpoint(ctx.layout.best)
-    dense = model_from_checkpoint(parent).eval()
-    groups = channel_groups(dense, torch.from_numpy(ctx.eval_set.x[:1]))
-    shapes = op_shapes(dense, cfg.budget_size, parent["model_options"]["in_channels"])
+    base = setup(ctx)
+    groups, shapes = base.groups, base.shapes
     path = ctx.layout.path(f"fit/latency_{cfg.budget_size}px_{cfg.budget_threads}thr.json")
     table, step = LatencyTable(path, cfg.budget_size, cfg.budget_threads), cfg.structured_round_to
     plans = {

@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from pipeline.core.errors import EdgeError
 from pipeline.engine import device_table
@@ -58,21 +57,13 @@ def tables(packed, litert_venv, tflite_runtime_venv, tmp_path_factory):
 
 
 def search_space(cfg):
-    """The stage's own setup for the search: model, groups, grid, op shapes at the budget's size, the model key."""
+    """The stage's own setup for the search (engine.fit_files.setup), unpacked, with its context and model key."""
     from pipeline.chain import context
-    from pipeline.engine.checkpoint import load_checkpoint, model_from_checkpoint
-    from pipeline.engine.fit_files import model_key
-    from pipeline.engine.fit_search import levels
-    from quantization.channels import channel_groups, op_shapes
+    from pipeline.engine.fit_files import model_key, setup
 
     ctx = context(cfg)
-    parent = load_checkpoint(ctx.layout.best)
-    model = model_from_checkpoint(parent).eval()
-    example = torch.from_numpy(ctx.eval_set.x[:1])
-    groups = channel_groups(model, example)
-    grid = {g.name: levels(g.channels, cfg.structured_round_to, cfg.fit_levels) for g in groups}
-    shapes = op_shapes(model, cfg.budget_size, parent["model_options"]["in_channels"])
-    return ctx, model, example, groups, grid, shapes, model_key(cfg)
+    s = setup(ctx)
+    return ctx, s.dense, s.example, s.groups, s.grid, s.shapes, model_key(cfg)
 
 
 @pytest.mark.parametrize("runtime", ["ai-edge-litert", "tflite-runtime"])

@@ -60,11 +60,12 @@ def load(path: Path, size: int, threads: int, model_key: str) -> LatencyTable:
         raise EdgeError(f"latency_table={path}: not JSON ({e})") from e
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise EdgeError(f"latency_table={path}: not a latency table (format {FORMAT!r}); {rebuild}")
-    who = data.get("identity", {})
-    if (who.get("size"), who.get("threads")) != (size, threads):
+    identity = data.get("identity", {})
+    at, n = identity.get("size"), identity.get("threads")
+    if (at, n) != (size, threads):
         raise EdgeError(
-            f"latency_table={path}: measured at {who.get('size')} px, {who.get('threads')} thread(s); the budget is at "
-            f"{size} px, {threads} thread(s): give budget_size={who.get('size')} budget_threads={who.get('threads')}, "
+            f"latency_table={path}: measured at {at} px, {n} thread(s); the budget is at "
+            f"{size} px, {threads} thread(s): give budget_size={at} budget_threads={n}, "
             f"or make the bundle at the budget's (resnet-edge bundle RUN budget_size={size} budget_threads={threads}) "
             f"and {rebuild}"
         )
@@ -75,9 +76,8 @@ def load(path: Path, size: int, threads: int, model_key: str) -> LatencyTable:
             f"{', '.join(data.get('rest', {})) or 'none'}): make this run's bundle and {rebuild}"
         )
     table = LatencyTable(path, size, threads)
-    table.identity, table.entries, table.reused, table.source = who, data["entries"], True, "device"
+    table.identity, table.entries, table.reused, table.source = identity, data["entries"], True, "device"
     table.rest = {model_key: line(rest["points"])}
-    table.ruler_ms = None
     return table
 
 

@@ -5,6 +5,7 @@ size, and the pack a device times (pipeline.engine.device_table)."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -34,40 +35,79 @@ def whole_at_size(ctx, checkpoint: Path, stem: str, variants: tuple[str, ...]) -
     return tflite_at_size(checkpoint, onnx, variants, ctx.calib_u8[:64], ctx.data.norm, size, x)
 
 
-def latency_pack(ctx, folder: Path) -> Path:
-    """The bundle's latency/ folder (pipeline.engine.device_table.write_pack): every op the search can ask for at the
-    budget's size, and the dense and fastest-plan files at that size (fit's own, when it made them from this
-    checkpoint and grid), for device_tests/latency_table.py to time on the device."""
+@dataclasses.dataclass
+class Setup:
+    """What every user of the search starts from: the trained checkpoint, its dense model, an example input, the
+    channel groups, each group's allowed counts (largest first), the op shapes at the budget's size, the fastest
+    plan."""
+
+    best: Path
+    parent: dict
+    dense: object
+    example: object
+    groups: list
+    grid: dict[str, list[int]]
+    shapes: list
+    lowest: dict[str, int]
+
+
+def setup(ctx) -> Setup:
+    """The run's Setup (the fit stage, the bundle's latency pack, the tests alike)."""
     import torch
 
-    from quantization.channels import channel_groups, op_shapes, plan_shapes, prune_to
+    from quantization.channels import channel_groups, op_shapes
 
-    from .checkpoint import derived_checkpoint, load_checkpoint, model_from_checkpoint, save_checkpoint
-    from .device_table import write_pack
-    from .fit_search import grid_shapes, levels
+    from .checkpoint import load_checkpoint, model_from_checkpoint
+    from .fit_search import levels
 
-    layout, cfg, size = ctx.layout, ctx.cfg, ctx.cfg.budget_size
-    best = ctx.require(layout.best, "train")
+    cfg = ctx.cfg
+    best = ctx.require(ctx.layout.best, "train")
     parent = load_checkpoint(best)
     dense = model_from_checkpoint(parent).eval()
     example = torch.from_numpy(ctx.eval_set.x[:1])
     groups = channel_groups(dense, example)
     grid = {g.name: levels(g.channels, cfg.structured_round_to, cfg.fit_levels) for g in groups}
-    shapes = op_shapes(dense, size, parent["model_options"]["in_channels"])
+    shapes = op_shapes(dense, cfg.budget_size, parent["model_options"]["in_channels"])
     lowest = {g.name: grid[g.name][-1] for g in groups}
+    return Setup(best, parent, dense, example, groups, grid, shapes, lowest)
+
+
+def lowest_checkpoint(ctx, s: Setup) -> Path:
+    """fit/lowest.pt: the dense model pruned to the fastest plan (every group at its fewest channels)."""
+    from quantization.channels import prune_to
+
+    from .checkpoint import derived_checkpoint, save_checkpoint
+
+    cut = prune_to(copy.deepcopy(s.dense), s.example, s.lowest)
+    return save_checkpoint(
+        derived_checkpoint(s.parent, cut, compression={"plan": s.lowest}), ctx.layout.path("fit/lowest.pt")
+    )
+
+
+def latency_pack(ctx, folder: Path) -> Path:
+    """The bundle's latency/ folder (pipeline.engine.device_table.write_pack): every op the search can ask for at the
+    budget's size, and the dense and fastest-plan files at that size (fit's own, when it made them from this
+    checkpoint and grid), for device_tests/latency_table.py to time on the device."""
+    from quantization.channels import plan_shapes
+
+    from .checkpoint import load_checkpoint
+    from .device_table import write_pack
+    from .fit_search import grid_shapes
+
+    layout, cfg, size = ctx.layout, ctx.cfg, ctx.cfg.budget_size
+    s = setup(ctx)
     files = {}
-    for stem, plan in (("dense", None), ("lowest", lowest)):
+    for stem, plan in (("dense", None), ("lowest", s.lowest)):
         made, ckpt = layout.path(f"fit/{stem}_{size}px_int8.tflite"), layout.path(f"fit/{stem}.pt")
-        source = best if plan is None else ckpt
+        source = s.best if plan is None else ckpt
         fresh = made.is_file() and source.is_file() and made.stat().st_mtime >= source.stat().st_mtime
         if plan is not None and fresh:  # fit's fastest plan, if it is this grid's
             fresh = load_checkpoint(ckpt).get("compression", {}).get("plan") == plan and (
-                ckpt.stat().st_mtime >= best.stat().st_mtime
+                ckpt.stat().st_mtime >= s.best.stat().st_mtime
             )
         if not fresh:
             if plan is not None:
-                cut = prune_to(copy.deepcopy(dense), example, plan)
-                save_checkpoint(derived_checkpoint(parent, cut, compression={"plan": plan}), ckpt)
+                lowest_checkpoint(ctx, s)
             made = whole_at_size(ctx, source, stem, ("int8",))["int8"]
-        files[made] = shapes if plan is None else plan_shapes(shapes, groups, plan)
-    return write_pack(folder, grid_shapes(shapes, groups, grid), files, model_key(cfg), size, cfg.budget_threads)
+        files[made] = s.shapes if plan is None else plan_shapes(s.shapes, s.groups, plan)
+    return write_pack(folder, grid_shapes(s.shapes, s.groups, s.grid), files, model_key(cfg), size, cfg.budget_threads)

@@ -26,16 +26,15 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from ..config.keys import BUDGET_KEYS, FINETUNE_KEYS, GATED_KEYS
 from ..core import console
 from ..core.artifacts import MIB, atomic_write_json
 from ..core.errors import EdgeError
 from ..core.names import derived_files
-from ..engine.checkpoint import derived_checkpoint, load_checkpoint, model_from_checkpoint, save_checkpoint
+from ..engine.checkpoint import derived_checkpoint, model_from_checkpoint, save_checkpoint
 from ..engine.contract import Stage
-from ..engine.fit_files import fittable, model_key, whole_at_size
+from ..engine.fit_files import fittable, lowest_checkpoint, model_key, setup, whole_at_size
 from ..engine.gated import deliver
 from ..engine.summary import count_macs
 from .train import fine_tune
@@ -84,26 +83,28 @@ def _check(cfg) -> tuple[str, float]:
 
 def fit_stage(ctx) -> None:
     """Search channel counts per group on a measured latency table until the budget holds; fine-tune; deliver."""
-    from quantization.channels import channel_groups, op_shapes, plan_shapes, prune_to
+    from quantization.channels import plan_shapes
 
     from ..data import preprocess
     from ..engine.device_table import load as load_device_table
     from ..engine.device_table import who
-    from ..engine.fit_search import Space, grid_shapes, levels, search, sensitivity, top1, uniform
+    from ..engine.fit_search import Space, grid_shapes, search, sensitivity, top1, uniform
     from ..engine.latency_table import LatencyTable, entry_key, weight_mib, wholes
 
     layout, cfg = ctx.layout, ctx.cfg
     kind, value = _check(cfg)
     say = lambda line: print(line, file=console.err())  # noqa: E731
     started = time.perf_counter()
-    best = ctx.require(layout.best, "train")
-    parent = load_checkpoint(best)
-    dense = model_from_checkpoint(parent).eval()
-    in_channels = parent["model_options"]["in_channels"]
-    example = torch.from_numpy(ctx.eval_set.x[:1])
-    groups = channel_groups(dense, example)
-    grid = {g.name: levels(g.channels, cfg.structured_round_to, cfg.fit_levels) for g in groups}
-    shapes = op_shapes(dense, cfg.budget_size, in_channels)
+    s = setup(ctx)
+    best, parent, dense, example, groups, grid, shapes = (
+        s.best,
+        s.parent,
+        s.dense,
+        s.example,
+        s.groups,
+        s.grid,
+        s.shapes,
+    )
     size, threads = cfg.budget_size, cfg.budget_threads
 
     # 1-2. the table (this host's, or the device's: latency_table=), and the dense files at the budget's size timed
@@ -132,14 +133,9 @@ def fit_stage(ctx) -> None:
         if todo:  # one session in a fresh process: no bar of its rounds to show, so one line before it
             say(f"  fit: timing {todo} latency-table entries at {size} px, {threads} thread(s) (rounds until stable)")
         table.measure(need)
-        lowest = {g.name: grid[g.name][-1] for g in groups}
         if key not in table.rest or table.measured:  # the line through the two ends: the dense file, the fastest plan
-            cut = prune_to(copy.deepcopy(dense), example, lowest)
-            ckpt = save_checkpoint(
-                derived_checkpoint(parent, cut, compression={"plan": lowest}), layout.path("fit/lowest.pt")
-            )
-            fastest_file = whole_at_size(ctx, ckpt, "lowest", ("int8",))["int8"]
-            table.calibrate(key, {dense_files["int8"]: shapes, fastest_file: plan_shapes(shapes, groups, lowest)})
+            fastest_file = whole_at_size(ctx, lowest_checkpoint(ctx, s), "lowest", ("int8",))["int8"]
+            table.calibrate(key, {dense_files["int8"]: shapes, fastest_file: plan_shapes(shapes, groups, s.lowest)})
         table.save()
         calibration = table.rest[key]
         reference = {"dense_int8_ms": calibration["whole_ms"]}
