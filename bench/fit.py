@@ -64,7 +64,7 @@ def uniform_ratio(ctx, target_ms: float) -> float:
     """The prune_structured ratio (0.00 to 0.95 by 0.01) whose plan, every group at 1 - ratio of its channels in
     multiples of round_to, the fit run's table predicts closest to `target_ms` (the ops of those plans that the
     search's grid lacks timed first, in one session)."""
-    from pipeline.engine.fit_files import model_key, setup
+    from pipeline.engine.fit_files import setup
     from pipeline.engine.latency_table import LatencyTable
     from quantization.channels import plan_shapes
 
@@ -78,9 +78,7 @@ def uniform_ratio(ctx, target_ms: float) -> float:
     }
     table.measure([s for plan in plans.values() for s in plan_shapes(shapes, groups, plan)])
     table.save()
-    return min(
-        plans, key=lambda r: abs(table.predict(model_key(cfg), plan_shapes(shapes, groups, plans[r])) - target_ms)
-    )
+    return min(plans, key=lambda r: abs(table.predict(base.key, plan_shapes(shapes, groups, plans[r])) - target_ms))
 
 
 def main(argv: list[str]) -> int:

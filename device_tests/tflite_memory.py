@@ -30,9 +30,11 @@ clean file-backed pages are shared with the page cache and reclaimable):
                        compiled_lean keeps while that convolution runs)
     arena_mib          activation memory: the interpreter's tensor arena as laid out by the runtime (the span of its
                        non-constant tensors' buffers) where it owns the activations, else (XNNPACK) the graph's peak
-                       live activations (arena_source says which)
+                       live activations (arena_source says which; under XNNPACK without the fp32 copies of fp16
+                       weights, which it packs from the fp16 constants)
     invoke_mib         anonymous memory first touched by running (scratch buffers allocated lazily)
-    other_mib          model_mib less the parts above (allocator slack, other files): what the parts miss
+    other_mib          model_mib less the parts above (allocator slack, other files): what the parts miss; the parts
+                       never overshoot the total (settle: the inferred ones give way), so it is never negative
     peak_extra_mib     peak resident (VmHWM) above the resident after running: transient memory of an inference
     anon_mib, file_backed_mib   model_mib split by kind
     floor_mib          weights as stored (constant tensors) + peak live activations of one inference, from the file
@@ -107,6 +109,21 @@ def graph_floor(interpreter) -> dict:
     peak = max(
         (sum(nbytes[t] for t in born if born[t] <= k <= last.get(t, born[t])) for k in range(len(ops))), default=0
     )
+    # weights stored in fp16 and dequantized to fp32 by an op: XNNPACK packs them from the fp16 constants, so their
+    # fp32 copies are never live under it (its packed weights count them); TFLite's own kernels hold them
+    unpacked = {
+        t
+        for op in ops
+        if op["op_name"] == "DEQUANTIZE" and all(i in constants for i in op["inputs"] if i >= 0)
+        for t in op["outputs"]
+    }
+    peak_xnnpack = max(
+        (
+            sum(nbytes[t] for t in born if t not in unpacked and born[t] <= k <= last.get(t, born[t]))
+            for k in range(len(ops))
+        ),
+        default=0,
+    )
     weights = sum(nbytes[t] for t in constants)
     # XNNPACK's convolutions (not 1x1) keep an indirection buffer: a pointer per output pixel and kernel tap
     pointers = []
@@ -119,6 +136,7 @@ def graph_floor(interpreter) -> dict:
     return {
         "weights_mib": weights / MIB,
         "activations_mib": peak / MIB,
+        "xnnpack_activations_mib": peak_xnnpack / MIB,
         "floor_mib": (weights + peak) / MIB,
         "indirection_mib": sum(pointers) / MIB,
         "indirection_largest_mib": max(pointers, default=0) / MIB,
@@ -255,7 +273,7 @@ def attribute(
     own = {os.path.realpath(path), os.path.realpath(runner.cache) if runner.cache else None}
     code = sum(maps.get(p, 0.0) - base_maps.get(p, 0.0) for p in set(maps) | set(base_maps) if p not in own)
     floor = graph_floor(interpreter_cls(model_path=path, **_plain_kwargs(interpreter_cls)))  # after the readings
-    arena = floor["activations_mib"] if arena is None else arena
+    arena = floor["xnnpack_activations_mib"] if arena is None else arena
     added = ran["VmRSS"] - base["VmRSS"]
     model = added - code
     # the arena's pages count where they were first touched: while running (TFLite's own kernels) or preparing
@@ -271,6 +289,7 @@ def attribute(
         "arena_mib": arena,
         "invoke_mib": invoke,
     }
+    parts = settle(parts, model)
     row |= {
         "baseline_mib": base["VmRSS"],
         "rss_added_mib": added,
@@ -278,7 +297,7 @@ def attribute(
         "model_mib": model,
         **parts,
         "arena_source": source,
-        "other_mib": model - sum(parts.values()),
+        "other_mib": max(0.0, model) - sum(parts.values()),
         "peak_extra_mib": max(0.0, ran["VmHWM"] - ran["VmRSS"]),
         "peak_rss_mib": ran["VmHWM"],
         "anon_mib": ran["RssAnon"] - base["RssAnon"],
@@ -294,6 +313,24 @@ def attribute(
         else None,
     }
     return row, runner
+
+
+ESTIMATED = ("arena_mib", "invoke_mib", "packed_mib")  # the parts inferred, not read off a mapping: trimmed first
+
+
+def settle(parts: dict[str, float], model: float) -> dict[str, float]:
+    """The parts so that none is negative and they add up to no more than the model's measured memory (the rest is
+    `other`, never negative): where they overshoot (an estimate above what was resident, pages counted twice), the
+    inferred parts give way first, then the measured ones."""
+    parts = {k: max(0.0, v) for k, v in parts.items()}
+    over = sum(parts.values()) - max(0.0, model)
+    for key in (*ESTIMATED, *(k for k in parts if k not in ESTIMATED)):
+        if over <= 0:
+            break
+        cut = min(over, parts[key])
+        parts[key] -= cut
+        over -= cut
+    return parts
 
 
 def _release_free_heap() -> None:

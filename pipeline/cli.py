@@ -360,6 +360,12 @@ def main(argv: list[str] | None = None) -> int:
     console.VERBOSE = args.verbose  # the tools' own output on the console too, not only in runs/<name>/logs/
     try:
         return args.func(args)
+    except KeyboardInterrupt:  # Ctrl-C: one line, no traceback; what was finished is kept
+        print(
+            f"error: interrupted: {args.verb} stopped; what it finished is kept, run it again for the rest",
+            file=sys.stderr,
+        )
+        return 130
     except EdgeError as e:
         if args.verbose or os.environ.get("RESNET_EDGE_DEBUG") == "1":
             traceback.print_exc()

@@ -17,15 +17,19 @@ import time
 from .chain import context, stages, stages_for
 from .config import Config
 from .core import records
+from .core.artifacts import atomic_write, atomic_write_json
 from .core.errors import EdgeError
 from .core.names import fallback_path
 from .engine.context import Context
 from .engine.contract import Outcome, decide, mark_skipped, run_stage
-from .engine.manifest import begin_run, record_run, stage_table
+from .engine.manifest import begin_run, read_manifest, record_run, stage_table
 
 
 def run(cfg: Config, force: bool = False, ctx: Context | None = None) -> Outcome:
     start = time.perf_counter()
+    for stage in stages_for(cfg):  # every stage's refusals before anything is written
+        if stage.check is not None:
+            stage.check(cfg)
     ctx = ctx or context(cfg)
     ctx.data  # noqa: B018  (at the door: the data loads, and fits the config, before any stage starts)
     begin_run(ctx)
@@ -94,6 +98,8 @@ def run_one(stage_name: str, cfg: Config) -> int:
     """One stage of the chain under the same contract (a single verb); EdgeError naming the failure or each of its
     rows that failed a gate."""
     stage = stages()[stage_name]
+    if stage.check is not None:  # its refusals before anything is written
+        stage.check(cfg)
     ctx = context(cfg)
     if stage.needs_run:  # it reads the run's records: one that cannot be read is bad input
         bad = [why for rel in ctx.rows for why in [records.unreadable(ctx.layout, rel)] if why]
@@ -104,9 +110,12 @@ def run_one(stage_name: str, cfg: Config) -> int:
             )
     if stage.uses_data:
         ctx.data  # noqa: B018  (at the door, as in run)
+    saved = ctx.layout.config.read_bytes() if ctx.layout.config.is_file() else None
     begin_run(ctx)
     entry = run_stage(stage, ctx)
     if entry["status"] != "ok":
+        if saved is not None:  # a verb that made nothing leaves the run's config as it was (the next `run` included)
+            restore_config(ctx, saved)
         raise EdgeError(f"{stage_name} failed: {entry['error']}") from ctx.errors.get(stage_name)
     failed = [
         f"{rel}: {reason}{_repair(ctx.layout, rel)}"
@@ -114,11 +123,27 @@ def run_one(stage_name: str, cfg: Config) -> int:
         for st, reason in [records.status(records.read(ctx.layout, rel))]
         if st == "gate"
     ]
+    if stage.builds() and (ctx.layout.report_dir / "report.md").is_file():  # the report does not show them yet
+        print(
+            f"{stage_name}: report/ does not show these rows yet; `resnet-edge run {ctx.layout.root}` benchmarks "
+            f"them and writes it again (`resnet-edge report {ctx.layout.root}`: the report alone)",
+            file=sys.stderr,
+        )
     if failed:
         raise EdgeError(f"{stage_name}: gate failed: " + " | ".join(failed))
     if stage.verdict is not None:
         stage.verdict(ctx)
     return 0
+
+
+def restore_config(ctx: Context, saved: bytes) -> None:
+    """config.yaml back to `saved` (its bytes before the verb), and the manifest's copy of it."""
+    from .config import load_config
+
+    atomic_write(ctx.layout.config, lambda tmp: tmp.write_bytes(saved))
+    manifest = read_manifest(ctx.layout)
+    manifest["config"] = load_config(ctx.layout.config).to_dict()
+    atomic_write_json(ctx.layout.manifest, manifest)
 
 
 def _repair(layout, rel: str) -> str:

@@ -227,3 +227,70 @@ def tflite_runtime_venv(tmp_path_factory, worker_id):
         lambda f: _venv(f, "numpy==1.26.4", "tflite-runtime==2.14.0"),
     )
     return folder / "venv" / "bin" / "python"
+
+
+# --- the test split judges, it never chooses -----------------------------------------------------------------------
+
+# The functions that may read the test split: each judges a result (or hands the images to a judge), none chooses.
+JUDGES = {
+    "pipeline/engine/evaluate.py": {"assess"},  # a file's top-1 and gates: what the test split is for
+    "pipeline/stages/train/loop.py": {"finish"},  # the trained model's test top-1, once training is over
+    "pipeline/stages/bundle.py": {"bundle_stage"},  # eval.npz: the device judges its files on the same images
+    "pipeline/engine/context.py": {"eval_set"},  # the set being made (its readers are watched in turn)
+    "pipeline/stages/litert.py": {"cross_check"},  # the two fp32 routes' agreement on the test split, reported
+    "pipeline/stages/explain.py": {"write_explanation"},  # the report's per-layer error (fallback ranks on training)
+}
+
+
+class _Watched:
+    """An object whose attributes `watched` are logged with the stack that read them; everything else passes."""
+
+    def __init__(self, inner, watched: tuple[str, ...], reads: list, what: str) -> None:
+        self._inner, self._watched, self._reads, self._what = inner, watched, reads, what
+
+    def __getattr__(self, name):
+        if name in self._watched:
+            import traceback
+
+            self._reads.append((f"{self._what}.{name}", traceback.extract_stack()[:-1]))
+        return getattr(self._inner, name)
+
+    def __len__(self):
+        return len(self._inner)
+
+
+def _judged(stack) -> bool:
+    return any(
+        f.name in names
+        for f in stack
+        for path, names in JUDGES.items()
+        if f.filename.endswith(path.replace("/", os.sep))
+    )
+
+
+@pytest.fixture
+def test_split_watch(monkeypatch):
+    """Every read of the test split in this test: the data's test split, the eval set's images and labels. Returns a
+    function giving the reads no judge (JUDGES) made, each as `what: caller <- caller's caller ...`: a choice (or a
+    check on the way) that looked at the test split."""
+    from pipeline.engine.context import Context
+
+    reads: list = []
+    data, eval_set = Context.data, Context.eval_set
+    monkeypatch.setattr(Context, "data", property(lambda self: _Watched(data.fget(self), ("test",), reads, "data")))
+    monkeypatch.setattr(
+        Context,
+        "eval_set",
+        property(lambda self: _Watched(eval_set.__get__(self, Context), ("x", "labels"), reads, "eval_set")),
+    )
+
+    def unjudged() -> list[str]:
+        return [
+            f"{what}: " + " <- ".join(f"{f.name} ({Path(f.filename).name}:{f.lineno})" for f in reversed(stack[-6:]))
+            for what, stack in reads
+            if not _judged(stack)
+        ]
+
+    unjudged.reads = reads
+    unjudged.wrap = lambda data: _Watched(data, ("test",), reads, "data")  # data handed over without a Context
+    return unjudged

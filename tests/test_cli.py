@@ -107,7 +107,7 @@ def test_a_home_folder_in_yaml_is_the_home_folder(tmp_path, monkeypatch):
     assert cfg.weights == str(tmp_path / "home" / "w.pt") and cfg.ignored_scope == "~fc"  # not a path: as written
     assert cfg.run_dir == tmp_path / "home" / "edge-runs" / "default"
     config.write_text("runs_dir: $HOME/runs\n")  # no variables, no globbing: only ~
-    assert load_config(config).runs_dir == "$HOME/runs"
+    assert load_config(config).runs_dir == str(tmp_path / "$HOME" / "runs")
     assert load_config(None, {"runs_dir": "~/cli-runs"}).runs_dir == str(tmp_path / "home" / "cli-runs")
     assert not (tmp_path / "~").exists()
 
@@ -234,3 +234,80 @@ def test_report_and_bundle_take_the_run_by_name_as_every_verb_does(tiny_run, tmp
     assert capsys.readouterr().err == (
         "error: runs/default: not a run directory (no config.yaml); run `resnet-edge run` first\n"
     )
+
+
+def test_every_path_key_is_stored_absolute_as_meant_where_it_was_typed(tmp_path, monkeypatch):
+    """key=value paths are relative to the folder the command ran in, a YAML file's to the file's folder; the saved
+    config names the same files from any folder. Names that are no file (weights=torchvision, "") stay."""
+    from pipeline.config import load_config, open_run, save_config
+    from pipeline.config.load import PATH_KEYS
+
+    (tmp_path / "here").mkdir()
+    monkeypatch.chdir(tmp_path / "here")
+    typed = {"runs_dir": "runs", "data_root": "data", "weights": "w.pt", "latency_table": "table.json"}
+    assert set(typed) == set(PATH_KEYS)
+    cfg = load_config(None, typed | {"name": "r"})
+    assert {k: getattr(cfg, k) for k in typed} == {k: str(tmp_path / "here" / v) for k, v in typed.items()}
+    save_config(cfg, cfg.run_dir / "config.yaml")
+    monkeypatch.chdir(tmp_path)  # fit run later from another folder finds the same table
+    assert open_run(tmp_path / "here" / "runs" / "r").latency_table == str(tmp_path / "here" / "table.json")
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "edge.yaml").write_text("data_root: ../data\nlatency_table: t.json\nweights: torchvision\n")
+    cfg = load_config(tmp_path / "conf" / "edge.yaml")
+    assert cfg.data_root == str(tmp_path / "data") and cfg.latency_table == str(tmp_path / "conf" / "t.json")
+    assert cfg.weights == "torchvision" and load_config(None, {}).latency_table == ""
+
+
+REFUSED = [  # (key=value words on an existing run, what the one line says)
+    (["budget_ms=abc"], "budget_ms=abc: expected float"),
+    (["budget_threads=0"], "budget_threads=0: expected 1 <= budget_threads"),
+    (["budget_ms=0"], "budget_ms=0: expected budget_ms > 0"),  # once read as "no budget", clearing the saved one
+    (["budget_speedup=-2"], "budget_speedup=-2: expected budget_speedup > 0"),
+    (["budget_ms=2", "budget_mib=3"], "budget_ms=2 budget_mib=3: give one budget"),
+    (
+        ["budget_speedup=10", "latency_table=t.json"],
+        "a device's table is for budget_ms (ms on that device), not budget_speedup",
+    ),
+    ([], "fit: give a budget"),  # the stage's own refusal, at its door
+    (["shortcut=A", "budget_ms=2"], "the search prunes ResNets with projection shortcuts"),
+]
+
+
+@pytest.mark.parametrize("words, message", REFUSED, ids=[" ".join(w) or "no budget" for w, _ in REFUSED])
+def test_a_refused_command_leaves_the_run_as_it_was(words, message, tmp_path, capsys):
+    """By the config's checks or the stage's own at its door: one line, exit 2, and config.yaml byte for byte as it
+    was, nothing else written (a refused budget saved there failed every later fit of the run)."""
+    from conftest import snapshot
+
+    from pipeline.config import load_config, save_config
+
+    saved = {"budget_mib": "2.5"} if words else {}  # a run fitted to a budget before (the last: none yet)
+    cfg = load_config(None, {"runs_dir": str(tmp_path), "name": "r", **saved})
+    save_config(cfg, cfg.run_dir / "config.yaml")
+    before, files = (cfg.run_dir / "config.yaml").read_bytes(), snapshot(cfg.run_dir)
+    assert main(["fit", str(cfg.run_dir), *words]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and message in err, err
+    assert (cfg.run_dir / "config.yaml").read_bytes() == before and snapshot(cfg.run_dir) == files
+
+
+def test_a_host_latency_is_this_hosts_and_reruns_on_another(tmp_path, monkeypatch):
+    """fit's cache key names the host for a latency measured here: a run folder copied to another CPU fits again
+    there. A size budget or a device's table is the same on any host."""
+    import dataclasses
+
+    from pipeline.chain import context, stages
+    from pipeline.config import load_config
+    from pipeline.engine import contract
+
+    fit = stages()["fit"]
+    cfg = load_config(None, {"runs_dir": str(tmp_path), "name": "r", "budget_ms": "2"})
+    here = contract.stage_key(fit, context(cfg))
+    monkeypatch.setattr(contract, "host_identity", lambda: {"cpu": "Intel Xeon (AMX)", "isa": ["amx_tile"]})
+    assert contract.stage_key(fit, context(cfg)) != here
+    for other in ({"budget_ms": 0.0, "budget_mib": 2.5}, {"latency_table": str(tmp_path / "t.json")}):
+        changed = dataclasses.replace(cfg, **other)
+        monkeypatch.undo()
+        mine = contract.stage_key(fit, context(changed))
+        monkeypatch.setattr(contract, "host_identity", lambda: {"cpu": "Intel Xeon (AMX)", "isa": ["amx_tile"]})
+        assert contract.stage_key(fit, context(changed)) == mine

@@ -190,3 +190,45 @@ def test_latency_plot_names_both_image_sizes(tmp_path, monkeypatch):
     ]
     assert latency_png(rows, tmp_path / "latency.png", 224, None, 28).read_bytes()[:4] == b"\x89PNG"
     assert said == ["top-1 (%) at the run's 28 px"]
+
+
+def _ship_row(artifact, ms_1, size_mib, status="pass", precision="int8", fmt="tflite", source="host"):
+    return {
+        "artifact": artifact,
+        "ms_1": ms_1,
+        "size_mib": size_mib,
+        "status": status,
+        "precision": precision,
+        "format": fmt,
+        "source": source,
+        "data_id": "d",
+        "top1": 0.9,
+        "delta_top1": -0.1,
+    }
+
+
+def test_the_recommended_file_is_the_fastest_passing_int8_file_and_fits_answer_with_a_budget():
+    """Without a budget: the fastest passing int8 TFLite file at 1 thread, the smaller of two equally fast; never a
+    failed, float, ONNX or device row. With one: the file fit returned, where it passed."""
+    from pipeline.stages.report.markdown import headline
+    from pipeline.stages.report.rows import recommended
+
+    rows = [
+        _ship_row("onnx/model.onnx", 9.0, 40.0, precision="fp32", fmt="onnx"),
+        _ship_row("tflite/fp32.tflite", 8.0, 40.0, precision="fp32"),
+        _ship_row("quant/ptq_int8.onnx", 0.5, 9.0, fmt="onnx"),
+        _ship_row("tflite/int8.tflite", 3.0, 10.0),
+        _ship_row("tflite/pruned50_int8.tflite", 3.1, 10.0),
+        _ship_row("tflite/structured50_int8.tflite", 1.5, 3.0),
+        _ship_row("tflite/structured50_nncf_int8.tflite", 1.5, 2.9),
+        _ship_row("tflite/structured25_int8.tflite", 1.0, 5.0, status="gate"),
+        _ship_row("int8.tflite @ phone", 0.2, 1.0, source="device"),
+    ]
+    assert recommended(rows)["artifact"] == "tflite/structured50_nncf_int8.tflite"
+    assert "Recommended phone file: tflite/structured50_nncf_int8.tflite" in headline(rows, None)
+    assert "the fastest int8 TFLite file that passed every gate" in headline(rows, None)
+    budget = [*rows, _ship_row("tflite/fit_2ms_int8.tflite", 1.9, 4.0)]
+    assert recommended(budget)["artifact"] == "tflite/fit_2ms_int8.tflite"
+    assert "within the run's budget (fit)" in headline(budget, None)
+    failed_fit = [*rows, _ship_row("tflite/fit_2ms_int8.tflite", 1.9, 4.0, status="gate")]
+    assert recommended(failed_fit)["artifact"] == "tflite/structured50_nncf_int8.tflite"

@@ -59,11 +59,11 @@ def tables(packed, litert_venv, tflite_runtime_venv, tmp_path_factory):
 def search_space(cfg):
     """The stage's own setup for the search (engine.fit_files.setup), unpacked, with its context and model key."""
     from pipeline.chain import context
-    from pipeline.engine.fit_files import model_key, setup
+    from pipeline.engine.fit_files import setup
 
     ctx = context(cfg)
     s = setup(ctx)
-    return ctx, s.dense, s.example, s.groups, s.grid, s.shapes, model_key(cfg)
+    return ctx, s.dense, s.example, s.groups, s.grid, s.shapes, s.key
 
 
 @pytest.mark.parametrize("runtime", ["ai-edge-litert", "tflite-runtime"])

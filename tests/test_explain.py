@@ -187,11 +187,13 @@ def test_calibration_images_are_checked(fmnist, tiny_run, tmp_path):
     assert (cfg.run_dir / "tflite" / "int8.tflite").read_bytes() == before  # nothing already produced is lost
 
 
-def test_accuracy_control_repairs_the_qdq_onnx(outlier_run, tmp_path):
-    """NNCF's own loop (quantize_with_accuracy_control) for the QDQ ONNX file, at the default gate."""
+def test_accuracy_control_repairs_the_qdq_onnx(outlier_run, tmp_path, test_split_watch):
+    """NNCF's own loop (quantize_with_accuracy_control) for the QDQ ONNX file, at the default gate, choosing on
+    validation images (the gates alone read the test split)."""
     run = copy_run(outlier_run, tmp_path, "outlier")  # the shared run stays as it is
     with pytest.raises(EdgeError, match=r"quant/ptq_int8.onnx: top-1 drop FAILED"):
         run_one("quantize", run)
+    assert test_split_watch() == [] and test_split_watch.reads
     ptq = read(run, "quant/ptq_int8.onnx")
     assert not {g["name"]: g for g in ptq["gates"]}["top-1 drop"]["passed"]
     fixed = read(run, "quant/ptq_int8_fallback.onnx")
@@ -200,9 +202,10 @@ def test_accuracy_control_repairs_the_qdq_onnx(outlier_run, tmp_path):
     assert 1 <= len(fixed["build"]["float_layers"]) <= 4 and fixed["build"]["precision"] == "int8"
 
 
-def test_fallback_for_onnx2tf_int8(outlier_run, tmp_path):
+def test_fallback_for_onnx2tf_int8(outlier_run, tmp_path, test_split_watch):
     """onnx2tf's route: its SavedModel quantized again by TFLite's converter with explain's worst layer (and the
-    conv that only it reads) on the QuantizationDebugger's deny list."""
+    conv that only it reads) on the QuantizationDebugger's deny list. The calibration, the ranking and the stop rule
+    never saw the test split: the gates alone read it."""
     run = copy_run(outlier_run, tmp_path, "outlier")  # the shared run stays as it is
     with pytest.raises(
         EdgeError,
@@ -210,6 +213,7 @@ def test_fallback_for_onnx2tf_int8(outlier_run, tmp_path):
         r"tflite/int8_fallback.tflite pass with 1 layer",
     ):
         run_one("convert", run)
+    assert test_split_watch() == [] and test_split_watch.reads
     assert not {g["name"]: g for g in read(run, "tflite/int8.tflite")["gates"]}["top-1 drop"]["passed"]
     fixed = read(run, "tflite/int8_fallback.tflite")
     gate = {g["name"]: g for g in fixed["gates"]}["top-1 drop"]

@@ -191,15 +191,16 @@ def fit_base(tiny_run, tmp_path_factory):
     mp.setattr(lt, "SPAN_S", 2.0)
     mp.setattr(lt, "MAX_SPAN_S", 10.0)
     cfg = copy_run(tiny_run, tmp_path_factory.mktemp("fit"), "fit", **FIT)
+    config_before = (cfg.run_dir / "config.yaml").read_bytes()
     with pytest.raises(EdgeError) as e:
         run_one("fit", dataclasses.replace(cfg, budget_ms=0.001))
     record = json.loads((cfg.run_dir / "fit" / "fit_0p001ms.json").read_text())
-    yield cfg, record, str(e.value), main
+    yield cfg, record, str(e.value), main, config_before
     mp.undo()
 
 
 def test_a_budget_nothing_reaches_is_one_line_naming_the_fastest_and_keeps_the_trace(fit_base, capsys):
-    cfg, record, message, main = fit_base
+    cfg, record, message, main, config_before = fit_base
     assert record["feasible"] is False and record["fastest"] < record["calibration"]["whole_ms"]
     assert f"the fastest reachable is {record['fastest']:.3f} ms" in message and "\n" not in message
     assert main(["fit", str(cfg.run_dir), "budget_ms=0.001"]) == 2
@@ -207,6 +208,10 @@ def test_a_budget_nothing_reaches_is_one_line_naming_the_fastest_and_keeps_the_t
     assert "no plan reaches 0.001 ms" in err and "fit/fit_0p001ms.json" in err
     table = json.loads((cfg.run_dir / "fit" / "latency_64px_1thr.json").read_text())
     assert table["identity"]["size"] == 64 and len(table["entries"]) == record["table"]["entries"] > 20
+    # the calibration is filed under the model as built: the data's channels and classes, not the config's None
+    assert list(table["rest"]) == ["resnet18 width=0.25 stem=imagenet in=1 classes=10 levels=8 round_to=8"]
+    # refused (infeasible) after it began: the run's config as it was, the next `run` does not try it again
+    assert (cfg.run_dir / "config.yaml").read_bytes() == config_before
 
 
 def fit_copy(fit_base, tmp_path, **budget):
@@ -249,13 +254,16 @@ def fit_run(fit_base, tmp_path, monkeypatch, figures, **changes):
     return cfg, name, budget, record, calls
 
 
-def test_fit_returns_a_gated_file_within_a_latency_budget(fit_base, tmp_path, monkeypatch):
+def test_fit_returns_a_gated_file_within_a_latency_budget(fit_base, tmp_path, monkeypatch, test_split_watch):
     """Between the dense file and the fastest plan: a pruned file, fewer channels in some groups, predicted and
-    measured within the budget, a gated row of the run; the table was reused, not measured again."""
+    measured within the budget, a gated row of the run; the table was reused, not measured again. Every choice on
+    the way (the search's scores, its steps' fine-tunes, the uniform baseline) saw validation images only: the test
+    split was read by the gates alone."""
     from pipeline.chain import context
     from pipeline.core import records
 
     cfg, name, budget, record, calls = fit_run(fit_base, tmp_path, monkeypatch, [0.99])
+    assert test_split_watch() == [] and test_split_watch.reads  # the gates did read it
     assert record["pruned"] and record["trace"] and record["measured_ms"] <= budget and len(calls) == 1
     assert record["predicted"] <= budget < fit_base[1]["calibration"]["whole_ms"]
     groups = {g.name: g.channels for g in channel_groups(resnet18(), EXAMPLE)}
@@ -303,16 +311,41 @@ def test_a_file_measured_over_the_budget_takes_one_more_step(fit_base, tmp_path,
 
 
 def test_a_budget_the_dense_file_meets_returns_it_unpruned(fit_base, tmp_path, monkeypatch, capsys):
-    from pipeline.run import run_one
+    """Also: Ctrl-C while the file is being delivered is one line and exit 130, and leaves no row standing (the
+    half-written file is a failed row); the rerun delivers it, and names the command that shows it in the report."""
+    from pipeline.cli import main
+    from pipeline.core import records
+    from pipeline.core.layout import Layout
+    from pipeline.stages import fit
 
     monkeypatch.setattr(lt, "SPAN_S", 2.0)
     monkeypatch.setattr(lt, "MAX_SPAN_S", 10.0)
     budget = round(3 * fit_base[1]["calibration"]["whole_ms"], 3)
     cfg = fit_copy(fit_base, tmp_path, budget_ms=budget)
-    assert run_one("fit", cfg) == 0
-    record = json.loads((cfg.run_dir / "fit" / f"fit_{budget:g}ms.json".replace(".", "p", 1)).read_text())
+    name = f"fit_{budget:g}ms".replace(".", "p", 1)
+    deliver = fit.deliver
+
+    def interrupted(ctx, ckpt, stem, build):
+        deliver(ctx, ckpt, stem, build)  # onnx2tf's row made, then Ctrl-C before the NNCF route and the record
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fit, "deliver", interrupted)
+    assert main(["fit", str(cfg.run_dir), f"budget_ms={budget}"]) == 130
+    err = capsys.readouterr().err
+    assert err.endswith("error: interrupted: fit stopped; what it finished is kept, run it again for the rest\n")
+    assert "Traceback" not in err
+    row = records.read(Layout(cfg.run_dir), f"tflite/{name}_int8.tflite")
+    assert records.status(row)[0] == "failed" and "interrupted" in row["build"]["error"]
+    monkeypatch.setattr(fit, "deliver", deliver)
+    (cfg.run_dir / "report").mkdir()
+    (cfg.run_dir / "report" / "report.md").write_text("an earlier report\n")
+    assert main(["fit", str(cfg.run_dir)]) == 0
+    record = json.loads((cfg.run_dir / "fit" / f"{name}.json").read_text())
     assert record["pruned"] is False and record["trace"] == []
-    assert "the dense int8 file meets the budget" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "the dense int8 file meets the budget" in err
+    assert f"report/ does not show these rows yet; `resnet-edge run {cfg.run_dir}` benchmarks them" in err
+    assert records.status(records.read(Layout(cfg.run_dir), f"tflite/{name}_int8.tflite"))[0] == "pass"
 
 
 def test_one_budget_at_a_time_and_fit_needs_one(tiny_run, tmp_path):
@@ -343,7 +376,11 @@ def test_a_speedup_budget_is_against_the_fp32_file_timed_with_it(fit_base, tmp_p
         ref["timed"]["fp32_ms"] / ref["timed"]["dense_int8_ms"] * ref["dense_int8_ms"]
     )
     assert ref["dense_int8_ms"] == record["calibration"]["whole_ms"] and not record["pruned"]
-    assert (cfg.run_dir / "fit" / "dense_64px_fp32.tflite").is_file()
+    # the answer delivered, fit/ keeps its tables, records and what the next fit and the bundle reuse, no more
+    kept = sorted(p.name for p in (cfg.run_dir / "fit").iterdir())
+    assert record["files_kept"] is False and not any(k.endswith(".onnx") for k in kept), kept
+    assert "dense_64px_fp32.tflite" not in kept and "fit_0p5x_64px_int8.tflite" not in kept
+    assert {"dense_64px_int8.tflite", "latency_64px_1thr.json", "fit_0p5x.json"} <= set(kept)
 
 
 def test_a_size_budget_returns_a_file_within_it(fit_base, tmp_path, monkeypatch):
@@ -353,16 +390,17 @@ def test_a_size_budget_returns_a_file_within_it(fit_base, tmp_path, monkeypatch)
     monkeypatch.setattr(lt, "MAX_SPAN_S", 10.0)
     dense_mib = (fit_base[0].run_dir / "fit" / "dense_64px_int8.tflite").stat().st_size / 2**20
     budget = round(0.6 * dense_mib, 3)
-    cfg = fit_copy(fit_base, tmp_path, budget_mib=budget)
+    cfg = fit_copy(fit_base, tmp_path, budget_mib=budget, keep_fit_files=True)
     assert run_one("fit", cfg) == 0
     name = f"fit_{budget:g}mib".replace(".", "p")
     record = json.loads((cfg.run_dir / "fit" / f"{name}.json").read_text())
     assert record["pruned"] and record["measured_mib"] <= budget and record["budget"]["unit"] == "MiB"
+    assert record["files_kept"] and (cfg.run_dir / "fit" / "dense_64px.onnx").is_file()  # keep_fit_files=true
     assert (cfg.run_dir / "tflite" / f"{name}_int8.tflite").stat().st_size / 2**20 <= budget
 
 
 def test_the_sensitivity_search_scores_every_cut_once_and_takes_one_level_for_every_group(
-    fit_base, tmp_path, monkeypatch
+    fit_base, tmp_path, monkeypatch, test_split_watch
 ):
     """fit_search=sensitivity on a size budget: every group's every cut scored alone on the dense model, then each
     group at its fewest channels losing at most one accuracy level, and the plan within the budget."""
@@ -375,6 +413,7 @@ def test_the_sensitivity_search_scores_every_cut_once_and_takes_one_level_for_ev
     budget = round(0.6 * dense_mib, 3)
     cfg = fit_copy(fit_base, tmp_path, budget_mib=budget, fit_search="sensitivity")
     assert run_one("fit", cfg) == 0
+    assert test_split_watch() == [] and test_split_watch.reads  # scored on validation images; the gates read test
     record = json.loads((cfg.run_dir / "fit" / f"fit_{budget:g}mib.json".replace(".", "p", 1)).read_text())
     assert record["search"] == "sensitivity" and len(record["trace"]) == 1
     step, groups = record["trace"][0], channel_groups(resnet18(), EXAMPLE)

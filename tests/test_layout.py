@@ -117,6 +117,32 @@ def test_one_code_style():
     assert form.returncode == 0, form.stdout[-3000:]
 
 
+STYLED = (*PACKAGES, "device_tests", "bench", "tests")  # every folder of Python the project ships or tests with
+
+
+def test_the_style_check_sees_every_module(tmp_path):
+    """ruff's lint and its format check each reach every module: in a copy of the tree (pyproject.toml's settings
+    included) with a lint error and a format error planted in every .py file, both name every file. An `exclude`
+    in ruff's settings (lint or format) would leave its files unchecked and fail here."""
+    exe = shutil.which("ruff", path=str(Path(sys.executable).parent))
+    for folder in STYLED:
+        shutil.copytree(ROOT / folder, tmp_path / folder, ignore=shutil.ignore_patterns("__pycache__", "fixtures"))
+    shutil.copy(ROOT / "pyproject.toml", tmp_path)
+    planted = sorted(str(f.relative_to(tmp_path)) for f in tmp_path.rglob("*.py"))
+    assert len(planted) > 100
+    for rel in planted:
+        with open(tmp_path / rel, "a") as f:
+            f.write("\nprobe_value  =  _undefined_probe_name\n")
+    lint = subprocess.run(
+        [exe, "check", "--no-cache", "--output-format", "concise", "."], cwd=tmp_path, capture_output=True, text=True
+    )
+    linted = {line.split(":")[0] for line in lint.stdout.splitlines() if "F821" in line}
+    form = subprocess.run([exe, "format", "--check", "--no-cache", "."], cwd=tmp_path, capture_output=True, text=True)
+    formatted = set(re.findall(r"(?:Would reformat: |--> )([^\s:]+\.py)", form.stdout))
+    assert sorted(set(planted) - linted) == [], "outside ruff check"
+    assert sorted(set(planted) - formatted) == [], "outside ruff format"
+
+
 def test_the_layer_contract_holds():
     """lint-imports (import-linter) with pyproject.toml's contracts: cli > compare | run > chain > stages > engine >
     data > config > core; no stage imports another but quantize and prune_* (train's fine-tuning); quantization raises

@@ -63,6 +63,27 @@ def test_weight_cache_moves_the_packed_weights_to_a_mapped_file(fp32_copy):
     assert warm["anon_mib"] < plain["anon_mib"] - 0.5 * plain["weights_mib"]
 
 
+def test_fp16_as_shipped_splits_into_parts_that_add_up_with_none_negative(tiny_run, tmp_path):
+    """An fp16 file's weights are dequantized to fp32 by DEQUANTIZE ops: TFLite's own kernels hold those copies as
+    activations, XNNPACK packs them from the fp16 constants (into the weight cache, as shipped). Counted as both,
+    `other` went negative (-31.9 MiB for ResNet-18 at 224 px)."""
+    pytest.importorskip("ai_edge_litert.compiled_model")
+    from ai_edge_litert.interpreter import Interpreter
+
+    target = tmp_path / "fp16.tflite"
+    shutil.copyfile(tiny_run.run_dir / "tflite" / "fp16.tflite", target)
+    fp16 = graph_floor(Interpreter(model_path=str(target)))
+    fp32 = graph_floor(Interpreter(model_path=str(tiny_run.run_dir / "tflite" / "fp32.tflite")))
+    assert fp16["activations_mib"] > fp32["activations_mib"] + 0.9 * fp32["weights_mib"]  # the fp32 copies, held
+    assert fp16["xnnpack_activations_mib"] == pytest.approx(fp32["activations_mib"], rel=0.01)  # not under XNNPACK
+    memory(target, "compiled_cache")  # the first launch writes the weight cache
+    m = memory(target, "compiled_cache")
+    parts = [m[k] for k in PARTS]
+    assert min(parts) >= 0 and m["other_mib"] >= 0, m
+    assert sum(parts) + m["other_mib"] == pytest.approx(max(0.0, m["model_mib"]), abs=1e-9)
+    assert m["arena_mib"] <= fp32["activations_mib"] + 0.01  # the activations only, the weights not counted again
+
+
 def test_floor_weights_are_the_files_constants(tiny_run):
     """fp32 file: 4 bytes a folded parameter (conv and fc weights, one bias per output channel); int8: about a
     quarter of that (int32 biases, per-channel scales aside)."""

@@ -32,8 +32,12 @@ def tiny(tmp_path, **overrides):
     return load_config(None, {**TINY, "runs_dir": str(tmp_path), **{k: str(v) for k, v in overrides.items()}})
 
 
-def test_loss_falls_and_accuracy_beats_chance(tmp_path):
-    out = train_module.train(tiny(tmp_path, name="learn", epochs=4, train_subset=3000))
+def test_loss_falls_and_accuracy_beats_chance(tmp_path, test_split_watch):
+    from pipeline.data import load_data_for
+
+    cfg = tiny(tmp_path, name="learn", epochs=4, train_subset=3000)
+    out = train_module.train(cfg, test_split_watch.wrap(load_data_for(cfg)))
+    assert test_split_watch() == [] and test_split_watch.reads  # the best epoch chosen on validation images
     metrics = json.loads((out / "metrics.json").read_text())
     losses = [e["train_loss"] for e in metrics["epochs"]]
     assert losses[-1] < 0.75 * losses[0]

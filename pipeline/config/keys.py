@@ -85,3 +85,4 @@ NEUTRAL_KEYS = frozenset(
 )
 # fit's budgets: a config gives one of them (naming one on top of a run's saved config replaces the saved one)
 BUDGET_KEYS = ("budget_ms", "budget_speedup", "budget_mib")
+BUDGET_UNITS = {"budget_ms": "ms per image", "budget_speedup": "times faster than fp32", "budget_mib": "MiB"}

@@ -12,7 +12,7 @@ from pathlib import Path
 from ..core.artifacts import atomic_write_text
 from ..core.errors import EdgeError
 from ..core.layout import Layout
-from .keys import BUDGET_KEYS
+from .keys import BUDGET_KEYS, BUDGET_UNITS
 from .schema import PRESETS, Config, _check_type, resolve_preset, validate
 
 
@@ -81,16 +81,22 @@ def read_yaml(path: Path) -> dict:
     return loaded
 
 
-PATH_KEYS = ("runs_dir", "data_root", "weights")  # the keys that name a file or folder
+PATH_KEYS = ("runs_dir", "data_root", "weights", "latency_table")  # the keys that name a file or folder
+NOT_PATHS = {"weights": ("torchvision",)}  # a path key's values that name no file
 
 
-def expand_home(values: dict) -> dict:
-    """values with a leading ~ of each path key expanded to the home folder, as a shell does on the command line
-    (a YAML file has no shell: `runs_dir: ~/edge-runs` would otherwise be a folder named ~). Nothing else expands."""
-    return {
-        k: os.path.expanduser(v) if k in PATH_KEYS and isinstance(v, str) and v.startswith("~") else v
-        for k, v in values.items()
-    }
+def resolve_paths(values: dict, base: Path) -> dict:
+    """values with each path key made absolute, as the user meant it where it was typed: a leading ~ is the home
+    folder (a YAML file has no shell to expand it), a relative path is relative to `base` (the current folder for
+    key=value, the YAML file's folder for a YAML file). A run's config.yaml then names the same files from any
+    folder. Empty values and the names that are not files (weights=torchvision) stay as they are."""
+
+    def resolve(key: str, v):
+        if key not in PATH_KEYS or not isinstance(v, str) or not v.strip() or v in NOT_PATHS.get(key, ()):
+            return v
+        return str((base / os.path.expanduser(v)).resolve())
+
+    return {k: resolve(k, v) for k, v in values.items()}
 
 
 def load_config(path: str | Path | None = None, overrides: dict[str, str] | None = None, cls=Config):
@@ -104,18 +110,23 @@ def load_config(path: str | Path | None = None, overrides: dict[str, str] | None
         unknown = sorted(set(map(str, loaded)) - known)
         if unknown:
             raise EdgeError(f"{path}: unknown config keys {unknown}; valid keys: {', '.join(sorted(known))}")
-        values.update({k: _check_type(k, hints[k], v) for k, v in expand_home(loaded).items()})
+        typed = {k: _check_type(k, hints[k], v) for k, v in loaded.items()}
+        values.update(resolve_paths(typed, path.resolve().parent))
     if "preset" in known:
         preset = resolve_preset(str((overrides or {}).get("preset", values.get("preset", "auto"))))
         values = {**PRESETS[preset], **values, "preset": preset}
     given = set(overrides or {})
     if given & set(BUDGET_KEYS):  # one budget: naming one on top of a file (a run's saved one) replaces the file's
         values.update({k: 0.0 for k in set(BUDGET_KEYS) - given})
-    for key, text in expand_home(overrides or {}).items():
+    typed = {}
+    for key, text in (overrides or {}).items():
         if key not in known:
             raise EdgeError(f"unknown config key {key!r}; valid keys: {', '.join(sorted(known))}")
         if key != "preset":  # already resolved above
-            values[key] = _coerce(key, hints[key], text)
+            typed[key] = _coerce(key, hints[key], text)
+        if key in BUDGET_KEYS and not typed[key] > 0:  # 0 would read as "no budget" and clear the run's saved one
+            raise EdgeError(f"{key}={text}: expected {key} > 0 ({BUDGET_UNITS[key]}); a budget is a positive number")
+    values.update(resolve_paths(typed, Path.cwd()))
     cfg = cls(**values)
     if cls is Config:
         validate(cfg)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..core.errors import EdgeError
+from .keys import BUDGET_KEYS
 
 
 @dataclass
@@ -124,6 +125,10 @@ class Config:
     # netadapt: greedy steps, each candidate scored and the kept one fine-tuned (the reference); sensitivity: each
     # group's cuts scored alone once, then one accuracy level for every group (AIMET's greedy ratio selection)
     fit_search: str = "netadapt"
+    # fit's files at the budget's size (ONNX, fp32 TFLite, the answer timed whole, ~100 MB at 224 px) stay in fit/;
+    # false: they go once the answer is delivered (the dense and fastest-plan int8 files stay: the next fit and the
+    # bundle's latency pack reuse them; so does a file a device's table left for the device to time)
+    keep_fit_files: bool = False
     # run (pipeline.run): which optional stages the chain includes
     run_structured: bool = True  # channel pruning at structured_ratio -> int8 TFLite (the fast phone variant)
     run_magnitude: bool = True  # NNCF magnitude pruning at prune_ratio -> int8 TFLite (the small download)
@@ -379,6 +384,14 @@ def validate(cfg) -> None:
         value = getattr(cfg, key)
         if not value or (key == "name" and (not set(value) <= NAME_CHARS or set(value) == {"."})):
             raise EdgeError(f"{key}={value!r}: expected a non-empty folder name (letters, digits, . _ -)")
+    budgets = [f"{k}={getattr(cfg, k):g}" for k in BUDGET_KEYS if getattr(cfg, k)]
+    if len(budgets) > 1:
+        raise EdgeError(f"{' '.join(budgets)}: give one budget (budget_ms, budget_speedup or budget_mib)")
+    if cfg.latency_table and budgets and not cfg.budget_ms:
+        raise EdgeError(
+            f"latency_table={cfg.latency_table}: a device's table is for budget_ms (ms on that device), not "
+            f"{budgets[0].split('=')[0]}"
+        )
     try:
         threads = cfg.thread_counts
     except ValueError:

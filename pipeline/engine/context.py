@@ -102,6 +102,14 @@ class Context:
         )
 
     @functools.cached_property
+    def examples(self) -> np.ndarray:
+        """64 training images, preprocessed: what a conversion's parity check and an example input run on (any real
+        images do; the test split only judges, so nothing that chooses or checks on the way reads it)."""
+        from ..data import preprocess
+
+        return preprocess(np.asarray(self.data.train.images[:64]), self.data.norm, self.cfg.image_size)
+
+    @functools.cached_property
     def calib_u8(self) -> np.ndarray:
         """The training split's calibration subset (uint8 NHWC): every int8 route calibrates on exactly these, checked
         first (pipeline.data.check_calibration)."""
@@ -137,7 +145,7 @@ class Context:
             from .summary import count_macs
 
             macs = count_macs(
-                model_from_checkpoint(load_checkpoint(self.layout.best)), torch.from_numpy(self.eval_set.x[:1])
+                model_from_checkpoint(load_checkpoint(self.layout.best)), torch.from_numpy(self.examples[:1])
             )
         return macs
 

@@ -55,6 +55,11 @@ class Stage:
     uses_data: bool = True  # reads the data set: loaded (and checked against the config) before any stage starts
     needs_run: bool = False  # reads a run it did not make: its verb opens an existing run (RUN_DIR or name=)
     resumable: Callable[[Context], bool] | None = None  # whether an interrupted run of it can continue (resume=true)
+    # its refusals at the door, before anything is written (fit: a budget it can work to); raises EdgeError
+    check: Callable[[object], None] | None = None
+    # its result measures this host (fit's latency budget, timed here): the host's CPU is part of its cache key, and
+    # a run folder copied to another machine runs it again there
+    on_host: Callable[[object], bool] | None = None
     # a single verb's own check once the stage ran ok, beyond its rows' gates (report: the size gate, stale rows);
     # raises EdgeError
     verdict: Callable[[Context], None] | None = None
@@ -88,7 +93,19 @@ def stage_key(stage: Stage, ctx: Context) -> str:
     inputs = {spec: fingerprint(ctx.layout, spec) for spec in stage.inputs(ctx)}
     if stage.uses_data:
         inputs["data"] = ctx.data_identity
+    if stage.on_host is not None and stage.on_host(ctx.cfg):
+        inputs["host"] = host_identity()
     return hashlib.sha256(json.dumps([stage.name, conf, inputs], sort_keys=True, default=str).encode()).hexdigest()
+
+
+def host_identity() -> dict:
+    """What a latency measured here holds for: the CPU, its architecture and the ISA flags XNNPACK picks kernels by."""
+    import platform
+
+    from ..core.host import host
+    from .latency_table import isa
+
+    return {"cpu": host()["cpu"], "machine": platform.machine(), "isa": isa()}
 
 
 def lineage(stage: Stage, ctx: Context) -> dict[str, str]:
@@ -191,6 +208,13 @@ def run_stage(stage: Stage, ctx: Context, key: str | None = None) -> dict:
         ]
         if bad:
             raise EdgeError(f"{stage.name}: declared output(s) {', '.join(bad)} missing or empty after the stage")
+    except KeyboardInterrupt:  # Ctrl-C: nothing half-made stays a row; the rerun starts afresh (or resumes)
+        if stage.builds():  # its outputs were never checked: none of its rows stands, however far it got
+            for rel in stage.records(ctx):
+                _mark(stage, ctx, rel, "failed", f"interrupted; `resnet-edge {stage.name}` makes it again")
+        if stage.resumable is None:
+            update_stage(layout, stage.name, {"key": key, "status": "interrupted", "error": "interrupted"})
+        raise
     except Exception as e:  # noqa: BLE001  a tool's own exception (NNCF, onnx2tf, torch) fails the stage, not the run
         ctx.errors[stage.name] = e  # the cause, for --verbose and the verb's `raise ... from`
         status, error = "failed", str(e) if isinstance(e, EdgeError) else f"{type(e).__name__}: {e}".splitlines()[0]

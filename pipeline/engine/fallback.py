@@ -1,8 +1,9 @@
 """quant_fallback=auto: an int8 file that fails its top-1 gate is quantized again with its worst layers kept in
 float, one more at a time up to max_float_layers, until the top-1 drop on the validation split is within the gate.
-The ranking is explain's (the noise each conv / fully-connected layer adds, measured on training images); the stop
-rule looks at validation images; the test split only judges the result, as for every file. NNCF's own loop for ONNX
-(quantize_with_accuracy_control: rank once, revert in rank order, stop at max_drop) is followed, not reinvented.
+The ranking is explain's (the noise each conv / fully-connected layer adds, measured on training images); whether
+int8 is the cause and the stop rule look at validation images; the test split only judges the result, as for every
+file. NNCF's own loop for ONNX (quantize_with_accuracy_control: rank once, revert in rank order, stop at max_drop) is
+followed, not reinvented.
 
 Each route says how to quantize with some layers in float: NNCF PT2E by module name, onnx2tf's SavedModel through
 TFLite's QuantizationDebugger deny list by op output name (both in pipeline.engine.gated).
@@ -35,17 +36,18 @@ def wanted(ctx, record: dict, int8: Path, parent: Path) -> bool:
         g["name"] == "top-1 drop" and not g["passed"] for g in record.get("gates") or []
     ):
         return False
-    from .evaluate import drop_points, score
+    from .evaluate import drop_points
 
-    parent_drop = drop_points(
-        record["evaluation"]["reference_top1"], score(ctx.logits(parent), ctx.eval_set.labels)["top1"]
-    )
+    # on the validation images, as every choice (the test split only judges): the parent against the dense fp32 model
+    if Path(parent) == ctx.layout.onnx:  # made from the dense fp32 model itself
+        return True
+    parent_drop = drop_points(validation_top1(ctx, ctx.layout.onnx), validation_top1(ctx, parent))
     if int8_is_the_cause(parent_drop, ctx.cfg.max_int8_drop):
         return True
     print(
         f"  {Path(int8).name}: no float fallback, int8 is not the cause: its float parent {Path(parent).name} "
-        f"is already {parent_drop:.2f} points below the fp32 model; prune less (structured_ratio, prune_ratio) "
-        "or fine-tune longer (structured_epochs, prune_epochs, kd_alpha)",
+        f"is already {parent_drop:.2f} points below the fp32 model on the validation images; prune less "
+        "(structured_ratio, prune_ratio) or fine-tune longer (structured_epochs, prune_epochs, kd_alpha)",
         file=console.err(),
     )
     return False

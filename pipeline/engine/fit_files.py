@@ -16,11 +16,13 @@ def fittable(cfg) -> bool:
     return cfg.model.startswith("resnet") and cfg.shortcut == "B"
 
 
-def model_key(cfg) -> str:
-    """What a table's whole-file calibration holds for: the architecture and the search's grid (not the weights)."""
+def model_key(cfg, options: dict) -> str:
+    """What a table's whole-file calibration holds for: the architecture as the checkpoint built it (`options`: its
+    model_options, the data's channels and classes where the config left them to the data) and the search's grid
+    (not the weights)."""
     return (
-        f"{cfg.model} width={cfg.width:g} stem={cfg.stem} in={cfg.in_channels} classes={cfg.num_classes} "
-        f"levels={cfg.fit_levels} round_to={cfg.structured_round_to}"
+        f"{cfg.model} width={options['width']:g} stem={options['stem']} in={options['in_channels']} "
+        f"classes={options['num_classes']} levels={cfg.fit_levels} round_to={cfg.structured_round_to}"
     )
 
 
@@ -49,6 +51,7 @@ class Setup:
     grid: dict[str, list[int]]
     shapes: list
     lowest: dict[str, int]
+    key: str  # model_key: what the latency table's calibration of this model is filed under
 
 
 def setup(ctx) -> Setup:
@@ -64,12 +67,13 @@ def setup(ctx) -> Setup:
     best = ctx.require(ctx.layout.best, "train")
     parent = load_checkpoint(best)
     dense = model_from_checkpoint(parent).eval()
-    example = torch.from_numpy(ctx.eval_set.x[:1])
+    example = torch.from_numpy(ctx.examples[:1])
     groups = channel_groups(dense, example)
     grid = {g.name: levels(g.channels, cfg.structured_round_to, cfg.fit_levels) for g in groups}
     shapes = op_shapes(dense, cfg.budget_size, parent["model_options"]["in_channels"])
     lowest = {g.name: grid[g.name][-1] for g in groups}
-    return Setup(best, parent, dense, example, groups, grid, shapes, lowest)
+    key = model_key(cfg, parent["model_options"])
+    return Setup(best, parent, dense, example, groups, grid, shapes, lowest, key)
 
 
 def lowest_checkpoint(ctx, s: Setup) -> Path:
@@ -110,4 +114,4 @@ def latency_pack(ctx, folder: Path) -> Path:
                 lowest_checkpoint(ctx, s)
             made = whole_at_size(ctx, source, stem, ("int8",))["int8"]
         files[made] = s.shapes if plan is None else plan_shapes(s.shapes, s.groups, plan)
-    return write_pack(folder, grid_shapes(s.shapes, s.groups, s.grid), files, model_key(cfg), size, cfg.budget_threads)
+    return write_pack(folder, grid_shapes(s.shapes, s.groups, s.grid), files, s.key, size, cfg.budget_threads)

@@ -103,7 +103,7 @@ def deliver(ctx, checkpoint: Path, name: str, build: dict) -> None:
     and with run_litert tflite/<name>_nncf_int8.tflite (NNCF PT2E + litert-torch), each evaluated and gated against
     the dense fp32 model."""
     onnx_path = ctx.layout.quant(f"{name}.onnx")
-    export_onnx(checkpoint, onnx_path, ctx.eval_set.x[:64])
+    export_onnx(checkpoint, onnx_path, ctx.examples)
     convert_gated(ctx, onnx_path, {"fp32": build, "int8": build}, prefix=f"{name}_", compressed=True)
     if ctx.cfg.run_litert:
         model = model_from_checkpoint(load_checkpoint(checkpoint))

@@ -249,5 +249,5 @@ def reference_for(ctx, rel: str) -> Path:
         from .checkpoint import load_checkpoint, model_from_checkpoint
         from .torch_to_tflite import convert_fp32
 
-        convert_fp32(model_from_checkpoint(load_checkpoint(parent)), ctx.eval_set.x, ref)
+        convert_fp32(model_from_checkpoint(load_checkpoint(parent)), ctx.examples, ref)
     return ref

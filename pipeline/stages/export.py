@@ -18,8 +18,8 @@ def export_stage(ctx) -> None:
     import torch
 
     model = model_from_checkpoint(load_checkpoint(layout.best))  # loaded once: exported, then its MACs counted
-    parity = export_onnx(layout.best, layout.onnx, ctx.eval_set.x[:64], ctx.cfg.dynamic_batch, model=model)
-    macs = count_macs(model, torch.from_numpy(ctx.eval_set.x[:1]))
+    parity = export_onnx(layout.best, layout.onnx, ctx.examples, ctx.cfg.dynamic_batch, model=model)
+    macs = count_macs(model, torch.from_numpy(ctx.examples[:1]))
     assess(
         ctx,
         layout.onnx,

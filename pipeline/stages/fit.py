@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import time
 from pathlib import Path
 
@@ -34,7 +35,7 @@ from ..core.errors import EdgeError
 from ..core.names import derived_files
 from ..engine.checkpoint import derived_checkpoint, model_from_checkpoint, save_checkpoint
 from ..engine.contract import Stage
-from ..engine.fit_files import fittable, lowest_checkpoint, model_key, setup, whole_at_size
+from ..engine.fit_files import fittable, lowest_checkpoint, setup, whole_at_size
 from ..engine.gated import deliver
 from ..engine.summary import count_macs
 from .train import fine_tune
@@ -81,6 +82,24 @@ def _check(cfg) -> tuple[str, float]:
     return budget
 
 
+def tidy(ctx) -> list[Path]:
+    """fit/ once the answer is delivered (keep_fit_files=false): the files made at the budget's size go; the tables
+    and records stay, and the dense and fastest-plan int8 files with the fastest plan's checkpoint (the next fit and
+    the bundle's latency pack reuse them), and each file a device's table left for the device to time."""
+    folder, size = ctx.layout.path("fit"), ctx.cfg.budget_size
+    keep = {f"dense_{size}px_int8.tflite", f"lowest_{size}px_int8.tflite", "lowest.pt"}
+    for record in folder.glob("*.json"):
+        try:
+            left = (json.loads(record.read_text()).get("device") or {}).get("file")
+        except (OSError, ValueError, AttributeError):
+            left = None
+        keep |= {Path(left).name} if left else set()
+    gone = [p for p in folder.iterdir() if p.is_file() and p.suffix != ".json" and p.name not in keep]
+    for path in gone:
+        path.unlink()
+    return gone
+
+
 def fit_stage(ctx) -> None:
     """Search channel counts per group on a measured latency table until the budget holds; fine-tune; deliver."""
     from quantization.channels import plan_shapes
@@ -108,14 +127,9 @@ def fit_stage(ctx) -> None:
     size, threads = cfg.budget_size, cfg.budget_threads
 
     # 1-2. the table (this host's, or the device's: latency_table=), and the dense files at the budget's size timed
-    key = model_key(cfg)
+    key = s.key
     on_device = bool(cfg.latency_table)
     if on_device:
-        if kind != "ms":
-            raise EdgeError(
-                f"latency_table={cfg.latency_table}: a device's table is for budget_ms (ms on that device), not "
-                f"budget_{kind}"
-            )
         table = load_device_table(Path(cfg.latency_table), size, threads, key)
         say(f"  fit: the latency table measured on {who(table.identity)} ({cfg.latency_table})")
         dense_files = {}
@@ -286,7 +300,10 @@ def fit_stage(ctx) -> None:
     deliver(ctx, ckpt, name, {**build, "fit": fit_build})
     if unit == "MiB":
         record["measured_mib"] = layout.tflite(f"{name}_int8").stat().st_size / MIB
+    record["files_kept"] = cfg.keep_fit_files
     atomic_write_json(fit_json(ctx), record)
+    if not cfg.keep_fit_files:
+        tidy(ctx)
     if on_device:
         say(
             f"  fit {name}: {len(record['trace'])} steps, predicted {result.cost:.3f} ms on {record['device']['on']}, "
@@ -315,6 +332,8 @@ STAGE = Stage(
     "search on a measured latency table",
     needs=("export",),
     wanted=lambda cfg: budget_of(cfg) is not None,
+    check=_check,
+    on_host=lambda cfg: not cfg.latency_table and not cfg.budget_mib,
     keys=GATED_KEYS
     | FINETUNE_KEYS
     | {
@@ -326,6 +345,7 @@ STAGE = Stage(
         "fit_levels",
         "fit_step_images",
         "fit_search",
+        "keep_fit_files",
         "structured_round_to",
         "structured_epochs",
         "structured_lr",

@@ -37,7 +37,7 @@ def litert_stage(ctx) -> None:
     layout, cfg = ctx.layout, ctx.cfg
     ctx.require(layout.onnx, "export")
     model = model_from_checkpoint(load_checkpoint(ctx.require(layout.best, "train")))
-    fp32 = convert_fp32(model, ctx.eval_set.x, layout.tflite("fp32_litert"))
+    fp32 = convert_fp32(model, ctx.examples, layout.tflite("fp32_litert"))
     onnx2tf_fp32 = layout.tflite("fp32")  # compared only when its record vouches for it (not a failed rebuild's)
     check = (
         {"cross_check": cross_check(ctx, onnx2tf_fp32, fp32)} if records.built(layout, layout.rel(onnx2tf_fp32)) else {}

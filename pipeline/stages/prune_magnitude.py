@@ -22,7 +22,7 @@ def prune_magnitude_stage(ctx) -> None:
     layout, cfg = ctx.layout, ctx.cfg
     ctx.require(layout.onnx, "export")
     parent = load_checkpoint(ctx.require(layout.best, "train"))
-    example = torch.from_numpy(ctx.eval_set.x[:1])
+    example = torch.from_numpy(ctx.examples[:1])
     pruned = nncf_ops.magnitude_prune(model_from_checkpoint(parent), cfg.prune_ratio, example)
     if cfg.prune_epochs > 0:
         fine_tune(

@@ -23,7 +23,7 @@ def prune_structured_stage(ctx) -> None:
     ctx.require(layout.onnx, "export")
     parent = load_checkpoint(ctx.require(layout.best, "train"))
     model = model_from_checkpoint(parent)
-    example = torch.from_numpy(ctx.eval_set.x[:1])
+    example = torch.from_numpy(ctx.examples[:1])
     macs_before = count_macs(model, example)
     teacher = model_from_checkpoint(parent)
     steps = cfg.structured_steps

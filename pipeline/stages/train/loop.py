@@ -24,7 +24,7 @@ from ...core import console
 from ...core.artifacts import atomic_write_json
 from ...core.errors import EdgeError
 from ...core.layout import Layout
-from ...data import ImageSet, load_data_for
+from ...data import load_data_for
 from ...engine.checkpoint import (
     CHECKPOINT_FORMAT,
     load_checkpoint,
@@ -104,9 +104,9 @@ def train(cfg: Config, data=None) -> Path:
     layout = Layout(cfg.run_dir)
     data = data if data is not None else load_data_for(cfg)
     train_split = _subset(data.train, cfg.train_subset)
-    val_split, test_split = _subset(data.val, cfg.eval_subset), _subset(data.test, cfg.eval_subset)
+    val_split = _subset(data.val, cfg.eval_subset)  # what it chooses on; the test split only scores the end (finish)
     if cfg.epochs == 0:
-        return import_weights(cfg, rt, data, layout, test_split)
+        return import_weights(cfg, rt, data, layout)
     per_rank_batch = check_batch(cfg.batch_size, rt.world, len(train_split))
     pin = rt.device.type == "cuda"
     train_loader = make_loader(train_split, per_rank_batch, True, cfg.seed, rt.world, rt.rank, cfg.workers, pin)
@@ -191,14 +191,14 @@ def train(cfg: Config, data=None) -> Path:
                 dist.barrier()
 
     if rt.main:
-        finish(layout, cfg, rt, data, test_split, time.perf_counter() - run_start, per_rank_batch)
+        finish(layout, cfg, rt, data, time.perf_counter() - run_start, per_rank_batch)
     if rt.world > 1:
         dist.barrier()
         dist.destroy_process_group()
     return layout.train_dir
 
 
-def import_weights(cfg: Config, rt: Runtime, data, layout: Layout, test_split: ImageSet) -> Path:
+def import_weights(cfg: Config, rt: Runtime, data, layout: Layout) -> Path:
     """epochs=0: the model is the given weights (e.g. torchvision's ImageNet ResNet-18), scored on the test split and
     written as best.pt / last.pt so every later stage works as after training."""
     if not cfg.weights:
@@ -214,7 +214,7 @@ def import_weights(cfg: Config, rt: Runtime, data, layout: Layout, test_split: I
         save_checkpoint(ckpt, layout.last)
         save_checkpoint(ckpt, layout.best)
         atomic_write_json(layout.metrics, {"epochs": [], "best_val_acc": None, "weights": str(cfg.weights)})
-        finish(layout, cfg, rt, data, test_split, 0.0)
+        finish(layout, cfg, rt, data, 0.0)
     return layout.train_dir
 
 
@@ -265,10 +265,10 @@ def resume_from(path: Path, cfg: Config, model, opt, sched, scaler, ema=None) ->
     return {"epoch": ckpt["epoch"], "best_acc": ckpt["best_acc"], "history": ckpt["history"]}
 
 
-def finish(
-    layout: Layout, cfg: Config, rt: Runtime, data, test_split: ImageSet, wall: float, per_rank_batch: int | None = None
-) -> None:
-    """Score best.pt on the test split and close metrics.json; a model that learned nothing is an error."""
+def finish(layout: Layout, cfg: Config, rt: Runtime, data, wall: float, per_rank_batch: int | None = None) -> None:
+    """Score best.pt on the test split (read here only: the epochs were chosen on validation images) and close
+    metrics.json; a model that learned nothing is an error."""
+    test_split = _subset(data.test, cfg.eval_subset)
     best = load_checkpoint(layout.best)
     model = model_from_checkpoint(best).to(rt.device)
     test_loader = make_loader(test_split, 512, False, cfg.seed, 1, 0, cfg.workers, rt.device.type == "cuda")
