@@ -112,10 +112,16 @@ def run_one(stage_name: str, cfg: Config) -> int:
         ctx.data  # noqa: B018  (at the door, as in run)
     saved = ctx.layout.config.read_bytes() if ctx.layout.config.is_file() else None
     begin_run(ctx)
-    entry = run_stage(stage, ctx)
+    entry = {"status": "interrupted"}  # Ctrl-C keeps the config: the next `run` continues what was asked
+    try:
+        entry = run_stage(stage, ctx)
+    except Exception:
+        entry = {"status": "failed"}
+        raise
+    finally:
+        if saved is not None and entry["status"] == "failed":  # a verb that made nothing leaves the run's config
+            restore_config(ctx, saved)  # as it was (the next `run` included)
     if entry["status"] != "ok":
-        if saved is not None:  # a verb that made nothing leaves the run's config as it was (the next `run` included)
-            restore_config(ctx, saved)
         raise EdgeError(f"{stage_name} failed: {entry['error']}") from ctx.errors.get(stage_name)
     failed = [
         f"{rel}: {reason}{_repair(ctx.layout, rel)}"

@@ -58,11 +58,12 @@ def test_calibration_comes_from_the_training_split(tiny_run, tmp_path, fmnist):
     assert sum(img.tobytes() in test for img in data.calibration.images) <= 1  # Fashion-MNIST has rare duplicates
 
 
-def test_magnitude_pruning_sparsity_reaches_the_int8_tflite(tiny_run, tmp_path):
+def test_magnitude_pruning_sparsity_reaches_the_int8_tflite(tiny_run, tmp_path, test_split_watch):
     cfg = copy_run(
         tiny_run, tmp_path, "magnitude", prune_ratio=0.5, prune_epochs=1, prune_method="magnitude", run_litert=False
     )
     code = main(["prune", f"runs_dir={tmp_path}", "name=magnitude"])
+    assert test_split_watch() == [] and test_split_watch.reads  # fine-tuned on training images, judged on test
     int8 = record(cfg, "tflite/pruned50_int8.tflite")
     build = int8["build"]
     assert abs(build["nncf_sparsity_prunable"] - 0.5) <= 0.02
@@ -80,7 +81,7 @@ def test_magnitude_pruning_sparsity_reaches_the_int8_tflite(tiny_run, tmp_path):
     assert TFLiteRunner(cfg.run_dir / "tflite" / "pruned50_int8.tflite").input["dtype"] == np.int8
 
 
-def test_structured_pruning_cuts_macs_and_still_converts(tiny_run, tmp_path):
+def test_structured_pruning_cuts_macs_and_still_converts(tiny_run, tmp_path, test_split_watch):
     cfg = copy_run(
         tiny_run,
         tmp_path,
@@ -92,6 +93,7 @@ def test_structured_pruning_cuts_macs_and_still_converts(tiny_run, tmp_path):
         run_litert=False,
     )
     code = main(["prune", "prune_method=structured", f"runs_dir={tmp_path}", "name=structured"])
+    assert test_split_watch() == [] and test_split_watch.reads  # its epochs chosen on validation images
     int8 = record(cfg, "tflite/structured50_int8.tflite")
     build = int8["build"]
     # half the channels of each conv: ~1 - 0.5^2 of the MACs (the image input and the classes stay)

@@ -35,7 +35,9 @@ SMALL = [
     "prune_epochs=1",
     "qat=true",
     "bench_runs=5",
+    "bench_warmup=2",
     "bench_threads=1,2",
+    "bundle_table=false",  # fit's latency pack at 224 px: tests/test_device_table.py makes a small one
     "name=small",
 ]
 STAGES = [
@@ -99,9 +101,16 @@ def _kill_during_convert(args, run, log):
 
 
 @pytest.mark.chain
-def test_run_killed_then_continued_cached_and_forced(tmp_path, capsys):
+def test_run_killed_then_continued_cached_and_forced(tiny_run, tmp_path, capsys):
+    """Trained as the session's tiny run (the same training keys: a copy of it, whose train and export stay cached),
+    then the rest of the chain, killed during convert and continued."""
+    from conftest import copy_run
+
     args = ["run", *SMALL, f"runs_dir={tmp_path}"]
-    run = tmp_path / "small"
+    run = copy_run(tiny_run, tmp_path, "small").run_dir
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["stages"] = {k: v for k, v in manifest["stages"].items() if k in ("train", "export")}
+    (run / "manifest.json").write_text(json.dumps(manifest))  # convert runs again: killed there
     _kill_during_convert(args, run, tmp_path / "killed.log")
     stages = json.loads((run / "manifest.json").read_text())["stages"]
     assert [stages[s]["status"] for s in ("train", "export", "convert")] == ["ok", "ok", "started"]

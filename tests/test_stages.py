@@ -40,6 +40,7 @@ def help_of(argv: list[str], capsys) -> str:
 def test_a_stage_added_as_the_docs_say_runs_caches_reports_and_is_a_verb(tiny_run, tmp_path, monkeypatch, capsys):
     import pipeline
     from pipeline import chain
+    from pipeline.engine.contract import decide
     from pipeline.run import run
 
     module, chain_line = add_a_stage_section()
@@ -70,19 +71,19 @@ def test_a_stage_added_as_the_docs_say_runs_caches_reports_and_is_a_verb(tiny_ru
     assert "| toy | ok |" in "\n".join(report["stages"])
     assert "| toy/model.onnx |" in (run_dir / "report" / "report.md").read_text()
 
-    # cached: unchanged the next time; force=true runs it again
+    # cached: unchanged the next time; force=true would run it again (the whole chain forced: tests/test_run.py)
     run(cfg)
     assert "toy unchanged, skipped" in capsys.readouterr().err
+    assert decide(toy.STAGE, chain.context(cfg))[0] == "cached"
+    assert decide(toy.STAGE, chain.context(cfg), force=True)[0] == "run"
     stamp = (run_dir / "toy" / "model.onnx").stat().st_mtime_ns
-    run(cfg, force=True)
-    assert (run_dir / "toy" / "model.onnx").stat().st_mtime_ns != stamp
-    capsys.readouterr()
 
     # a CLI verb with its help, and a Python verb
     assert "a copy of the ONNX model, evaluated and gated" in help_of(["--help"], capsys)
     assert "eval_subset" in help_of(["toy", "--help"], capsys)
-    assert main(["toy", str(run_dir)]) == 0
+    assert main(["toy", str(run_dir)]) == 0  # the verb makes it again
     assert re.search(r"^toy ok .* -> toy/model.onnx", capsys.readouterr().err, re.M)
+    assert (run_dir / "toy" / "model.onnx").stat().st_mtime_ns != stamp
     assert pipeline.toy.__doc__ == "Run the toy stage of cfg's run: a copy of the ONNX model, evaluated and gated."
     assert pipeline.toy(cfg) == 0
 
