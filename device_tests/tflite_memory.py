@@ -106,9 +106,17 @@ def graph_floor(interpreter) -> dict:
     for t in outputs:
         last[t] = len(ops)
     constants = {t for op in ops for t in op["inputs"] if t >= 0 and t not in born}
-    peak = max(
-        (sum(nbytes[t] for t in born if born[t] <= k <= last.get(t, born[t])) for k in range(len(ops))), default=0
-    )
+
+    def peak(excluded=frozenset()) -> int:
+        """The most bytes of activations live at once, op by op (`excluded`: tensors that are not activations)."""
+        return max(
+            (
+                sum(nbytes[t] for t in born if t not in excluded and born[t] <= k <= last.get(t, born[t]))
+                for k in range(len(ops))
+            ),
+            default=0,
+        )
+
     # weights stored in fp16 and dequantized to fp32 by an op: XNNPACK packs them from the fp16 constants, so their
     # fp32 copies are never live under it (its packed weights count them); TFLite's own kernels hold them
     unpacked = {
@@ -117,13 +125,7 @@ def graph_floor(interpreter) -> dict:
         if op["op_name"] == "DEQUANTIZE" and all(i in constants for i in op["inputs"] if i >= 0)
         for t in op["outputs"]
     }
-    peak_xnnpack = max(
-        (
-            sum(nbytes[t] for t in born if t not in unpacked and born[t] <= k <= last.get(t, born[t]))
-            for k in range(len(ops))
-        ),
-        default=0,
-    )
+    peak_all, peak_xnnpack = peak(), peak(unpacked)
     weights = sum(nbytes[t] for t in constants)
     # XNNPACK's convolutions (not 1x1) keep an indirection buffer: a pointer per output pixel and kernel tap
     pointers = []
@@ -135,9 +137,9 @@ def graph_floor(interpreter) -> dict:
                 pointers.append(pixels * taps * struct.calcsize("P"))
     return {
         "weights_mib": weights / MIB,
-        "activations_mib": peak / MIB,
+        "activations_mib": peak_all / MIB,
         "xnnpack_activations_mib": peak_xnnpack / MIB,
-        "floor_mib": (weights + peak) / MIB,
+        "floor_mib": (weights + peak_all) / MIB,
         "indirection_mib": sum(pointers) / MIB,
         "indirection_largest_mib": max(pointers, default=0) / MIB,
     }
